@@ -1,0 +1,435 @@
+//! Layered loading: built-in defaults < TOML file < `.env` < process
+//! environment (`RAMPART_<SECTION>__<KEY>`).
+//!
+//! Everything is merged into one TOML tree first and deserialized once, so a
+//! key means the same wherever it comes from. Variables arrive as strings;
+//! where the typed tree wants a number, boolean or list, the string is read
+//! as a TOML literal (or a comma-separated list) and tried again. Errors name
+//! the key and where its value came from, never echo a secret's value.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use toml::{Table, Value};
+
+use super::Config;
+
+/// The group defaults that API.md states; seeded first so a file can change
+/// one key of a group and keep the rest.
+const DEFAULT_TREE: &str = r#"
+[rate_limit.global]
+strategy = "sliding_window"
+limit = 100
+window = "15m"
+
+[rate_limit.login]
+strategy = "sliding_window"
+limit = 5
+window = "15m"
+on_backend_error = "deny"
+
+[rate_limit.api]
+strategy = "sliding_window"
+limit = 30
+window = "1m"
+"#;
+
+/// Variables that steer the program rather than name a configuration key.
+const NON_KEY_VARIABLES: [&str; 2] = ["RAMPART_CONFIG", "RAMPART_PASSWORD"];
+
+/// What the loader reads. `from_process` gathers the real ones; tests build
+/// it by hand so they never touch the process environment.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigSources {
+    /// The TOML file, if any.
+    pub file: Option<PathBuf>,
+    /// Pairs read from `.env`, lower priority than `env`.
+    pub dotenv: Vec<(String, String)>,
+    /// `RAMPART_*` variables of the process.
+    pub env: Vec<(String, String)>,
+}
+
+impl ConfigSources {
+    /// The file is `--config`, else `RAMPART_CONFIG`, else `./rampart.toml`
+    /// when present. `.env` is read from the working directory, without
+    /// changing the process environment.
+    pub fn from_process(cli_file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> =
+            std::env::vars().filter(|(key, _)| key.starts_with("RAMPART_")).collect();
+        let mut dotenv = Vec::new();
+        if Path::new(".env").exists() {
+            let pairs = dotenvy::from_path_iter(".env")
+                .map_err(|error| ConfigError::one(format!(".env: {error}")))?;
+            for pair in pairs {
+                let (key, value) = pair.map_err(|error| ConfigError::one(format!(".env: {error}")))?;
+                if key.starts_with("RAMPART_") {
+                    dotenv.push((key, value));
+                }
+            }
+        }
+        let named = |key: &str| {
+            env.iter()
+                .chain(dotenv.iter())
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| PathBuf::from(v))
+        };
+        let file = cli_file.or_else(|| named("RAMPART_CONFIG")).or_else(|| {
+            let local = PathBuf::from("rampart.toml");
+            local.exists().then_some(local)
+        });
+        Ok(Self { file, dotenv, env })
+    }
+
+    /// The variable named `key`, from the process first, then `.env`.
+    pub fn variable(&self, key: &str) -> Option<&str> {
+        self.env.iter().chain(self.dotenv.iter()).find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One or more problems, each a line that names its key.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: String) -> Self {
+        Self { problems: vec![problem] }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    Variable { name: String, dotenv: bool },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "in {}", path.display()),
+            Origin::Variable { name, dotenv: false } => write!(f, "from {name}"),
+            Origin::Variable { name, dotenv: true } => write!(f, "from {name} in .env"),
+        }
+    }
+}
+
+/// Loads, merges and validates. Structural errors (unknown keys, wrong
+/// types) and value problems (`Config::problems`) both end up here.
+pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
+    let mut tree: Table = toml::from_str(DEFAULT_TREE)
+        .map_err(|error| ConfigError::one(format!("built-in defaults: {error}")))?;
+    let mut origins: HashMap<String, Origin> = HashMap::new();
+
+    if let Some(path) = &sources.file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::one(format!("cannot read {}: {error}", path.display())))?;
+        let file: Table = toml::from_str(&text)
+            .map_err(|error| ConfigError::one(format!("{}: {}", path.display(), error.to_string().trim_end())))?;
+        record_leaves(&file, "", &Origin::File(path.clone()), &mut origins);
+        merge(&mut tree, file);
+    }
+
+    let mut problems = Vec::new();
+    let variables = sources
+        .dotenv
+        .iter()
+        .map(|pair| (pair, true))
+        .chain(sources.env.iter().map(|pair| (pair, false)));
+    for ((name, value), dotenv) in variables {
+        if NON_KEY_VARIABLES.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(path) = variable_path(name) else {
+            problems.push(format!("{name}: not a configuration variable (expected RAMPART_<SECTION>__<KEY>)"));
+            continue;
+        };
+        match set_path(&mut tree, &path, Value::String(value.clone())) {
+            Ok(()) => {
+                origins.insert(path.join("."), Origin::Variable { name: name.clone(), dotenv });
+            }
+            Err(message) => problems.push(format!("{name}: {message}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+
+    let config = deserialize(tree, &origins)?;
+    let problems = config.problems();
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
+}
+
+fn deserialize(mut tree: Table, origins: &HashMap<String, Origin>) -> Result<Config, ConfigError> {
+    // Each round fixes at most one variable's type; the bound only guards
+    // against a loop that makes no progress.
+    for _ in 0..=origins.len() {
+        let error = match serde_path_to_error::deserialize::<_, Config>(Value::Table(tree.clone())) {
+            Ok(config) => return Ok(config),
+            Err(error) => error,
+        };
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let origin = origin_of(&path, origins);
+        if let Some(Origin::Variable { .. }) = origin {
+            if coerce_variable(&mut tree, &path, &message) {
+                continue;
+            }
+        }
+        return Err(ConfigError::one(describe(&path, &message, origin)));
+    }
+    Err(ConfigError::one("configuration variables could not be read".into()))
+}
+
+/// `server.foo: unknown key (in rampart.toml)`, or the value's problem.
+fn describe(path: &str, message: &str, origin: Option<&Origin>) -> String {
+    let origin = origin.map(|o| format!(" ({o})")).unwrap_or_default();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let parent = path.rsplit_once('.').map(|(p, _)| p).filter(|_| path.ends_with(field));
+        let key = match parent {
+            Some(parent) => format!("{parent}.{field}"),
+            None if path == field || path == "." || path.is_empty() => field.to_owned(),
+            None => format!("{path}.{field}"),
+        };
+        let expected = rest.split_once(", expected ").map(|(_, e)| format!("; expected {e}")).unwrap_or_default();
+        return format!("{key}: unknown key{origin}{expected}");
+    }
+    let key = if path.is_empty() || path == "." { "configuration" } else { path };
+    format!("{key}: {message}{origin}")
+}
+
+/// The source of `path`, of its nearest ancestor, or (for an unknown
+/// section) of a key inside it.
+fn origin_of<'a>(path: &str, origins: &'a HashMap<String, Origin>) -> Option<&'a Origin> {
+    let mut candidate = path;
+    loop {
+        if let Some(origin) = origins.get(candidate) {
+            return Some(origin);
+        }
+        match candidate.rsplit_once('.') {
+            Some((parent, _)) => candidate = parent,
+            None => break,
+        }
+    }
+    let inside = format!("{path}.");
+    origins.iter().find(|(key, _)| key.starts_with(&inside)).map(|(_, origin)| origin)
+}
+
+/// Reads a variable's string as the type the tree asked for.
+fn coerce_variable(tree: &mut Table, path: &str, message: &str) -> bool {
+    let keys: Vec<&str> = path.split('.').collect();
+    let Some(Value::String(text)) = get_path(tree, &keys) else {
+        return false;
+    };
+    let literal = toml::from_str::<Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .filter(|value| !value.is_str());
+    let replacement = match literal {
+        Some(value) => value,
+        None if message.contains("sequence") => Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(|part| Value::String(part.to_owned()))
+                .collect(),
+        ),
+        None => return false,
+    };
+    let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+    set_path(tree, &owned, replacement).is_ok()
+}
+
+fn variable_path(name: &str) -> Option<Vec<String>> {
+    let rest = name.strip_prefix("RAMPART_")?;
+    let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    (parts.len() >= 2 && parts.iter().all(|p| !p.is_empty())).then_some(parts)
+}
+
+fn get_path<'a>(tree: &'a Table, keys: &[&str]) -> Option<&'a Value> {
+    let (last, parents) = keys.split_last()?;
+    let mut table = tree;
+    for key in parents {
+        table = table.get(*key)?.as_table()?;
+    }
+    table.get(*last)
+}
+
+fn set_path(tree: &mut Table, keys: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parents)) = keys.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut table = tree;
+    for (depth, key) in parents.iter().enumerate() {
+        let entry = table.entry(key.clone()).or_insert_with(|| Value::Table(Table::new()));
+        table = match entry {
+            Value::Table(inner) => inner,
+            _ => return Err(format!("{} is a value, not a section", keys[..=depth].join("."))),
+        };
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+fn merge(into: &mut Table, from: Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Table(existing)), Value::Table(incoming)) => merge(existing, incoming),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+fn record_leaves(table: &Table, prefix: &str, origin: &Origin, origins: &mut HashMap<String, Origin>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        if let Value::Table(inner) = value {
+            record_leaves(inner, &path, origin, origins);
+        }
+        origins.insert(path, origin.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::config::{Environment, JwtAlgorithm, RateLimitStrategy};
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(text.as_bytes()).expect("write");
+        file
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn error_of(sources: &ConfigSources) -> String {
+        load(sources).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn no_sources_give_the_documented_defaults() {
+        let config = load(&ConfigSources::default()).expect("defaults load");
+        assert_eq!(config.server.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.server.admin_bind.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.server.body_limit.0, 10 * 1024);
+        assert_eq!(config.auth.jwt_algorithm, JwtAlgorithm::EdDSA);
+        assert_eq!(config.rate_limit["login"].limit, 5);
+        assert_eq!(config.rate_limit["api"].window.0.as_secs(), 60);
+        assert_eq!(config.rate_limit["global"].strategy, RateLimitStrategy::SlidingWindow);
+    }
+
+    #[test]
+    fn later_layers_win_key_by_key() {
+        let toml = file("[server]\nbind = \"127.0.0.1:4000\"\nbody_limit = \"20KiB\"\n[rate_limit.login]\nlimit = 9\n");
+        let sources = ConfigSources {
+            file: Some(toml.path().to_owned()),
+            dotenv: vars(&[("RAMPART_SERVER__BODY_LIMIT", "30KiB"), ("RAMPART_SERVER__MAX_CONNECTIONS", "7")]),
+            env: vars(&[("RAMPART_SERVER__BODY_LIMIT", "40KiB"), ("RAMPART_RATE_LIMIT__LOGIN__LIMIT", "6")]),
+        };
+        let config = load(&sources).expect("loads");
+        assert_eq!(config.server.bind.port(), 4000, "file beats default");
+        assert_eq!(config.server.max_connections, 7, ".env beats default");
+        assert_eq!(config.server.body_limit.0, 40 * 1024, "environment beats .env and file");
+        assert_eq!(config.rate_limit["login"].limit, 6);
+        assert_eq!(config.rate_limit["login"].window.0.as_secs(), 900, "untouched group keys keep defaults");
+    }
+
+    #[test]
+    fn variables_become_numbers_booleans_and_lists() {
+        let sources = ConfigSources {
+            env: vars(&[
+                ("RAMPART_DEFENSE__ENABLED", "false"),
+                ("RAMPART_SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.0/16"),
+                ("RAMPART_SERVER__CORS_ORIGINS", "[\"https://app.example.com\"]"),
+                ("RAMPART_BOOTSTRAP__ADMIN_PASSWORD", "123456789012345678"),
+            ]),
+            ..Default::default()
+        };
+        let config = load(&sources).expect("loads");
+        assert!(!config.defense.enabled);
+        assert_eq!(config.server.trusted_proxies.len(), 2);
+        assert_eq!(config.server.cors_origins, ["https://app.example.com"]);
+        use secrecy::ExposeSecret;
+        assert_eq!(config.bootstrap.admin_password.expose_secret(), "123456789012345678");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_source() {
+        let toml = file("[server]\nbind = \"127.0.0.1:3000\"\nbnid = \"x\"\n");
+        let message = error_of(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() });
+        assert!(message.starts_with("server.bnid: unknown key"), "{message}");
+        assert!(message.contains(&toml.path().display().to_string()), "{message}");
+
+        let message = error_of(&ConfigSources { env: vars(&[("RAMPART_SERVR__BIND", "x")]), ..Default::default() });
+        assert!(message.starts_with("servr: unknown key (from RAMPART_SERVR__BIND)"), "{message}");
+
+        let message = error_of(&ConfigSources { env: vars(&[("RAMPART_BIND", "x")]), ..Default::default() });
+        assert!(message.contains("RAMPART_BIND: not a configuration variable"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let toml = file("[auth]\naccess_token_ttl = \"15 minutes\"\n");
+        let message = error_of(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() });
+        assert!(message.starts_with("auth.access_token_ttl:"), "{message}");
+
+        let message = error_of(&ConfigSources { env: vars(&[("RAMPART_SERVER__MAX_CONNECTIONS", "many")]), ..Default::default() });
+        assert!(message.starts_with("server.max_connections:"), "{message}");
+        assert!(message.contains("RAMPART_SERVER__MAX_CONNECTIONS"), "{message}");
+
+        let toml = file("[server]\nbind = \n");
+        let message = error_of(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() });
+        assert!(message.contains("line 2"), "syntax errors give the line: {message}");
+    }
+
+    #[test]
+    fn production_demands_tls_or_proxies_and_an_explicit_key() {
+        let sources = ConfigSources { env: vars(&[("RAMPART_SERVER__ENVIRONMENT", "production")]), ..Default::default() };
+        let message = error_of(&sources);
+        assert!(message.contains("server.environment: production needs [tls]"), "{message}");
+        assert!(message.contains("auth.signing_key_file"), "{message}");
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused() {
+        let secret = file("too-short-secret");
+        let sources = ConfigSources {
+            env: vars(&[
+                ("RAMPART_AUTH__JWT_ALGORITHM", "HS256"),
+                ("RAMPART_AUTH__SIGNING_KEY_FILE", secret.path().to_str().expect("utf-8 path")),
+            ]),
+            ..Default::default()
+        };
+        assert!(error_of(&sources).contains("at least 32 bytes"));
+        let strong = file("0123456789abcdef0123456789abcdef");
+        let sources = ConfigSources {
+            env: vars(&[
+                ("RAMPART_AUTH__JWT_ALGORITHM", "HS256"),
+                ("RAMPART_AUTH__SIGNING_KEY_FILE", strong.path().to_str().expect("utf-8 path")),
+                ("RAMPART_SERVER__ENVIRONMENT", "development"),
+            ]),
+            ..Default::default()
+        };
+        let config = load(&sources).expect("a 32-byte secret is accepted");
+        assert_eq!(config.server.environment, Environment::Development);
+    }
+}

@@ -1,0 +1,478 @@
+//! Typed configuration: the tree of API.md's "Command line and
+//! configuration", its defaults, and the checks that run once at start.
+//!
+//! Loading (defaults < TOML file < `.env` < `RAMPART_*` variables) lives in
+//! `load`; this module only describes the shape and what a valid value is.
+//! Every struct denies unknown keys, so a typo stops the start instead of
+//! being ignored. Secrets are `SecretString`s: their `Debug` prints nothing.
+
+mod load;
+pub mod units;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub use load::{ConfigError, ConfigSources, load};
+pub use units::{ByteSize, HumanDuration};
+
+/// The whole configuration. Build it with `load` (or `Config::defaults()`
+/// in tests): the rate-limit group defaults come from the loader's tree.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub bootstrap: BootstrapConfig,
+    #[serde(default)]
+    pub rate_limit: BTreeMap<String, RateLimitGroup>,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub defense: DefenseConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub oauth: OAuthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// Listener for `/metrics`; never the public one.
+    pub admin_bind: SocketAddr,
+    pub environment: Environment,
+    pub body_limit: ByteSize,
+    pub data_dir: PathBuf,
+    pub header_read_timeout: HumanDuration,
+    pub request_timeout: HumanDuration,
+    pub shutdown_timeout: HumanDuration,
+    pub max_connections: usize,
+    pub max_header_bytes: ByteSize,
+    pub max_uri_bytes: ByteSize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            admin_bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            environment: Environment::Development,
+            body_limit: ByteSize::kib(10),
+            data_dir: PathBuf::from("data"),
+            header_read_timeout: HumanDuration::secs(10),
+            request_timeout: HumanDuration::secs(30),
+            shutdown_timeout: HumanDuration::secs(30),
+            max_connections: 10_000,
+            max_header_bytes: ByteSize::kib(16),
+            max_uri_bytes: ByteSize::kib(8),
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// May carry a password (postgres://user:pass@host), hence secret.
+    pub url: SecretString,
+    pub auto_migrate: bool,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("sqlite://data/rampart.db"),
+            auto_migrate: true,
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: SecretString,
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: SecretString::default(), key_prefix: "rampart:".into() }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    EdDSA,
+    ES256,
+    RS256,
+    HS256,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub jwt_algorithm: JwtAlgorithm,
+    pub signing_key_file: PathBuf,
+    pub access_token_ttl: HumanDuration,
+    pub refresh_token_ttl: HumanDuration,
+    pub session_idle_timeout: HumanDuration,
+    pub session_absolute_timeout: HumanDuration,
+    pub issuer: String,
+    pub audience: String,
+    pub password_hash: PasswordHashConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_algorithm: JwtAlgorithm::EdDSA,
+            signing_key_file: PathBuf::new(),
+            access_token_ttl: HumanDuration::mins(15),
+            refresh_token_ttl: HumanDuration::days(30),
+            session_idle_timeout: HumanDuration::mins(30),
+            session_absolute_timeout: HumanDuration::hours(12),
+            issuer: "rampart".into(),
+            audience: "rampart-api".into(),
+            password_hash: PasswordHashConfig::default(),
+        }
+    }
+}
+
+/// Argon2id cost. The defaults are OWASP's (19 MiB, t=2, p=1); tests lower
+/// them through configuration, never by changing these numbers.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordHashConfig {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes computed at once; more wait, so a login flood cannot starve
+    /// the rest of the server.
+    pub max_concurrent: usize,
+}
+
+impl Default for PasswordHashConfig {
+    fn default() -> Self {
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, max_concurrent: 2 }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    pub admin_email: String,
+    pub admin_name: String,
+    pub admin_password: SecretString,
+    pub admin_password_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitStrategy {
+    FixedWindow,
+    SlidingWindow,
+    TokenBucket,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CountMode {
+    #[default]
+    All,
+    Failures,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBackendError {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitGroup {
+    #[serde(default = "RateLimitGroup::default_strategy")]
+    pub strategy: RateLimitStrategy,
+    pub limit: u32,
+    pub window: HumanDuration,
+    #[serde(default)]
+    pub count: CountMode,
+    /// Path prefixes this group covers (for groups beyond the built-in three).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP methods this group covers; empty means all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub on_backend_error: Option<OnBackendError>,
+}
+
+impl RateLimitGroup {
+    fn default_strategy() -> RateLimitStrategy {
+        RateLimitStrategy::SlidingWindow
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefenseConfig {
+    pub enabled: bool,
+    pub failed_login_threshold: u32,
+    pub rate_limited_threshold: u32,
+    pub window: HumanDuration,
+    pub block_for: HumanDuration,
+}
+
+impl Default for DefenseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failed_login_threshold: 20,
+            rate_limited_threshold: 200,
+            window: HumanDuration::mins(5),
+            block_for: HumanDuration::mins(15),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub webhook_url: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn is_configured(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty() || !self.key_file.as_os_str().is_empty()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    pub redirect_allowlist: Vec<String>,
+    pub providers: BTreeMap<String, OAuthProviderConfig>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self { redirect_allowlist: vec!["/account".into()], providers: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthProviderConfig {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub client_secret_file: PathBuf,
+    pub issuer: String,
+    pub auth_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub redirect_url: String,
+    pub scopes: Vec<String>,
+    pub token_auth: String,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON in production, readable text in development.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `"info"` or `"rampart=debug,info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Auto, level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Defaults for everything, as a file with no keys would give.
+    pub fn defaults() -> Self {
+        match load(&ConfigSources::default()) {
+            Ok(config) => config,
+            // The built-in tree is covered by a unit test; reaching this is a bug.
+            Err(error) => panic!("built-in configuration defaults are invalid: {error}"),
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.server.environment == Environment::Production
+    }
+
+    pub fn json_logs(&self) -> bool {
+        match self.log.format {
+            LogFormat::Json => true,
+            LogFormat::Text => false,
+            LogFormat::Auto => self.is_production(),
+        }
+    }
+
+    /// Every problem with the values themselves, each naming its key. Empty
+    /// means the configuration may start a server.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: &str| problems.push(format!("{key}: {message}"));
+        let server = &self.server;
+
+        if server.body_limit.0 == 0 {
+            problem("server.body_limit", "must be greater than zero");
+        }
+        if server.max_connections == 0 {
+            problem("server.max_connections", "must be greater than zero");
+        }
+        if server.max_header_bytes.0 < 1024 {
+            problem("server.max_header_bytes", "must be at least 1KiB");
+        }
+        if server.max_uri_bytes.0 < 256 {
+            problem("server.max_uri_bytes", "must be at least 256B");
+        }
+        for (key, value) in [
+            ("server.header_read_timeout", server.header_read_timeout),
+            ("server.request_timeout", server.request_timeout),
+            ("auth.access_token_ttl", self.auth.access_token_ttl),
+            ("auth.refresh_token_ttl", self.auth.refresh_token_ttl),
+            ("auth.session_idle_timeout", self.auth.session_idle_timeout),
+            ("auth.session_absolute_timeout", self.auth.session_absolute_timeout),
+        ] {
+            if value.0.is_zero() {
+                problem(key, "must be longer than zero");
+            }
+        }
+        if self.auth.session_idle_timeout > self.auth.session_absolute_timeout {
+            problem("auth.session_idle_timeout", "must not exceed auth.session_absolute_timeout");
+        }
+        if self.auth.issuer.trim().is_empty() {
+            problem("auth.issuer", "must not be empty");
+        }
+        if self.auth.audience.trim().is_empty() {
+            problem("auth.audience", "must not be empty");
+        }
+        let hash = self.auth.password_hash;
+        if hash.memory_kib < 8 * hash.parallelism.max(1) || hash.iterations == 0 || hash.parallelism == 0 {
+            problem("auth.password_hash", "memory_kib must be at least 8 × parallelism, iterations and parallelism at least 1");
+        }
+        if hash.max_concurrent == 0 {
+            problem("auth.password_hash.max_concurrent", "must be at least 1");
+        }
+        for origin in &server.cors_origins {
+            if !(origin.starts_with("https://") || origin.starts_with("http://")) || origin.ends_with('/') {
+                problem("server.cors_origins", &format!("{origin:?} is not an origin like \"https://app.example.com\""));
+            }
+        }
+
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problem("database.url", "must start with sqlite: or postgres://");
+        }
+        if self.database.max_connections == 0 {
+            problem("database.max_connections", "must be at least 1");
+        }
+
+        for (name, group) in &self.rate_limit {
+            if group.limit == 0 {
+                problem(&format!("rate_limit.{name}.limit"), "must be at least 1");
+            }
+            if group.window.0.is_zero() {
+                problem(&format!("rate_limit.{name}.window"), "must be longer than zero");
+            }
+            let builtin = matches!(name.as_str(), "global" | "login" | "api");
+            if !builtin && group.paths.is_empty() {
+                problem(&format!("rate_limit.{name}.paths"), "a custom group needs at least one path prefix");
+            }
+        }
+
+        if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
+            problem("tls", "cert_file and key_file must be set together");
+        }
+        if self.defense.window.0.is_zero() || self.defense.block_for.0.is_zero() {
+            problem("defense", "window and block_for must be longer than zero");
+        }
+
+        if self.is_production() {
+            if !self.tls.is_configured() && server.trusted_proxies.is_empty() {
+                problem("server.environment", "production needs [tls] cert_file/key_file, or server.trusted_proxies for a TLS-terminating proxy");
+            }
+            if self.auth.signing_key_file.as_os_str().is_empty() {
+                problem("auth.signing_key_file", "production needs an explicit signing key (see `rampart keys generate`); the generated development key is refused");
+            }
+        }
+        if self.auth.jwt_algorithm == JwtAlgorithm::HS256 {
+            if let Some(message) = hs256_secret_problem(&self.auth.signing_key_file) {
+                problem("auth.signing_key_file", &message);
+            }
+        }
+        problems
+    }
+}
+
+/// HS256 needs a secret of at least 32 bytes; anything shorter is guessable.
+fn hs256_secret_problem(path: &Path) -> Option<String> {
+    if path.as_os_str().is_empty() {
+        return None; // development: a strong secret is generated
+    }
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.trim_ascii().len() >= 32 => None,
+        Ok(_) => Some("the HS256 secret must be at least 32 bytes".into()),
+        Err(error) => Some(format!("cannot read {}: {error}", path.display())),
+    }
+}

@@ -1,0 +1,18 @@
+//! Validated input types. A value of these types has passed its rules, so
+//! the code after the edge never re-checks (or forgets to check) them.
+//!
+//! Constructors return a plain message on failure; callers attach the field
+//! name and turn it into a 400 with `errors`. No type here imports axum or
+//! the store.
+
+mod email;
+mod password;
+mod role;
+mod user;
+mod user_name;
+
+pub use email::Email;
+pub use password::Password;
+pub use role::Role;
+pub use user::{NewUser, User};
+pub use user_name::UserName;

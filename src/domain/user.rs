@@ -1,0 +1,30 @@
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Email, Role, UserName};
+
+/// A user as the API shows it. It has no password field at all, so no
+/// serialisation of a `User` can leak one.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub department: Option<String>,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What creating a user needs; `password_hash` is a PHC string, or `None`
+/// for accounts that sign in only through an identity provider.
+#[derive(Debug)]
+pub struct NewUser {
+    pub email: Email,
+    pub name: UserName,
+    pub role: Role,
+    pub department: Option<String>,
+    pub password_hash: Option<String>,
+}

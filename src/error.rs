@@ -1,0 +1,244 @@
+//! The one error type of the HTTP surface, and the only place that turns an
+//! error into a response body (RFC 9457 `application/problem+json`).
+//!
+//! Handlers, extractors and layers return `ApiError`. Its `IntoResponse`
+//! does not write the body yet: it leaves a `Problem` in the response's
+//! extensions, and the `problem` layer, which knows the request id, renders
+//! it. The same layer turns any other error response the framework makes
+//! (405, an empty 413, a caught panic) into a problem, so no error leaves the
+//! router without this shape.
+//!
+//! Security: the body never carries internal text. `Internal` keeps its cause
+//! for the log only; titles and details below are fixed strings or come from
+//! our own validation messages.
+
+use std::borrow::Cow;
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// A field-level validation failure, reported under `errors`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: Cow<'static, str>,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("bad request: {0}")]
+    BadRequest(Cow<'static, str>),
+    /// `token_sent` selects RFC 6750's `error="invalid_token"` challenge.
+    #[error("unauthorized")]
+    Unauthorized { token_sent: bool },
+    #[error("forbidden: {0}")]
+    Forbidden(Cow<'static, str>),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(Cow<'static, str>),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("request timed out")]
+    Timeout,
+    #[error("service unavailable")]
+    Unavailable,
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Timeout | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::BadRequest(detail.into())
+    }
+
+    pub fn forbidden(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::Forbidden(detail.into())
+    }
+
+    fn problem(self) -> Problem {
+        let status = self.status();
+        let mut problem = Problem::for_status(status);
+        match self {
+            Self::Validation(errors) => {
+                problem.detail = "The request has invalid fields.".into();
+                problem.errors = Some(errors);
+            }
+            Self::BadRequest(detail) | Self::Forbidden(detail) | Self::Conflict(detail) => {
+                problem.detail = detail;
+            }
+            Self::Unauthorized { .. } => {
+                problem.detail = "Valid credentials are required.".into();
+            }
+            Self::TooManyRequests { .. } => {
+                problem.detail = "Too many requests; retry after the time in Retry-After.".into();
+            }
+            Self::Timeout => problem.detail = "The request took too long and was stopped.".into(),
+            Self::Internal(cause) => problem.internal = Some(format!("{cause:#}")),
+            Self::NotFound | Self::PayloadTooLarge | Self::UnsupportedMediaType | Self::Unavailable => {}
+        }
+        problem
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::NotFound,
+            StoreError::Conflict(what) => Self::Conflict(what.into()),
+            StoreError::Other(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = status.into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized { token_sent: true } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"rampart\", error=\"invalid_token\""),
+                );
+            }
+            Self::Unauthorized { token_sent: false } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"rampart\""));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response.extensions_mut().insert(self.problem());
+        response
+    }
+}
+
+/// A problem waiting for its request id; rendered by the `problem` layer.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub detail: Cow<'static, str>,
+    pub errors: Option<Vec<FieldError>>,
+    /// The cause of a 5xx, for the log line only.
+    pub internal: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+impl Problem {
+    /// The generic problem for a status: used for errors the framework
+    /// produced without going through `ApiError`.
+    pub fn for_status(status: StatusCode) -> Self {
+        let detail = match status {
+            StatusCode::NOT_FOUND => "No resource exists at this path.",
+            StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this path.",
+            StatusCode::PAYLOAD_TOO_LARGE => "The request body is larger than the server accepts.",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "The body must be JSON with Content-Type: application/json.",
+            StatusCode::URI_TOO_LONG => "The request URI is longer than the server accepts.",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "The request headers are larger than the server accepts.",
+            StatusCode::REQUEST_TIMEOUT => "The request was not received in time.",
+            StatusCode::SERVICE_UNAVAILABLE => "The service is unavailable; try again later.",
+            StatusCode::FORBIDDEN => "This action is not allowed.",
+            StatusCode::UNAUTHORIZED => "Valid credentials are required.",
+            status if status.is_server_error() => "Something went wrong on our side. Quote the request id when reporting it.",
+            _ => "The request could not be processed.",
+        };
+        Self { status, detail: detail.into(), errors: None, internal: None }
+    }
+
+    /// The JSON body, with the request id the problem belongs to.
+    pub fn to_body(&self, request_id: &str) -> Vec<u8> {
+        let body = ProblemBody {
+            kind: "about:blank",
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            request_id,
+            errors: self.errors.as_deref(),
+        };
+        // Serialising plain strings and numbers cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_keep_their_cause_out_of_the_body() {
+        let error = ApiError::Internal(anyhow::anyhow!("SELECT * FROM users: disk I/O error at /var/db"));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let problem = response.extensions().get::<Problem>().expect("problem attached");
+        let body = String::from_utf8(problem.to_body("rid-1")).expect("utf-8");
+        assert!(!body.contains("SELECT") && !body.contains("/var/db"), "{body}");
+        assert!(problem.internal.as_deref().is_some_and(|cause| cause.contains("disk I/O")));
+    }
+
+    #[test]
+    fn problem_bodies_have_every_member() {
+        let body = Problem::for_status(StatusCode::NOT_FOUND).to_body("abc");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        for member in ["type", "title", "status", "detail", "request_id"] {
+            assert!(json.get(member).is_some(), "missing {member}");
+        }
+        assert_eq!(json["status"], 404);
+        assert_eq!(json["request_id"], "abc");
+        assert!(json.get("errors").is_none());
+    }
+
+    #[test]
+    fn unauthorized_carries_a_bearer_challenge() {
+        let response = ApiError::Unauthorized { token_sent: true }.into_response();
+        let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().expect("ascii");
+        assert!(challenge.starts_with("Bearer") && challenge.contains("invalid_token"));
+    }
+}

@@ -1,0 +1,97 @@
+//! One access-log event and one metrics sample per request.
+//!
+//! The event has the time, request id, method, route template, path
+//! (without the query string, which can carry codes and tokens), status,
+//! latency, client IP and, once the authentication layer has set it, the
+//! user id. Headers and bodies are never logged.
+
+use std::{
+    sync::{Arc, LazyLock, OnceLock},
+    time::Instant,
+};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::Method,
+    middleware::Next,
+    response::Response,
+};
+use uuid::Uuid;
+
+use super::{ClientAddr, request_id::RequestId};
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+
+/// Per-request facts that inner layers learn and the access log reports.
+#[derive(Debug, Default)]
+pub struct RequestContext {
+    pub user_id: OnceLock<Uuid>,
+}
+
+static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("<unmatched>"));
+const MAX_LOGGED_PATH: usize = 256;
+
+/// Known methods by name; anything else shares one label.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+pub async fn access_log(State(metrics): State<Arc<Metrics>>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
+    let path = truncate(request.uri().path(), MAX_LOGGED_PATH).to_owned();
+    let client_ip = request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip());
+    let request_id = request.extensions().get::<RequestId>().cloned();
+    let context = Arc::new(RequestContext::default());
+    request.extensions_mut().insert(context.clone());
+
+    let response = next.run(request).await;
+
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels { method, route: route.clone(), status })
+        .inc();
+    metrics
+        .http_request_duration
+        .get_or_create(&RouteLabels { method, route: route.clone() })
+        .observe(latency.as_secs_f64());
+    let user_id = context.user_id.get().map(Uuid::to_string);
+    tracing::info!(
+        target: "rampart::access",
+        request_id = request_id.as_ref().map(RequestId::as_str),
+        method,
+        route = &*route,
+        path,
+        status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        client_ip = client_ip.map(tracing::field::display),
+        user_id = user_id.as_deref(),
+        "request"
+    );
+    response
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

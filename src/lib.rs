@@ -1,0 +1,34 @@
+//! Rampart: a secure-by-default API server.
+//!
+//! The modules in request order:
+//! - `server`: listeners, TLS (`tls`), connection limits, graceful shutdown;
+//! - `layers`: request id → security headers → access log → problem
+//!   rendering → panic catching → size limits → timeout → CORS → body limit;
+//! - `routes`: the handlers, with `extract::JsonBody` for input and
+//!   `domain` types for validated values;
+//! - `accounts`, `auth`: account rules, password hashing, keys;
+//! - `store`: the `Store` trait and its SQLite backend;
+//! - `error`: the one error type and its problem+json form.
+//!
+//! Around them: `config` (typed, layered configuration), `telemetry`
+//! (redacting log output), `metrics`, `clock`, and `cli` (the commands).
+#![deny(unsafe_code)]
+
+pub mod accounts;
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod fs;
+pub mod layers;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

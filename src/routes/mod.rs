@@ -1,0 +1,5 @@
+//! HTTP routes. Each module exports a `router()`; `app::router` merges them
+//! under the shared layer stack. Handlers stay thin: parse input, ask the
+//! store (and, as it lands, the policy), shape the response.
+
+pub mod ops;

@@ -1,0 +1,73 @@
+//! Operations: `/health` (always cheap, never touches the database),
+//! `/ready` (checks the database) and `/metrics` (admin listener only).
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+
+use crate::{app::AppState, error::ApiError};
+
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health", get(health)).route("/ready", get(ready))
+}
+
+/// Routes of the admin listener.
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics)).route("/health", get(health))
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    uptime_seconds: u64,
+    timestamp: String,
+    version: &'static str,
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "healthy",
+        uptime_seconds: state.started.elapsed().as_secs(),
+        timestamp: state.clock.now().format(&Rfc3339).unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[derive(Serialize)]
+struct Ready {
+    status: &'static str,
+    database: &'static str,
+}
+
+async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(Ready { status: "ready", database: "up" })),
+        Ok(Err(error)) => {
+            tracing::warn!(cause = %error, "readiness check: database failed");
+            Err(ApiError::Unavailable)
+        }
+        Err(_) => {
+            tracing::warn!("readiness check: database did not answer in time");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
