@@ -27,12 +27,19 @@ pub async fn create_account(
     request: AccountRequest<'_>,
 ) -> Result<User, ApiError> {
     let mut errors = Vec::new();
-    let email = Email::parse(request.email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
-    let name = UserName::parse(request.name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
+    let email = Email::parse(request.email)
+        .map_err(|m| errors.push(FieldError::new("email", m)))
+        .ok();
+    let name = UserName::parse(request.name)
+        .map_err(|m| errors.push(FieldError::new("name", m)))
+        .ok();
     let department = match request.department.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(text) if text.chars().count() > 100 || text.chars().any(char::is_control) => {
-            errors.push(FieldError::new("department", "must be at most 100 characters without control characters"));
+            errors.push(FieldError::new(
+                "department",
+                "must be at most 100 characters without control characters",
+            ));
             None
         }
         Some(text) => Some(text.to_owned()),
@@ -50,9 +57,20 @@ pub async fn create_account(
         return Err(ApiError::Validation(errors));
     }
     let password_hash = hasher.hash(password.secret()).await?;
-    let new_user = NewUser { email, name, role: request.role, department, password_hash: Some(password_hash) };
-    store.create_user(new_user).await.map_err(|error| match error {
-        StoreError::Conflict(_) => ApiError::Conflict("An account with this email already exists.".into()),
-        other => other.into(),
-    })
+    let new_user = NewUser {
+        email,
+        name,
+        role: request.role,
+        department,
+        password_hash: Some(password_hash),
+    };
+    store
+        .create_user(new_user)
+        .await
+        .map_err(|error| match error {
+            StoreError::Conflict(_) => {
+                ApiError::Conflict("An account with this email already exists.".into())
+            }
+            other => other.into(),
+        })
 }

@@ -47,9 +47,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, clock: Arc<dyn Clock>, tls: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        tls: bool,
+    ) -> anyhow::Result<Self> {
         let hasher = PasswordHasher::new(&config.auth.password_hash)?;
-        Ok(Self { config, store, metrics: Arc::new(Metrics::new()), clock, hasher, started: Instant::now(), tls })
+        Ok(Self {
+            config,
+            store,
+            metrics: Arc::new(Metrics::new()),
+            clock,
+            hasher,
+            started: Instant::now(),
+            tls,
+        })
     }
 }
 
@@ -69,12 +82,18 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     };
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id))
-        .layer(from_fn_with_state(SecurityHeaders::new(hsts), security_headers))
+        .layer(from_fn_with_state(
+            SecurityHeaders::new(hsts),
+            security_headers,
+        ))
         .layer(from_fn_with_state(state.metrics.clone(), access_log))
         .layer(from_fn(render_problems))
         .layer(panic::layer())
         .layer(from_fn_with_state(limits, enforce_limits))
-        .layer(from_fn_with_state(RequestTimeout(config.server.request_timeout.0), enforce_timeout));
+        .layer(from_fn_with_state(
+            RequestTimeout(config.server.request_timeout.0),
+            enforce_timeout,
+        ));
 
     // `Router::layer` wraps inside out: the body limit is innermost, CORS
     // just outside it, then the stack above.
@@ -82,7 +101,9 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(routes::ops::router())
         .merge(extra)
         .fallback(not_found)
-        .layer(RequestBodyLimitLayer::new(config.server.body_limit.as_usize()));
+        .layer(RequestBodyLimitLayer::new(
+            config.server.body_limit.as_usize(),
+        ));
     if let Some(cors) = cors(&config.server.cors_origins) {
         router = router.layer(cors);
     }
@@ -95,10 +116,16 @@ pub fn admin_router(state: AppState) -> Router {
     let hsts = state.config.is_production();
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id))
-        .layer(from_fn_with_state(SecurityHeaders::new(hsts), security_headers))
+        .layer(from_fn_with_state(
+            SecurityHeaders::new(hsts),
+            security_headers,
+        ))
         .layer(from_fn(render_problems))
         .layer(panic::layer());
-    routes::ops::admin_router().fallback(not_found).layer(stack).with_state(state)
+    routes::ops::admin_router()
+        .fallback(not_found)
+        .layer(stack)
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -110,12 +137,21 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
     let request_id = HeaderName::from_static("x-request-id");
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,

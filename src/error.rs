@@ -31,7 +31,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -107,7 +110,10 @@ impl ApiError {
             }
             Self::Timeout => problem.detail = "The request took too long and was stopped.".into(),
             Self::Internal(cause) => problem.internal = Some(format!("{cause:#}")),
-            Self::NotFound | Self::PayloadTooLarge | Self::UnsupportedMediaType | Self::Unavailable => {}
+            Self::NotFound
+            | Self::PayloadTooLarge
+            | Self::UnsupportedMediaType
+            | Self::Unavailable => {}
         }
         problem
     }
@@ -136,7 +142,10 @@ impl IntoResponse for ApiError {
                 );
             }
             Self::Unauthorized { token_sent: false } => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"rampart\""));
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"rampart\""),
+                );
             }
             Self::TooManyRequests { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
@@ -180,17 +189,28 @@ impl Problem {
             StatusCode::NOT_FOUND => "No resource exists at this path.",
             StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this path.",
             StatusCode::PAYLOAD_TOO_LARGE => "The request body is larger than the server accepts.",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "The body must be JSON with Content-Type: application/json.",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                "The body must be JSON with Content-Type: application/json."
+            }
             StatusCode::URI_TOO_LONG => "The request URI is longer than the server accepts.",
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "The request headers are larger than the server accepts.",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                "The request headers are larger than the server accepts."
+            }
             StatusCode::REQUEST_TIMEOUT => "The request was not received in time.",
             StatusCode::SERVICE_UNAVAILABLE => "The service is unavailable; try again later.",
             StatusCode::FORBIDDEN => "This action is not allowed.",
             StatusCode::UNAUTHORIZED => "Valid credentials are required.",
-            status if status.is_server_error() => "Something went wrong on our side. Quote the request id when reporting it.",
+            status if status.is_server_error() => {
+                "Something went wrong on our side. Quote the request id when reporting it."
+            }
             _ => "The request could not be processed.",
         };
-        Self { status, detail: detail.into(), errors: None, internal: None }
+        Self {
+            status,
+            detail: detail.into(),
+            errors: None,
+            internal: None,
+        }
     }
 
     /// The JSON body, with the request id the problem belongs to.
@@ -214,13 +234,26 @@ mod tests {
 
     #[test]
     fn internal_errors_keep_their_cause_out_of_the_body() {
-        let error = ApiError::Internal(anyhow::anyhow!("SELECT * FROM users: disk I/O error at /var/db"));
+        let error = ApiError::Internal(anyhow::anyhow!(
+            "SELECT * FROM users: disk I/O error at /var/db"
+        ));
         let response = error.into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let problem = response.extensions().get::<Problem>().expect("problem attached");
+        let problem = response
+            .extensions()
+            .get::<Problem>()
+            .expect("problem attached");
         let body = String::from_utf8(problem.to_body("rid-1")).expect("utf-8");
-        assert!(!body.contains("SELECT") && !body.contains("/var/db"), "{body}");
-        assert!(problem.internal.as_deref().is_some_and(|cause| cause.contains("disk I/O")));
+        assert!(
+            !body.contains("SELECT") && !body.contains("/var/db"),
+            "{body}"
+        );
+        assert!(
+            problem
+                .internal
+                .as_deref()
+                .is_some_and(|cause| cause.contains("disk I/O"))
+        );
     }
 
     #[test]
@@ -238,7 +271,9 @@ mod tests {
     #[test]
     fn unauthorized_carries_a_bearer_challenge() {
         let response = ApiError::Unauthorized { token_sent: true }.into_response();
-        let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().expect("ascii");
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii");
         assert!(challenge.starts_with("Bearer") && challenge.contains("invalid_token"));
     }
 }

@@ -28,27 +28,49 @@ where
         if !has_json_content_type(&request) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::bad_request("The request body could not be read.")
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::bad_request("The request body could not be read.")
+                }
+            })?;
         parse(&bytes).map(JsonBody)
     }
 }
 
 fn has_json_content_type(request: &Request) -> bool {
-    let Some(value) = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Parses a JSON body into `T`, mapping every failure to a client error.
+/// Parses a JSON object body into `T`, mapping every failure to a client
+/// error. Every request body of the API is an object.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object.",
+            ));
+        }
+        _ => return Err(ApiError::bad_request("The request body is not valid JSON.")),
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
         Ok(value) => value,
@@ -72,7 +94,11 @@ fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     // serde's messages name Rust types; only their category is kept.
     let (field, message) = if let Some(rest) = text.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or_default();
-        let field = if at_root { name.to_owned() } else { format!("{path}.{name}") };
+        let field = if at_root {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        };
         (field, "is required")
     } else if text.starts_with("unknown field") {
         (path, "is not an accepted field")
@@ -111,8 +137,12 @@ mod tests {
 
     #[test]
     fn field_problems_name_the_field_without_type_names() {
-        let unknown = fields(parse::<Signup>(br#"{"email":"a@b","age":1,"role":"admin"}"#).unwrap_err());
-        assert_eq!(unknown, [FieldError::new("role", "is not an accepted field")]);
+        let unknown =
+            fields(parse::<Signup>(br#"{"email":"a@b","age":1,"role":"admin"}"#).unwrap_err());
+        assert_eq!(
+            unknown,
+            [FieldError::new("role", "is not an accepted field")]
+        );
         let missing = fields(parse::<Signup>(br#"{"email":"a@b"}"#).unwrap_err());
         assert_eq!(missing, [FieldError::new("age", "is required")]);
         let wrong = fields(parse::<Signup>(br#"{"email":"a@b","age":"x"}"#).unwrap_err());
@@ -121,9 +151,21 @@ mod tests {
 
     #[test]
     fn broken_json_and_non_objects_are_bad_requests() {
-        for body in [&b"{"[..], b"", b"{\"email\":", b"nul", b"{} trailing"] {
-            assert!(matches!(parse::<Signup>(body), Err(ApiError::BadRequest(_))), "{body:?}");
+        for body in [
+            &b"{"[..],
+            b"",
+            b"{\"email\":",
+            b"nul",
+            br#"{"email":"a","age":1} trailing"#,
+        ] {
+            assert!(
+                matches!(parse::<Signup>(body), Err(ApiError::BadRequest(_))),
+                "{body:?}"
+            );
         }
-        assert!(matches!(parse::<Signup>(b"[1,2]"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            parse::<Signup>(b"[1,2]"),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

@@ -12,7 +12,9 @@ use crate::config::JwtAlgorithm;
 pub fn generate(algorithm: JwtAlgorithm) -> anyhow::Result<String> {
     let pem = match algorithm {
         JwtAlgorithm::EdDSA => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?.serialize_pem(),
-        JwtAlgorithm::ES256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?.serialize_pem(),
+        JwtAlgorithm::ES256 => {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?.serialize_pem()
+        }
         JwtAlgorithm::HS256 => {
             let mut secret = [0u8; 48];
             rand::fill(&mut secret);
@@ -36,10 +38,17 @@ mod tests {
     fn asymmetric_keys_are_pkcs8_pem_and_secrets_are_long() {
         for algorithm in [JwtAlgorithm::EdDSA, JwtAlgorithm::ES256] {
             let pem = generate(algorithm).expect("generated");
-            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{algorithm:?}");
+            assert!(
+                pem.starts_with("-----BEGIN PRIVATE KEY-----"),
+                "{algorithm:?}"
+            );
         }
         let secret = generate(JwtAlgorithm::HS256).expect("generated");
         assert!(secret.trim().len() >= 32);
-        assert_ne!(secret, generate(JwtAlgorithm::HS256).expect("generated"), "secrets are random");
+        assert_ne!(
+            secret,
+            generate(JwtAlgorithm::HS256).expect("generated"),
+            "secrets are random"
+        );
     }
 }

@@ -26,9 +26,17 @@ pub struct PasswordHasher {
 
 impl PasswordHasher {
     pub fn new(config: &PasswordHashConfig) -> anyhow::Result<Self> {
-        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
-            .map_err(|error| anyhow::anyhow!("auth.password_hash: {error}"))?;
-        Ok(Self { params, permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))) })
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(|error| anyhow::anyhow!("auth.password_hash: {error}"))?;
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+        })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -55,8 +63,11 @@ impl PasswordHasher {
         let phc = phc.to_owned();
         let argon2 = self.argon2();
         self.run_blocking(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|error| anyhow::anyhow!("stored hash is malformed: {error}"))?;
-            Ok(argon2.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
+            let parsed = PasswordHash::new(&phc)
+                .map_err(|error| anyhow::anyhow!("stored hash is malformed: {error}"))?;
+            Ok(argon2
+                .verify_password(password.expose_secret().as_bytes(), &parsed)
+                .is_ok())
         })
         .await
     }
@@ -77,8 +88,14 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self.permits.acquire().await.context("password hasher closed")?;
-        tokio::task::spawn_blocking(work).await.context("password hashing task failed")?
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("password hasher closed")?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .context("password hashing task failed")?
     }
 }
 
@@ -87,7 +104,12 @@ mod tests {
     use super::*;
 
     fn cheap() -> PasswordHashConfig {
-        PasswordHashConfig { memory_kib: 64, iterations: 1, parallelism: 1, max_concurrent: 2 }
+        PasswordHashConfig {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 2,
+        }
     }
 
     #[tokio::test]
@@ -97,17 +119,36 @@ mod tests {
         let phc = hasher.hash(&password).await.expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
         assert!(hasher.verify(&password, &phc).await.expect("verify"));
-        assert!(!hasher.verify(&SecretString::from("wrong horse battery staple"), &phc).await.expect("verify"));
+        assert!(
+            !hasher
+                .verify(&SecretString::from("wrong horse battery staple"), &phc)
+                .await
+                .expect("verify")
+        );
         assert!(!hasher.needs_rehash(&phc));
 
-        let stronger = PasswordHasher::new(&PasswordHashConfig { memory_kib: 128, ..cheap() }).expect("params");
+        let stronger = PasswordHasher::new(&PasswordHashConfig {
+            memory_kib: 128,
+            ..cheap()
+        })
+        .expect("params");
         assert!(stronger.needs_rehash(&phc));
-        assert!(stronger.verify(&password, &phc).await.expect("old hashes still verify"));
+        assert!(
+            stronger
+                .verify(&password, &phc)
+                .await
+                .expect("old hashes still verify")
+        );
     }
 
     #[tokio::test]
     async fn a_corrupt_hash_is_an_error_not_a_mismatch() {
         let hasher = PasswordHasher::new(&cheap()).expect("params");
-        assert!(hasher.verify(&SecretString::from("whatever password"), "not-a-phc").await.is_err());
+        assert!(
+            hasher
+                .verify(&SecretString::from("whatever password"), "not-a-phc")
+                .await
+                .is_err()
+        );
     }
 }

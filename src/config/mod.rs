@@ -128,7 +128,10 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: SecretString::default(), key_prefix: "rampart:".into() }
+        Self {
+            url: SecretString::default(),
+            key_prefix: "rampart:".into(),
+        }
     }
 }
 
@@ -186,7 +189,12 @@ pub struct PasswordHashConfig {
 
 impl Default for PasswordHashConfig {
     fn default() -> Self {
-        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, max_concurrent: 2 }
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 2,
+        }
     }
 }
 
@@ -302,7 +310,10 @@ pub struct OAuthConfig {
 
 impl Default for OAuthConfig {
     fn default() -> Self {
-        Self { redirect_allowlist: vec!["/account".into()], providers: BTreeMap::new() }
+        Self {
+            redirect_allowlist: vec!["/account".into()],
+            providers: BTreeMap::new(),
+        }
     }
 }
 
@@ -341,7 +352,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Auto, level: "info".into() }
+        Self {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
     }
 }
 
@@ -392,14 +406,20 @@ impl Config {
             ("auth.access_token_ttl", self.auth.access_token_ttl),
             ("auth.refresh_token_ttl", self.auth.refresh_token_ttl),
             ("auth.session_idle_timeout", self.auth.session_idle_timeout),
-            ("auth.session_absolute_timeout", self.auth.session_absolute_timeout),
+            (
+                "auth.session_absolute_timeout",
+                self.auth.session_absolute_timeout,
+            ),
         ] {
             if value.0.is_zero() {
                 problem(key, "must be longer than zero");
             }
         }
         if self.auth.session_idle_timeout > self.auth.session_absolute_timeout {
-            problem("auth.session_idle_timeout", "must not exceed auth.session_absolute_timeout");
+            problem(
+                "auth.session_idle_timeout",
+                "must not exceed auth.session_absolute_timeout",
+            );
         }
         if self.auth.issuer.trim().is_empty() {
             problem("auth.issuer", "must not be empty");
@@ -408,20 +428,34 @@ impl Config {
             problem("auth.audience", "must not be empty");
         }
         let hash = self.auth.password_hash;
-        if hash.memory_kib < 8 * hash.parallelism.max(1) || hash.iterations == 0 || hash.parallelism == 0 {
-            problem("auth.password_hash", "memory_kib must be at least 8 × parallelism, iterations and parallelism at least 1");
+        if hash.memory_kib < 8 * hash.parallelism.max(1)
+            || hash.iterations == 0
+            || hash.parallelism == 0
+        {
+            problem(
+                "auth.password_hash",
+                "memory_kib must be at least 8 × parallelism, iterations and parallelism at least 1",
+            );
         }
         if hash.max_concurrent == 0 {
             problem("auth.password_hash.max_concurrent", "must be at least 1");
         }
         for origin in &server.cors_origins {
-            if !(origin.starts_with("https://") || origin.starts_with("http://")) || origin.ends_with('/') {
-                problem("server.cors_origins", &format!("{origin:?} is not an origin like \"https://app.example.com\""));
+            if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.ends_with('/')
+            {
+                problem(
+                    "server.cors_origins",
+                    &format!("{origin:?} is not an origin like \"https://app.example.com\""),
+                );
             }
         }
 
         let url = self.database.url.expose_secret();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             problem("database.url", "must start with sqlite: or postgres://");
         }
         if self.database.max_connections == 0 {
@@ -433,11 +467,17 @@ impl Config {
                 problem(&format!("rate_limit.{name}.limit"), "must be at least 1");
             }
             if group.window.0.is_zero() {
-                problem(&format!("rate_limit.{name}.window"), "must be longer than zero");
+                problem(
+                    &format!("rate_limit.{name}.window"),
+                    "must be longer than zero",
+                );
             }
             let builtin = matches!(name.as_str(), "global" | "login" | "api");
             if !builtin && group.paths.is_empty() {
-                problem(&format!("rate_limit.{name}.paths"), "a custom group needs at least one path prefix");
+                problem(
+                    &format!("rate_limit.{name}.paths"),
+                    "a custom group needs at least one path prefix",
+                );
             }
         }
 
@@ -450,16 +490,22 @@ impl Config {
 
         if self.is_production() {
             if !self.tls.is_configured() && server.trusted_proxies.is_empty() {
-                problem("server.environment", "production needs [tls] cert_file/key_file, or server.trusted_proxies for a TLS-terminating proxy");
+                problem(
+                    "server.environment",
+                    "production needs [tls] cert_file/key_file, or server.trusted_proxies for a TLS-terminating proxy",
+                );
             }
             if self.auth.signing_key_file.as_os_str().is_empty() {
-                problem("auth.signing_key_file", "production needs an explicit signing key (see `rampart keys generate`); the generated development key is refused");
+                problem(
+                    "auth.signing_key_file",
+                    "production needs an explicit signing key (see `rampart keys generate`); the generated development key is refused",
+                );
             }
         }
-        if self.auth.jwt_algorithm == JwtAlgorithm::HS256 {
-            if let Some(message) = hs256_secret_problem(&self.auth.signing_key_file) {
-                problem("auth.signing_key_file", &message);
-            }
+        if self.auth.jwt_algorithm == JwtAlgorithm::HS256
+            && let Some(message) = hs256_secret_problem(&self.auth.signing_key_file)
+        {
+            problem("auth.signing_key_file", &message);
         }
         problems
     }

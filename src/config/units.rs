@@ -118,9 +118,14 @@ impl FromStr for ByteSize {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+        let units = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ];
         for (size, name) in units {
-            if ms > 0 && ms % size == 0 {
+            if ms > 0 && ms.is_multiple_of(size) {
                 return write!(f, "{}{name}", ms / size);
             }
         }
@@ -131,7 +136,7 @@ impl fmt::Display for HumanDuration {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (size, name) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
-            if self.0 > 0 && self.0 % size == 0 {
+            if self.0 > 0 && self.0.is_multiple_of(size) {
                 return write!(f, "{}{name}", self.0 / size);
             }
         }
@@ -189,10 +194,23 @@ mod tests {
 
     #[test]
     fn durations_reject_missing_or_unknown_units_and_overflow() {
-        for bad in ["", "15", "m", "15x", "1.5h", "-5s", "15 m", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "15",
+            "m",
+            "15x",
+            "1.5h",
+            "-5s",
+            "15 m",
+            "99999999999999999999d",
+        ] {
             assert!(dur(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(dur("18446744073709551615d").unwrap_err().contains("too large"));
+        assert!(
+            dur("18446744073709551615d")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
@@ -205,7 +223,14 @@ mod tests {
         assert_eq!(size("2 GiB"), Ok(2_147_483_648));
         assert_eq!(size("512"), Ok(512));
         assert_eq!(size("512B"), Ok(512));
-        for bad in ["", "KiB", "10XB", "-1KiB", "1.5MiB", "99999999999999999999GiB"] {
+        for bad in [
+            "",
+            "KiB",
+            "10XB",
+            "-1KiB",
+            "1.5MiB",
+            "99999999999999999999GiB",
+        ] {
             assert!(size(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -213,10 +238,16 @@ mod tests {
     #[test]
     fn display_round_trips() {
         for text in ["15m", "12h", "30d", "10s", "250ms"] {
-            assert_eq!(text.parse::<HumanDuration>().map(|d| d.to_string()), Ok(text.into()));
+            assert_eq!(
+                text.parse::<HumanDuration>().map(|d| d.to_string()),
+                Ok(text.into())
+            );
         }
         for text in ["10KiB", "16KiB", "1MiB", "100B"] {
-            assert_eq!(text.parse::<ByteSize>().map(|d| d.to_string()), Ok(text.into()));
+            assert_eq!(
+                text.parse::<ByteSize>().map(|d| d.to_string()),
+                Ok(text.into())
+            );
         }
     }
 }

@@ -27,7 +27,10 @@ impl Email {
             (Some(local), Some(domain), None) if !local.is_empty() && !domain.is_empty() => {}
             _ => return Err("must contain exactly one @ with text on both sides"),
         }
-        Ok(Self { display: email.to_owned(), key: email.to_lowercase() })
+        Ok(Self {
+            display: email.to_owned(),
+            key: email.to_lowercase(),
+        })
     }
 
     /// As entered, trimmed.
@@ -61,7 +64,17 @@ mod tests {
     #[test]
     fn malformed_emails_are_refused() {
         let long = format!("{}@example.com", "a".repeat(250));
-        for bad in ["", "   ", "no-at-sign", "two@@example.com", "a@b@c", "@example.com", "ada@", "ada lovelace@example.com", &long] {
+        for bad in [
+            "",
+            "   ",
+            "no-at-sign",
+            "two@@example.com",
+            "a@b@c",
+            "@example.com",
+            "ada@",
+            "ada lovelace@example.com",
+            &long,
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -44,7 +44,11 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-pub async fn access_log(State(metrics): State<Arc<Metrics>>, mut request: Request, next: Next) -> Response {
+pub async fn access_log(
+    State(metrics): State<Arc<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request
@@ -52,7 +56,10 @@ pub async fn access_log(State(metrics): State<Arc<Metrics>>, mut request: Reques
         .get::<MatchedPath>()
         .map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
     let path = truncate(request.uri().path(), MAX_LOGGED_PATH).to_owned();
-    let client_ip = request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip());
+    let client_ip = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|addr| addr.0.ip());
     let request_id = request.extensions().get::<RequestId>().cloned();
     let context = Arc::new(RequestContext::default());
     request.extensions_mut().insert(context.clone());
@@ -63,11 +70,18 @@ pub async fn access_log(State(metrics): State<Arc<Metrics>>, mut request: Reques
     let status = response.status().as_u16();
     metrics
         .http_requests
-        .get_or_create(&RequestLabels { method, route: route.clone(), status })
+        .get_or_create(&RequestLabels {
+            method,
+            route: route.clone(),
+            status,
+        })
         .inc();
     metrics
         .http_request_duration
-        .get_or_create(&RouteLabels { method, route: route.clone() })
+        .get_or_create(&RouteLabels {
+            method,
+            route: route.clone(),
+        })
         .observe(latency.as_secs_f64());
     let user_id = context.user_id.get().map(Uuid::to_string);
     tracing::info!(

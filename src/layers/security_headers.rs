@@ -28,8 +28,14 @@ impl SecurityHeaders {
         put(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
         put(header::X_FRAME_OPTIONS, "DENY");
         put(header::REFERRER_POLICY, "no-referrer");
-        put(HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
-        put(HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
+        put(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        );
+        put(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        );
         put(HeaderName::from_static("origin-agent-cluster"), "?1");
         put(
             HeaderName::from_static("permissions-policy"),
@@ -39,20 +45,36 @@ impl SecurityHeaders {
              sync-xhr=(), usb=(), xr-spatial-tracking=(), interest-cohort=()",
         );
         put(header::X_DNS_PREFETCH_CONTROL, "off");
-        put(HeaderName::from_static("x-permitted-cross-domain-policies"), "none");
+        put(
+            HeaderName::from_static("x-permitted-cross-domain-policies"),
+            "none",
+        );
         put(header::X_XSS_PROTECTION, "0");
         if hsts {
-            put(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains");
+            put(
+                header::STRICT_TRANSPORT_SECURITY,
+                "max-age=31536000; includeSubDomains",
+            );
         }
 
         let mut defaults = HeaderMap::new();
-        defaults.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+        defaults.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
         defaults.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Self { forced: Arc::new(forced), defaults: Arc::new(defaults) }
+        Self {
+            forced: Arc::new(forced),
+            defaults: Arc::new(defaults),
+        }
     }
 }
 
-pub async fn security_headers(State(set): State<SecurityHeaders>, request: Request, next: Next) -> Response {
+pub async fn security_headers(
+    State(set): State<SecurityHeaders>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in set.forced.iter() {

@@ -59,7 +59,10 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with `Conflict("email")` when the email is taken, in any case.
     async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError>;
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError>;
-    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
+    async fn credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserCredentials>, StoreError>;
     async fn count_admins(&self) -> Result<u64, StoreError>;
 }
 
@@ -67,7 +70,9 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.url.expose_secret();
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, config.max_connections).await?))
+        Ok(Arc::new(
+            SqliteStore::connect(url, config.max_connections).await?,
+        ))
     } else {
         Err(StoreError::Other(anyhow::anyhow!(
             "database.url: PostgreSQL is not supported by this build yet; use a sqlite: URL"

@@ -9,7 +9,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::{
     Row, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -31,9 +33,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        if let Some(folder) = Path::new(options.get_filename()).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create the database folder {}", folder.display()))?;
+        if let Some(folder) = Path::new(options.get_filename())
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(folder).with_context(|| {
+                format!("cannot create the database folder {}", folder.display())
+            })?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
@@ -51,13 +57,13 @@ fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
-        role: Role::from_str(&role).map_err(|_| anyhow::anyhow!("users.role holds unknown value {role:?}"))?,
+        role: Role::from_str(&role)
+            .map_err(|_| anyhow::anyhow!("users.role holds unknown value {role:?}"))?,
         department: row.try_get("department")?,
         disabled: row.try_get("disabled")?,
         created_at: row.try_get("created_at")?,
     })
 }
-
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
@@ -119,7 +125,10 @@ impl Store for SqliteStore {
         user_from_row(&row)
     }
 
-    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
+    async fn credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserCredentials>, StoreError> {
         let row = sqlx::query(
             "SELECT id, email, name, role, department, disabled, created_at, password_hash FROM users WHERE email_key = ?",
         )
@@ -127,7 +136,10 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|row| {
-            Ok(UserCredentials { user: user_from_row(&row)?, password_hash: row.try_get("password_hash")? })
+            Ok(UserCredentials {
+                user: user_from_row(&row)?,
+                password_hash: row.try_get("password_hash")?,
+            })
         })
         .transpose()
     }

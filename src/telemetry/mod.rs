@@ -62,15 +62,17 @@ impl FieldCollector {
             serde_json::Value::String(REDACTED.into())
         } else {
             match value {
-                serde_json::Value::String(text) => serde_json::Value::String(scrub(&text).into_owned()),
+                serde_json::Value::String(text) => {
+                    serde_json::Value::String(scrub(&text).into_owned())
+                }
                 other => other,
             }
         };
-        if name == "message" {
-            if let serde_json::Value::String(text) = value {
-                self.message = Some(text);
-                return;
-            }
+        if name == "message"
+            && let serde_json::Value::String(text) = value
+        {
+            self.message = Some(text);
+            return;
         }
         self.fields.push((name, value));
     }
@@ -102,7 +104,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
         let mut collector = FieldCollector::default();
         attrs.record(&mut collector);
         if let Some(span) = ctx.span(id) {
@@ -110,7 +117,12 @@ where
         }
     }
 
-    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
         let mut collector = FieldCollector::default();
         values.record(&mut collector);
         if let Some(span) = ctx.span(id) {
@@ -173,7 +185,11 @@ fn text_line(
     fields: &[(&'static str, serde_json::Value)],
 ) -> String {
     use std::fmt::Write as _;
-    let mut line = format!("{time} {:>5} {}: {message}", metadata.level().as_str(), metadata.target());
+    let mut line = format!(
+        "{time} {:>5} {}: {message}",
+        metadata.level().as_str(),
+        metadata.target()
+    );
     for (name, value) in fields {
         // Strings are quoted and escaped so a crafted value cannot forge a
         // second log line.

@@ -1,0 +1,267 @@
+//! `spawn_app()`: a real server on random loopback ports with its own
+//! SQLite database, cheap password hashing and a private log buffer.
+//!
+//! The server runs on its own thread and runtime with a thread-local log
+//! subscriber, so each test sees exactly its own server's log lines.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::Router;
+use rampart::{
+    app::{self, AppState},
+    clock::SystemClock,
+    config::{Config, PasswordHashConfig},
+    server::Server,
+    store,
+    telemetry::RedactingLayer,
+};
+use reqwest::{Method, header::HeaderMap};
+use secrecy::SecretString;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Text that must never appear in a response body.
+const SECRET_MARKERS: [&str; 6] = [
+    "$argon2",
+    "PRIVATE KEY",
+    "password_hash",
+    "signing_key",
+    "panicked",
+    "src/",
+];
+
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
+    }
+}
+
+impl Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub admin_address: SocketAddr,
+    pub client: reqwest::Client,
+    pub logs: LogBuffer,
+    _data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ascii header"))
+    }
+
+    /// Asserts an RFC 9457 body with every member and this status.
+    pub fn assert_problem(&self, status: u16) -> serde_json::Value {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        let json = self.json();
+        for member in ["type", "title", "status", "detail", "request_id"] {
+            assert!(
+                json.get(member).is_some(),
+                "problem lacks {member}: {}",
+                self.body
+            );
+        }
+        assert_eq!(json["status"], status);
+        assert_eq!(
+            json["request_id"].as_str(),
+            self.header("x-request-id"),
+            "body and header ids differ"
+        );
+        json
+    }
+}
+
+/// Configuration for a test server: random ports, a fresh database in a
+/// temporary folder, cheap Argon2.
+pub fn test_config(dir: &TempDir) -> Config {
+    let mut config = Config::defaults();
+    config.server.bind = "127.0.0.1:0".parse().expect("addr");
+    config.server.admin_bind = "127.0.0.1:0".parse().expect("addr");
+    config.server.data_dir = dir.path().to_owned();
+    config.database.url =
+        SecretString::from(format!("sqlite://{}/rampart.db", dir.path().display()));
+    config.auth.password_hash = PasswordHashConfig {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+        max_concurrent: 4,
+    };
+    config
+}
+
+pub struct SpawnOptions {
+    pub config: Config,
+    pub extra_routes: Router<AppState>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub json_logs: bool,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(adjust: impl FnOnce(&mut SpawnOptions)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut options = SpawnOptions {
+        config: test_config(&dir),
+        extra_routes: crate::test_routes::router(),
+        tls: None,
+        json_logs: true,
+    };
+    adjust(&mut options);
+    start(dir, options).await
+}
+
+async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
+    let logs = LogBuffer::default();
+    let (ready_tx, ready_rx) = oneshot::channel::<(SocketAddr, SocketAddr)>();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let writer = logs.clone();
+    let thread = std::thread::spawn(move || {
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("debug"))
+            .with(RedactingLayer::new(options.json_logs, move || {
+                writer.clone()
+            }));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let config = Arc::new(options.config);
+            let store = store::open(&config.database).await.expect("store opens");
+            store.migrate().await.expect("migrations apply");
+            let tls = options.tls;
+            let state = AppState::new(config.clone(), store, Arc::new(SystemClock), tls.is_some())
+                .expect("state");
+            let server = Server::bind(&config).await.expect("bind");
+            let _ = ready_tx.send((server.public_addr(), server.admin_addr()));
+            let public = app::router_with(state.clone(), options.extra_routes);
+            let admin = app::admin_router(state);
+            server
+                .run(public, admin, tls, async {
+                    let _ = shutdown_rx.await;
+                })
+                .await
+                .expect("server runs");
+        });
+    });
+    let (address, admin_address) = ready_rx.await.expect("server started");
+    TestApp {
+        address,
+        admin_address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        logs,
+        _data_dir: dir,
+        shutdown: Some(shutdown_tx),
+        thread: Some(thread),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> TestResponse {
+        self.send(self.client.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn request(&self, method: Method, path: &str) -> TestResponse {
+        self.send(self.client.request(method, self.url(path))).await
+    }
+
+    /// Sends and reads the whole response, asserting it leaks nothing.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> TestResponse {
+        read(request.send().await.expect("request sent")).await
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub fn stop(mut self) {
+        self.shutdown_now();
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> TestResponse {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.expect("body read");
+    assert_no_secrets(&body);
+    TestResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The shared guard every response passes: no hashes, keys or internals.
+pub fn assert_no_secrets(body: &str) {
+    for marker in SECRET_MARKERS {
+        assert!(
+            !body.contains(marker),
+            "response body contains {marker:?}: {body}"
+        );
+    }
+}

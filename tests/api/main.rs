@@ -1,0 +1,11 @@
+//! HTTP behaviour against a real server on a random port: one test binary,
+//! a module per feature.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod helpers;
+mod logging;
+mod ops;
+mod pipeline;
+mod test_routes;
+mod tls;

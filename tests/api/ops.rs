@@ -1,0 +1,120 @@
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, routing::get};
+use tokio::sync::Notify;
+
+use crate::helpers::{read, spawn_app, spawn_with};
+
+#[tokio::test]
+async fn health_reports_status_uptime_time_and_version() {
+    let app = spawn_app().await;
+    let response = app.get("/health").await;
+    assert_eq!(response.status, 200);
+    let json = response.json();
+    assert_eq!(json["status"], "healthy");
+    assert!(json["uptime_seconds"].is_u64());
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    let timestamp = json["timestamp"].as_str().unwrap();
+    assert!(
+        timestamp.ends_with('Z') && timestamp.contains('T'),
+        "{timestamp}"
+    );
+}
+
+#[tokio::test]
+async fn ready_checks_the_database() {
+    let app = spawn_app().await;
+    let response = app.get("/ready").await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["database"], "up");
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_the_admin_listener_only() {
+    let app = spawn_app().await;
+    app.get("/health").await;
+    app.get("/no/such/route").await;
+
+    let public = app.get("/metrics").await;
+    public.assert_problem(404);
+
+    let scrape = read(
+        app.client
+            .get(format!("http://{}/metrics", app.admin_address))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(scrape.status, 200);
+    assert!(
+        scrape
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = scrape.body;
+    assert!(
+        text.contains(
+            r#"rampart_http_requests_total{method="GET",route="/health",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="<unmatched>",status="404""#),
+        "unmatched routes share a label: {text}"
+    );
+    assert!(
+        text.contains("rampart_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("/no/such/route"),
+        "raw paths never become labels"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_listener_and_lets_in_flight_requests_finish() {
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let gate = {
+        let (entered, release) = (entered.clone(), release.clone());
+        Router::new().route(
+            "/test/gate",
+            get(move || async move {
+                entered.notify_one();
+                release.notified().await;
+                "released"
+            }),
+        )
+    };
+    let app = spawn_with(|options| options.extra_routes = gate).await;
+    let request = app.client.get(app.url("/test/gate")).send();
+    let in_flight = tokio::spawn(async move { request.await.map(|r| r.status().as_u16()) });
+    entered.notified().await;
+
+    let address = app.address;
+    let stopper = std::thread::spawn(move || app.stop());
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "the listener closes when shutdown starts");
+    assert!(
+        !stopper.is_finished(),
+        "the server waits for the in-flight request"
+    );
+
+    release.notify_one();
+    assert_eq!(
+        in_flight.await.unwrap().expect("answered, not dropped"),
+        200
+    );
+    stopper.join().unwrap();
+}
