@@ -1,13 +1,19 @@
 //! Account operations shared by the HTTP routes, the CLI and bootstrap, so
-//! every way of creating a user applies the same rules.
+//! every way of creating a user or signing in applies the same rules:
+//! creation, password verification, token issuance and revocation.
 
 use secrecy::SecretString;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::{
-    auth::password::PasswordHasher,
+    app::AppState,
+    audit::{AuditContext, Outcome},
+    auth::{password::PasswordHasher, secret},
     domain::{Email, NewUser, Password, Role, User, UserName},
     error::{ApiError, FieldError},
-    store::{Store, StoreError},
+    store::{RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
 };
 
 /// Unvalidated input for a new password account.
@@ -27,27 +33,20 @@ pub async fn create_account(
     request: AccountRequest<'_>,
 ) -> Result<User, ApiError> {
     let mut errors = Vec::new();
-    let email = Email::parse(request.email)
-        .map_err(|m| errors.push(FieldError::new("email", m)))
-        .ok();
-    let name = UserName::parse(request.name)
-        .map_err(|m| errors.push(FieldError::new("name", m)))
-        .ok();
+    let email = Email::parse(request.email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
+    let name = UserName::parse(request.name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
     let department = match request.department.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(text) if text.chars().count() > 100 || text.chars().any(char::is_control) => {
-            errors.push(FieldError::new(
-                "department",
-                "must be at most 100 characters without control characters",
-            ));
+            errors.push(FieldError::new("department", "must be at most 100 characters without control characters"));
             None
         }
         Some(text) => Some(text.to_owned()),
     };
     let password = match (&email, &name) {
-        (Some(email), Some(name)) => Password::parse(request.password, email, name)
-            .map_err(|m| errors.push(FieldError::new("password", m)))
-            .ok(),
+        (Some(email), Some(name)) => {
+            Password::parse(request.password, email, name).map_err(|m| errors.push(FieldError::new("password", m))).ok()
+        }
         _ => None,
     };
     let (Some(email), Some(name), Some(password)) = (email, name, password) else {
@@ -57,20 +56,138 @@ pub async fn create_account(
         return Err(ApiError::Validation(errors));
     }
     let password_hash = hasher.hash(password.secret()).await?;
-    let new_user = NewUser {
-        email,
-        name,
-        role: request.role,
-        department,
-        password_hash: Some(password_hash),
+    let new_user = NewUser { email, name, role: request.role, department, password_hash: Some(password_hash) };
+    store.create_user(new_user).await.map_err(|error| match error {
+        StoreError::Conflict(_) => ApiError::Conflict("An account with this email already exists.".into()),
+        other => other.into(),
+    })
+}
+
+/// Checks an email and password the same way whatever the outcome: the
+/// throttle first, then one Argon2 verification (against a dummy hash when
+/// there is no usable account), then the verdict. Unknown email, wrong
+/// password, disabled account and password-less account all end in the same
+/// `InvalidCredentials`. A success re-hashes the password when the
+/// configured parameters changed.
+pub async fn verify_login(
+    state: &AppState,
+    audit: &AuditContext,
+    email: &str,
+    password: &SecretString,
+) -> Result<User, ApiError> {
+    let account_key = email.trim().to_lowercase();
+    if let Err(retry_after_secs) = state.throttle.check(&account_key) {
+        state.audit.record(audit.event(state.clock.now(), "login_failure", None, Outcome::Denied));
+        return Err(ApiError::TooManyRequests { retry_after_secs });
+    }
+    let found = match Email::parse(email) {
+        Ok(email) => state.store.credentials_by_email(&email).await?,
+        Err(_) => None,
     };
-    store
-        .create_user(new_user)
-        .await
-        .map_err(|error| match error {
-            StoreError::Conflict(_) => {
-                ApiError::Conflict("An account with this email already exists.".into())
+    let (user, stored_hash) = match found {
+        Some(UserCredentials { user, password_hash: Some(hash) }) => (Some(user), Some(hash)),
+        Some(UserCredentials { user, password_hash: None }) => (Some(user), None),
+        None => (None, None),
+    };
+    let hash_to_check = stored_hash.as_deref().unwrap_or(&state.dummy_hash);
+    let password_ok = state.hasher.verify(password, hash_to_check).await?;
+    let now = state.clock.now();
+    match user {
+        Some(user) if password_ok && stored_hash.is_some() && !user.disabled => {
+            state.throttle.record_success(&account_key);
+            if let Some(hash) = stored_hash.filter(|hash| state.hasher.needs_rehash(hash)) {
+                rehash(state, user.id, password, &hash).await;
             }
-            other => other.into(),
+            state.audit.record(audit.event(now, "login_success", Some(user.id), Outcome::Success));
+            Ok(user)
+        }
+        user => {
+            state.throttle.record_failure(&account_key);
+            state.audit.record(audit.event(now, "login_failure", user.map(|u| u.id), Outcome::Failure));
+            Err(ApiError::InvalidCredentials)
+        }
+    }
+}
+
+/// Upgrades a hash made with old parameters; failure only costs the upgrade.
+async fn rehash(state: &AppState, user_id: Uuid, password: &SecretString, _old: &str) {
+    match state.hasher.hash(password).await {
+        Ok(phc) => {
+            if let Err(error) = state.store.set_password_hash(user_id, &phc).await {
+                tracing::warn!(cause = %error, "could not store an upgraded password hash");
+            }
+        }
+        Err(error) => tracing::warn!(cause = %error, "could not upgrade a password hash"),
+    }
+}
+
+/// Access and refresh token, as login and refresh return them.
+#[derive(Debug, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub user: User,
+}
+
+/// Issues an access token and a fresh refresh token in `family`.
+pub async fn issue_tokens(state: &AppState, user: User, family: Uuid) -> Result<TokenPair, ApiError> {
+    let now = state.clock.now();
+    let (access_token, _) = state.tokens.issue(user.id, user.role, family, now)?;
+    let refresh_token = secret::new_token("rt_");
+    let refresh_ttl = time::Duration::try_from(state.config.auth.refresh_token_ttl.0).map_err(anyhow::Error::from)?;
+    state
+        .store
+        .insert_refresh_token(&RefreshTokenRecord {
+            token_hash: secret::hash(&refresh_token),
+            family_id: family,
+            user_id: user.id,
+            issued_at: now,
+            expires_at: now + refresh_ttl,
         })
+        .await?;
+    Ok(TokenPair { access_token, token_type: "Bearer", expires_in: state.tokens.ttl_secs(), refresh_token, user })
+}
+
+/// How long a revocation must be remembered: until every access token it
+/// could match has expired (their lifetime plus the verification leeway).
+pub fn revocation_horizon(state: &AppState, now: OffsetDateTime) -> OffsetDateTime {
+    now + time::Duration::try_from(state.config.auth.access_token_ttl.0).unwrap_or(time::Duration::ZERO)
+        + time::Duration::minutes(1)
+}
+
+/// Cuts every token and session of `user_id` issued before now: logout-all,
+/// password change, role change, disabling and deletion all come here.
+pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    state
+        .revocations
+        .revoke(Revocation {
+            kind: RevocationKind::User,
+            subject: user_id,
+            revoked_before: Some(now),
+            expires_at: revocation_horizon(state, now),
+        })
+        .await?;
+    state.store.delete_user_sessions(user_id).await?;
+    state.store.revoke_user_refresh_tokens(user_id, now).await?;
+    Ok(())
+}
+
+/// Kills one refresh family: its refresh tokens and every access token
+/// issued with them.
+pub async fn revoke_family(state: &AppState, family: Uuid) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    state
+        .revocations
+        .revoke(Revocation {
+            kind: RevocationKind::Family,
+            subject: family,
+            revoked_before: None,
+            expires_at: revocation_horizon(state, now),
+        })
+        .await?;
+    state.store.revoke_refresh_family(family, now).await?;
+    Ok(())
 }

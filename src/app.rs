@@ -14,13 +14,24 @@ use tower_http::{
     limit::RequestBodyLimitLayer,
 };
 
+use secrecy::SecretString;
+
 use crate::{
-    auth::password::PasswordHasher,
+    audit::Auditor,
+    auth::{
+        keys,
+        password::PasswordHasher,
+        revocation::{MemoryRevocations, RevocationList},
+        secret,
+        throttle::LoginThrottle,
+        tokens::TokenKeys,
+    },
     clock::Clock,
     config::Config,
     error::ApiError,
     layers::{
-        access_log::access_log,
+        access_log::{AccessLog, access_log},
+        authenticate::authenticate,
         limits::{RequestLimits, enforce_limits},
         panic,
         problem::render_problems,
@@ -41,28 +52,65 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub hasher: PasswordHasher,
+    pub tokens: Arc<TokenKeys>,
+    pub revocations: Arc<dyn RevocationList>,
+    pub throttle: Arc<LoginThrottle>,
+    pub audit: Arc<Auditor>,
+    /// A hash of a random password, verified against when an email is
+    /// unknown so that the answer takes as long as for a real account.
+    pub dummy_hash: Arc<str>,
     pub started: Instant,
     /// Whether the public listener speaks TLS (HSTS, `Secure` cookies).
     pub tls: bool,
 }
 
 impl AppState {
-    pub fn new(
+    /// Loads keys and revocations and starts the audit writer; call from
+    /// inside the runtime.
+    pub async fn build(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         tls: bool,
     ) -> anyhow::Result<Self> {
         let hasher = PasswordHasher::new(&config.auth.password_hash)?;
+        let keys = keys::load(&config.auth, &config.server.data_dir)?;
+        if let Some(path) = &keys.generated {
+            tracing::warn!(
+                path = %path.display(),
+                "generated a development signing key; production needs auth.signing_key_file"
+            );
+        }
+        let auth = &config.auth;
+        let tokens = TokenKeys::new(
+            auth.jwt_algorithm,
+            &keys.current,
+            &keys.previous,
+            &auth.issuer,
+            &auth.audience,
+            auth.access_token_ttl.0,
+        )?;
+        let revocations = MemoryRevocations::load(store.clone(), clock.clone()).await?;
+        let dummy_hash = hasher.hash(&SecretString::from(secret::new_token(""))).await?;
         Ok(Self {
+            metrics: Arc::new(Metrics::new()),
+            hasher,
+            tokens: Arc::new(tokens),
+            revocations: Arc::new(revocations),
+            throttle: Arc::new(LoginThrottle::new(clock.clone())),
+            audit: Arc::new(Auditor::spawn(store.clone())),
+            dummy_hash: Arc::from(dummy_hash),
+            started: Instant::now(),
             config,
             store,
-            metrics: Arc::new(Metrics::new()),
             clock,
-            hasher,
-            started: Instant::now(),
             tls,
         })
+    }
+
+    /// Whether cookies get `Secure`: over TLS, or behind a TLS proxy in production.
+    pub fn secure_cookies(&self) -> bool {
+        self.tls || self.config.is_production()
     }
 }
 
@@ -82,28 +130,26 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     };
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id))
+        .layer(from_fn_with_state(SecurityHeaders::new(hsts), security_headers))
         .layer(from_fn_with_state(
-            SecurityHeaders::new(hsts),
-            security_headers,
+            AccessLog { metrics: state.metrics.clone(), audit: state.audit.clone(), clock: state.clock.clone() },
+            access_log,
         ))
-        .layer(from_fn_with_state(state.metrics.clone(), access_log))
         .layer(from_fn(render_problems))
         .layer(panic::layer())
         .layer(from_fn_with_state(limits, enforce_limits))
-        .layer(from_fn_with_state(
-            RequestTimeout(config.server.request_timeout.0),
-            enforce_timeout,
-        ));
+        .layer(from_fn_with_state(RequestTimeout(config.server.request_timeout.0), enforce_timeout));
 
-    // `Router::layer` wraps inside out: the body limit is innermost, CORS
-    // just outside it, then the stack above.
+    // `Router::layer` wraps inside out: authentication is innermost, then
+    // the body limit, CORS, and the stack above.
     let mut router = Router::new()
         .merge(routes::ops::router())
+        .merge(routes::auth::router())
+        .merge(routes::users::router())
         .merge(extra)
         .fallback(not_found)
-        .layer(RequestBodyLimitLayer::new(
-            config.server.body_limit.as_usize(),
-        ));
+        .layer(from_fn_with_state(state.clone(), authenticate))
+        .layer(RequestBodyLimitLayer::new(config.server.body_limit.as_usize()));
     if let Some(cors) = cors(&config.server.cors_origins) {
         router = router.layer(cors);
     }
@@ -116,16 +162,10 @@ pub fn admin_router(state: AppState) -> Router {
     let hsts = state.config.is_production();
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id))
-        .layer(from_fn_with_state(
-            SecurityHeaders::new(hsts),
-            security_headers,
-        ))
+        .layer(from_fn_with_state(SecurityHeaders::new(hsts), security_headers))
         .layer(from_fn(render_problems))
         .layer(panic::layer());
-    routes::ops::admin_router()
-        .fallback(not_found)
-        .layer(stack)
-        .with_state(state)
+    routes::ops::admin_router().fallback(not_found).layer(stack).with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -137,21 +177,12 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     let request_id = HeaderName::from_static("x-request-id");
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([
-                Method::GET,
-                Method::POST,
-                Method::PUT,
-                Method::PATCH,
-                Method::DELETE,
-            ])
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,

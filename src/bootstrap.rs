@@ -25,37 +25,21 @@ pub async fn ensure_admin(
         return Ok(None);
     }
     let password = admin_password(config)?;
-    let name = if config.admin_name.trim().is_empty() {
-        "Administrator"
-    } else {
-        &config.admin_name
-    };
-    let request = AccountRequest {
-        email: &config.admin_email,
-        name,
-        password,
-        role: Role::Admin,
-        department: None,
-    };
+    let name = if config.admin_name.trim().is_empty() { "Administrator" } else { &config.admin_name };
+    let request = AccountRequest { email: &config.admin_email, name, password, role: Role::Admin, department: None };
     match create_account(store, hasher, request).await {
         Ok(user) => Ok(Some(user)),
         Err(ApiError::Validation(errors)) => {
             let problems: Vec<String> = errors
                 .iter()
                 .map(|e| {
-                    format!(
-                        "bootstrap.admin_{}: {}",
-                        if e.field == "name" { "name" } else { &e.field },
-                        e.message
-                    )
+                    format!("bootstrap.admin_{}: {}", if e.field == "name" { "name" } else { &e.field }, e.message)
                 })
                 .collect();
             anyhow::bail!("{}", problems.join("\n"))
         }
         Err(ApiError::Conflict(_)) => {
-            anyhow::bail!(
-                "bootstrap.admin_email: a user with this email exists but is not an admin"
-            )
+            anyhow::bail!("bootstrap.admin_email: a user with this email exists but is not an admin")
         }
         Err(other) => Err(anyhow::anyhow!("creating the bootstrap admin: {other}")),
     }
@@ -67,16 +51,10 @@ fn admin_password(config: &BootstrapConfig) -> anyhow::Result<SecretString> {
     }
     let path = &config.admin_password_file;
     if path.as_os_str().is_empty() {
-        anyhow::bail!(
-            "bootstrap.admin_password: required when bootstrap.admin_email is set (or admin_password_file)"
-        );
+        anyhow::bail!("bootstrap.admin_password: required when bootstrap.admin_email is set (or admin_password_file)");
     }
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "bootstrap.admin_password_file: cannot read {}",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("bootstrap.admin_password_file: cannot read {}", path.display()))?;
     let trimmed: Cow<'_, str> = Cow::Borrowed(text.trim_end_matches(['\r', '\n']));
     Ok(SecretString::from(trimmed.into_owned()))
 }

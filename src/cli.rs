@@ -132,17 +132,11 @@ pub fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Migrate(args)) => migrate(args),
-        Some(Command::User(UserCommand::Create {
-            email,
-            name,
-            role,
-            department,
-            config,
-        })) => create_user(config, &email, &name, role, department),
-        Some(Command::Config(ConfigCommand::Check(args))) => check_config(args),
-        Some(Command::Keys(KeysCommand::Generate { alg })) => {
-            keys::generate(alg).map(|key| print!("{key}"))
+        Some(Command::User(UserCommand::Create { email, name, role, department, config })) => {
+            create_user(config, &email, &name, role, department)
         }
+        Some(Command::Config(ConfigCommand::Check(args))) => check_config(args),
+        Some(Command::Keys(KeysCommand::Generate { alg })) => keys::generate(alg).map(|key| print!("{key}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,10 +159,7 @@ fn config_error(error: config::ConfigError) -> anyhow::Error {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -190,17 +181,12 @@ async fn serve_async(config: Arc<Config>, dev_tls: bool) -> anyhow::Result<()> {
         tracing::warn!(certificate = %cert.display(), "serving HTTPS with a self-signed development certificate");
         Some(acceptor)
     } else if config.tls.is_configured() {
-        Some(tls::acceptor_from_files(
-            &config.tls.cert_file,
-            &config.tls.key_file,
-        )?)
+        Some(tls::acceptor_from_files(&config.tls.cert_file, &config.tls.key_file)?)
     } else {
         None
     };
-    let state = AppState::new(config.clone(), store, Arc::new(SystemClock), tls.is_some())?;
-    if let Some(admin) =
-        bootstrap::ensure_admin(&*state.store, &state.hasher, &config.bootstrap).await?
-    {
+    let state = AppState::build(config.clone(), store, Arc::new(SystemClock), tls.is_some()).await?;
+    if let Some(admin) = bootstrap::ensure_admin(&*state.store, &state.hasher, &config.bootstrap).await? {
         tracing::info!(user_id = %admin.id, email = %admin.email, "created the bootstrap admin");
     }
     warn_not_yet_in_effect(&config);
@@ -221,9 +207,7 @@ async fn serve_async(config: Arc<Config>, dev_tls: bool) -> anyhow::Result<()> {
     }
     let public = app::router(state.clone());
     let admin = app::admin_router(state);
-    server
-        .run(public, admin, tls, server::shutdown_signal())
-        .await
+    server.run(public, admin, tls, server::shutdown_signal()).await
 }
 
 /// Settings the contract defines whose feature is not in this build yet:
@@ -253,13 +237,7 @@ fn migrate(args: ConfigArg) -> anyhow::Result<()> {
     })
 }
 
-fn create_user(
-    args: ConfigArg,
-    email: &str,
-    name: &str,
-    role: Role,
-    department: Option<String>,
-) -> anyhow::Result<()> {
+fn create_user(args: ConfigArg, email: &str, name: &str, role: Role, department: Option<String>) -> anyhow::Result<()> {
     let (config, sources) = load_config(&args)?;
     let password = match sources.variable("RAMPART_PASSWORD") {
         Some(password) => SecretString::from(password.to_owned()),
@@ -271,23 +249,14 @@ fn create_user(
             store.migrate().await?;
         }
         let hasher = PasswordHasher::new(&config.auth.password_hash)?;
-        let request = AccountRequest {
-            email,
-            name,
-            password,
-            role,
-            department,
-        };
+        let request = AccountRequest { email, name, password, role, department };
         match create_account(&*store, &hasher, request).await {
             Ok(user) => {
                 println!("created {} {} ({})", user.role, user.email, user.id);
                 Ok(())
             }
             Err(ApiError::Validation(errors)) => {
-                let lines: Vec<String> = errors
-                    .iter()
-                    .map(|e| format!("  --{}: {}", e.field, e.message))
-                    .collect();
+                let lines: Vec<String> = errors.iter().map(|e| format!("  --{}: {}", e.field, e.message)).collect();
                 anyhow::bail!("cannot create the user:\n{}", lines.join("\n"))
             }
             Err(ApiError::Conflict(_)) => anyhow::bail!("a user with this email already exists"),
@@ -299,12 +268,8 @@ fn create_user(
 fn prompt_password() -> anyhow::Result<SecretString> {
     if !std::io::stdin().is_terminal() {
         let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("reading the password from stdin")?;
-        return Ok(SecretString::from(
-            line.trim_end_matches(['\r', '\n']).to_owned(),
-        ));
+        std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+        return Ok(SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned()));
     }
     let first = rpassword::prompt_password("Password (15 to 128 characters): ")?;
     let second = rpassword::prompt_password("Repeat the password: ")?;
@@ -324,21 +289,12 @@ fn check_config(args: ConfigArg) -> anyhow::Result<()> {
     }
     let key_file = &config.auth.signing_key_file;
     if !key_file.as_os_str().is_empty() && !key_file.is_file() {
-        problems.push(format!(
-            "auth.signing_key_file: {} does not exist",
-            key_file.display()
-        ));
+        problems.push(format!("auth.signing_key_file: {} does not exist", key_file.display()));
     }
     if !problems.is_empty() {
         anyhow::bail!("configuration error:\n  {}", problems.join("\n  "));
     }
-    let file = sources
-        .file
-        .map(|f| f.display().to_string())
-        .unwrap_or_else(|| "built-in defaults".into());
-    println!(
-        "configuration OK ({file}; environment {:?})",
-        config.server.environment
-    );
+    let file = sources.file.map(|f| f.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+    println!("configuration OK ({file}; environment {:?})", config.server.environment);
     Ok(())
 }

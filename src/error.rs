@@ -31,10 +31,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -47,6 +44,10 @@ pub enum ApiError {
     /// `token_sent` selects RFC 6750's `error="invalid_token"` challenge.
     #[error("unauthorized")]
     Unauthorized { token_sent: bool },
+    /// A failed sign-in: one body whatever the reason (unknown email,
+    /// wrong password, disabled account), so nothing can be learnt from it.
+    #[error("invalid credentials")]
+    InvalidCredentials,
     #[error("forbidden: {0}")]
     Forbidden(Cow<'static, str>),
     #[error("not found")]
@@ -71,7 +72,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized { .. } | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -105,15 +106,13 @@ impl ApiError {
             Self::Unauthorized { .. } => {
                 problem.detail = "Valid credentials are required.".into();
             }
+            Self::InvalidCredentials => problem.detail = "The email or password is incorrect.".into(),
             Self::TooManyRequests { .. } => {
                 problem.detail = "Too many requests; retry after the time in Retry-After.".into();
             }
             Self::Timeout => problem.detail = "The request took too long and was stopped.".into(),
             Self::Internal(cause) => problem.internal = Some(format!("{cause:#}")),
-            Self::NotFound
-            | Self::PayloadTooLarge
-            | Self::UnsupportedMediaType
-            | Self::Unavailable => {}
+            Self::NotFound | Self::PayloadTooLarge | Self::UnsupportedMediaType | Self::Unavailable => {}
         }
         problem
     }
@@ -142,10 +141,7 @@ impl IntoResponse for ApiError {
                 );
             }
             Self::Unauthorized { token_sent: false } => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"rampart\""),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"rampart\""));
             }
             Self::TooManyRequests { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
@@ -189,13 +185,9 @@ impl Problem {
             StatusCode::NOT_FOUND => "No resource exists at this path.",
             StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this path.",
             StatusCode::PAYLOAD_TOO_LARGE => "The request body is larger than the server accepts.",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                "The body must be JSON with Content-Type: application/json."
-            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "The body must be JSON with Content-Type: application/json.",
             StatusCode::URI_TOO_LONG => "The request URI is longer than the server accepts.",
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-                "The request headers are larger than the server accepts."
-            }
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "The request headers are larger than the server accepts.",
             StatusCode::REQUEST_TIMEOUT => "The request was not received in time.",
             StatusCode::SERVICE_UNAVAILABLE => "The service is unavailable; try again later.",
             StatusCode::FORBIDDEN => "This action is not allowed.",
@@ -205,12 +197,7 @@ impl Problem {
             }
             _ => "The request could not be processed.",
         };
-        Self {
-            status,
-            detail: detail.into(),
-            errors: None,
-            internal: None,
-        }
+        Self { status, detail: detail.into(), errors: None, internal: None }
     }
 
     /// The JSON body, with the request id the problem belongs to.
@@ -234,26 +221,13 @@ mod tests {
 
     #[test]
     fn internal_errors_keep_their_cause_out_of_the_body() {
-        let error = ApiError::Internal(anyhow::anyhow!(
-            "SELECT * FROM users: disk I/O error at /var/db"
-        ));
+        let error = ApiError::Internal(anyhow::anyhow!("SELECT * FROM users: disk I/O error at /var/db"));
         let response = error.into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let problem = response
-            .extensions()
-            .get::<Problem>()
-            .expect("problem attached");
+        let problem = response.extensions().get::<Problem>().expect("problem attached");
         let body = String::from_utf8(problem.to_body("rid-1")).expect("utf-8");
-        assert!(
-            !body.contains("SELECT") && !body.contains("/var/db"),
-            "{body}"
-        );
-        assert!(
-            problem
-                .internal
-                .as_deref()
-                .is_some_and(|cause| cause.contains("disk I/O"))
-        );
+        assert!(!body.contains("SELECT") && !body.contains("/var/db"), "{body}");
+        assert!(problem.internal.as_deref().is_some_and(|cause| cause.contains("disk I/O")));
     }
 
     #[test]
@@ -271,9 +245,7 @@ mod tests {
     #[test]
     fn unauthorized_carries_a_bearer_challenge() {
         let response = ApiError::Unauthorized { token_sent: true }.into_response();
-        let challenge = response.headers()[header::WWW_AUTHENTICATE]
-            .to_str()
-            .expect("ascii");
+        let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().expect("ascii");
         assert!(challenge.starts_with("Bearer") && challenge.contains("invalid_token"));
     }
 }

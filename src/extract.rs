@@ -28,35 +28,23 @@ where
         if !has_json_content_type(&request) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::bad_request("The request body could not be read.")
-                }
-            })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::bad_request("The request body could not be read.")
+            }
+        })?;
         parse(&bytes).map(JsonBody)
     }
 }
 
 fn has_json_content_type(request: &Request) -> bool {
-    let Some(value) = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses a JSON object body into `T`, mapping every failure to a client
@@ -65,9 +53,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
-            return Err(ApiError::bad_request(
-                "The request body must be a JSON object.",
-            ));
+            return Err(ApiError::bad_request("The request body must be a JSON object."));
         }
         _ => return Err(ApiError::bad_request("The request body is not valid JSON.")),
     }
@@ -76,9 +62,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Ok(value) => value,
         Err(error) => return Err(describe(&error)),
     };
-    deserializer
-        .end()
-        .map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
+    deserializer.end().map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
     Ok(value)
 }
 
@@ -94,11 +78,7 @@ fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     // serde's messages name Rust types; only their category is kept.
     let (field, message) = if let Some(rest) = text.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or_default();
-        let field = if at_root {
-            name.to_owned()
-        } else {
-            format!("{path}.{name}")
-        };
+        let field = if at_root { name.to_owned() } else { format!("{path}.{name}") };
         (field, "is required")
     } else if text.starts_with("unknown field") {
         (path, "is not an accepted field")
@@ -137,12 +117,8 @@ mod tests {
 
     #[test]
     fn field_problems_name_the_field_without_type_names() {
-        let unknown =
-            fields(parse::<Signup>(br#"{"email":"a@b","age":1,"role":"admin"}"#).unwrap_err());
-        assert_eq!(
-            unknown,
-            [FieldError::new("role", "is not an accepted field")]
-        );
+        let unknown = fields(parse::<Signup>(br#"{"email":"a@b","age":1,"role":"admin"}"#).unwrap_err());
+        assert_eq!(unknown, [FieldError::new("role", "is not an accepted field")]);
         let missing = fields(parse::<Signup>(br#"{"email":"a@b"}"#).unwrap_err());
         assert_eq!(missing, [FieldError::new("age", "is required")]);
         let wrong = fields(parse::<Signup>(br#"{"email":"a@b","age":"x"}"#).unwrap_err());
@@ -151,21 +127,78 @@ mod tests {
 
     #[test]
     fn broken_json_and_non_objects_are_bad_requests() {
-        for body in [
-            &b"{"[..],
-            b"",
-            b"{\"email\":",
-            b"nul",
-            br#"{"email":"a","age":1} trailing"#,
-        ] {
-            assert!(
-                matches!(parse::<Signup>(body), Err(ApiError::BadRequest(_))),
-                "{body:?}"
-            );
+        for body in [&b"{"[..], b"", b"{\"email\":", b"nul", br#"{"email":"a","age":1} trailing"#] {
+            assert!(matches!(parse::<Signup>(body), Err(ApiError::BadRequest(_))), "{body:?}");
         }
-        assert!(matches!(
-            parse::<Signup>(b"[1,2]"),
-            Err(ApiError::BadRequest(_))
-        ));
+        assert!(matches!(parse::<Signup>(b"[1,2]"), Err(ApiError::BadRequest(_))));
+    }
+}
+
+/// `?limit=&cursor=` of a list route: `limit` defaults to 20 and is
+/// clamped to 100; a non-integer, zero or negative limit, or a cursor this
+/// server did not make, is 400. Other query parameters are ignored.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<uuid::Uuid>,
+}
+
+pub const DEFAULT_PAGE: u32 = 20;
+pub const MAX_PAGE: u32 = 100;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
+            .map_err(|_| ApiError::bad_request("The query string is malformed."))?;
+        let mut page = Page { limit: DEFAULT_PAGE, after: None };
+        let mut errors = Vec::new();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "limit" => match value.trim().parse::<i64>() {
+                    Ok(limit) if limit >= 1 => {
+                        page.limit = u32::try_from(limit.min(i64::from(MAX_PAGE))).unwrap_or(MAX_PAGE)
+                    }
+                    Ok(_) => errors.push(FieldError::new("limit", "must be at least 1")),
+                    Err(_) => errors.push(FieldError::new("limit", "must be a whole number")),
+                },
+                "cursor" => match decode_cursor(&value) {
+                    Some(after) => page.after = Some(after),
+                    None => errors.push(FieldError::new("cursor", "is not a cursor from this API")),
+                },
+                _ => {}
+            }
+        }
+        if errors.is_empty() { Ok(page) } else { Err(ApiError::Validation(errors)) }
+    }
+}
+
+/// An opaque cursor for "items after this id".
+pub fn encode_cursor(id: uuid::Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(text: &str) -> Option<uuid::Uuid> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
+    uuid::Uuid::from_slice(&bytes).ok()
+}
+
+/// A list response: `{items, next_cursor}`.
+#[derive(Debug, serde::Serialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    /// From up to `limit + 1` rows: the extra one only says there is more.
+    pub fn from_rows(mut rows: Vec<T>, limit: u32, id_of: impl Fn(&T) -> uuid::Uuid) -> Self {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = if more { rows.last().map(|last| encode_cursor(id_of(last))) } else { None };
+        Self { items: rows, next_cursor }
     }
 }

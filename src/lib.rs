@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod extract;
 pub mod fs;
 pub mod layers;
 pub mod metrics;
+pub mod policy;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -27,9 +27,8 @@ pub struct RouteLabels {
 }
 
 /// Latency buckets from 0.5 ms to 10 s: an API request lives in this range.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 pub struct Metrics {
     registry: Registry,
@@ -46,19 +45,14 @@ impl Metrics {
             "HTTP requests answered, by route, method and status",
             http_requests.clone(),
         );
-        let http_request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(LATENCY_BUCKETS)
-        });
+        let http_request_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         registry.register(
             "http_request_duration_seconds",
             "Time from request to response head, by route and method",
             http_request_duration.clone(),
         );
-        Self {
-            registry,
-            http_requests,
-            http_request_duration,
-        }
+        Self { registry, http_requests, http_request_duration }
     }
 
     /// The OpenMetrics text exposition.

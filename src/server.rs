@@ -47,12 +47,8 @@ impl Server {
             .with_context(|| format!("server.bind: cannot listen on {}", server.bind))?;
         let admin = TcpListener::bind(server.admin_bind)
             .await
-            .with_context(|| {
-                format!("server.admin_bind: cannot listen on {}", server.admin_bind)
-            })?;
-        let wanted = server.max_header_bytes.as_usize()
-            + server.max_uri_bytes.as_usize()
-            + HYPER_BUFFER_SLACK;
+            .with_context(|| format!("server.admin_bind: cannot listen on {}", server.admin_bind))?;
+        let wanted = server.max_header_bytes.as_usize() + server.max_uri_bytes.as_usize() + HYPER_BUFFER_SLACK;
         Ok(Self {
             public,
             admin,
@@ -65,15 +61,11 @@ impl Server {
     }
 
     pub fn public_addr(&self) -> SocketAddr {
-        self.public
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.public.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.admin.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Serves until `shutdown` completes, then drains open connections.
@@ -132,10 +124,7 @@ impl Server {
         let Ok(graceful) = Arc::try_unwrap(graceful) else {
             anyhow::bail!("connection tracking still shared at shutdown");
         };
-        if tokio::time::timeout(self.shutdown_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.shutdown_timeout, graceful.shutdown()).await.is_err() {
             tracing::warn!("shutdown timeout reached with connections still open; closing them");
         }
         Ok(())
@@ -190,8 +179,7 @@ async fn accept_loop(mut loop_: AcceptLoop) {
             });
             match tls {
                 Some(acceptor) => {
-                    let Some(stream) = tls_handshake(&acceptor, stream, handshake_timeout).await
-                    else {
+                    let Some(stream) = tls_handshake(&acceptor, stream, handshake_timeout).await else {
                         return;
                     };
                     serve_connection(&builder, watcher, TokioIo::new(stream), service).await;
@@ -236,9 +224,7 @@ async fn serve_connection<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let connection = builder
-        .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
-        .into_owned();
+    let connection = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();
     if let Err(error) = watcher.watch(connection).await {
         // Clients that vanish or send garbage end up here; not our error.
         tracing::debug!(cause = %error, "connection ended with an error");

@@ -1,7 +1,16 @@
 //! Authentication: who the caller is.
 //!
-//! `password` hashes and verifies with Argon2id off the async workers.
-//! Token, session and key handling join here as the identity layer grows.
+//! - `password`: Argon2id hashing off the async workers;
+//! - `keys`, `tokens`: signing keys and access JWTs;
+//! - `secret`: opaque random credentials (refresh tokens, session ids, CSRF);
+//! - `revocation`: the in-memory list every access token is checked against;
+//! - `throttle`: growing delays after failed logins;
+//! - `principal`: who is calling, as handlers see it.
 
 pub mod keys;
 pub mod password;
+pub mod principal;
+pub mod revocation;
+pub mod secret;
+pub mod throttle;
+pub mod tokens;

@@ -26,17 +26,9 @@ pub struct PasswordHasher {
 
 impl PasswordHasher {
     pub fn new(config: &PasswordHashConfig) -> anyhow::Result<Self> {
-        let params = Params::new(
-            config.memory_kib,
-            config.iterations,
-            config.parallelism,
-            None,
-        )
-        .map_err(|error| anyhow::anyhow!("auth.password_hash: {error}"))?;
-        Ok(Self {
-            params,
-            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
-        })
+        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
+            .map_err(|error| anyhow::anyhow!("auth.password_hash: {error}"))?;
+        Ok(Self { params, permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))) })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -63,39 +55,28 @@ impl PasswordHasher {
         let phc = phc.to_owned();
         let argon2 = self.argon2();
         self.run_blocking(move || {
-            let parsed = PasswordHash::new(&phc)
-                .map_err(|error| anyhow::anyhow!("stored hash is malformed: {error}"))?;
-            Ok(argon2
-                .verify_password(password.expose_secret().as_bytes(), &parsed)
-                .is_ok())
+            let parsed =
+                PasswordHash::new(&phc).map_err(|error| anyhow::anyhow!("stored hash is malformed: {error}"))?;
+            Ok(argon2.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
         })
         .await
     }
 
     /// True when `phc` was made with other parameters than the configured ones.
     pub fn needs_rehash(&self, phc: &str) -> bool {
-        PasswordHash::new(phc)
-            .ok()
-            .and_then(|parsed| Params::try_from(&parsed).ok())
-            .is_none_or(|params| {
-                params.m_cost() != self.params.m_cost()
-                    || params.t_cost() != self.params.t_cost()
-                    || params.p_cost() != self.params.p_cost()
-            })
+        PasswordHash::new(phc).ok().and_then(|parsed| Params::try_from(&parsed).ok()).is_none_or(|params| {
+            params.m_cost() != self.params.m_cost()
+                || params.t_cost() != self.params.t_cost()
+                || params.p_cost() != self.params.p_cost()
+        })
     }
 
     async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .context("password hasher closed")?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .context("password hashing task failed")?
+        let _permit = self.permits.acquire().await.context("password hasher closed")?;
+        tokio::task::spawn_blocking(work).await.context("password hashing task failed")?
     }
 }
 
@@ -104,12 +85,7 @@ mod tests {
     use super::*;
 
     fn cheap() -> PasswordHashConfig {
-        PasswordHashConfig {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-            max_concurrent: 2,
-        }
+        PasswordHashConfig { memory_kib: 64, iterations: 1, parallelism: 1, max_concurrent: 2 }
     }
 
     #[tokio::test]
@@ -119,36 +95,17 @@ mod tests {
         let phc = hasher.hash(&password).await.expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
         assert!(hasher.verify(&password, &phc).await.expect("verify"));
-        assert!(
-            !hasher
-                .verify(&SecretString::from("wrong horse battery staple"), &phc)
-                .await
-                .expect("verify")
-        );
+        assert!(!hasher.verify(&SecretString::from("wrong horse battery staple"), &phc).await.expect("verify"));
         assert!(!hasher.needs_rehash(&phc));
 
-        let stronger = PasswordHasher::new(&PasswordHashConfig {
-            memory_kib: 128,
-            ..cheap()
-        })
-        .expect("params");
+        let stronger = PasswordHasher::new(&PasswordHashConfig { memory_kib: 128, ..cheap() }).expect("params");
         assert!(stronger.needs_rehash(&phc));
-        assert!(
-            stronger
-                .verify(&password, &phc)
-                .await
-                .expect("old hashes still verify")
-        );
+        assert!(stronger.verify(&password, &phc).await.expect("old hashes still verify"));
     }
 
     #[tokio::test]
     async fn a_corrupt_hash_is_an_error_not_a_mismatch() {
         let hasher = PasswordHasher::new(&cheap()).expect("params");
-        assert!(
-            hasher
-                .verify(&SecretString::from("whatever password"), "not-a-phc")
-                .await
-                .is_err()
-        );
+        assert!(hasher.verify(&SecretString::from("whatever password"), "not-a-phc").await.is_err());
     }
 }

@@ -57,27 +57,18 @@ impl ConfigSources {
     /// when present. `.env` is read from the working directory, without
     /// changing the process environment.
     pub fn from_process(cli_file: Option<PathBuf>) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(key, _)| key.starts_with("RAMPART_"))
-            .collect();
+        let env: Vec<(String, String)> = std::env::vars().filter(|(key, _)| key.starts_with("RAMPART_")).collect();
         let mut dotenv = Vec::new();
         if Path::new(".env").exists() {
-            let pairs = dotenvy::from_path_iter(".env")
-                .map_err(|error| ConfigError::one(format!(".env: {error}")))?;
+            let pairs = dotenvy::from_path_iter(".env").map_err(|error| ConfigError::one(format!(".env: {error}")))?;
             for pair in pairs {
-                let (key, value) =
-                    pair.map_err(|error| ConfigError::one(format!(".env: {error}")))?;
+                let (key, value) = pair.map_err(|error| ConfigError::one(format!(".env: {error}")))?;
                 if key.starts_with("RAMPART_") {
                     dotenv.push((key, value));
                 }
             }
         }
-        let named = |key: &str| {
-            env.iter()
-                .chain(dotenv.iter())
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| PathBuf::from(v))
-        };
+        let named = |key: &str| env.iter().chain(dotenv.iter()).find(|(k, _)| k == key).map(|(_, v)| PathBuf::from(v));
         let file = cli_file.or_else(|| named("RAMPART_CONFIG")).or_else(|| {
             let local = PathBuf::from("rampart.toml");
             local.exists().then_some(local)
@@ -87,11 +78,7 @@ impl ConfigSources {
 
     /// The variable named `key`, from the process first, then `.env`.
     pub fn variable(&self, key: &str) -> Option<&str> {
-        self.env
-            .iter()
-            .chain(self.dotenv.iter())
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.env.iter().chain(self.dotenv.iter()).find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -103,9 +90,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn one(problem: String) -> Self {
-        Self {
-            problems: vec![problem],
-        }
+        Self { problems: vec![problem] }
     }
 }
 
@@ -127,10 +112,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::File(path) => write!(f, "in {}", path.display()),
-            Origin::Variable {
-                name,
-                dotenv: false,
-            } => write!(f, "from {name}"),
+            Origin::Variable { name, dotenv: false } => write!(f, "from {name}"),
             Origin::Variable { name, dotenv: true } => write!(f, "from {name} in .env"),
         }
     }
@@ -139,50 +121,32 @@ impl fmt::Display for Origin {
 /// Loads, merges and validates. Structural errors (unknown keys, wrong
 /// types) and value problems (`Config::problems`) both end up here.
 pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
-    let mut tree: Table = toml::from_str(DEFAULT_TREE)
-        .map_err(|error| ConfigError::one(format!("built-in defaults: {error}")))?;
+    let mut tree: Table =
+        toml::from_str(DEFAULT_TREE).map_err(|error| ConfigError::one(format!("built-in defaults: {error}")))?;
     let mut origins: HashMap<String, Origin> = HashMap::new();
 
     if let Some(path) = &sources.file {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigError::one(format!("cannot read {}: {error}", path.display()))
-        })?;
-        let file: Table = toml::from_str(&text).map_err(|error| {
-            ConfigError::one(format!(
-                "{}: {}",
-                path.display(),
-                error.to_string().trim_end()
-            ))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::one(format!("cannot read {}: {error}", path.display())))?;
+        let file: Table = toml::from_str(&text)
+            .map_err(|error| ConfigError::one(format!("{}: {}", path.display(), error.to_string().trim_end())))?;
         record_leaves(&file, "", &Origin::File(path.clone()), &mut origins);
         merge(&mut tree, file);
     }
 
     let mut problems = Vec::new();
-    let variables = sources
-        .dotenv
-        .iter()
-        .map(|pair| (pair, true))
-        .chain(sources.env.iter().map(|pair| (pair, false)));
+    let variables = sources.dotenv.iter().map(|pair| (pair, true)).chain(sources.env.iter().map(|pair| (pair, false)));
     for ((name, value), dotenv) in variables {
         if NON_KEY_VARIABLES.contains(&name.as_str()) {
             continue;
         }
         let Some(path) = variable_path(name) else {
-            problems.push(format!(
-                "{name}: not a configuration variable (expected RAMPART_<SECTION>__<KEY>)"
-            ));
+            problems.push(format!("{name}: not a configuration variable (expected RAMPART_<SECTION>__<KEY>)"));
             continue;
         };
         match set_path(&mut tree, &path, Value::String(value.clone())) {
             Ok(()) => {
-                origins.insert(
-                    path.join("."),
-                    Origin::Variable {
-                        name: name.clone(),
-                        dotenv,
-                    },
-                );
+                origins.insert(path.join("."), Origin::Variable { name: name.clone(), dotenv });
             }
             Err(message) => problems.push(format!("{name}: {message}")),
         }
@@ -193,19 +157,14 @@ pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
 
     let config = deserialize(tree, &origins)?;
     let problems = config.problems();
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError { problems })
-    }
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
 }
 
 fn deserialize(mut tree: Table, origins: &HashMap<String, Origin>) -> Result<Config, ConfigError> {
     // Each round fixes at most one variable's type; the bound only guards
     // against a loop that makes no progress.
     for _ in 0..=origins.len() {
-        let error = match serde_path_to_error::deserialize::<_, Config>(Value::Table(tree.clone()))
-        {
+        let error = match serde_path_to_error::deserialize::<_, Config>(Value::Table(tree.clone())) {
             Ok(config) => return Ok(config),
             Err(error) => error,
         };
@@ -219,9 +178,7 @@ fn deserialize(mut tree: Table, origins: &HashMap<String, Origin>) -> Result<Con
         }
         return Err(ConfigError::one(describe(&path, &message, origin)));
     }
-    Err(ConfigError::one(
-        "configuration variables could not be read".into(),
-    ))
+    Err(ConfigError::one("configuration variables could not be read".into()))
 }
 
 /// `server.foo: unknown key (in rampart.toml)`, or the value's problem.
@@ -229,26 +186,16 @@ fn describe(path: &str, message: &str, origin: Option<&Origin>) -> String {
     let origin = origin.map(|o| format!(" ({o})")).unwrap_or_default();
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();
-        let parent = path
-            .rsplit_once('.')
-            .map(|(p, _)| p)
-            .filter(|_| path.ends_with(field));
+        let parent = path.rsplit_once('.').map(|(p, _)| p).filter(|_| path.ends_with(field));
         let key = match parent {
             Some(parent) => format!("{parent}.{field}"),
             None if path == field || path == "." || path.is_empty() => field.to_owned(),
             None => format!("{path}.{field}"),
         };
-        let expected = rest
-            .split_once(", expected ")
-            .map(|(_, e)| format!("; expected {e}"))
-            .unwrap_or_default();
+        let expected = rest.split_once(", expected ").map(|(_, e)| format!("; expected {e}")).unwrap_or_default();
         return format!("{key}: unknown key{origin}{expected}");
     }
-    let key = if path.is_empty() || path == "." {
-        "configuration"
-    } else {
-        path
-    };
+    let key = if path.is_empty() || path == "." { "configuration" } else { path };
     format!("{key}: {message}{origin}")
 }
 
@@ -266,10 +213,7 @@ fn origin_of<'a>(path: &str, origins: &'a HashMap<String, Origin>) -> Option<&'a
         }
     }
     let inside = format!("{path}.");
-    origins
-        .iter()
-        .find(|(key, _)| key.starts_with(&inside))
-        .map(|(_, origin)| origin)
+    origins.iter().find(|(key, _)| key.starts_with(&inside)).map(|(_, origin)| origin)
 }
 
 /// Reads a variable's string as the type the tree asked for.
@@ -318,16 +262,11 @@ fn set_path(tree: &mut Table, keys: &[String], value: Value) -> Result<(), Strin
     };
     let mut table = tree;
     for (depth, key) in parents.iter().enumerate() {
-        let entry = table
-            .entry(key.clone())
-            .or_insert_with(|| Value::Table(Table::new()));
+        let entry = table.entry(key.clone()).or_insert_with(|| Value::Table(Table::new()));
         table = match entry {
             Value::Table(inner) => inner,
             _ => {
-                return Err(format!(
-                    "{} is a value, not a section",
-                    keys[..=depth].join(".")
-                ));
+                return Err(format!("{} is a value, not a section", keys[..=depth].join(".")));
             }
         };
     }
@@ -346,18 +285,9 @@ fn merge(into: &mut Table, from: Table) {
     }
 }
 
-fn record_leaves(
-    table: &Table,
-    prefix: &str,
-    origin: &Origin,
-    origins: &mut HashMap<String, Origin>,
-) {
+fn record_leaves(table: &Table, prefix: &str, origin: &Origin, origins: &mut HashMap<String, Origin>) {
     for (key, value) in table {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         if let Value::Table(inner) = value {
             record_leaves(inner, &path, origin, origins);
         }
@@ -379,10 +309,7 @@ mod tests {
     }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn error_of(sources: &ConfigSources) -> String {
@@ -398,42 +325,23 @@ mod tests {
         assert_eq!(config.auth.jwt_algorithm, JwtAlgorithm::EdDSA);
         assert_eq!(config.rate_limit["login"].limit, 5);
         assert_eq!(config.rate_limit["api"].window.0.as_secs(), 60);
-        assert_eq!(
-            config.rate_limit["global"].strategy,
-            RateLimitStrategy::SlidingWindow
-        );
+        assert_eq!(config.rate_limit["global"].strategy, RateLimitStrategy::SlidingWindow);
     }
 
     #[test]
     fn later_layers_win_key_by_key() {
-        let toml = file(
-            "[server]\nbind = \"127.0.0.1:4000\"\nbody_limit = \"20KiB\"\n[rate_limit.login]\nlimit = 9\n",
-        );
+        let toml = file("[server]\nbind = \"127.0.0.1:4000\"\nbody_limit = \"20KiB\"\n[rate_limit.login]\nlimit = 9\n");
         let sources = ConfigSources {
             file: Some(toml.path().to_owned()),
-            dotenv: vars(&[
-                ("RAMPART_SERVER__BODY_LIMIT", "30KiB"),
-                ("RAMPART_SERVER__MAX_CONNECTIONS", "7"),
-            ]),
-            env: vars(&[
-                ("RAMPART_SERVER__BODY_LIMIT", "40KiB"),
-                ("RAMPART_RATE_LIMIT__LOGIN__LIMIT", "6"),
-            ]),
+            dotenv: vars(&[("RAMPART_SERVER__BODY_LIMIT", "30KiB"), ("RAMPART_SERVER__MAX_CONNECTIONS", "7")]),
+            env: vars(&[("RAMPART_SERVER__BODY_LIMIT", "40KiB"), ("RAMPART_RATE_LIMIT__LOGIN__LIMIT", "6")]),
         };
         let config = load(&sources).expect("loads");
         assert_eq!(config.server.bind.port(), 4000, "file beats default");
         assert_eq!(config.server.max_connections, 7, ".env beats default");
-        assert_eq!(
-            config.server.body_limit.0,
-            40 * 1024,
-            "environment beats .env and file"
-        );
+        assert_eq!(config.server.body_limit.0, 40 * 1024, "environment beats .env and file");
         assert_eq!(config.rate_limit["login"].limit, 6);
-        assert_eq!(
-            config.rate_limit["login"].window.0.as_secs(),
-            900,
-            "untouched group keys keep defaults"
-        );
+        assert_eq!(config.rate_limit["login"].window.0.as_secs(), 900, "untouched group keys keep defaults");
     }
 
     #[test]
@@ -441,14 +349,8 @@ mod tests {
         let sources = ConfigSources {
             env: vars(&[
                 ("RAMPART_DEFENSE__ENABLED", "false"),
-                (
-                    "RAMPART_SERVER__TRUSTED_PROXIES",
-                    "10.0.0.0/8, 192.168.0.0/16",
-                ),
-                (
-                    "RAMPART_SERVER__CORS_ORIGINS",
-                    "[\"https://app.example.com\"]",
-                ),
+                ("RAMPART_SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.0/16"),
+                ("RAMPART_SERVER__CORS_ORIGINS", "[\"https://app.example.com\"]"),
                 ("RAMPART_BOOTSTRAP__ADMIN_PASSWORD", "123456789012345678"),
             ]),
             ..Default::default()
@@ -458,51 +360,27 @@ mod tests {
         assert_eq!(config.server.trusted_proxies.len(), 2);
         assert_eq!(config.server.cors_origins, ["https://app.example.com"]);
         use secrecy::ExposeSecret;
-        assert_eq!(
-            config.bootstrap.admin_password.expose_secret(),
-            "123456789012345678"
-        );
+        assert_eq!(config.bootstrap.admin_password.expose_secret(), "123456789012345678");
     }
 
     #[test]
     fn an_unknown_key_is_named_with_its_source() {
         let toml = file("[server]\nbind = \"127.0.0.1:3000\"\nbnid = \"x\"\n");
-        let message = error_of(&ConfigSources {
-            file: Some(toml.path().to_owned()),
-            ..Default::default()
-        });
+        let message = error_of(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() });
         assert!(message.starts_with("server.bnid: unknown key"), "{message}");
-        assert!(
-            message.contains(&toml.path().display().to_string()),
-            "{message}"
-        );
+        assert!(message.contains(&toml.path().display().to_string()), "{message}");
 
-        let message = error_of(&ConfigSources {
-            env: vars(&[("RAMPART_SERVR__BIND", "x")]),
-            ..Default::default()
-        });
-        assert!(
-            message.starts_with("servr: unknown key (from RAMPART_SERVR__BIND)"),
-            "{message}"
-        );
+        let message = error_of(&ConfigSources { env: vars(&[("RAMPART_SERVR__BIND", "x")]), ..Default::default() });
+        assert!(message.starts_with("servr: unknown key (from RAMPART_SERVR__BIND)"), "{message}");
 
-        let message = error_of(&ConfigSources {
-            env: vars(&[("RAMPART_BIND", "x")]),
-            ..Default::default()
-        });
-        assert!(
-            message.contains("RAMPART_BIND: not a configuration variable"),
-            "{message}"
-        );
+        let message = error_of(&ConfigSources { env: vars(&[("RAMPART_BIND", "x")]), ..Default::default() });
+        assert!(message.contains("RAMPART_BIND: not a configuration variable"), "{message}");
     }
 
     #[test]
     fn a_bad_value_is_named() {
         let toml = file("[auth]\naccess_token_ttl = \"15 minutes\"\n");
-        let message = error_of(&ConfigSources {
-            file: Some(toml.path().to_owned()),
-            ..Default::default()
-        });
+        let message = error_of(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() });
         assert!(message.starts_with("auth.access_token_ttl:"), "{message}");
 
         let message = error_of(&ConfigSources {
@@ -510,33 +388,19 @@ mod tests {
             ..Default::default()
         });
         assert!(message.starts_with("server.max_connections:"), "{message}");
-        assert!(
-            message.contains("RAMPART_SERVER__MAX_CONNECTIONS"),
-            "{message}"
-        );
+        assert!(message.contains("RAMPART_SERVER__MAX_CONNECTIONS"), "{message}");
 
         let toml = file("[server]\nbind = \n");
-        let message = error_of(&ConfigSources {
-            file: Some(toml.path().to_owned()),
-            ..Default::default()
-        });
-        assert!(
-            message.contains("line 2"),
-            "syntax errors give the line: {message}"
-        );
+        let message = error_of(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() });
+        assert!(message.contains("line 2"), "syntax errors give the line: {message}");
     }
 
     #[test]
     fn production_demands_tls_or_proxies_and_an_explicit_key() {
-        let sources = ConfigSources {
-            env: vars(&[("RAMPART_SERVER__ENVIRONMENT", "production")]),
-            ..Default::default()
-        };
+        let sources =
+            ConfigSources { env: vars(&[("RAMPART_SERVER__ENVIRONMENT", "production")]), ..Default::default() };
         let message = error_of(&sources);
-        assert!(
-            message.contains("server.environment: production needs [tls]"),
-            "{message}"
-        );
+        assert!(message.contains("server.environment: production needs [tls]"), "{message}");
         assert!(message.contains("auth.signing_key_file"), "{message}");
     }
 
@@ -546,10 +410,7 @@ mod tests {
         let sources = ConfigSources {
             env: vars(&[
                 ("RAMPART_AUTH__JWT_ALGORITHM", "HS256"),
-                (
-                    "RAMPART_AUTH__SIGNING_KEY_FILE",
-                    secret.path().to_str().expect("utf-8 path"),
-                ),
+                ("RAMPART_AUTH__SIGNING_KEY_FILE", secret.path().to_str().expect("utf-8 path")),
             ]),
             ..Default::default()
         };
@@ -558,10 +419,7 @@ mod tests {
         let sources = ConfigSources {
             env: vars(&[
                 ("RAMPART_AUTH__JWT_ALGORITHM", "HS256"),
-                (
-                    "RAMPART_AUTH__SIGNING_KEY_FILE",
-                    strong.path().to_str().expect("utf-8 path"),
-                ),
+                ("RAMPART_AUTH__SIGNING_KEY_FILE", strong.path().to_str().expect("utf-8 path")),
                 ("RAMPART_SERVER__ENVIRONMENT", "development"),
             ]),
             ..Default::default()

@@ -111,11 +111,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: SecretString::from("sqlite://data/rampart.db"),
-            auto_migrate: true,
-            max_connections: 8,
-        }
+        Self { url: SecretString::from("sqlite://data/rampart.db"), auto_migrate: true, max_connections: 8 }
     }
 }
 
@@ -128,10 +124,7 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self {
-            url: SecretString::default(),
-            key_prefix: "rampart:".into(),
-        }
+        Self { url: SecretString::default(), key_prefix: "rampart:".into() }
     }
 }
 
@@ -149,6 +142,8 @@ pub enum JwtAlgorithm {
 pub struct AuthConfig {
     pub jwt_algorithm: JwtAlgorithm,
     pub signing_key_file: PathBuf,
+    /// Keys that signed before the current one; they verify, never sign.
+    pub previous_key_files: Vec<PathBuf>,
     pub access_token_ttl: HumanDuration,
     pub refresh_token_ttl: HumanDuration,
     pub session_idle_timeout: HumanDuration,
@@ -163,6 +158,7 @@ impl Default for AuthConfig {
         Self {
             jwt_algorithm: JwtAlgorithm::EdDSA,
             signing_key_file: PathBuf::new(),
+            previous_key_files: Vec::new(),
             access_token_ttl: HumanDuration::mins(15),
             refresh_token_ttl: HumanDuration::days(30),
             session_idle_timeout: HumanDuration::mins(30),
@@ -189,12 +185,7 @@ pub struct PasswordHashConfig {
 
 impl Default for PasswordHashConfig {
     fn default() -> Self {
-        Self {
-            memory_kib: 19_456,
-            iterations: 2,
-            parallelism: 1,
-            max_concurrent: 2,
-        }
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, max_concurrent: 2 }
     }
 }
 
@@ -310,10 +301,7 @@ pub struct OAuthConfig {
 
 impl Default for OAuthConfig {
     fn default() -> Self {
-        Self {
-            redirect_allowlist: vec!["/account".into()],
-            providers: BTreeMap::new(),
-        }
+        Self { redirect_allowlist: vec!["/account".into()], providers: BTreeMap::new() }
     }
 }
 
@@ -352,10 +340,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Auto,
-            level: "info".into(),
-        }
+        Self { format: LogFormat::Auto, level: "info".into() }
     }
 }
 
@@ -406,20 +391,14 @@ impl Config {
             ("auth.access_token_ttl", self.auth.access_token_ttl),
             ("auth.refresh_token_ttl", self.auth.refresh_token_ttl),
             ("auth.session_idle_timeout", self.auth.session_idle_timeout),
-            (
-                "auth.session_absolute_timeout",
-                self.auth.session_absolute_timeout,
-            ),
+            ("auth.session_absolute_timeout", self.auth.session_absolute_timeout),
         ] {
             if value.0.is_zero() {
                 problem(key, "must be longer than zero");
             }
         }
         if self.auth.session_idle_timeout > self.auth.session_absolute_timeout {
-            problem(
-                "auth.session_idle_timeout",
-                "must not exceed auth.session_absolute_timeout",
-            );
+            problem("auth.session_idle_timeout", "must not exceed auth.session_absolute_timeout");
         }
         if self.auth.issuer.trim().is_empty() {
             problem("auth.issuer", "must not be empty");
@@ -428,10 +407,7 @@ impl Config {
             problem("auth.audience", "must not be empty");
         }
         let hash = self.auth.password_hash;
-        if hash.memory_kib < 8 * hash.parallelism.max(1)
-            || hash.iterations == 0
-            || hash.parallelism == 0
-        {
+        if hash.memory_kib < 8 * hash.parallelism.max(1) || hash.iterations == 0 || hash.parallelism == 0 {
             problem(
                 "auth.password_hash",
                 "memory_kib must be at least 8 × parallelism, iterations and parallelism at least 1",
@@ -441,9 +417,7 @@ impl Config {
             problem("auth.password_hash.max_concurrent", "must be at least 1");
         }
         for origin in &server.cors_origins {
-            if !(origin.starts_with("https://") || origin.starts_with("http://"))
-                || origin.ends_with('/')
-            {
+            if !(origin.starts_with("https://") || origin.starts_with("http://")) || origin.ends_with('/') {
                 problem(
                     "server.cors_origins",
                     &format!("{origin:?} is not an origin like \"https://app.example.com\""),
@@ -452,10 +426,7 @@ impl Config {
         }
 
         let url = self.database.url.expose_secret();
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             problem("database.url", "must start with sqlite: or postgres://");
         }
         if self.database.max_connections == 0 {
@@ -467,17 +438,11 @@ impl Config {
                 problem(&format!("rate_limit.{name}.limit"), "must be at least 1");
             }
             if group.window.0.is_zero() {
-                problem(
-                    &format!("rate_limit.{name}.window"),
-                    "must be longer than zero",
-                );
+                problem(&format!("rate_limit.{name}.window"), "must be longer than zero");
             }
             let builtin = matches!(name.as_str(), "global" | "login" | "api");
             if !builtin && group.paths.is_empty() {
-                problem(
-                    &format!("rate_limit.{name}.paths"),
-                    "a custom group needs at least one path prefix",
-                );
+                problem(&format!("rate_limit.{name}.paths"), "a custom group needs at least one path prefix");
             }
         }
 

@@ -76,9 +76,7 @@ impl FromStr for HumanDuration {
                 .ok()
                 .and_then(|n| n.checked_mul(factor_ms))
                 .ok_or_else(|| format!("{input:?} is too large"))?;
-            total_ms = total_ms
-                .checked_add(part)
-                .ok_or_else(|| format!("{input:?} is too large"))?;
+            total_ms = total_ms.checked_add(part).ok_or_else(|| format!("{input:?} is too large"))?;
             rest = after;
         }
         Ok(Self(Duration::from_millis(total_ms)))
@@ -118,12 +116,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        let units = [
-            (86_400_000, "d"),
-            (3_600_000, "h"),
-            (60_000, "m"),
-            (1_000, "s"),
-        ];
+        let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
         for (size, name) in units {
             if ms > 0 && ms.is_multiple_of(size) {
                 return write!(f, "{}{name}", ms / size);
@@ -194,23 +187,10 @@ mod tests {
 
     #[test]
     fn durations_reject_missing_or_unknown_units_and_overflow() {
-        for bad in [
-            "",
-            "15",
-            "m",
-            "15x",
-            "1.5h",
-            "-5s",
-            "15 m",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "15", "m", "15x", "1.5h", "-5s", "15 m", "99999999999999999999d"] {
             assert!(dur(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(
-            dur("18446744073709551615d")
-                .unwrap_err()
-                .contains("too large")
-        );
+        assert!(dur("18446744073709551615d").unwrap_err().contains("too large"));
     }
 
     #[test]
@@ -223,14 +203,7 @@ mod tests {
         assert_eq!(size("2 GiB"), Ok(2_147_483_648));
         assert_eq!(size("512"), Ok(512));
         assert_eq!(size("512B"), Ok(512));
-        for bad in [
-            "",
-            "KiB",
-            "10XB",
-            "-1KiB",
-            "1.5MiB",
-            "99999999999999999999GiB",
-        ] {
+        for bad in ["", "KiB", "10XB", "-1KiB", "1.5MiB", "99999999999999999999GiB"] {
             assert!(size(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -238,16 +211,10 @@ mod tests {
     #[test]
     fn display_round_trips() {
         for text in ["15m", "12h", "30d", "10s", "250ms"] {
-            assert_eq!(
-                text.parse::<HumanDuration>().map(|d| d.to_string()),
-                Ok(text.into())
-            );
+            assert_eq!(text.parse::<HumanDuration>().map(|d| d.to_string()), Ok(text.into()));
         }
         for text in ["10KiB", "16KiB", "1MiB", "100B"] {
-            assert_eq!(
-                text.parse::<ByteSize>().map(|d| d.to_string()),
-                Ok(text.into())
-            );
+            assert_eq!(text.parse::<ByteSize>().map(|d| d.to_string()), Ok(text.into()));
         }
     }
 }

@@ -27,10 +27,7 @@ impl Email {
             (Some(local), Some(domain), None) if !local.is_empty() && !domain.is_empty() => {}
             _ => return Err("must contain exactly one @ with text on both sides"),
         }
-        Ok(Self {
-            display: email.to_owned(),
-            key: email.to_lowercase(),
-        })
+        Ok(Self { display: email.to_owned(), key: email.to_lowercase() })
     }
 
     /// As entered, trimmed.

@@ -13,11 +13,7 @@ const MIN_CHARS: usize = 15;
 const MAX_CHARS: usize = 128;
 
 impl Password {
-    pub fn parse(
-        input: SecretString,
-        email: &Email,
-        name: &UserName,
-    ) -> Result<Self, &'static str> {
+    pub fn parse(input: SecretString, email: &Email, name: &UserName) -> Result<Self, &'static str> {
         let text = input.expose_secret();
         let chars = text.chars().count();
         if chars < MIN_CHARS {
@@ -28,9 +24,7 @@ impl Password {
         }
         let lower = text.to_lowercase();
         let local_part = email.key().split('@').next().unwrap_or_default();
-        if lower.contains(email.key())
-            || (local_part.chars().count() >= 3 && lower.contains(local_part))
-        {
+        if lower.contains(email.key()) || (local_part.chars().count() >= 3 && lower.contains(local_part)) {
             return Err("must not contain your email address");
         }
         let name = name.as_str().to_lowercase();
@@ -66,13 +60,7 @@ mod tests {
 
     #[test]
     fn passwords_containing_the_email_or_name_are_refused() {
-        assert_eq!(
-            check("my ADA.LOVELACE password").err(),
-            Some("must not contain your email address")
-        );
-        assert_eq!(
-            check("xx-ada lovelace-xx-yy").err(),
-            Some("must not contain your name")
-        );
+        assert_eq!(check("my ADA.LOVELACE password").err(), Some("must not contain your email address"));
+        assert_eq!(check("xx-ada lovelace-xx-yy").err(), Some("must not contain your name"));
     }
 }

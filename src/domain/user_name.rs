@@ -31,10 +31,7 @@ mod tests {
         assert_eq!(UserName::parse("  Ada ").map(|n| n.0), Ok("Ada".into()));
         assert!(UserName::parse("   ").is_err());
         assert!(UserName::parse(&"x".repeat(101)).is_err());
-        assert!(
-            UserName::parse(&"é".repeat(100)).is_ok(),
-            "the limit counts characters, not bytes"
-        );
+        assert!(UserName::parse(&"é".repeat(100)).is_ok(), "the limit counts characters, not bytes");
         assert!(UserName::parse("a\u{0}b").is_err());
     }
 }

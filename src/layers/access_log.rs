@@ -6,7 +6,10 @@
 //! user id. Headers and bodies are never logged.
 
 use std::{
-    sync::{Arc, LazyLock, OnceLock},
+    sync::{
+        Arc, LazyLock, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
@@ -19,12 +22,26 @@ use axum::{
 use uuid::Uuid;
 
 use super::{ClientAddr, request_id::RequestId};
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::{
+    audit::{AuditEvent, Auditor, Outcome},
+    clock::Clock,
+    metrics::{Metrics, RequestLabels, RouteLabels},
+};
 
 /// Per-request facts that inner layers learn and the access log reports.
 #[derive(Debug, Default)]
 pub struct RequestContext {
     pub user_id: OnceLock<Uuid>,
+    /// Set when a handler recorded its own audit event for this request.
+    pub audited: AtomicBool,
+}
+
+/// What the access-log layer needs from the application.
+#[derive(Clone)]
+pub struct AccessLog {
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<Auditor>,
+    pub clock: Arc<dyn Clock>,
 }
 
 static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("<unmatched>"));
@@ -44,22 +61,14 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-pub async fn access_log(
-    State(metrics): State<Arc<Metrics>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn access_log(State(log): State<AccessLog>, mut request: Request, next: Next) -> Response {
+    let metrics = &log.metrics;
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
     let path = truncate(request.uri().path(), MAX_LOGGED_PATH).to_owned();
-    let client_ip = request
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|addr| addr.0.ip());
+    let client_ip = request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip());
     let request_id = request.extensions().get::<RequestId>().cloned();
     let context = Arc::new(RequestContext::default());
     request.extensions_mut().insert(context.clone());
@@ -68,21 +77,25 @@ pub async fn access_log(
 
     let latency = started.elapsed();
     let status = response.status().as_u16();
-    metrics
-        .http_requests
-        .get_or_create(&RequestLabels {
-            method,
-            route: route.clone(),
-            status,
-        })
-        .inc();
+    metrics.http_requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
     metrics
         .http_request_duration
-        .get_or_create(&RouteLabels {
-            method,
-            route: route.clone(),
-        })
+        .get_or_create(&RouteLabels { method, route: route.clone() })
         .observe(latency.as_secs_f64());
+    if let Some((event, outcome)) = audited_status(status)
+        && !context.audited.load(Ordering::Relaxed)
+    {
+        log.audit.record(AuditEvent {
+            id: Uuid::now_v7(),
+            time: log.clock.now(),
+            request_id: request_id.as_ref().map(|id| id.as_str().to_owned()),
+            event,
+            user_id: context.user_id.get().copied(),
+            client_ip,
+            route: Some(route.to_string()),
+            outcome,
+        });
+    }
     let user_id = context.user_id.get().map(Uuid::to_string);
     tracing::info!(
         target: "rampart::access",
@@ -97,6 +110,17 @@ pub async fn access_log(
         "request"
     );
     response
+}
+
+/// Statuses that are security events in themselves (API.md "Audit events").
+fn audited_status(status: u16) -> Option<(&'static str, Outcome)> {
+    match status {
+        401 => Some(("unauthorized", Outcome::Denied)),
+        403 => Some(("forbidden", Outcome::Denied)),
+        429 => Some(("rate_limited", Outcome::Denied)),
+        500..=599 => Some(("server_error", Outcome::Failure)),
+        _ => None,
+    }
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -3,12 +3,13 @@
 //!
 //! request id → security headers → access log + metrics → problem rendering
 //! → panic catching → URI/header size limits → timeout → CORS → body limit
-//! → route.
+//! → authenticate → route.
 //!
 //! Layers that answer early return `ApiError` (or a bare status that the
 //! `problem` layer fills in), so every refusal has the same problem+json body.
 
 pub mod access_log;
+pub mod authenticate;
 pub mod limits;
 pub mod panic;
 pub mod problem;

@@ -35,19 +35,13 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         }
         None => return response,
     };
-    let request_id = request_id
-        .as_ref()
-        .map(RequestId::as_str)
-        .unwrap_or("unknown");
+    let request_id = request_id.as_ref().map(RequestId::as_str).unwrap_or("unknown");
     if let Some(cause) = &problem.internal {
         tracing::error!(request_id, status = status.as_u16(), cause = %cause, "request failed");
     }
     let body = problem.to_body(request_id);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     *response.body_mut() = Body::from(body);
     response

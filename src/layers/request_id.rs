@@ -24,9 +24,7 @@ impl RequestId {
 
 pub fn is_acceptable(value: &[u8]) -> bool {
     (1..=64).contains(&value.len())
-        && value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 pub async fn request_id(mut request: Request, next: Next) -> Response {
@@ -54,13 +52,7 @@ mod tests {
         assert!(is_acceptable(&[b'a'; 64]));
         assert!(!is_acceptable(&[b'a'; 65]));
         assert!(!is_acceptable(b""));
-        for bad in [
-            &b"has space"[..],
-            b"semi;colon",
-            b"new\nline",
-            b"slash/",
-            "ünï".as_bytes(),
-        ] {
+        for bad in [&b"has space"[..], b"semi;colon", b"new\nline", b"slash/", "ünï".as_bytes()] {
             assert!(!is_acceptable(bad));
         }
     }

@@ -28,14 +28,8 @@ impl SecurityHeaders {
         put(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
         put(header::X_FRAME_OPTIONS, "DENY");
         put(header::REFERRER_POLICY, "no-referrer");
-        put(
-            HeaderName::from_static("cross-origin-opener-policy"),
-            "same-origin",
-        );
-        put(
-            HeaderName::from_static("cross-origin-resource-policy"),
-            "same-origin",
-        );
+        put(HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
+        put(HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
         put(HeaderName::from_static("origin-agent-cluster"), "?1");
         put(
             HeaderName::from_static("permissions-policy"),
@@ -45,16 +39,10 @@ impl SecurityHeaders {
              sync-xhr=(), usb=(), xr-spatial-tracking=(), interest-cohort=()",
         );
         put(header::X_DNS_PREFETCH_CONTROL, "off");
-        put(
-            HeaderName::from_static("x-permitted-cross-domain-policies"),
-            "none",
-        );
+        put(HeaderName::from_static("x-permitted-cross-domain-policies"), "none");
         put(header::X_XSS_PROTECTION, "0");
         if hsts {
-            put(
-                header::STRICT_TRANSPORT_SECURITY,
-                "max-age=31536000; includeSubDomains",
-            );
+            put(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains");
         }
 
         let mut defaults = HeaderMap::new();
@@ -63,18 +51,11 @@ impl SecurityHeaders {
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         );
         defaults.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Self {
-            forced: Arc::new(forced),
-            defaults: Arc::new(defaults),
-        }
+        Self { forced: Arc::new(forced), defaults: Arc::new(defaults) }
     }
 }
 
-pub async fn security_headers(
-    State(set): State<SecurityHeaders>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn security_headers(State(set): State<SecurityHeaders>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in set.forced.iter() {

@@ -14,11 +14,7 @@ use crate::error::ApiError;
 #[derive(Clone, Copy)]
 pub struct RequestTimeout(pub Duration);
 
-pub async fn enforce_timeout(
-    State(timeout): State<RequestTimeout>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn enforce_timeout(State(timeout): State<RequestTimeout>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(timeout.0, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),

@@ -18,16 +18,12 @@ use crate::{app::AppState, error::ApiError};
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+    Router::new().route("/health", get(health)).route("/ready", get(ready))
 }
 
 /// Routes of the admin listener.
 pub fn admin_router() -> Router<AppState> {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
+    Router::new().route("/metrics", get(metrics)).route("/health", get(health))
 }
 
 #[derive(Serialize)]
@@ -55,10 +51,7 @@ struct Ready {
 
 async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(Ready {
-            status: "ready",
-            database: "up",
-        })),
+        Ok(Ok(())) => Ok(Json(Ready { status: "ready", database: "up" })),
         Ok(Err(error)) => {
             tracing::warn!(cause = %error, "readiness check: database failed");
             Err(ApiError::Unavailable)

@@ -13,13 +13,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use sqlite::SqliteStore;
 
 use crate::{
+    audit::AuditEvent,
     config::DatabaseConfig,
-    domain::{Email, NewUser, User},
+    domain::{Email, NewUser, Role, User, UserName},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,77 @@ pub struct UserCredentials {
     pub password_hash: Option<String>,
 }
 
+/// An admin's change to a user; `None` leaves a field as it is, and
+/// `department: Some(None)` clears it.
+#[derive(Debug, Default, Clone)]
+pub struct UserChanges {
+    pub role: Option<Role>,
+    pub department: Option<Option<String>>,
+    pub disabled: Option<bool>,
+}
+
+/// A refresh token as stored: only the SHA-256 of the token.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    pub token_hash: [u8; 32],
+    pub family_id: Uuid,
+    pub user_id: Uuid,
+    pub issued_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Valid and now spent; the caller issues the next one in `family_id`.
+    Rotated { family_id: Uuid, user_id: Uuid },
+    /// Already spent once: a copy is in someone else's hands.
+    Reused { family_id: Uuid, user_id: Uuid },
+    /// Revoked (logout, password change), expired, or never issued.
+    Invalid,
+}
+
+/// A browser session as stored: hashes of its id and CSRF token only.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id_hash: [u8; 32],
+    pub user_id: Uuid,
+    pub csrf_hash: [u8; 32],
+    pub created_at: OffsetDateTime,
+    pub idle_expires_at: OffsetDateTime,
+    pub absolute_expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevocationKind {
+    /// One access token, by `jti`.
+    Token,
+    /// Every access and refresh token of a refresh family.
+    Family,
+    /// Every token and session of a user issued before `revoked_before`.
+    User,
+}
+
+impl RevocationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Family => "family",
+            Self::User => "user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    pub subject: Uuid,
+    /// For `User`: the moment before which everything is void.
+    pub revoked_before: Option<OffsetDateTime>,
+    /// When every credential this could match has expired anyway.
+    pub expires_at: OffsetDateTime,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations; safe to call on every start.
@@ -56,23 +129,51 @@ pub trait Store: Send + Sync + 'static {
     /// One round trip, for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    // Users.
     /// Fails with `Conflict("email")` when the email is taken, in any case.
     async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError>;
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError>;
-    async fn credentials_by_email(
-        &self,
-        email: &Email,
-    ) -> Result<Option<UserCredentials>, StoreError>;
+    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
+    async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError>;
+    async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError>;
+    async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError>;
+    async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError>;
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Users ordered by id (creation order), after `after`, at most `limit`.
+    async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError>;
     async fn count_admins(&self) -> Result<u64, StoreError>;
+    /// Admins that are not disabled: the ones who can still administer.
+    async fn count_active_admins(&self) -> Result<u64, StoreError>;
+
+    // Refresh tokens.
+    async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError>;
+    /// Atomically spends the token if it is live, and says what it found.
+    async fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> Result<RefreshUse, StoreError>;
+    async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError>;
+    async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    // Sessions.
+    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError>;
+    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError>;
+    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError>;
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError>;
+
+    // Revocations (the durable copy of the in-memory list).
+    async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
+    async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError>;
+    /// Drops revocations, sessions and refresh tokens that can no longer matter.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    // Audit.
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
 }
 
 /// Opens the store that `database.url` names.
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.url.expose_secret();
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            SqliteStore::connect(url, config.max_connections).await?,
-        ))
+        Ok(Arc::new(SqliteStore::connect(url, config.max_connections).await?))
     } else {
         Err(StoreError::Other(anyhow::anyhow!(
             "database.url: PostgreSQL is not supported by this build yet; use a sqlite: URL"

@@ -9,15 +9,19 @@ use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::{
     Row, SqlitePool,
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-    },
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, StoreError, UserCredentials};
-use crate::domain::{Email, NewUser, Role, User};
+use super::{
+    RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges,
+    UserCredentials,
+};
+use crate::{
+    audit::AuditEvent,
+    domain::{Email, NewUser, Role, User, UserName},
+};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -33,13 +37,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        if let Some(folder) = Path::new(options.get_filename())
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(folder).with_context(|| {
-                format!("cannot create the database folder {}", folder.display())
-            })?;
+        if let Some(folder) = Path::new(options.get_filename()).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)
+                .with_context(|| format!("cannot create the database folder {}", folder.display()))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
@@ -57,11 +57,26 @@ fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
-        role: Role::from_str(&role)
-            .map_err(|_| anyhow::anyhow!("users.role holds unknown value {role:?}"))?,
+        role: Role::from_str(&role).map_err(|_| anyhow::anyhow!("users.role holds unknown value {role:?}"))?,
         department: row.try_get("department")?,
         disabled: row.try_get("disabled")?,
         created_at: row.try_get("created_at")?,
+    })
+}
+
+fn hash_from_row(row: &SqliteRow, column: &str) -> Result<[u8; 32], StoreError> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    bytes.try_into().map_err(|_| StoreError::Other(anyhow::anyhow!("{column} is not a 32-byte hash")))
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id_hash: hash_from_row(row, "id_hash")?,
+        user_id: row.try_get("user_id")?,
+        csrf_hash: hash_from_row(row, "csrf_hash")?,
+        created_at: row.try_get("created_at")?,
+        idle_expires_at: row.try_get("idle_expires_at")?,
+        absolute_expires_at: row.try_get("absolute_expires_at")?,
     })
 }
 
@@ -72,10 +87,7 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("migrations/sqlite")
-            .run(&self.pool)
-            .await
-            .context("applying SQLite migrations")?;
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")?;
         Ok(())
     }
 
@@ -125,29 +137,301 @@ impl Store for SqliteStore {
         user_from_row(&row)
     }
 
-    async fn credentials_by_email(
-        &self,
-        email: &Email,
-    ) -> Result<Option<UserCredentials>, StoreError> {
+    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
         let row = sqlx::query(
             "SELECT id, email, name, role, department, disabled, created_at, password_hash FROM users WHERE email_key = ?",
         )
             .bind(email.key())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(UserCredentials {
-                user: user_from_row(&row)?,
-                password_hash: row.try_get("password_hash")?,
-            })
-        })
-        .transpose()
+        row.map(|row| Ok(UserCredentials { user: user_from_row(&row)?, password_hash: row.try_get("password_hash")? }))
+            .transpose()
     }
 
     async fn count_admins(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = ?").bind(id).fetch_one(&self.pool).await?;
+        Ok(hash)
+    }
+
+    async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(phc)
+            .bind(OffsetDateTime::now_utc())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
+        let done = sqlx::query("UPDATE users SET name = ?, updated_at = ? WHERE id = ?")
+            .bind(name.as_str())
+            .bind(OffsetDateTime::now_utc())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.user_by_id(id).await
+    }
+
+    async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let now = OffsetDateTime::now_utc();
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?").bind(id).fetch_optional(&mut *transaction).await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(role) = changes.role {
+            sqlx::query("UPDATE users SET role = ?, updated_at = ? WHERE id = ?")
+                .bind(role.as_str())
+                .bind(now)
+                .bind(id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        if let Some(department) = &changes.department {
+            sqlx::query("UPDATE users SET department = ?, updated_at = ? WHERE id = ?")
+                .bind(department)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        if let Some(disabled) = changes.disabled {
+            sqlx::query("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?")
+                .bind(disabled)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        self.user_by_id(id).await
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(
+                    "SELECT id, email, name, role, department, disabled, created_at FROM users \
+                     WHERE id > ? ORDER BY id LIMIT ?",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT id, email, name, role, department, disabled, created_at FROM users ORDER BY id LIMIT ?",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn count_active_admins(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0")
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&record.token_hash[..])
+        .bind(record.family_id)
+        .bind(record.user_id)
+        .bind(record.issued_at)
+        .bind(record.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> Result<RefreshUse, StoreError> {
+        // The conditional UPDATE is the single-use guarantee: of two
+        // concurrent uses, exactly one changes the row.
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = ? \
+             WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ? \
+             RETURNING family_id, user_id",
+        )
+        .bind(now)
+        .bind(&token_hash[..])
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = spent {
+            return Ok(RefreshUse::Rotated { family_id: row.try_get("family_id")?, user_id: row.try_get("user_id")? });
+        }
+        let found =
+            sqlx::query("SELECT family_id, user_id, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ?")
+                .bind(&token_hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = found else { return Ok(RefreshUse::Invalid) };
+        let used_at: Option<OffsetDateTime> = row.try_get("used_at")?;
+        if used_at.is_some() {
+            return Ok(RefreshUse::Reused { family_id: row.try_get("family_id")?, user_id: row.try_get("user_id")? });
+        }
+        Ok(RefreshUse::Invalid)
+    }
+
+    async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(family_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, csrf_hash, created_at, idle_expires_at, absolute_expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&record.id_hash[..])
+        .bind(record.user_id)
+        .bind(&record.csrf_hash[..])
+        .bind(record.created_at)
+        .bind(record.idle_expires_at)
+        .bind(record.absolute_expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id_hash, user_id, csrf_hash, created_at, idle_expires_at, absolute_expires_at \
+             FROM sessions WHERE id_hash = ?",
+        )
+        .bind(&id_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET idle_expires_at = ? WHERE id_hash = ?")
+            .bind(idle_expires_at)
+            .bind(&id_hash[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ?").bind(&id_hash[..]).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(user_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revocations (kind, subject, revoked_before, expires_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (kind, subject) DO UPDATE SET \
+             revoked_before = excluded.revoked_before, expires_at = MAX(expires_at, excluded.expires_at)",
+        )
+        .bind(revocation.kind.as_str())
+        .bind(revocation.subject)
+        .bind(revocation.revoked_before)
+        .bind(revocation.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError> {
+        let rows =
+            sqlx::query("SELECT kind, subject, revoked_before, expires_at FROM revocations WHERE expires_at > ?")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let kind = match kind.as_str() {
+                    "token" => RevocationKind::Token,
+                    "family" => RevocationKind::Family,
+                    "user" => RevocationKind::User,
+                    other => return Err(StoreError::Other(anyhow::anyhow!("unknown revocation kind {other:?}"))),
+                };
+                Ok(Revocation {
+                    kind,
+                    subject: row.try_get("subject")?,
+                    revoked_before: row.try_get("revoked_before")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM revocations WHERE expires_at <= ?").bind(now).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE idle_expires_at <= ? OR absolute_expires_at <= ?")
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ?").bind(now).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        for event in events {
+            sqlx::query(
+                "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(event.id)
+            .bind(event.time)
+            .bind(&event.request_id)
+            .bind(event.event)
+            .bind(event.user_id)
+            .bind(event.client_ip.map(|ip| ip.to_string()))
+            .bind(&event.route)
+            .bind(event.outcome.as_str())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
     }
 }

@@ -25,11 +25,8 @@ use crate::config::Config;
 
 /// Installs the process-wide subscriber. Call once, from `main`.
 pub fn init(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log.level)
-        .map_err(|error| anyhow::anyhow!("log.level: {error}"))?;
-    let subscriber = Registry::default()
-        .with(filter)
-        .with(RedactingLayer::new(config.json_logs(), std::io::stdout));
+    let filter = EnvFilter::try_new(&config.log.level).map_err(|error| anyhow::anyhow!("log.level: {error}"))?;
+    let subscriber = Registry::default().with(filter).with(RedactingLayer::new(config.json_logs(), std::io::stdout));
     tracing::subscriber::set_global_default(subscriber)?;
     Ok(())
 }
@@ -62,9 +59,7 @@ impl FieldCollector {
             serde_json::Value::String(REDACTED.into())
         } else {
             match value {
-                serde_json::Value::String(text) => {
-                    serde_json::Value::String(scrub(&text).into_owned())
-                }
+                serde_json::Value::String(text) => serde_json::Value::String(scrub(&text).into_owned()),
                 other => other,
             }
         };
@@ -104,12 +99,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: Context<'_, S>,
-    ) {
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
         let mut collector = FieldCollector::default();
         attrs.record(&mut collector);
         if let Some(span) = ctx.span(id) {
@@ -117,12 +107,7 @@ where
         }
     }
 
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: Context<'_, S>,
-    ) {
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
         let mut collector = FieldCollector::default();
         values.record(&mut collector);
         if let Some(span) = ctx.span(id) {
@@ -145,9 +130,8 @@ where
             }
         }
         let metadata = event.metadata();
-        let time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let time =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let message = collector.message.unwrap_or_default();
         let line = if self.json {
             json_line(&time, metadata, &message, &fields)
@@ -185,11 +169,7 @@ fn text_line(
     fields: &[(&'static str, serde_json::Value)],
 ) -> String {
     use std::fmt::Write as _;
-    let mut line = format!(
-        "{time} {:>5} {}: {message}",
-        metadata.level().as_str(),
-        metadata.target()
-    );
+    let mut line = format!("{time} {:>5} {}: {message}", metadata.level().as_str(), metadata.target());
     for (name, value) in fields {
         // Strings are quoted and escaped so a crafted value cannot forge a
         // second log line.

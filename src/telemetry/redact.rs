@@ -5,17 +5,8 @@ use std::borrow::Cow;
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Name fragments that mark a field as secret, whatever its value.
-const SENSITIVE: [&str; 9] = [
-    "password",
-    "passwd",
-    "token",
-    "secret",
-    "key",
-    "authorization",
-    "cookie",
-    "credential",
-    "session_id",
-];
+const SENSITIVE: [&str; 9] =
+    ["password", "passwd", "token", "secret", "key", "authorization", "cookie", "credential", "session_id"];
 
 pub fn is_sensitive_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -36,9 +27,7 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
         let next = [
             lower_rest.find("bearer ").map(|i| (i, "bearer ".len())),
             rest.find("eyJ").map(|i| (i, 0)),
-            lower_rest
-                .find("rampart_session=")
-                .map(|i| (i, "rampart_session=".len())),
+            lower_rest.find("rampart_session=").map(|i| (i, "rampart_session=".len())),
         ]
         .into_iter()
         .flatten()
@@ -72,25 +61,12 @@ mod tests {
 
     #[test]
     fn sensitive_names_are_recognised() {
-        for name in [
-            "password",
-            "new_password",
-            "Authorization",
-            "refresh_token",
-            "client_secret",
-            "signing_key",
-            "set_cookie",
-        ] {
+        for name in
+            ["password", "new_password", "Authorization", "refresh_token", "client_secret", "signing_key", "set_cookie"]
+        {
             assert!(is_sensitive_name(name), "{name}");
         }
-        for name in [
-            "request_id",
-            "method",
-            "route",
-            "status",
-            "user_id",
-            "client_ip",
-        ] {
+        for name in ["request_id", "method", "route", "status", "user_id", "client_ip"] {
             assert!(!is_sensitive_name(name), "{name}");
         }
     }
@@ -100,14 +76,8 @@ mod tests {
         let jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
         let text = format!("header was Bearer {jwt}; cookie rampart_session=abc123; token {jwt}");
         let clean = scrub(&text);
-        assert!(
-            !clean.contains("eyJzdWI") && !clean.contains("abc123"),
-            "{clean}"
-        );
-        assert!(
-            clean.contains("Bearer [REDACTED]") && clean.contains("rampart_session=[REDACTED]"),
-            "{clean}"
-        );
+        assert!(!clean.contains("eyJzdWI") && !clean.contains("abc123"), "{clean}");
+        assert!(clean.contains("Bearer [REDACTED]") && clean.contains("rampart_session=[REDACTED]"), "{clean}");
         assert_eq!(scrub("nothing to see"), "nothing to see");
         assert_eq!(scrub("ends with bearer "), "ends with bearer ");
         assert_eq!(scrub("eyJ"), "eyJ");

@@ -40,38 +40,19 @@ const CHEAP_HASH: &str = "[auth.password_hash]\nmemory_kib = 64\niterations = 1\
 fn config_check_names_an_unknown_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), "[server]\nbnid = \"127.0.0.1:3000\"\n");
-    let output = rampart(dir.path())
-        .args(["config", "check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let output = rampart(dir.path()).args(["config", "check", "--config"]).arg(&file).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("server.bnid: unknown key"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("server.bnid: unknown key"), "{}", stderr(&output));
     assert!(!stderr(&output).contains("panicked"));
 }
 
 #[test]
 fn config_check_names_a_bad_duration() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write_config(
-        dir.path(),
-        "[auth]\naccess_token_ttl = \"fifteen minutes\"\n",
-    );
-    let output = rampart(dir.path())
-        .args(["config", "check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let file = write_config(dir.path(), "[auth]\naccess_token_ttl = \"fifteen minutes\"\n");
+    let output = rampart(dir.path()).args(["config", "check", "--config"]).arg(&file).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("auth.access_token_ttl"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("auth.access_token_ttl"), "{}", stderr(&output));
 }
 
 #[test]
@@ -81,36 +62,18 @@ fn config_check_refuses_production_without_tls_or_proxies() {
     std::fs::write(&key, "placeholder").unwrap();
     let file = write_config(
         dir.path(),
-        &format!(
-            "[server]\nenvironment = \"production\"\n[auth]\nsigning_key_file = \"{}\"\n",
-            key.display()
-        ),
+        &format!("[server]\nenvironment = \"production\"\n[auth]\nsigning_key_file = \"{}\"\n", key.display()),
     );
-    let output = rampart(dir.path())
-        .args(["config", "check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let output = rampart(dir.path()).args(["config", "check", "--config"]).arg(&file).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("server.environment: production needs"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("server.environment: production needs"), "{}", stderr(&output));
 }
 
 #[test]
 fn config_check_passes_a_good_file_and_reads_variables() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write_config(
-        dir.path(),
-        "[server]\nbind = \"127.0.0.1:4000\"\nbody_limit = \"20KiB\"\n",
-    );
-    let output = rampart(dir.path())
-        .args(["config", "check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let file = write_config(dir.path(), "[server]\nbind = \"127.0.0.1:4000\"\nbody_limit = \"20KiB\"\n");
+    let output = rampart(dir.path()).args(["config", "check", "--config"]).arg(&file).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("configuration OK"));
 
@@ -121,31 +84,17 @@ fn config_check_passes_a_good_file_and_reads_variables() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("server.header_read_timeout"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(
-        stderr(&output).contains("RAMPART_SERVER__HEADER_READ_TIMEOUT"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("server.header_read_timeout"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("RAMPART_SERVER__HEADER_READ_TIMEOUT"), "{}", stderr(&output));
 }
 
 #[test]
 fn keys_generate_prints_a_pkcs8_key() {
     let dir = tempfile::tempdir().unwrap();
-    let output = rampart(dir.path())
-        .args(["keys", "generate"])
-        .output()
-        .unwrap();
+    let output = rampart(dir.path()).args(["keys", "generate"]).output().unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("-----BEGIN PRIVATE KEY-----"));
-    let output = rampart(dir.path())
-        .args(["keys", "generate", "--alg", "HS256"])
-        .output()
-        .unwrap();
+    let output = rampart(dir.path()).args(["keys", "generate", "--alg", "HS256"]).output().unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).trim().len() >= 32);
 }
@@ -156,60 +105,33 @@ fn user_create_applies_the_password_rules_and_refuses_duplicates() {
     write_config(dir.path(), CHEAP_HASH);
     let create = |password: &str, email: &str| {
         rampart(dir.path())
-            .args([
-                "user", "create", "--email", email, "--name", "Ada", "--role", "admin",
-            ])
+            .args(["user", "create", "--email", email, "--name", "Ada", "--role", "admin"])
             .env("RAMPART_PASSWORD", password)
             .output()
             .unwrap()
     };
     let weak = create("short", "ada@example.com");
     assert_eq!(weak.status.code(), Some(1));
-    assert!(
-        stderr(&weak).contains("--password: must be at least 15 characters"),
-        "{}",
-        stderr(&weak)
-    );
+    assert!(stderr(&weak).contains("--password: must be at least 15 characters"), "{}", stderr(&weak));
 
     let created = create("correct horse battery staple", "ada@example.com");
     assert!(created.status.success(), "{}", stderr(&created));
     assert!(String::from_utf8_lossy(&created.stdout).contains("created admin ada@example.com"));
-    assert!(
-        dir.path().join("data/rampart.db").exists(),
-        "the default database under data/"
-    );
+    assert!(dir.path().join("data/rampart.db").exists(), "the default database under data/");
 
     let again = create("correct horse battery staple", "ADA@example.com");
     assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("already exists"),
-        "emails compare without case: {}",
-        stderr(&again)
-    );
+    assert!(stderr(&again).contains("already exists"), "emails compare without case: {}", stderr(&again));
 
     let via_stdin = {
         let mut child = rampart(dir.path())
-            .args([
-                "user",
-                "create",
-                "--email",
-                "bob@example.com",
-                "--name",
-                "Bob",
-                "--role",
-                "user",
-            ])
+            .args(["user", "create", "--email", "bob@example.com", "--name", "Bob", "--role", "user"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"another long enough passphrase\n")
-            .unwrap();
+        child.stdin.take().unwrap().write_all(b"another long enough passphrase\n").unwrap();
         child.wait_with_output().unwrap()
     };
     assert!(via_stdin.status.success(), "{}", stderr(&via_stdin));
@@ -239,9 +161,7 @@ impl Lines {
 fn address_after<'a>(line: &'a str, marker: &str) -> &'a str {
     let start = line.find(marker).unwrap() + marker.len();
     let rest = &line[start..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == ':'))
-        .unwrap_or(rest.len());
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == ':')).unwrap_or(rest.len());
     &rest[..end]
 }
 
@@ -258,10 +178,7 @@ async fn serve_runs_bootstraps_an_admin_logs_json_and_stops_on_sigterm() {
     let mut child = rampart(dir.path())
         .args(["serve", "--config"])
         .arg(&config)
-        .env(
-            "RAMPART_BOOTSTRAP__ADMIN_PASSWORD",
-            "bootstrap secret passphrase",
-        )
+        .env("RAMPART_BOOTSTRAP__ADMIN_PASSWORD", "bootstrap secret passphrase")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -283,10 +200,7 @@ async fn serve_runs_bootstraps_an_admin_logs_json_and_stops_on_sigterm() {
     let client = reqwest::Client::new();
     let health = client
         .get(format!("http://{public}/health"))
-        .header(
-            "authorization",
-            "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZw",
-        )
+        .header("authorization", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZw")
         .send()
         .await
         .unwrap();
@@ -294,34 +208,13 @@ async fn serve_runs_bootstraps_an_admin_logs_json_and_stops_on_sigterm() {
     assert_eq!(health.headers()["x-content-type-options"], "nosniff");
     let body = health.text().await.unwrap();
     assert_no_secrets(&body);
-    assert_eq!(
-        client
-            .get(format!("http://{public}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    let scrape = client
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(client.get(format!("http://{public}/metrics")).send().await.unwrap().status(), 404);
+    let scrape = client.get(format!("http://{admin}/metrics")).send().await.unwrap();
     assert_eq!(scrape.status(), 200);
-    assert!(
-        scrape
-            .text()
-            .await
-            .unwrap()
-            .contains("rampart_http_requests_total")
-    );
+    assert!(scrape.text().await.unwrap().contains("rampart_http_requests_total"));
     lines.wait_for("\"route\":\"/health\"");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();
     reader.join().unwrap();
@@ -329,15 +222,9 @@ async fn serve_runs_bootstraps_an_admin_logs_json_and_stops_on_sigterm() {
 
     let output = lines.all();
     for line in output.lines() {
-        assert!(
-            serde_json::from_str::<serde_json::Value>(line).is_ok(),
-            "every line is JSON: {line}"
-        );
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "every line is JSON: {line}");
     }
     assert!(!output.contains("bootstrap secret passphrase"));
-    assert!(
-        !output.contains("c2VjcmV0LXNpZw"),
-        "the bearer token never reaches the log"
-    );
+    assert!(!output.contains("c2VjcmV0LXNpZw"), "the bearer token never reaches the log");
     assert!(output.contains("shutting down"));
 }

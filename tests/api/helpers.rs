@@ -12,9 +12,11 @@ use std::{
 
 use axum::Router;
 use rampart::{
+    accounts::{AccountRequest, create_account},
     app::{self, AppState},
-    clock::SystemClock,
+    clock::{Clock, SystemClock},
     config::{Config, PasswordHashConfig},
+    domain::Role,
     server::Server,
     store,
     telemetry::RedactingLayer,
@@ -26,14 +28,7 @@ use tokio::sync::oneshot;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Text that must never appear in a response body.
-const SECRET_MARKERS: [&str; 6] = [
-    "$argon2",
-    "PRIVATE KEY",
-    "password_hash",
-    "signing_key",
-    "panicked",
-    "src/",
-];
+const SECRET_MARKERS: [&str; 6] = ["$argon2", "PRIVATE KEY", "password_hash", "signing_key", "panicked", "src/"];
 
 #[derive(Clone, Default)]
 pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
@@ -57,6 +52,7 @@ impl Write for LogBuffer {
 pub struct TestApp {
     pub address: SocketAddr,
     pub admin_address: SocketAddr,
+    pub users: Seeded,
     pub client: reqwest::Client,
     pub logs: LogBuffer,
     _data_dir: TempDir,
@@ -77,33 +73,19 @@ impl TestResponse {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ascii header"))
+        self.headers.get(name).map(|v| v.to_str().expect("ascii header"))
     }
 
     /// Asserts an RFC 9457 body with every member and this status.
     pub fn assert_problem(&self, status: u16) -> serde_json::Value {
         assert_eq!(self.status, status, "body: {}", self.body);
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{self:?}"
-        );
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
         let json = self.json();
         for member in ["type", "title", "status", "detail", "request_id"] {
-            assert!(
-                json.get(member).is_some(),
-                "problem lacks {member}: {}",
-                self.body
-            );
+            assert!(json.get(member).is_some(), "problem lacks {member}: {}", self.body);
         }
         assert_eq!(json["status"], status);
-        assert_eq!(
-            json["request_id"].as_str(),
-            self.header("x-request-id"),
-            "body and header ids differ"
-        );
+        assert_eq!(json["request_id"].as_str(), self.header("x-request-id"), "body and header ids differ");
         json
     }
 }
@@ -115,14 +97,8 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.server.bind = "127.0.0.1:0".parse().expect("addr");
     config.server.admin_bind = "127.0.0.1:0".parse().expect("addr");
     config.server.data_dir = dir.path().to_owned();
-    config.database.url =
-        SecretString::from(format!("sqlite://{}/rampart.db", dir.path().display()));
-    config.auth.password_hash = PasswordHashConfig {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-        max_concurrent: 4,
-    };
+    config.database.url = SecretString::from(format!("sqlite://{}/rampart.db", dir.path().display()));
+    config.auth.password_hash = PasswordHashConfig { memory_kib: 64, iterations: 1, parallelism: 1, max_concurrent: 4 };
     config
 }
 
@@ -131,7 +107,33 @@ pub struct SpawnOptions {
     pub extra_routes: Router<AppState>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub json_logs: bool,
+    pub clock: Arc<dyn Clock>,
 }
+
+/// A seeded account: every test server has one of each.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub password: String,
+    pub role: Role,
+}
+
+pub struct Seeded {
+    pub admin: TestUser,
+    pub manager: TestUser,
+    pub user: TestUser,
+    pub other: TestUser,
+}
+
+/// (email, name, role, department) of the seeded accounts.
+const SEEDS: [(&str, &str, Role, Option<&str>); 4] = [
+    ("admin@example.com", "Ada Admin", Role::Admin, None),
+    ("manager@example.com", "Max Manager", Role::Manager, Some("sales")),
+    ("user@example.com", "Uma User", Role::User, Some("sales")),
+    ("other@example.com", "Olaf Other", Role::User, Some("support")),
+];
+pub const SEED_PASSWORD: &str = "seeded account passphrase";
 
 pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
@@ -144,6 +146,7 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut SpawnOptions)) -> TestApp {
         extra_routes: crate::test_routes::router(),
         tls: None,
         json_logs: true,
+        clock: Arc::new(SystemClock),
     };
     adjust(&mut options);
     start(dir, options).await
@@ -151,29 +154,40 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut SpawnOptions)) -> TestApp {
 
 async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
     let logs = LogBuffer::default();
-    let (ready_tx, ready_rx) = oneshot::channel::<(SocketAddr, SocketAddr)>();
+    let (ready_tx, ready_rx) = oneshot::channel::<(SocketAddr, SocketAddr, Vec<TestUser>)>();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let writer = logs.clone();
     let thread = std::thread::spawn(move || {
         let subscriber = tracing_subscriber::registry()
             .with(tracing_subscriber::EnvFilter::new("debug"))
-            .with(RedactingLayer::new(options.json_logs, move || {
-                writer.clone()
-            }));
+            .with(RedactingLayer::new(options.json_logs, move || writer.clone()));
         let _guard = tracing::subscriber::set_default(subscriber);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async move {
             let config = Arc::new(options.config);
             let store = store::open(&config.database).await.expect("store opens");
             store.migrate().await.expect("migrations apply");
             let tls = options.tls;
-            let state = AppState::new(config.clone(), store, Arc::new(SystemClock), tls.is_some())
-                .expect("state");
+            let state = AppState::build(config.clone(), store, options.clock, tls.is_some()).await.expect("state");
+            let mut seeded = Vec::new();
+            for (email, name, role, department) in SEEDS {
+                let request = AccountRequest {
+                    email,
+                    name,
+                    password: SecretString::from(SEED_PASSWORD),
+                    role,
+                    department: department.map(str::to_owned),
+                };
+                let user = create_account(&*state.store, &state.hasher, request).await.expect("seed user");
+                seeded.push(TestUser {
+                    id: user.id,
+                    email: email.to_owned(),
+                    password: SEED_PASSWORD.to_owned(),
+                    role,
+                });
+            }
             let server = Server::bind(&config).await.expect("bind");
-            let _ = ready_tx.send((server.public_addr(), server.admin_addr()));
+            let _ = ready_tx.send((server.public_addr(), server.admin_addr(), seeded));
             let public = app::router_with(state.clone(), options.extra_routes);
             let admin = app::admin_router(state);
             server
@@ -184,14 +198,15 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
                 .expect("server runs");
         });
     });
-    let (address, admin_address) = ready_rx.await.expect("server started");
+    let (address, admin_address, seeded) = ready_rx.await.expect("server started");
+    let mut seeded = seeded.into_iter();
+    let mut next = || seeded.next().expect("four seeded users");
+    let users = Seeded { admin: next(), manager: next(), user: next(), other: next() };
     TestApp {
         address,
         admin_address,
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client"),
+        users,
+        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         logs,
         _data_dir: dir,
         shutdown: Some(shutdown_tx),
@@ -200,6 +215,28 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
 }
 
 impl TestApp {
+    /// Signs in with a password and returns the token response.
+    pub async fn login(&self, email: &str, password: &str) -> serde_json::Value {
+        let response = self.post_json("/auth/login", &serde_json::json!({"email": email, "password": password})).await;
+        assert_eq!(response.status, 200, "login failed: {}", response.body);
+        response.json()
+    }
+
+    /// An access token for a seeded user.
+    pub async fn token_for(&self, user: &TestUser) -> String {
+        self.login(&user.email, &user.password).await["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> TestResponse {
+        self.send(self.client.get(self.url(path)).bearer_auth(token)).await
+    }
+
+    /// The development signing key the server generated, for forging tokens.
+    pub fn signing_key_pem(&self) -> Vec<u8> {
+        std::fs::read(self._data_dir.path().join("signing-key.pem")).expect("dev signing key")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
@@ -249,19 +286,12 @@ pub async fn read(response: reqwest::Response) -> TestResponse {
     let headers = response.headers().clone();
     let body = response.text().await.expect("body read");
     assert_no_secrets(&body);
-    TestResponse {
-        status,
-        headers,
-        body,
-    }
+    TestResponse { status, headers, body }
 }
 
 /// The shared guard every response passes: no hashes, keys or internals.
 pub fn assert_no_secrets(body: &str) {
     for marker in SECRET_MARKERS {
-        assert!(
-            !body.contains(marker),
-            "response body contains {marker:?}: {body}"
-        );
+        assert!(!body.contains(marker), "response body contains {marker:?}: {body}");
     }
 }

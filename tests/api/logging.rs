@@ -20,31 +20,17 @@ async fn logs_never_contain_credentials_or_passwords() {
             app.client
                 .post(app.url("/test/echo"))
                 .header("authorization", format!("Bearer {}", SECRETS[0]))
-                .header(
-                    "cookie",
-                    format!("rampart_session={}; other={}", SECRETS[1], SECRETS[3]),
-                )
+                .header("cookie", format!("rampart_session={}; other={}", SECRETS[1], SECRETS[3]))
                 .json(&json!({"name": "Ada", "password": SECRETS[2]})),
         )
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
     // An error path too, where causes are logged.
-    app.send(
-        app.client
-            .get(app.url("/test/panic"))
-            .header("authorization", format!("Bearer {}", SECRETS[0])),
-    )
-    .await;
+    app.send(app.client.get(app.url("/test/panic")).header("authorization", format!("Bearer {}", SECRETS[0]))).await;
 
     let logs = app.logs.contents();
-    assert!(
-        logs.contains("echo received"),
-        "the handler's log line is there: {logs}"
-    );
-    assert!(
-        logs.contains("[REDACTED]"),
-        "the password field was blanked, not dropped: {logs}"
-    );
+    assert!(logs.contains("echo received"), "the handler's log line is there: {logs}");
+    assert!(logs.contains("[REDACTED]"), "the password field was blanked, not dropped: {logs}");
     for secret in SECRETS {
         assert!(!logs.contains(secret), "log leaks {secret}: {logs}");
     }
@@ -53,13 +39,7 @@ async fn logs_never_contain_credentials_or_passwords() {
 #[tokio::test]
 async fn each_request_has_one_access_event_with_its_facts() {
     let app = spawn_app().await;
-    let response = app
-        .send(
-            app.client
-                .get(app.url("/health"))
-                .header("x-request-id", "trace-me-1"),
-        )
-        .await;
+    let response = app.send(app.client.get(app.url("/health")).header("x-request-id", "trace-me-1")).await;
     assert_eq!(response.status, 200);
 
     let logs = app.logs.contents();

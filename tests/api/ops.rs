@@ -15,10 +15,7 @@ async fn health_reports_status_uptime_time_and_version() {
     assert!(json["uptime_seconds"].is_u64());
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
     let timestamp = json["timestamp"].as_str().unwrap();
-    assert!(
-        timestamp.ends_with('Z') && timestamp.contains('T'),
-        "{timestamp}"
-    );
+    assert!(timestamp.ends_with('Z') && timestamp.contains('T'), "{timestamp}");
 }
 
 #[tokio::test]
@@ -38,40 +35,14 @@ async fn metrics_are_served_on_the_admin_listener_only() {
     let public = app.get("/metrics").await;
     public.assert_problem(404);
 
-    let scrape = read(
-        app.client
-            .get(format!("http://{}/metrics", app.admin_address))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let scrape = read(app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap()).await;
     assert_eq!(scrape.status, 200);
-    assert!(
-        scrape
-            .header("content-type")
-            .unwrap()
-            .starts_with("application/openmetrics-text")
-    );
+    assert!(scrape.header("content-type").unwrap().starts_with("application/openmetrics-text"));
     let text = scrape.body;
-    assert!(
-        text.contains(
-            r#"rampart_http_requests_total{method="GET",route="/health",status="200"} 1"#
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"route="<unmatched>",status="404""#),
-        "unmatched routes share a label: {text}"
-    );
-    assert!(
-        text.contains("rampart_http_request_duration_seconds_bucket"),
-        "{text}"
-    );
-    assert!(
-        !text.contains("/no/such/route"),
-        "raw paths never become labels"
-    );
+    assert!(text.contains(r#"rampart_http_requests_total{method="GET",route="/health",status="200"} 1"#), "{text}");
+    assert!(text.contains(r#"route="<unmatched>",status="404""#), "unmatched routes share a label: {text}");
+    assert!(text.contains("rampart_http_request_duration_seconds_bucket"), "{text}");
+    assert!(!text.contains("/no/such/route"), "raw paths never become labels");
 }
 
 #[tokio::test]
@@ -106,15 +77,9 @@ async fn shutdown_closes_the_listener_and_lets_in_flight_requests_finish() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(refused, "the listener closes when shutdown starts");
-    assert!(
-        !stopper.is_finished(),
-        "the server waits for the in-flight request"
-    );
+    assert!(!stopper.is_finished(), "the server waits for the in-flight request");
 
     release.notify_one();
-    assert_eq!(
-        in_flight.await.unwrap().expect("answered, not dropped"),
-        200
-    );
+    assert_eq!(in_flight.await.unwrap().expect("answered, not dropped"), 200);
     stopper.join().unwrap();
 }

@@ -16,38 +16,19 @@ const ALWAYS: [(&str, &str); 11] = [
     ("x-dns-prefetch-control", "off"),
     ("x-permitted-cross-domain-policies", "none"),
     ("x-xss-protection", "0"),
-    (
-        "content-security-policy",
-        "default-src 'none'; frame-ancestors 'none'",
-    ),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
     ("cache-control", "no-store"),
 ];
 
 fn assert_security_headers(response: &TestResponse) {
     for (name, value) in ALWAYS {
-        assert_eq!(
-            response.header(name),
-            Some(value),
-            "{name} on a {} response",
-            response.status
-        );
+        assert_eq!(response.header(name), Some(value), "{name} on a {} response", response.status);
     }
-    let permissions = response
-        .header("permissions-policy")
-        .expect("permissions-policy");
-    assert!(
-        permissions.contains("camera=()") && permissions.contains("geolocation=()"),
-        "{permissions}"
-    );
+    let permissions = response.header("permissions-policy").expect("permissions-policy");
+    assert!(permissions.contains("camera=()") && permissions.contains("geolocation=()"), "{permissions}");
     assert!(response.header("server").is_none(), "no Server header");
-    assert!(
-        response.header("x-powered-by").is_none(),
-        "no X-Powered-By header"
-    );
-    assert!(
-        response.header("strict-transport-security").is_none(),
-        "no HSTS over plain HTTP in development"
-    );
+    assert!(response.header("x-powered-by").is_none(), "no X-Powered-By header");
+    assert!(response.header("strict-transport-security").is_none(), "no HSTS over plain HTTP in development");
     assert!(response.header("x-request-id").is_some());
 }
 
@@ -64,10 +45,7 @@ async fn every_response_carries_the_security_headers() {
 
     let too_large = app
         .send(
-            app.client
-                .post(app.url("/test/echo"))
-                .header("content-type", "application/json")
-                .body(vec![b' '; 20_000]),
+            app.client.post(app.url("/test/echo")).header("content-type", "application/json").body(vec![b' '; 20_000]),
         )
         .await;
     too_large.assert_problem(413);
@@ -87,57 +65,28 @@ async fn every_response_carries_the_security_headers() {
 async fn malformed_json_is_a_problem_without_parser_text() {
     let app = spawn_app().await;
     let response = app
-        .send(
-            app.client
-                .post(app.url("/test/echo"))
-                .header("content-type", "application/json")
-                .body("{\"name\": "),
-        )
+        .send(app.client.post(app.url("/test/echo")).header("content-type", "application/json").body("{\"name\": "))
         .await;
     let problem = response.assert_problem(400);
     assert_eq!(problem["detail"], "The request body is not valid JSON.");
-    assert!(
-        !response.body.contains("line")
-            && !response.body.contains("column")
-            && !response.body.contains("EOF")
-    );
+    assert!(!response.body.contains("line") && !response.body.contains("column") && !response.body.contains("EOF"));
 }
 
 #[tokio::test]
 async fn unknown_and_missing_fields_are_named_in_errors() {
     let app = spawn_app().await;
-    let response = app
-        .post_json(
-            "/test/echo",
-            &json!({"name": "a", "password": "b", "role": "admin"}),
-        )
-        .await;
+    let response = app.post_json("/test/echo", &json!({"name": "a", "password": "b", "role": "admin"})).await;
     let problem = response.assert_problem(400);
-    assert_eq!(
-        problem["errors"],
-        json!([{"field": "role", "message": "is not an accepted field"}])
-    );
+    assert_eq!(problem["errors"], json!([{"field": "role", "message": "is not an accepted field"}]));
 
     let response = app.post_json("/test/echo", &json!({"name": "a"})).await;
     let problem = response.assert_problem(400);
-    assert_eq!(
-        problem["errors"],
-        json!([{"field": "password", "message": "is required"}])
-    );
+    assert_eq!(problem["errors"], json!([{"field": "password", "message": "is required"}]));
 
-    let response = app
-        .post_json("/test/echo", &json!({"name": 5, "password": "b"}))
-        .await;
+    let response = app.post_json("/test/echo", &json!({"name": 5, "password": "b"})).await;
     let problem = response.assert_problem(400);
-    assert_eq!(
-        problem["errors"],
-        json!([{"field": "name", "message": "has the wrong type"}])
-    );
-    assert!(
-        !response.body.contains("String") && !response.body.contains("EchoRequest"),
-        "{}",
-        response.body
-    );
+    assert_eq!(problem["errors"], json!([{"field": "name", "message": "has the wrong type"}]));
+    assert!(!response.body.contains("String") && !response.body.contains("EchoRequest"), "{}", response.body);
 
     let response = app.post_json("/test/echo", &json!([1, 2])).await;
     response.assert_problem(400);
@@ -146,13 +95,12 @@ async fn unknown_and_missing_fields_are_named_in_errors() {
 #[tokio::test]
 async fn oversized_bodies_are_413_even_without_content_length() {
     let app = spawn_app().await;
-    let declared = app
-        .send(
-            app.client
-                .post(app.url("/test/echo"))
-                .header("content-type", "application/json")
-                .body(vec![b'x'; 10 * 1024 + 1]),
-        )
+    let declared =
+        app.send(app.client.post(app.url("/test/echo")).header("content-type", "application/json").body(vec![
+            b'x';
+            10 * 1024
+                + 1
+        ]))
         .await;
     declared.assert_problem(413);
 
@@ -167,11 +115,7 @@ async fn oversized_bodies_are_413_even_without_content_length() {
     request.push_str("0\r\n\r\n");
     let raw = raw_exchange(app.address, request.as_bytes()).await;
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
-    assert!(
-        raw.to_ascii_lowercase()
-            .contains("content-type: application/problem+json"),
-        "{raw}"
-    );
+    assert!(raw.to_ascii_lowercase().contains("content-type: application/problem+json"), "{raw}");
 }
 
 /// Writes raw bytes to the server and reads until it closes.
@@ -196,9 +140,7 @@ async fn wrong_content_type_is_415() {
         )
         .await;
     response.assert_problem(415);
-    let missing = app
-        .send(app.client.post(app.url("/test/echo")).body("{}"))
-        .await;
+    let missing = app.send(app.client.post(app.url("/test/echo")).body("{}")).await;
     missing.assert_problem(415);
 }
 
@@ -207,53 +149,22 @@ async fn a_panicking_handler_is_a_500_and_the_server_keeps_serving() {
     let app = spawn_app().await;
     let response = app.get("/test/panic").await;
     let problem = response.assert_problem(500);
-    assert!(
-        !response.body.contains("deliberate") && !response.body.contains("hunter2"),
-        "{}",
-        response.body
-    );
+    assert!(!response.body.contains("deliberate") && !response.body.contains("hunter2"), "{}", response.body);
     assert!(problem["detail"].as_str().unwrap().contains("request id"));
-    assert_eq!(
-        app.get("/health").await.status,
-        200,
-        "still serving after a panic"
-    );
+    assert_eq!(app.get("/health").await.status, 200, "still serving after a panic");
     let logs = app.logs.contents();
-    assert!(
-        logs.contains("deliberate test panic"),
-        "the cause goes to the log"
-    );
-    assert!(
-        logs.contains(problem["request_id"].as_str().unwrap()),
-        "under the request id"
-    );
+    assert!(logs.contains("deliberate test panic"), "the cause goes to the log");
+    assert!(logs.contains(problem["request_id"].as_str().unwrap()), "under the request id");
 }
 
 #[tokio::test]
 async fn safe_client_request_ids_are_kept_and_others_replaced() {
     let app = spawn_app().await;
-    let kept = app
-        .send(
-            app.client
-                .get(app.url("/health"))
-                .header("x-request-id", "abc-123_X.y"),
-        )
-        .await;
+    let kept = app.send(app.client.get(app.url("/health")).header("x-request-id", "abc-123_X.y")).await;
     assert_eq!(kept.header("x-request-id"), Some("abc-123_X.y"));
 
-    for bad in [
-        "a".repeat(65),
-        "has space".into(),
-        "semi;colon".into(),
-        "<script>".into(),
-    ] {
-        let replaced = app
-            .send(
-                app.client
-                    .get(app.url("/nope"))
-                    .header("x-request-id", bad.as_str()),
-            )
-            .await;
+    for bad in ["a".repeat(65), "has space".into(), "semi;colon".into(), "<script>".into()] {
+        let replaced = app.send(app.client.get(app.url("/nope")).header("x-request-id", bad.as_str())).await;
         let id = replaced.header("x-request-id").unwrap();
         assert_ne!(id, bad);
         assert_eq!(id.len(), 36, "a fresh UUID: {id}");
@@ -299,27 +210,9 @@ async fn cors_is_closed_unless_origins_are_configured() {
         .await;
     assert!(preflight.header("access-control-allow-origin").is_none());
 
-    let open = spawn_with(|options| {
-        options.config.server.cors_origins = vec!["https://app.example".into()]
-    })
-    .await;
-    let allowed = open
-        .send(
-            open.client
-                .get(open.url("/health"))
-                .header(header::ORIGIN, "https://app.example"),
-        )
-        .await;
-    assert_eq!(
-        allowed.header("access-control-allow-origin"),
-        Some("https://app.example")
-    );
-    let other = open
-        .send(
-            open.client
-                .get(open.url("/health"))
-                .header(header::ORIGIN, "https://evil.example"),
-        )
-        .await;
+    let open = spawn_with(|options| options.config.server.cors_origins = vec!["https://app.example".into()]).await;
+    let allowed = open.send(open.client.get(open.url("/health")).header(header::ORIGIN, "https://app.example")).await;
+    assert_eq!(allowed.header("access-control-allow-origin"), Some("https://app.example"));
+    let other = open.send(open.client.get(open.url("/health")).header(header::ORIGIN, "https://evil.example")).await;
     assert!(other.header("access-control-allow-origin").is_none());
 }

@@ -18,10 +18,7 @@ struct EchoRequest {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/test/panic", get(panics))
-        .route("/test/echo", post(echo))
-        .route("/test/slow", get(slow))
+    Router::new().route("/test/panic", get(panics)).route("/test/echo", post(echo)).route("/test/slow", get(slow))
 }
 
 async fn panics() -> &'static str {

@@ -16,19 +16,14 @@ async fn https_serves_with_a_configured_certificate_and_sends_hsts() {
 
     let app = spawn_with(|options| options.tls = Some(acceptor)).await;
     let client = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
-        )
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
         .resolve("localhost", app.address)
         .build()
         .unwrap();
     let url = format!("https://localhost:{}/health", app.address.port());
     let response = read(client.get(&url).send().await.unwrap()).await;
     assert_eq!(response.status, 200);
-    assert_eq!(
-        response.header("strict-transport-security"),
-        Some("max-age=31536000; includeSubDomains")
-    );
+    assert_eq!(response.header("strict-transport-security"), Some("max-age=31536000; includeSubDomains"));
 
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = reqwest::get(format!("http://{}/health", app.address)).await;
@@ -43,10 +38,7 @@ async fn the_development_certificate_is_written_for_clients_to_trust() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
     }
     let cert_pem = std::fs::read(&cert_path).unwrap();
 
@@ -55,14 +47,8 @@ async fn the_development_certificate_is_written_for_clients_to_trust() {
         .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem).unwrap())
         .build()
         .unwrap();
-    let response = read(
-        client
-            .get(format!("https://127.0.0.1:{}/health", app.address.port()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let response =
+        read(client.get(format!("https://127.0.0.1:{}/health", app.address.port())).send().await.unwrap()).await;
     assert_eq!(response.status, 200);
     assert!(response.header("strict-transport-security").is_some());
 }

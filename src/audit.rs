@@ -1,0 +1,157 @@
+//! Security audit events: every one goes to the JSON log (target
+//! `rampart::audit`) and to the store's `audit_events` table.
+//!
+//! Recording never waits on the database: events go into a bounded queue
+//! that a background task writes in batches. When the queue is full the
+//! event is still logged, counted as dropped, and the request goes on, so
+//! an attack cannot slow requests down through the audit trail.
+//!
+//! Security: an event holds ids, an IP and a route template, never a
+//! password, token, cookie or body.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use axum::{
+    extract::{FromRequestParts, MatchedPath},
+    http::request::Parts,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{
+    layers::{ClientAddr, access_log::RequestContext, request_id::RequestId},
+    store::Store,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub request_id: Option<String>,
+    pub event: &'static str,
+    pub user_id: Option<Uuid>,
+    pub client_ip: Option<IpAddr>,
+    pub route: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// Where an event happened, taken from the request. Making an event marks
+/// the request as audited, so the access-log layer does not add a generic
+/// `unauthorized`/`forbidden` event for the same request.
+#[derive(Debug, Clone, Default)]
+pub struct AuditContext {
+    pub request_id: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    pub route: Option<String>,
+    request: Option<Arc<RequestContext>>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            request_id: parts.extensions.get::<RequestId>().map(|id| id.as_str().to_owned()),
+            client_ip: parts.extensions.get::<ClientAddr>().map(|addr| addr.0.ip()),
+            route: parts.extensions.get::<MatchedPath>().map(|path| path.as_str().to_owned()),
+            request: parts.extensions.get::<Arc<RequestContext>>().cloned(),
+        })
+    }
+}
+
+impl AuditContext {
+    pub fn event(
+        &self,
+        now: OffsetDateTime,
+        event: &'static str,
+        user_id: Option<Uuid>,
+        outcome: Outcome,
+    ) -> AuditEvent {
+        if let Some(request) = &self.request {
+            request.audited.store(true, Ordering::Relaxed);
+        }
+        AuditEvent {
+            id: Uuid::now_v7(),
+            time: now,
+            request_id: self.request_id.clone(),
+            event,
+            user_id,
+            client_ip: self.client_ip,
+            route: self.route.clone(),
+            outcome,
+        }
+    }
+}
+
+const QUEUE_CAPACITY: usize = 10_000;
+const BATCH: usize = 256;
+
+pub struct Auditor {
+    queue: mpsc::Sender<AuditEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Auditor {
+    /// Starts the background writer on the current runtime.
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let (queue, mut receiver) = mpsc::channel::<AuditEvent>(QUEUE_CAPACITY);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while receiver.recv_many(&mut batch, BATCH).await > 0 {
+                if let Err(error) = store.insert_audit_events(&batch).await {
+                    tracing::error!(cause = %error, events = batch.len(), "audit events could not be stored");
+                }
+                batch.clear();
+            }
+        });
+        Self { queue, dropped: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn record(&self, event: AuditEvent) {
+        tracing::info!(
+            target: "rampart::audit",
+            event = event.event,
+            outcome = event.outcome.as_str(),
+            user_id = event.user_id.map(|id| id.to_string()),
+            client_ip = event.client_ip.map(|ip| ip.to_string()),
+            route = event.route.as_deref(),
+            request_id = event.request_id.as_deref(),
+            "audit"
+        );
+        if self.queue.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events that were logged but could not be queued for the store.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

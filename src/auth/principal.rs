@@ -1,0 +1,123 @@
+//! Who is calling, as handlers see it.
+//!
+//! The `authenticate` layer resolves credentials once per request into an
+//! `Authentication` in the request extensions. Handlers take one of two
+//! extractors: `Caller` (guest or signed-in; for routes guests may use) or
+//! `CurrentUser` (signed-in only). Both refuse a bad credential with 401,
+//! and both enforce CSRF: a request with an unsafe method that is
+//! authenticated by the session cookie must carry `X-CSRF-Token` matching
+//! the session's token (compared in constant time), else 403.
+
+use axum::{
+    extract::FromRequestParts,
+    http::{Method, request::Parts},
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::secret;
+use crate::{domain::Role, error::ApiError};
+
+pub const SESSION_COOKIE: &str = "rampart_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Bearer { jti: Uuid, family: Uuid, expires_at: OffsetDateTime },
+    Session { id_hash: [u8; 32], csrf_hash: [u8; 32] },
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn is_session(&self) -> bool {
+        matches!(self.credential, Credential::Session { .. })
+    }
+}
+
+/// The outcome of the `authenticate` layer.
+#[derive(Debug, Clone)]
+pub enum Authentication {
+    Guest,
+    /// Credentials were sent and are not valid (or of an unknown scheme).
+    Invalid {
+        token_sent: bool,
+    },
+    Signed(Principal),
+    /// The session could not be looked up; the cause is already logged.
+    Unavailable,
+}
+
+/// Guest or signed-in user.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Guest,
+    User(Principal),
+}
+
+impl Caller {
+    pub fn user(&self) -> Option<&Principal> {
+        match self {
+            Caller::Guest => None,
+            Caller::User(principal) => Some(principal),
+        }
+    }
+}
+
+/// A signed-in user; guests get 401.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub Principal);
+
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn check_csrf(parts: &Parts, principal: &Principal) -> Result<(), ApiError> {
+    let Credential::Session { csrf_hash, .. } = &principal.credential else {
+        return Ok(());
+    };
+    if !is_unsafe(&parts.method) {
+        return Ok(());
+    }
+    let presented = parts.headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok());
+    match presented {
+        Some(token) if secret::matches(token, csrf_hash) => Ok(()),
+        _ => Err(ApiError::forbidden("This request needs the session's X-CSRF-Token header.")),
+    }
+}
+
+fn caller_from(parts: &Parts) -> Result<Caller, ApiError> {
+    match parts.extensions.get::<Authentication>() {
+        None | Some(Authentication::Guest) => Ok(Caller::Guest),
+        Some(Authentication::Invalid { token_sent }) => Err(ApiError::Unauthorized { token_sent: *token_sent }),
+        Some(Authentication::Unavailable) => Err(ApiError::Unavailable),
+        Some(Authentication::Signed(principal)) => {
+            check_csrf(parts, principal)?;
+            Ok(Caller::User(principal.clone()))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        caller_from(parts)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match caller_from(parts)? {
+            Caller::User(principal) => Ok(CurrentUser(principal)),
+            Caller::Guest => Err(ApiError::Unauthorized { token_sent: false }),
+        }
+    }
+}

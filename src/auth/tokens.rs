@@ -1,0 +1,246 @@
+//! Access tokens: JWTs signed with the configured algorithm only.
+//!
+//! Verification pins the algorithm (a token whose header names another,
+//! `none` included, is refused before any key is touched), looks the key up
+//! by `kid` in a fixed map (never a path or URL), and checks `iss`, `aud`,
+//! `exp`, `nbf` and `iat` against the injected clock with 30 s leeway.
+//! Rotation: the current key signs; keys listed in `auth.previous_key_files`
+//! keep verifying until their tokens have expired.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
+    jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash},
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::keys::SigningKey;
+use crate::{config::JwtAlgorithm, domain::Role};
+
+/// Longest token or `kid` considered at all; anything longer is garbage.
+const MAX_TOKEN_BYTES: usize = 4096;
+const MAX_KID_BYTES: usize = 64;
+const LEEWAY_SECS: i64 = 30;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub sub: Uuid,
+    pub role: Role,
+    /// UUIDv7: its timestamp is the issue time to the millisecond, which
+    /// the revocation check compares with "revoked before" marks.
+    pub jti: Uuid,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+    /// The refresh family this token was issued with.
+    pub fam: Uuid,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("token signed with another algorithm")]
+    WrongAlgorithm,
+    #[error("unknown key id")]
+    UnknownKey,
+    #[error("bad signature or claims")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+}
+
+pub struct TokenKeys {
+    algorithm: Algorithm,
+    signing: EncodingKey,
+    signing_kid: String,
+    verifying: HashMap<String, DecodingKey>,
+    jwks: JwkSet,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl: time::Duration,
+}
+
+fn algorithm_of(configured: JwtAlgorithm) -> Algorithm {
+    match configured {
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+    }
+}
+
+impl TokenKeys {
+    /// `current` signs; `previous` only verify.
+    pub fn new(
+        configured: JwtAlgorithm,
+        current: &SigningKey,
+        previous: &[SigningKey],
+        issuer: &str,
+        audience: &str,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        let algorithm = algorithm_of(configured);
+        let mut verifying = HashMap::new();
+        let mut jwks = JwkSet::default();
+        let mut signing_kid = String::new();
+        for (index, key) in std::iter::once(current).chain(previous).enumerate() {
+            let encoding = key.encoding_key()?;
+            let mut jwk = Jwk::from_encoding_key(&encoding, algorithm)?;
+            // RFC 7638 thumbprints need the public members only; for HMAC
+            // this hashes the secret, which reveals nothing usable.
+            let kid = jwk.thumbprint(ThumbprintHash::SHA256)?;
+            let decoding = match algorithm {
+                Algorithm::HS256 => DecodingKey::from_secret(encoding.as_bytes()),
+                _ => DecodingKey::from_jwk(&jwk)?,
+            };
+            if algorithm != Algorithm::HS256 {
+                jwk.common.key_id = Some(kid.clone());
+                jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+                jwk.common.key_algorithm = Some(key_algorithm(algorithm));
+                jwks.keys.push(jwk);
+            }
+            if index == 0 {
+                signing_kid = kid.clone();
+            }
+            verifying.insert(kid, decoding);
+        }
+        let mut validation = Validation::new(algorithm);
+        validation.algorithms = vec![algorithm];
+        // Time claims are checked against the injected clock below.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims.clear();
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        Ok(Self {
+            algorithm,
+            signing: current.encoding_key()?,
+            signing_kid,
+            verifying,
+            jwks,
+            validation,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl: time::Duration::try_from(ttl)?,
+        })
+    }
+
+    /// The public keys, for `/.well-known/jwks.json` (empty for HS256).
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
+    }
+
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl.whole_seconds()
+    }
+
+    /// Signs a new access token for `user` in refresh family `family`.
+    pub fn issue(
+        &self,
+        user: Uuid,
+        role: Role,
+        family: Uuid,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<(String, AccessClaims)> {
+        let iat = now.unix_timestamp();
+        let claims = AccessClaims {
+            sub: user,
+            role,
+            jti: uuid_v7_at(now),
+            iat,
+            nbf: iat,
+            exp: (now + self.ttl).unix_timestamp(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            fam: family,
+        };
+        let mut header = Header::new(self.algorithm);
+        header.kid = Some(self.signing_kid.clone());
+        Ok((encode(&header, &claims, &self.signing)?, claims))
+    }
+
+    /// Checks signature, algorithm, key, issuer, audience and times. Says
+    /// nothing about revocation: that is the caller's next step.
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != self.algorithm {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let kid = header.kid.filter(|kid| kid.len() <= MAX_KID_BYTES).ok_or(TokenError::UnknownKey)?;
+        let key = self.verifying.get(&kid).ok_or(TokenError::UnknownKey)?;
+        let claims = decode::<AccessClaims>(token, key, &self.validation).map_err(|_| TokenError::Invalid)?.claims;
+        let now = now.unix_timestamp();
+        if claims.exp <= now - LEEWAY_SECS {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now + LEEWAY_SECS || claims.iat > now + LEEWAY_SECS {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+fn key_algorithm(algorithm: Algorithm) -> KeyAlgorithm {
+    match algorithm {
+        Algorithm::ES256 => KeyAlgorithm::ES256,
+        Algorithm::RS256 => KeyAlgorithm::RS256,
+        Algorithm::HS256 => KeyAlgorithm::HS256,
+        _ => KeyAlgorithm::EdDSA,
+    }
+}
+
+/// A UUIDv7 stamped with `now` (the injected clock), carrying sub-millisecond
+/// precision in its 12 `rand_a` bits (RFC 9562 §6.2, method 3), so that a
+/// revocation and a token issued a moment later are told apart.
+pub fn uuid_v7_at(now: OffsetDateTime) -> Uuid {
+    let nanos = now.unix_timestamp_nanos();
+    let millis = u64::try_from(nanos.div_euclid(1_000_000)).unwrap_or(0);
+    let fraction = u16::try_from(nanos.rem_euclid(1_000_000) * 4096 / 1_000_000).unwrap_or(0);
+    let mut random = [0u8; 10];
+    rand::fill(&mut random);
+    random[0] = (fraction >> 8) as u8 & 0x0F;
+    random[1] = (fraction & 0xFF) as u8;
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
+/// The issue time of a UUIDv7 made by `uuid_v7_at`, in nanoseconds since
+/// the epoch (to 244 ns).
+pub fn uuid_v7_nanos(id: &Uuid) -> Option<i128> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let bytes = id.as_bytes();
+    let millis = bytes[..6].iter().fold(0i128, |acc, byte| (acc << 8) | i128::from(*byte));
+    let fraction = (i128::from(bytes[6] & 0x0F) << 8) | i128::from(bytes[7]);
+    Some(millis * 1_000_000 + fraction * 1_000_000 / 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_times_round_trip_below_a_millisecond() {
+        let now = OffsetDateTime::from_unix_timestamp_nanos(1_800_000_000_123_456_789).expect("time");
+        let id = uuid_v7_at(now);
+        assert_eq!(id.get_version_num(), 7);
+        let decoded = uuid_v7_nanos(&id).expect("v7");
+        let actual = now.unix_timestamp_nanos();
+        assert!(decoded <= actual && actual - decoded < 250, "{decoded} vs {actual}");
+        let later = uuid_v7_nanos(&uuid_v7_at(now + time::Duration::microseconds(1))).expect("v7");
+        assert!(later > decoded, "a microsecond later sorts later");
+        assert!(uuid_v7_nanos(&Uuid::new_v4()).is_none());
+    }
+}

@@ -1,0 +1,128 @@
+//! Resolves the caller's credentials once per request: `Authorization:
+//! Bearer <JWT>` first, then the `rampart_session` cookie, else guest.
+//!
+//! Tokens are verified (signature, algorithm, key, claims, times) and then
+//! checked against the in-memory revocation list; no database read. A
+//! session costs one store read, and a write at most once a minute to
+//! extend its idle timeout. What this layer decides is only *who* is
+//! calling; the `Caller`/`CurrentUser` extractors turn it into 401/403.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, header},
+    middleware::Next,
+    response::Response,
+};
+use time::OffsetDateTime;
+
+use super::access_log::RequestContext;
+use crate::{
+    app::AppState,
+    auth::{
+        principal::{Authentication, Credential, Principal, SESSION_COOKIE},
+        secret,
+    },
+};
+
+/// Sessions are extended at most this often, to keep reads cheap.
+const EXTEND_GRANULARITY: time::Duration = time::Duration::minutes(1);
+
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let authentication = resolve(&state, request.headers()).await;
+    if let Authentication::Signed(principal) = &authentication
+        && let Some(context) = request.extensions().get::<Arc<RequestContext>>()
+    {
+        let _ = context.user_id.set(principal.user_id);
+    }
+    request.extensions_mut().insert(authentication);
+    next.run(request).await
+}
+
+async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
+    let now = state.clock.now();
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let Some(token) = bearer_token(value) else {
+            return Authentication::Invalid { token_sent: false };
+        };
+        return match state.tokens.verify(token, now) {
+            Ok(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
+                user_id: claims.sub,
+                role: claims.role,
+                credential: Credential::Bearer {
+                    jti: claims.jti,
+                    family: claims.fam,
+                    expires_at: OffsetDateTime::from_unix_timestamp(claims.exp).unwrap_or(now),
+                },
+            }),
+            _ => Authentication::Invalid { token_sent: true },
+        };
+    }
+    match session_cookie(headers) {
+        Some(session_id) => resolve_session(state, session_id, now).await,
+        None => Authentication::Guest,
+    }
+}
+
+async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime) -> Authentication {
+    let id_hash = secret::hash(session_id);
+    let session = match state.store.session(&id_hash).await {
+        Ok(Some(session)) => session,
+        // An unknown or stale cookie makes a guest, not an error: public
+        // pages keep working, protected ones answer 401.
+        Ok(None) => return Authentication::Guest,
+        Err(error) => {
+            tracing::error!(cause = %error, "session lookup failed");
+            return Authentication::Unavailable;
+        }
+    };
+    if session.idle_expires_at <= now
+        || session.absolute_expires_at <= now
+        || state.revocations.is_session_revoked(session.user_id, session.created_at)
+    {
+        return Authentication::Guest;
+    }
+    let user = match state.store.user_by_id(session.user_id).await {
+        Ok(user) if !user.disabled => user,
+        Ok(_) => return Authentication::Guest,
+        Err(error) => {
+            tracing::error!(cause = %error, "session user lookup failed");
+            return Authentication::Unavailable;
+        }
+    };
+    let idle = time::Duration::try_from(state.config.auth.session_idle_timeout.0).unwrap_or(time::Duration::ZERO);
+    let extended = (now + idle).min(session.absolute_expires_at);
+    if extended - session.idle_expires_at >= EXTEND_GRANULARITY
+        && let Err(error) = state.store.extend_session(&id_hash, extended).await
+    {
+        tracing::warn!(cause = %error, "could not extend a session");
+    }
+    Authentication::Signed(Principal {
+        user_id: user.id,
+        role: user.role,
+        credential: Credential::Session { id_hash, csrf_hash: session.csrf_hash },
+    })
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive), if that is
+/// what the header holds.
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let (scheme, token) = text.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The value of the `rampart_session` cookie, from any `Cookie` header.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| !value.is_empty())
+}
