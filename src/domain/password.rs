@@ -1,11 +1,15 @@
+use std::{collections::HashSet, sync::LazyLock};
+
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Email, UserName};
 
 /// A new password that meets NIST SP 800-63B-4 as API.md states it: 15..=128
-/// characters, no composition rules, and not containing the account's email
-/// (or its local part) or name. The text stays wrapped so it cannot be
-/// logged or serialised by accident.
+/// characters, no composition rules, not a commonly used password (the list
+/// shipped in `common-passwords.txt`, plus any repetition of a short unit and
+/// any straight sequence), and not containing the account's email (or its
+/// local part) or name. The text stays wrapped so it cannot be logged or
+/// serialised by accident.
 #[derive(Debug)]
 pub struct Password(SecretString);
 
@@ -23,6 +27,9 @@ impl Password {
             return Err("must be at most 128 characters");
         }
         let lower = text.to_lowercase();
+        if is_common(&lower) {
+            return Err("is too common");
+        }
         let local_part = email.key().split('@').next().unwrap_or_default();
         if lower.contains(email.key()) || (local_part.chars().count() >= 3 && lower.contains(local_part)) {
             return Err("must not contain your email address");
@@ -39,6 +46,40 @@ impl Password {
     }
 }
 
+static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("common-passwords.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+});
+
+/// `lower` is already lower-cased; spaces do not make a password stronger.
+fn is_common(lower: &str) -> bool {
+    let compact: Vec<char> = lower.chars().filter(|c| !c.is_whitespace()).collect();
+    let text: String = compact.iter().collect();
+    COMMON.contains(text.as_str()) || is_repetition(&compact) || is_sequence(&compact)
+}
+
+/// "abcabcabc...", "aaaa...": the whole made of one short unit repeated.
+fn is_repetition(chars: &[char]) -> bool {
+    (1..=chars.len() / 2)
+        .any(|unit| chars.len().is_multiple_of(unit) && chars.chunks(unit).all(|chunk| chunk == &chars[..unit]))
+}
+
+/// "123456789012345", "abcdefghijklmnop", "zyxwv...": every step +1 (or
+/// every step -1), digits wrapping from 9 to 0.
+fn is_sequence(chars: &[char]) -> bool {
+    let step = |a: char, b: char| -> Option<i32> {
+        match (a.to_digit(10), b.to_digit(10)) {
+            (Some(x), Some(y)) => Some(((y as i32 - x as i32) + 10) % 10).map(|d| if d == 9 { -1 } else { d }),
+            _ => Some(b as i32 - a as i32),
+        }
+    };
+    let steps: Vec<Option<i32>> = chars.windows(2).map(|pair| step(pair[0], pair[1])).collect();
+    !steps.is_empty() && (steps.iter().all(|s| *s == Some(1)) || steps.iter().all(|s| *s == Some(-1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,9 +94,29 @@ mod tests {
     fn length_is_counted_in_characters() {
         assert!(check("fourteen chars").is_err());
         assert!(check("correct horse battery").is_ok());
-        assert!(check(&"é".repeat(15)).is_ok());
-        assert!(check(&"x".repeat(129)).is_err());
-        assert!(check(&"x".repeat(128)).is_ok());
+        assert!(check("éàüöñçßøåæœ€¥£¢").is_ok(), "15 characters, more bytes");
+        let long: String = (0..128u32).map(|i| char::from(b'a' + ((i * 7 + i / 26) % 26) as u8)).collect();
+        assert!(check(&long).is_ok());
+        assert_eq!(check(&format!("{long}x")).err(), Some("must be at most 128 characters"));
+    }
+
+    #[test]
+    fn common_repeated_and_sequential_passwords_are_refused() {
+        for common in [
+            "passwordpassword",
+            "Password Password",
+            "correct horse battery staple",
+            "qwertyuiopasdfgh",
+            "aaaaaaaaaaaaaaaa",
+            "abcabcabcabcabcabc",
+            "123456789012345",
+            "abcdefghijklmnop",
+            "987654321098765",
+        ] {
+            assert_eq!(check(common).err(), Some("is too common"), "{common}");
+        }
+        assert!(check("a quiet tuesday of turnips").is_ok());
+        assert!(check("1234567890123x5").is_ok());
     }
 
     #[test]

@@ -114,12 +114,12 @@ fn user_create_applies_the_password_rules_and_refuses_duplicates() {
     assert_eq!(weak.status.code(), Some(1));
     assert!(stderr(&weak).contains("--password: must be at least 15 characters"), "{}", stderr(&weak));
 
-    let created = create("correct horse battery staple", "ada@example.com");
+    let created = create("violet pancake orbit seven", "ada@example.com");
     assert!(created.status.success(), "{}", stderr(&created));
     assert!(String::from_utf8_lossy(&created.stdout).contains("created admin ada@example.com"));
     assert!(dir.path().join("data/rampart.db").exists(), "the default database under data/");
 
-    let again = create("correct horse battery staple", "ADA@example.com");
+    let again = create("violet pancake orbit seven", "ADA@example.com");
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("already exists"), "emails compare without case: {}", stderr(&again));
 

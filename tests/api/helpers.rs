@@ -116,7 +116,6 @@ pub struct TestUser {
     pub id: uuid::Uuid,
     pub email: String,
     pub password: String,
-    pub role: Role,
 }
 
 pub struct Seeded {
@@ -179,12 +178,7 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
                     department: department.map(str::to_owned),
                 };
                 let user = create_account(&*state.store, &state.hasher, request).await.expect("seed user");
-                seeded.push(TestUser {
-                    id: user.id,
-                    email: email.to_owned(),
-                    password: SEED_PASSWORD.to_owned(),
-                    role,
-                });
+                seeded.push(TestUser { id: user.id, email: email.to_owned(), password: SEED_PASSWORD.to_owned() });
             }
             let server = Server::bind(&config).await.expect("bind");
             let _ = ready_tx.send((server.public_addr(), server.admin_addr(), seeded));

@@ -2,10 +2,14 @@
 //! a module per feature.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod cli;
 mod helpers;
 mod logging;
 mod ops;
 mod pipeline;
+mod sessions;
 mod test_routes;
 mod tls;
+mod tokens;
+mod users;

@@ -1,0 +1,217 @@
+//! Sign-up, login, refresh rotation and logout (API.md "Authentication").
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+fn without_request_id(mut body: Value) -> Value {
+    body.as_object_mut().expect("object").remove("request_id");
+    body
+}
+
+async fn refresh(app: &TestApp, token: &str) -> crate::helpers::TestResponse {
+    app.post_json("/auth/refresh", &json!({ "refresh_token": token })).await
+}
+
+#[tokio::test]
+async fn signup_creates_a_plain_user() {
+    let app = spawn_app().await;
+    let response = app
+        .post_json(
+            "/auth/signup",
+            &json!({"email": " New@Example.com ", "password": "a long enough passphrase", "name": "Newt"}),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    let user = response.json();
+    assert_eq!(user["email"], "New@Example.com");
+    assert_eq!(user["role"], "user");
+    assert_eq!(user["disabled"], false);
+    assert!(user["department"].is_null());
+    assert!(user.get("password").is_none() && user.get("password_hash").is_none());
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    // The new account can sign in (emails compare without case).
+    app.login("new@example.com", "a long enough passphrase").await;
+}
+
+#[tokio::test]
+async fn signup_refuses_privilege_fields_weak_passwords_and_duplicates() {
+    let app = spawn_app().await;
+    for field in ["role", "id", "department", "disabled"] {
+        let mut body = json!({"email": "x@example.com", "password": "a long enough passphrase", "name": "X"});
+        body[field] = json!("admin");
+        let problem = app.post_json("/auth/signup", &body).await.assert_problem(400);
+        assert_eq!(problem["errors"][0]["field"], field);
+    }
+    let weak = [
+        ("short", "must be at least 15 characters"),
+        ("passwordpassword", "is too common"),
+        ("123456789012345", "is too common"),
+        ("xx-x@example.com-xx", "must not contain your email address"),
+        ("aaaaaaaaaaaaaaaaaaaa", "is too common"),
+    ];
+    for (password, message) in weak {
+        let problem = app
+            .post_json("/auth/signup", &json!({"email": "x@example.com", "password": password, "name": "X"}))
+            .await
+            .assert_problem(400);
+        assert_eq!(problem["errors"][0], json!({"field": "password", "message": message}), "{password}");
+    }
+    let bad_email = app
+        .post_json(
+            "/auth/signup",
+            &json!({"email": "not-an-email", "password": "a long enough passphrase", "name": "X"}),
+        )
+        .await
+        .assert_problem(400);
+    assert_eq!(bad_email["errors"][0]["field"], "email");
+
+    let taken = app
+        .post_json(
+            "/auth/signup",
+            &json!({"email": "USER@example.com", "password": "a long enough passphrase", "name": "X"}),
+        )
+        .await;
+    taken.assert_problem(409);
+}
+
+#[tokio::test]
+async fn login_returns_a_token_pair_and_the_user() {
+    let app = spawn_app().await;
+    let body = app.login(&app.users.user.email, &app.users.user.password).await;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert!(body["refresh_token"].as_str().unwrap().starts_with("rt_"));
+    assert_eq!(body["user"]["email"], app.users.user.email);
+    let profile = app.get_as("/api/profile", body["access_token"].as_str().unwrap()).await;
+    assert_eq!(profile.status, 200);
+    assert_eq!(profile.json()["id"], app.users.user.id.to_string());
+}
+
+#[tokio::test]
+async fn failed_logins_look_the_same_whatever_the_reason() {
+    let app = spawn_app().await;
+    // Disable the manager so all three failure kinds can be compared.
+    let admin = app.token_for(&app.users.admin).await;
+    let path = format!("/api/admin/users/{}", app.users.manager.id);
+    let disabled =
+        app.send(app.client.patch(app.url(&path)).bearer_auth(&admin).json(&json!({"disabled": true}))).await;
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+
+    let attempts = [
+        json!({"email": "nobody@example.com", "password": "whatever password here"}),
+        json!({"email": app.users.user.email, "password": "the wrong password!!"}),
+        json!({"email": app.users.manager.email, "password": app.users.manager.password}),
+    ];
+    let mut bodies = Vec::new();
+    for attempt in &attempts {
+        let response = app.post_json("/auth/login", attempt).await;
+        response.assert_problem(401);
+        bodies.push(without_request_id(response.json()));
+    }
+    assert_eq!(bodies[0], bodies[1], "unknown email and wrong password");
+    assert_eq!(bodies[1], bodies[2], "wrong password and disabled account");
+}
+
+#[tokio::test]
+async fn repeated_failures_slow_an_account_down() {
+    let app = spawn_app().await;
+    let wrong = json!({"email": app.users.other.email, "password": "definitely not it!!"});
+    for _ in 0..5 {
+        app.post_json("/auth/login", &wrong).await.assert_problem(401);
+    }
+    let throttled = app.post_json("/auth/login", &wrong).await;
+    throttled.assert_problem(429);
+    assert!(throttled.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // The same happens for an email that has no account.
+    let ghost = json!({"email": "ghost@example.com", "password": "definitely not it!!"});
+    for _ in 0..5 {
+        app.post_json("/auth/login", &ghost).await.assert_problem(401);
+    }
+    app.post_json("/auth/login", &ghost).await.assert_problem(429);
+    // Other accounts are untouched.
+    app.login(&app.users.user.email, &app.users.user.password).await;
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_kills_the_family() {
+    let app = spawn_app().await;
+    let first = app.login(&app.users.user.email, &app.users.user.password).await;
+    let first_refresh = first["refresh_token"].as_str().unwrap();
+
+    let second = refresh(&app, first_refresh).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let second = second.json();
+    let second_refresh = second["refresh_token"].as_str().unwrap();
+    let second_access = second["access_token"].as_str().unwrap();
+    assert_ne!(second_refresh, first_refresh, "a new refresh token each time");
+    assert_eq!(app.get_as("/api/profile", second_access).await.status, 200);
+
+    // The spent token comes back: reuse. Everything in the family dies,
+    // including the newer refresh token and its access token.
+    refresh(&app, first_refresh).await.assert_problem(401);
+    refresh(&app, second_refresh).await.assert_problem(401);
+    let after = app.get_as("/api/profile", second_access).await;
+    after.assert_problem(401);
+    assert!(after.header("www-authenticate").unwrap().starts_with("Bearer"));
+
+    // A separate login (another family) is unaffected.
+    let other_login = app.token_for(&app.users.user).await;
+    assert_eq!(app.get_as("/api/profile", &other_login).await.status, 200);
+
+    refresh(&app, "rt_not-a-real-token").await.assert_problem(401);
+    app.post_json("/auth/refresh", &json!({})).await.assert_problem(400);
+}
+
+#[tokio::test]
+async fn logout_ends_the_access_token_and_its_refresh_family() {
+    let app = spawn_app().await;
+    let pair = app.login(&app.users.user.email, &app.users.user.password).await;
+    let access = pair["access_token"].as_str().unwrap();
+    let out = app.send(app.client.post(app.url("/auth/logout")).bearer_auth(access)).await;
+    assert_eq!(out.status, 204, "{}", out.body);
+    app.get_as("/api/profile", access).await.assert_problem(401);
+    refresh(&app, pair["refresh_token"].as_str().unwrap()).await.assert_problem(401);
+    // Logging out without credentials is a 401 with a challenge.
+    let anonymous = app.send(app.client.post(app.url("/auth/logout"))).await;
+    anonymous.assert_problem(401);
+    assert!(anonymous.header("www-authenticate").is_some());
+}
+
+#[tokio::test]
+async fn logout_all_ends_every_token_and_session() {
+    let app = spawn_app().await;
+    let user = &app.users.user;
+    let first = app.login(&user.email, &user.password).await;
+    let second = app.login(&user.email, &user.password).await;
+    let session = crate::sessions::sign_in(&app, user).await;
+
+    let out = app
+        .send(app.client.post(app.url("/auth/logout-all")).bearer_auth(first["access_token"].as_str().unwrap()))
+        .await;
+    assert_eq!(out.status, 204, "{}", out.body);
+    for pair in [&first, &second] {
+        app.get_as("/api/profile", pair["access_token"].as_str().unwrap()).await.assert_problem(401);
+        refresh(&app, pair["refresh_token"].as_str().unwrap()).await.assert_problem(401);
+    }
+    session.get(&app, "/api/profile").await.assert_problem(401);
+    // Signing in again right away works.
+    let fresh = app.token_for(user).await;
+    assert_eq!(app.get_as("/api/profile", &fresh).await.status, 200);
+}
+
+#[tokio::test]
+async fn jwks_publishes_the_verifying_key() {
+    let app = spawn_app().await;
+    let response = app.get("/.well-known/jwks.json").await;
+    assert_eq!(response.status, 200);
+    let keys = response.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kty"], "OKP");
+    assert_eq!(keys[0]["crv"], "Ed25519");
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    assert!(keys[0].get("d").is_none(), "no private part");
+    let token = app.token_for(&app.users.user).await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), keys[0]["kid"].as_str());
+}
