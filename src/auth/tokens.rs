@@ -230,6 +230,61 @@ pub fn uuid_v7_nanos(id: &Uuid) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::keys::{self, SigningKey};
+
+    fn key(algorithm: JwtAlgorithm) -> SigningKey {
+        SigningKey::from_bytes(algorithm, keys::generate(algorithm).expect("key").as_bytes()).expect("loads")
+    }
+
+    fn ring(algorithm: JwtAlgorithm, current: &SigningKey, previous: &[SigningKey]) -> TokenKeys {
+        TokenKeys::new(algorithm, current, previous, "rampart", "rampart-api", std::time::Duration::from_secs(900))
+            .expect("keys")
+    }
+
+    #[test]
+    fn every_algorithm_signs_and_verifies_its_own_tokens_only() {
+        let now = OffsetDateTime::now_utc();
+        for algorithm in [JwtAlgorithm::EdDSA, JwtAlgorithm::ES256, JwtAlgorithm::HS256] {
+            let keys = ring(algorithm, &key(algorithm), &[]);
+            let (token, claims) = keys.issue(Uuid::now_v7(), Role::Manager, Uuid::now_v7(), now).expect("issued");
+            assert_eq!(keys.verify(&token, now), Ok(claims), "{algorithm:?}");
+            let stranger = ring(algorithm, &key(algorithm), &[]);
+            assert_eq!(stranger.verify(&token, now), Err(TokenError::UnknownKey), "another key of the same kind");
+            assert_eq!(
+                keys.jwks().keys.len(),
+                usize::from(algorithm != JwtAlgorithm::HS256),
+                "HS256 publishes nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn rotated_keys_keep_verifying_old_tokens_but_sign_with_the_new_one() {
+        let now = OffsetDateTime::now_utc();
+        let old_key = key(JwtAlgorithm::EdDSA);
+        let new_key = key(JwtAlgorithm::EdDSA);
+        let before = ring(JwtAlgorithm::EdDSA, &old_key, &[]);
+        let (old_token, _) = before.issue(Uuid::now_v7(), Role::User, Uuid::now_v7(), now).expect("issued");
+
+        let after = ring(JwtAlgorithm::EdDSA, &new_key, std::slice::from_ref(&old_key));
+        assert!(after.verify(&old_token, now).is_ok(), "old tokens verify until they expire");
+        let (new_token, _) = after.issue(Uuid::now_v7(), Role::User, Uuid::now_v7(), now).expect("issued");
+        let new_kid = jsonwebtoken::decode_header(&new_token).expect("header").kid;
+        let old_kid = jsonwebtoken::decode_header(&old_token).expect("header").kid;
+        assert_ne!(new_kid, old_kid, "the new key signs");
+        assert_eq!(after.jwks().keys.len(), 2, "both public keys are published");
+        assert_eq!(before.verify(&new_token, now), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn time_claims_follow_the_clock_with_leeway() {
+        let now = OffsetDateTime::now_utc();
+        let keys = ring(JwtAlgorithm::HS256, &key(JwtAlgorithm::HS256), &[]);
+        let (token, _) = keys.issue(Uuid::now_v7(), Role::User, Uuid::now_v7(), now).expect("issued");
+        assert!(keys.verify(&token, now + time::Duration::seconds(900 + 29)).is_ok(), "within leeway");
+        assert_eq!(keys.verify(&token, now + time::Duration::seconds(900 + 31)), Err(TokenError::Expired));
+        assert_eq!(keys.verify(&token, now - time::Duration::seconds(31)), Err(TokenError::NotYetValid));
+    }
 
     #[test]
     fn issue_times_round_trip_below_a_millisecond() {

@@ -215,3 +215,73 @@ async fn jwks_publishes_the_verifying_key() {
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.kid.as_deref(), keys[0]["kid"].as_str());
 }
+
+#[tokio::test]
+async fn hs256_signs_with_a_configured_secret_and_publishes_no_keys() {
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("hs256.secret");
+    std::fs::write(&secret_file, rampart::auth::keys::generate(rampart::config::JwtAlgorithm::HS256).unwrap()).unwrap();
+    let app = crate::helpers::spawn_with(|options| {
+        options.config.auth.jwt_algorithm = rampart::config::JwtAlgorithm::HS256;
+        options.config.auth.signing_key_file = secret_file.clone();
+    })
+    .await;
+    assert_eq!(app.get("/.well-known/jwks.json").await.json(), json!({"keys": []}));
+    let token = app.token_for(&app.users.user).await;
+    assert_eq!(jsonwebtoken::decode_header(&token).unwrap().alg, jsonwebtoken::Algorithm::HS256);
+    assert_eq!(app.get_as("/api/profile", &token).await.status, 200);
+}
+
+#[tokio::test]
+async fn session_and_logout_routes_refuse_bad_input_and_missing_credentials() {
+    let app = spawn_app().await;
+    app.post_json("/auth/session", &json!({"email": app.users.user.email})).await.assert_problem(400);
+    app.post_json("/auth/session", &json!({"email": app.users.user.email, "password": "wrong password here"}))
+        .await
+        .assert_problem(401);
+    app.send(app.client.delete(app.url("/auth/session"))).await.assert_problem(401);
+    app.send(app.client.post(app.url("/auth/logout-all"))).await.assert_problem(401);
+    app.post_json("/auth/login", &json!({"email": 5, "password": "x"})).await.assert_problem(400);
+    app.post_json("/auth/signup", &json!({"email": "a@b.c"})).await.assert_problem(400);
+}
+
+#[tokio::test]
+async fn authentication_events_are_audited_without_secrets() {
+    let app = spawn_app().await;
+    let user = &app.users.user;
+    app.post_json(
+        "/auth/signup",
+        &json!({"email": "fresh@example.com", "password": "a long enough passphrase", "name": "F"}),
+    )
+    .await;
+    let pair = app.login(&user.email, &user.password).await;
+    app.post_json("/auth/login", &json!({"email": user.email, "password": "not the password!!"})).await;
+    let rotated = refresh(&app, pair["refresh_token"].as_str().unwrap()).await.json();
+    refresh(&app, pair["refresh_token"].as_str().unwrap()).await;
+    app.send(app.client.post(app.url("/auth/logout")).bearer_auth(rotated["access_token"].as_str().unwrap())).await;
+
+    let logs = app.logs.contents();
+    let events: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["target"] == "rampart::audit")
+        .collect();
+    for (name, outcome) in [
+        ("signup", "success"),
+        ("login_success", "success"),
+        ("login_failure", "failure"),
+        ("token_refresh", "success"),
+        ("refresh_reuse", "denied"),
+    ] {
+        let event = events.iter().find(|e| e["event"] == name).unwrap_or_else(|| panic!("no {name} in {events:?}"));
+        assert_eq!(event["outcome"], outcome, "{name}");
+        assert_eq!(event["client_ip"], "127.0.0.1");
+        assert!(event["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(event["route"].as_str().unwrap().starts_with("/auth/"));
+    }
+    for secret in
+        [user.password.as_str(), pair["refresh_token"].as_str().unwrap(), pair["access_token"].as_str().unwrap()]
+    {
+        assert!(!logs.contains(secret), "a credential reached the log");
+    }
+}

@@ -27,8 +27,10 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Text that must never appear in a response body.
-const SECRET_MARKERS: [&str; 6] = ["$argon2", "PRIVATE KEY", "password_hash", "signing_key", "panicked", "src/"];
+/// Text that must never appear in a response body: hashes, keys, seeded
+/// passwords, internals.
+const SECRET_MARKERS: [&str; 8] =
+    ["$argon2", "PRIVATE KEY", "password_hash", "signing_key", "panicked", "src/", SEED_PASSWORD, "csrf_hash"];
 
 #[derive(Clone, Default)]
 pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);

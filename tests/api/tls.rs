@@ -52,3 +52,20 @@ async fn the_development_certificate_is_written_for_clients_to_trust() {
     assert_eq!(response.status, 200);
     assert!(response.header("strict-transport-security").is_some());
 }
+
+#[tokio::test]
+async fn session_cookies_are_secure_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, cert_path) = tls::acceptor_self_signed(dir.path()).unwrap();
+    let cert_pem = std::fs::read(&cert_path).unwrap();
+    let app = spawn_with(|options| options.tls = Some(acceptor)).await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/auth/session", app.address.port());
+    let body = serde_json::json!({"email": app.users.user.email, "password": app.users.user.password});
+    let response = read(client.post(&url).json(&body).send().await.unwrap()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(response.header("set-cookie").unwrap().contains("; Secure"));
+}
