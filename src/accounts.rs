@@ -134,7 +134,7 @@ pub struct TokenPair {
 /// Issues an access token and a fresh refresh token in `family`.
 pub async fn issue_tokens(state: &AppState, user: User, family: Uuid) -> Result<TokenPair, ApiError> {
     let now = state.clock.now();
-    let (access_token, _) = state.tokens.issue(user.id, user.role, family, now)?;
+    let (access_token, _) = state.tokens.issue(user.id, user.role, user.department.as_deref(), family, now)?;
     let refresh_token = secret::new_token("rt_");
     let refresh_ttl = time::Duration::try_from(state.config.auth.refresh_token_ttl.0).map_err(anyhow::Error::from)?;
     state

@@ -17,10 +17,11 @@ use tower_http::{
 use secrecy::SecretString;
 
 use crate::{
-    audit::Auditor,
+    audit::{AuditContext, Auditor},
     auth::{
         keys,
         password::PasswordHasher,
+        principal::Caller,
         revocation::{MemoryRevocations, RevocationList},
         secret,
         throttle::LoginThrottle,
@@ -40,6 +41,7 @@ use crate::{
         timeout::{RequestTimeout, enforce_timeout},
     },
     metrics::Metrics,
+    policy::{Action, Authorizer, Resource},
     routes,
     store::Store,
 };
@@ -56,6 +58,7 @@ pub struct AppState {
     pub revocations: Arc<dyn RevocationList>,
     pub throttle: Arc<LoginThrottle>,
     pub audit: Arc<Auditor>,
+    pub authorizer: Arc<Authorizer>,
     /// A hash of a random password, verified against when an email is
     /// unknown so that the answer takes as long as for a real account.
     pub dummy_hash: Arc<str>,
@@ -74,6 +77,7 @@ impl AppState {
         tls: bool,
     ) -> anyhow::Result<Self> {
         let hasher = PasswordHasher::new(&config.auth.password_hash)?;
+        let authorizer = Authorizer::load(&config.policy.file)?;
         let keys = keys::load(&config.auth, &config.server.data_dir)?;
         if let Some(path) = &keys.generated {
             tracing::warn!(
@@ -93,7 +97,8 @@ impl AppState {
         let revocations = MemoryRevocations::load(store.clone(), clock.clone()).await?;
         let dummy_hash = hasher.hash(&SecretString::from(secret::new_token(""))).await?;
         Ok(Self {
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new(&authorizer.decisions)),
+            authorizer: Arc::new(authorizer),
             hasher,
             tokens: Arc::new(tokens),
             revocations: Arc::new(revocations),
@@ -106,6 +111,17 @@ impl AppState {
             clock,
             tls,
         })
+    }
+
+    /// Asks the policy; see `Authorizer::authorize`.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: Resource<'_>,
+        audit: &AuditContext,
+    ) -> Result<(), ApiError> {
+        self.authorizer.authorize(caller, action, resource, (&self.audit, audit, &*self.clock))
     }
 
     /// Whether cookies get `Secure`: over TLS, or behind a TLS proxy in production.
@@ -146,6 +162,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(routes::ops::router())
         .merge(routes::auth::router())
         .merge(routes::users::router())
+        .merge(routes::posts::router())
         .merge(extra)
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), authenticate))

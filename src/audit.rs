@@ -60,6 +60,9 @@ pub struct AuditEvent {
     pub client_ip: Option<IpAddr>,
     pub route: Option<String>,
     pub outcome: Outcome,
+    /// For denials: what was tried, e.g. `UpdatePost on Post "0190..."`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Where an event happened, taken from the request. Making an event marks
@@ -106,6 +109,7 @@ impl AuditContext {
             client_ip: self.client_ip,
             route: self.route.clone(),
             outcome,
+            detail: None,
         }
     }
 }
@@ -143,6 +147,7 @@ impl Auditor {
             client_ip = event.client_ip.map(|ip| ip.to_string()),
             route = event.route.as_deref(),
             request_id = event.request_id.as_deref(),
+            detail = event.detail.as_deref(),
             "audit"
         );
         if self.queue.try_send(event).is_err() {

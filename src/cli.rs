@@ -20,6 +20,7 @@ use crate::{
     config::{self, Config, ConfigSources, JwtAlgorithm},
     domain::Role,
     error::ApiError,
+    policy::Authorizer,
     server::{self, Server},
     store, telemetry, tls,
 };
@@ -205,9 +206,32 @@ async fn serve_async(config: Arc<Config>, dev_tls: bool) -> anyhow::Result<()> {
              or set [bootstrap] admin_email and admin_password"
         );
     }
+    spawn_policy_reloader(state.authorizer.clone());
     let public = app::router(state.clone());
     let admin = app::admin_router(state);
     server.run(public, admin, tls, server::shutdown_signal()).await
+}
+
+/// SIGHUP re-reads `[policy] file`; an invalid policy is refused and the
+/// one in force stays.
+fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; policy reload is off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match authorizer.reload() {
+                Ok(()) => tracing::info!("policy reloaded"),
+                Err(error) => {
+                    tracing::error!(problems = %error, "policy reload refused; the previous policy stays in force")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = authorizer;
 }
 
 /// Settings the contract defines whose feature is not in this build yet:
@@ -215,9 +239,6 @@ async fn serve_async(config: Arc<Config>, dev_tls: bool) -> anyhow::Result<()> {
 fn warn_not_yet_in_effect(config: &Config) {
     if !config.redis.url.expose_secret().is_empty() {
         tracing::warn!("redis.url is set, but this version keeps all shared state in process");
-    }
-    if !config.policy.file.as_os_str().is_empty() {
-        tracing::warn!("policy.file is set, but this version has no policy engine yet");
     }
     if !config.oauth.providers.is_empty() {
         tracing::warn!("oauth.providers are set, but this version has no OAuth login yet");
@@ -286,6 +307,9 @@ fn check_config(args: ConfigArg) -> anyhow::Result<()> {
         && let Err(error) = tls::acceptor_from_files(&config.tls.cert_file, &config.tls.key_file)
     {
         problems.push(format!("{error:#}"));
+    }
+    if let Err(error) = Authorizer::load(&config.policy.file) {
+        problems.extend(error.problems);
     }
     let key_file = &config.auth.signing_key_file;
     if !key_file.as_os_str().is_empty() && !key_file.is_file() {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::policy::DecisionLabels;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -37,8 +38,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// `authz_decisions` is owned by the policy's `Authorizer`, which counts
+    /// into it; it is registered here so the scrape shows it.
+    pub fn new(authz_decisions: &Family<DecisionLabels, Counter>) -> Self {
         let mut registry = Registry::with_prefix("rampart");
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions, by action and outcome (allow/deny)",
+            authz_decisions.clone(),
+        );
         let http_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -61,11 +69,5 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

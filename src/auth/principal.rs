@@ -31,6 +31,7 @@ pub enum Credential {
 pub struct Principal {
     pub user_id: Uuid,
     pub role: Role,
+    pub department: Option<String>,
     pub credential: Credential,
 }
 

@@ -39,6 +39,10 @@ pub struct AccessClaims {
     pub aud: String,
     /// The refresh family this token was issued with.
     pub fam: Uuid,
+    /// The user's department, for attribute-based rules; changing it
+    /// revokes the user's tokens like a role change does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dept: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -148,6 +152,7 @@ impl TokenKeys {
         &self,
         user: Uuid,
         role: Role,
+        department: Option<&str>,
         family: Uuid,
         now: OffsetDateTime,
     ) -> anyhow::Result<(String, AccessClaims)> {
@@ -162,6 +167,7 @@ impl TokenKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             fam: family,
+            dept: department.map(str::to_owned),
         };
         let mut header = Header::new(self.algorithm);
         header.kid = Some(self.signing_kid.clone());
@@ -246,7 +252,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         for algorithm in [JwtAlgorithm::EdDSA, JwtAlgorithm::ES256, JwtAlgorithm::HS256] {
             let keys = ring(algorithm, &key(algorithm), &[]);
-            let (token, claims) = keys.issue(Uuid::now_v7(), Role::Manager, Uuid::now_v7(), now).expect("issued");
+            let (token, claims) = keys.issue(Uuid::now_v7(), Role::Manager, None, Uuid::now_v7(), now).expect("issued");
             assert_eq!(keys.verify(&token, now), Ok(claims), "{algorithm:?}");
             let stranger = ring(algorithm, &key(algorithm), &[]);
             assert_eq!(stranger.verify(&token, now), Err(TokenError::UnknownKey), "another key of the same kind");
@@ -264,11 +270,11 @@ mod tests {
         let old_key = key(JwtAlgorithm::EdDSA);
         let new_key = key(JwtAlgorithm::EdDSA);
         let before = ring(JwtAlgorithm::EdDSA, &old_key, &[]);
-        let (old_token, _) = before.issue(Uuid::now_v7(), Role::User, Uuid::now_v7(), now).expect("issued");
+        let (old_token, _) = before.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
 
         let after = ring(JwtAlgorithm::EdDSA, &new_key, std::slice::from_ref(&old_key));
         assert!(after.verify(&old_token, now).is_ok(), "old tokens verify until they expire");
-        let (new_token, _) = after.issue(Uuid::now_v7(), Role::User, Uuid::now_v7(), now).expect("issued");
+        let (new_token, _) = after.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
         let new_kid = jsonwebtoken::decode_header(&new_token).expect("header").kid;
         let old_kid = jsonwebtoken::decode_header(&old_token).expect("header").kid;
         assert_ne!(new_kid, old_kid, "the new key signs");
@@ -280,7 +286,7 @@ mod tests {
     fn time_claims_follow_the_clock_with_leeway() {
         let now = OffsetDateTime::now_utc();
         let keys = ring(JwtAlgorithm::HS256, &key(JwtAlgorithm::HS256), &[]);
-        let (token, _) = keys.issue(Uuid::now_v7(), Role::User, Uuid::now_v7(), now).expect("issued");
+        let (token, _) = keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
         assert!(keys.verify(&token, now + time::Duration::seconds(900 + 29)).is_ok(), "within leeway");
         assert_eq!(keys.verify(&token, now + time::Duration::seconds(900 + 31)), Err(TokenError::Expired));
         assert_eq!(keys.verify(&token, now - time::Duration::seconds(31)), Err(TokenError::NotYetValid));

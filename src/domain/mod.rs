@@ -7,12 +7,14 @@
 
 mod email;
 mod password;
+mod post;
 mod role;
 mod user;
 mod user_name;
 
 pub use email::Email;
 pub use password::Password;
+pub use post::{Post, PostBody, PostTitle, PostWithAuthor};
 pub use role::Role;
 pub use user::{NewUser, User};
 pub use user_name::UserName;

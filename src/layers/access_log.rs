@@ -94,6 +94,7 @@ pub async fn access_log(State(log): State<AccessLog>, mut request: Request, next
             client_ip,
             route: Some(route.to_string()),
             outcome,
+            detail: None,
         });
     }
     let user_id = context.user_id.get().map(Uuid::to_string);

@@ -50,6 +50,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
             Ok(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
                 user_id: claims.sub,
                 role: claims.role,
+                department: claims.dept,
                 credential: Credential::Bearer {
                     jti: claims.jti,
                     family: claims.fam,
@@ -101,6 +102,7 @@ async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime
     Authentication::Signed(Principal {
         user_id: user.id,
         role: user.role,
+        department: user.department,
         credential: Credential::Session { id_hash, csrf_hash: session.csrf_hash },
     })
 }

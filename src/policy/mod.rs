@@ -1,62 +1,432 @@
-//! Authorization: "may this caller do this action on this resource?"
+//! Authorization: "may this caller do this action on this resource?",
+//! answered by a Cedar policy.
 //!
-//! Handlers ask `authorize` and contain no role checks of their own. This
-//! first version encodes API.md's users table directly; the Cedar policy
-//! file (schema, default policy, operator overrides) replaces the body of
-//! `decide` without changing any caller.
+//! Handlers ask `Authorizer::authorize` and contain no role checks of their
+//! own. The schema (`schema.cedarschema`) and the default policy
+//! (`default.cedar`, API.md's tables) are embedded in the binary;
+//! `[policy] file` replaces the policy. Every policy is validated against
+//! the schema before it is used: at start (an invalid one stops the start
+//! with the file, line and Cedar's message), by `rampart config check`, and
+//! on reload (SIGHUP), where an invalid policy is refused and the old one
+//! stays in force. Denials of signed-in callers are 403 and audited with the
+//! action and resource; guests get 401.
 
-use crate::{auth::principal::Caller, domain::Role, error::ApiError};
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{Arc, RwLock},
+};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use cedar_policy::{
+    Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression,
+    Schema, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use prometheus_client::{encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family};
+use uuid::Uuid;
+
+use crate::{
+    audit::{AuditContext, Auditor, Outcome},
+    auth::principal::Caller,
+    clock::Clock,
+    domain::{PostWithAuthor, User},
+    error::ApiError,
+};
+
+const SCHEMA: &str = include_str!("schema.cedarschema");
+pub const DEFAULT_POLICY: &str = include_str!("default.cedar");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Read or change one's own profile and password.
-    ManageOwnAccount,
+    ListPosts,
+    ReadPost,
+    CreatePost,
+    UpdatePost,
+    DeletePost,
+    ViewDashboard,
     ListUsers,
     UpdateUser,
     DeleteUser,
+    /// Read or change one's own profile and password.
+    ManageOwnAccount,
 }
 
 impl Action {
+    pub const ALL: [Action; 10] = [
+        Action::ListPosts,
+        Action::ReadPost,
+        Action::CreatePost,
+        Action::UpdatePost,
+        Action::DeletePost,
+        Action::ViewDashboard,
+        Action::ListUsers,
+        Action::UpdateUser,
+        Action::DeleteUser,
+        Action::ManageOwnAccount,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::ManageOwnAccount => "manage_own_account",
-            Action::ListUsers => "list_users",
-            Action::UpdateUser => "update_user",
-            Action::DeleteUser => "delete_user",
+            Action::ListPosts => "ListPosts",
+            Action::ReadPost => "ReadPost",
+            Action::CreatePost => "CreatePost",
+            Action::UpdatePost => "UpdatePost",
+            Action::DeletePost => "DeletePost",
+            Action::ViewDashboard => "ViewDashboard",
+            Action::ListUsers => "ListUsers",
+            Action::UpdateUser => "UpdateUser",
+            Action::DeleteUser => "DeleteUser",
+            Action::ManageOwnAccount => "ManageOwnAccount",
         }
     }
 }
 
-fn decide(role: Role, action: Action) -> bool {
-    match action {
-        Action::ManageOwnAccount => true,
-        Action::ListUsers | Action::UpdateUser | Action::DeleteUser => role == Role::Admin,
+/// What an action is performed on.
+#[derive(Debug, Clone, Copy)]
+pub enum Resource<'a> {
+    Posts,
+    Post(&'a PostWithAuthor),
+    Users,
+    User(&'a User),
+    AdminArea,
+}
+
+impl Resource<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Resource::Posts => "Posts".into(),
+            Resource::Post(post) => format!("Post {}", post.post.id),
+            Resource::Users => "Users".into(),
+            Resource::User(user) => format!("User {}", user.id),
+            Resource::AdminArea => "AdminArea".into(),
+        }
     }
 }
 
-/// `Ok` when allowed; 401 for guests and 403 for signed-in callers otherwise.
-pub fn authorize(caller: &Caller, action: Action) -> Result<(), ApiError> {
-    match caller {
-        Caller::Guest => Err(ApiError::Unauthorized { token_sent: false }),
-        Caller::User(principal) if decide(principal.role, action) => Ok(()),
-        Caller::User(_) => Err(ApiError::forbidden("You are not allowed to do this.")),
+/// A policy that could not be loaded; each line names file, line and column.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct PolicyError {
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub action: &'static str,
+    pub decision: &'static str,
+}
+
+/// Where the policy comes from, for reloads.
+#[derive(Debug, Clone)]
+enum Source {
+    Builtin,
+    File(PathBuf),
+}
+
+pub struct Authorizer {
+    schema: Schema,
+    source: Source,
+    policies: RwLock<Arc<PolicySet>>,
+    engine: cedar_policy::Authorizer,
+    action_uids: HashMap<Action, EntityUid>,
+    types: EntityTypes,
+    pub decisions: Family<DecisionLabels, Counter>,
+}
+
+struct EntityTypes {
+    guest: EntityTypeName,
+    user: EntityTypeName,
+    post: EntityTypeName,
+    posts: EntityTypeName,
+    users: EntityTypeName,
+    admin_area: EntityTypeName,
+}
+
+fn type_name(name: &str) -> Result<EntityTypeName, PolicyError> {
+    EntityTypeName::from_str(name)
+        .map_err(|error| PolicyError { problems: vec![format!("entity type {name}: {error}")] })
+}
+
+fn schema() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(schema, _warnings)| schema)
+        .map_err(|error| PolicyError { problems: vec![format!("built-in schema: {error}")] })
+}
+
+/// Parses and validates policy text; `name` is used in messages.
+pub fn check_policy(name: &str, text: &str) -> Result<PolicySet, PolicyError> {
+    let schema = schema()?;
+    parse_and_validate(&schema, name, text)
+}
+
+fn parse_and_validate(schema: &Schema, name: &str, text: &str) -> Result<PolicySet, PolicyError> {
+    let policies = PolicySet::from_str(text)
+        .map_err(|errors| PolicyError { problems: errors.iter().map(|error| located(name, text, error)).collect() })?;
+    let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+    if !result.validation_passed() {
+        return Err(PolicyError {
+            problems: result.validation_errors().map(|error| located(name, text, error)).collect(),
+        });
+    }
+    Ok(policies)
+}
+
+/// `file:line:column: message`, from the diagnostic's first label.
+fn located(name: &str, text: &str, diagnostic: &dyn Diagnostic) -> String {
+    let offset = diagnostic.labels().and_then(|mut labels| labels.next()).map(|label| label.offset());
+    let mut message = diagnostic.to_string();
+    if let Some(help) = diagnostic.help() {
+        message.push_str(&format!(" ({help})"));
+    }
+    match offset {
+        Some(offset) => {
+            let before = &text[..offset.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{name}:{line}:{column}: {message}")
+        }
+        None => format!("{name}: {message}"),
+    }
+}
+
+impl Authorizer {
+    /// The built-in policy, or the file when `file` is not empty.
+    pub fn load(file: &Path) -> Result<Self, PolicyError> {
+        let schema = schema()?;
+        let source = if file.as_os_str().is_empty() { Source::Builtin } else { Source::File(file.to_owned()) };
+        let policies = Self::read(&schema, &source)?;
+        let action_type = type_name("Rampart::Action")?;
+        let action_uids = Action::ALL
+            .iter()
+            .map(|action| {
+                let id = EntityId::from_str(action.as_str())
+                    .map_err(|error| PolicyError { problems: vec![error.to_string()] })?;
+                Ok((*action, EntityUid::from_type_name_and_id(action_type.clone(), id)))
+            })
+            .collect::<Result<HashMap<_, _>, PolicyError>>()?;
+        let types = EntityTypes {
+            guest: type_name("Rampart::Guest")?,
+            user: type_name("Rampart::User")?,
+            post: type_name("Rampart::Post")?,
+            posts: type_name("Rampart::Posts")?,
+            users: type_name("Rampart::Users")?,
+            admin_area: type_name("Rampart::AdminArea")?,
+        };
+        Ok(Self {
+            schema,
+            source,
+            policies: RwLock::new(Arc::new(policies)),
+            engine: cedar_policy::Authorizer::new(),
+            action_uids,
+            types,
+            decisions: Family::default(),
+        })
+    }
+
+    fn read(schema: &Schema, source: &Source) -> Result<PolicySet, PolicyError> {
+        match source {
+            Source::Builtin => parse_and_validate(schema, "built-in policy", DEFAULT_POLICY),
+            Source::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| PolicyError {
+                    problems: vec![format!("policy.file: cannot read {}: {error}", path.display())],
+                })?;
+                parse_and_validate(schema, &path.display().to_string(), &text)
+            }
+        }
+    }
+
+    /// Re-reads the policy file. An invalid policy is refused and the one
+    /// in force stays.
+    pub fn reload(&self) -> Result<(), PolicyError> {
+        let policies = Self::read(&self.schema, &self.source)?;
+        *self.policies.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(policies);
+        Ok(())
+    }
+
+    fn uid(&self, type_name: &EntityTypeName, id: &str) -> EntityUid {
+        // Ids are UUIDs or fixed words; `EntityId::new` accepts any string.
+        EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
+    }
+
+    fn user_entity(&self, id: Uuid, role: &str, department: Option<&str>) -> Option<Entity> {
+        let mut attributes = HashMap::from([("role".to_owned(), RestrictedExpression::new_string(role.to_owned()))]);
+        if let Some(department) = department {
+            attributes.insert("department".into(), RestrictedExpression::new_string(department.to_owned()));
+        }
+        Entity::new(self.uid(&self.types.user, &id.to_string()), attributes, HashSet::new()).ok()
+    }
+
+    /// The decision alone, without audit or errors (also for benches).
+    pub fn is_allowed(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
+        let mut entities = Vec::with_capacity(2);
+        let principal = match caller {
+            Caller::Guest => self.uid(&self.types.guest, "guest"),
+            Caller::User(principal) => {
+                let Some(entity) =
+                    self.user_entity(principal.user_id, principal.role.as_str(), principal.department.as_deref())
+                else {
+                    return false;
+                };
+                let uid = entity.uid();
+                entities.push(entity);
+                uid
+            }
+        };
+        let resource_uid = match resource {
+            Resource::Posts => self.uid(&self.types.posts, "all"),
+            Resource::Users => self.uid(&self.types.users, "all"),
+            Resource::AdminArea => self.uid(&self.types.admin_area, "dashboard"),
+            Resource::User(user) => {
+                let uid = self.uid(&self.types.user, &user.id.to_string());
+                if uid != principal {
+                    let Some(entity) = self.user_entity(user.id, user.role.as_str(), user.department.as_deref()) else {
+                        return false;
+                    };
+                    entities.push(entity);
+                }
+                uid
+            }
+            Resource::Post(post) => {
+                let uid = self.uid(&self.types.post, &post.post.id.to_string());
+                let author = self.uid(&self.types.user, &post.post.author_id.to_string());
+                let mut attributes =
+                    HashMap::from([("author".to_owned(), RestrictedExpression::new_entity_uid(author))]);
+                if let Some(department) = &post.author_department {
+                    attributes.insert("author_department".into(), RestrictedExpression::new_string(department.clone()));
+                }
+                if let Some(role) = post.author_role {
+                    attributes.insert("author_role".into(), RestrictedExpression::new_string(role.as_str().to_owned()));
+                }
+                let Ok(entity) = Entity::new(uid.clone(), attributes, HashSet::new()) else {
+                    return false;
+                };
+                entities.push(entity);
+                uid
+            }
+        };
+        let Some(action_uid) = self.action_uids.get(&action) else {
+            return false;
+        };
+        // Entities are built from our own typed values, so schema checks on
+        // them would only cost time; the policy itself was validated.
+        let Ok(entities) = Entities::from_entities(entities, None) else {
+            return false;
+        };
+        let Ok(request) = Request::new(principal, action_uid.clone(), resource_uid, Context::empty(), None) else {
+            return false;
+        };
+        let policies = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        self.engine.is_authorized(&request, &policies, &entities).decision() == Decision::Allow
+    }
+
+    /// `Ok` when allowed. Denied: 401 for guests; 403 for users, audited as
+    /// `forbidden` with the action and resource. Every decision is counted.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: Resource<'_>,
+        audit: (&Auditor, &AuditContext, &dyn Clock),
+    ) -> Result<(), ApiError> {
+        let allowed = self.is_allowed(caller, action, resource);
+        let decision = if allowed { "allow" } else { "deny" };
+        self.decisions.get_or_create(&DecisionLabels { action: action.as_str(), decision }).inc();
+        if allowed {
+            return Ok(());
+        }
+        match caller {
+            Caller::Guest => Err(ApiError::Unauthorized { token_sent: false }),
+            Caller::User(principal) => {
+                let (auditor, context, clock) = audit;
+                let mut event = context.event(clock.now(), "forbidden", Some(principal.user_id), Outcome::Denied);
+                event.detail = Some(format!("{} on {}", action.as_str(), resource.describe()));
+                auditor.record(event);
+                Err(ApiError::forbidden("You are not allowed to do this."))
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use time::OffsetDateTime;
+
     use super::*;
+    use crate::{
+        auth::principal::{Credential, Principal},
+        domain::{Post, Role},
+    };
+
+    fn caller(role: Role, department: Option<&str>) -> (Caller, Uuid) {
+        let id = Uuid::now_v7();
+        let principal = Principal {
+            user_id: id,
+            role,
+            department: department.map(str::to_owned),
+            credential: Credential::Session { id_hash: [0; 32], csrf_hash: [0; 32] },
+        };
+        (Caller::User(principal), id)
+    }
+
+    fn post(author: Uuid, department: Option<&str>) -> PostWithAuthor {
+        let now = OffsetDateTime::now_utc();
+        PostWithAuthor {
+            post: Post {
+                id: Uuid::now_v7(),
+                title: "t".into(),
+                body: "b".into(),
+                author_id: author,
+                created_at: now,
+                updated_at: now,
+            },
+            author_department: department.map(str::to_owned),
+            author_role: Some(Role::User),
+        }
+    }
 
     #[test]
-    fn only_admins_administer_users() {
-        for action in [Action::ListUsers, Action::UpdateUser, Action::DeleteUser] {
-            assert!(decide(Role::Admin, action));
-            assert!(!decide(Role::Manager, action));
-            assert!(!decide(Role::User, action));
+    fn the_default_policy_implements_the_posts_table() {
+        let authorizer = Authorizer::load(Path::new("")).expect("built-in policy");
+        let (admin, _) = caller(Role::Admin, None);
+        let (manager, _) = caller(Role::Manager, Some("sales"));
+        let (lone_manager, _) = caller(Role::Manager, None);
+        let (user, user_id) = caller(Role::User, Some("sales"));
+        let own = post(user_id, Some("sales"));
+        let colleague = post(Uuid::now_v7(), Some("sales"));
+        let elsewhere = post(Uuid::now_v7(), Some("support"));
+        let allowed = |c: &Caller, a: Action, r: Resource<'_>| authorizer.is_allowed(c, a, r);
+
+        for c in [&admin, &manager, &user, &Caller::Guest] {
+            assert!(allowed(c, Action::ListPosts, Resource::Posts));
+            assert!(allowed(c, Action::ReadPost, Resource::Post(&elsewhere)));
         }
-        for role in [Role::Admin, Role::Manager, Role::User] {
-            assert!(decide(role, Action::ManageOwnAccount));
-        }
-        assert!(matches!(authorize(&Caller::Guest, Action::ManageOwnAccount), Err(ApiError::Unauthorized { .. })));
+        assert!(!allowed(&Caller::Guest, Action::CreatePost, Resource::Posts));
+        assert!(allowed(&user, Action::CreatePost, Resource::Posts));
+
+        assert!(allowed(&admin, Action::UpdatePost, Resource::Post(&elsewhere)));
+        assert!(allowed(&manager, Action::UpdatePost, Resource::Post(&colleague)));
+        assert!(!allowed(&manager, Action::UpdatePost, Resource::Post(&elsewhere)));
+        assert!(!allowed(&lone_manager, Action::UpdatePost, Resource::Post(&post(Uuid::now_v7(), None))));
+        assert!(allowed(&user, Action::UpdatePost, Resource::Post(&own)));
+        assert!(!allowed(&user, Action::UpdatePost, Resource::Post(&colleague)));
+
+        assert!(allowed(&admin, Action::DeletePost, Resource::Post(&own)));
+        assert!(allowed(&manager, Action::DeletePost, Resource::Post(&elsewhere)));
+        assert!(!allowed(&user, Action::DeletePost, Resource::Post(&own)));
+
+        assert!(allowed(&admin, Action::ViewDashboard, Resource::AdminArea));
+        assert!(!allowed(&manager, Action::ViewDashboard, Resource::AdminArea));
+        assert!(!allowed(&user, Action::ListUsers, Resource::Users));
+    }
+
+    #[test]
+    fn a_broken_policy_is_reported_with_its_line() {
+        let text = "permit (principal, action, resource);\n\npermit (principal, action, resource) when { resource.nope == 1 };\n";
+        let error = check_policy("custom.cedar", text).expect_err("invalid");
+        assert!(error.problems[0].starts_with("custom.cedar:3:"), "{error}");
+        let syntax =
+            check_policy("custom.cedar", "permit (principal, action, resource)\nforbid (").expect_err("syntax");
+        assert!(syntax.problems[0].starts_with("custom.cedar:"), "{syntax}");
     }
 }

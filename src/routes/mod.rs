@@ -4,4 +4,5 @@
 
 pub mod auth;
 pub mod ops;
+pub mod posts;
 pub mod users;

@@ -16,11 +16,11 @@ use crate::{
     accounts,
     app::AppState,
     audit::{AuditContext, Outcome},
-    auth::principal::{Caller, CurrentUser},
+    auth::principal::{Caller, CurrentUser, Principal},
     domain::{Email, Password, Role, User, UserName},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
-    policy::{Action, authorize},
+    policy::{Action, Resource},
     routes::auth::{cleared_cookie, with_cookie},
     store::{StoreError, UserChanges},
 };
@@ -40,24 +40,56 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| ApiError::NotFound)
 }
 
-/// The signed-in user's own record; a token outliving its user is a 401.
-async fn own_user(state: &AppState, caller: &Caller) -> Result<User, ApiError> {
-    authorize(caller, Action::ManageOwnAccount)?;
-    let Some(principal) = caller.user() else {
-        return Err(ApiError::Unauthorized { token_sent: false });
-    };
-    match state.store.user_by_id(principal.user_id).await {
-        Ok(user) => Ok(user),
-        Err(StoreError::NotFound) => Err(ApiError::Unauthorized { token_sent: true }),
+/// The user an admin action targets, once the policy allows it. A missing
+/// user is 404 only for callers who could act on one that existed;
+/// everyone else gets the same 403 either way, so ids cannot be probed.
+async fn target_user(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    id: Uuid,
+    audit: &AuditContext,
+) -> Result<User, ApiError> {
+    match state.store.user_by_id(id).await {
+        Ok(user) => {
+            state.authorize(caller, action, Resource::User(&user), audit)?;
+            Ok(user)
+        }
+        Err(StoreError::NotFound) => {
+            let stand_in = User {
+                id,
+                email: String::new(),
+                name: String::new(),
+                role: Role::User,
+                department: None,
+                disabled: false,
+                created_at: state.clock.now(),
+            };
+            state.authorize(caller, action, Resource::User(&stand_in), audit)?;
+            Err(ApiError::NotFound)
+        }
         Err(other) => Err(other.into()),
     }
 }
 
+/// The signed-in user's own record, if the policy lets them manage it; a
+/// token outliving its user is a 401.
+async fn own_user(state: &AppState, principal: Principal, audit: &AuditContext) -> Result<User, ApiError> {
+    let user = match state.store.user_by_id(principal.user_id).await {
+        Ok(user) => user,
+        Err(StoreError::NotFound) => return Err(ApiError::Unauthorized { token_sent: true }),
+        Err(other) => return Err(other.into()),
+    };
+    state.authorize(&Caller::User(principal), Action::ManageOwnAccount, Resource::User(&user), audit)?;
+    Ok(user)
+}
+
 async fn read_profile(
     State(state): State<AppState>,
+    audit: AuditContext,
     CurrentUser(principal): CurrentUser,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(own_user(&state, &Caller::User(principal)).await?))
+    Ok(Json(own_user(&state, principal, &audit).await?))
 }
 
 #[derive(Deserialize)]
@@ -68,10 +100,11 @@ struct ProfileUpdate {
 
 async fn update_profile(
     State(state): State<AppState>,
+    audit: AuditContext,
     CurrentUser(principal): CurrentUser,
     JsonBody(update): JsonBody<ProfileUpdate>,
 ) -> Result<Json<User>, ApiError> {
-    let user = own_user(&state, &Caller::User(principal)).await?;
+    let user = own_user(&state, principal, &audit).await?;
     let name = UserName::parse(&update.name).map_err(|m| ApiError::Validation(vec![FieldError::new("name", m)]))?;
     Ok(Json(state.store.rename_user(user.id, &name).await?))
 }
@@ -90,7 +123,7 @@ async fn change_password(
     JsonBody(change): JsonBody<PasswordChange>,
 ) -> Result<Response, ApiError> {
     let is_session = principal.is_session();
-    let user = own_user(&state, &Caller::User(principal)).await?;
+    let user = own_user(&state, principal, &audit).await?;
     let now = state.clock.now();
     let stored = state.store.password_hash(user.id).await?;
     let current_ok = match &stored {
@@ -113,8 +146,13 @@ async fn change_password(
     Ok(if is_session { with_cookie(response, &cleared_cookie(&state)) } else { response })
 }
 
-async fn list_users(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<List<User>>, ApiError> {
-    authorize(&caller, Action::ListUsers)?;
+async fn list_users(
+    State(state): State<AppState>,
+    audit: AuditContext,
+    caller: Caller,
+    page: Page,
+) -> Result<Json<List<User>>, ApiError> {
+    state.authorize(&caller, Action::ListUsers, Resource::Users, &audit)?;
     let rows = state.store.list_users(page.after, page.limit + 1).await?;
     Ok(Json(List::from_rows(rows, page.limit, |user| user.id)))
 }
@@ -140,7 +178,9 @@ async fn update_user(
     Path(id): Path<String>,
     JsonBody(update): JsonBody<AdminUserUpdate>,
 ) -> Result<Json<User>, ApiError> {
-    authorize(&caller, Action::UpdateUser)?;
+    if caller.user().is_none() {
+        return Err(ApiError::Unauthorized { token_sent: false });
+    }
     let id = parse_id(&id)?;
     let department = match update.department {
         Some(Some(text)) if text.trim().is_empty() => Some(None),
@@ -153,7 +193,7 @@ async fn update_user(
         Some(Some(text)) => Some(Some(text.trim().to_owned())),
         other => other,
     };
-    let before = state.store.user_by_id(id).await?;
+    let before = target_user(&state, &caller, Action::UpdateUser, id, &audit).await?;
     let loses_admin = before.role == Role::Admin
         && !before.disabled
         && (update.role.is_some_and(|role| role != Role::Admin) || update.disabled == Some(true));
@@ -163,8 +203,9 @@ async fn update_user(
     let changes = UserChanges { role: update.role, department, disabled: update.disabled };
     let after = state.store.change_user(id, &changes).await?;
     let role_changed = after.role != before.role;
-    if role_changed || (after.disabled && !before.disabled) {
-        // The old role (or access at all) lives on in issued tokens: cut them.
+    if role_changed || after.department != before.department || (after.disabled && !before.disabled) {
+        // Role and department live on in issued tokens (and access at all,
+        // for a disabled user): cut them.
         accounts::revoke_everything(&state, id).await?;
     }
     if role_changed {
@@ -175,12 +216,15 @@ async fn update_user(
 
 async fn delete_user(
     State(state): State<AppState>,
+    audit: AuditContext,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&caller, Action::DeleteUser)?;
+    if caller.user().is_none() {
+        return Err(ApiError::Unauthorized { token_sent: false });
+    }
     let id = parse_id(&id)?;
-    let user = state.store.user_by_id(id).await?;
+    let user = target_user(&state, &caller, Action::DeleteUser, id, &audit).await?;
     if user.role == Role::Admin && !user.disabled && state.store.count_active_admins().await? <= 1 {
         return Err(ApiError::Conflict("The last active admin cannot be deleted.".into()));
     }

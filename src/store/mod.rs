@@ -21,7 +21,7 @@ pub use sqlite::SqliteStore;
 use crate::{
     audit::AuditEvent,
     config::DatabaseConfig,
-    domain::{Email, NewUser, Role, User, UserName},
+    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,18 @@ pub struct Revocation {
     pub expires_at: OffsetDateTime,
 }
 
+/// Counts for the admin dashboard.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct DashboardCounts {
+    pub users: u64,
+    pub admins: u64,
+    pub managers: u64,
+    pub plain_users: u64,
+    pub disabled_users: u64,
+    pub posts: u64,
+    pub active_sessions: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations; safe to call on every start.
@@ -164,6 +176,16 @@ pub trait Store: Send + Sync + 'static {
     async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError>;
     /// Drops revocations, sessions and refresh tokens that can no longer matter.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    // Posts.
+    async fn create_post(&self, author_id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError>;
+    /// The post and its author's department and role (for the policy).
+    async fn post_by_id(&self, id: Uuid) -> Result<PostWithAuthor, StoreError>;
+    async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError>;
+    async fn delete_post(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Newest first, older than `before`, at most `limit`.
+    async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError>;
+    async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError>;
 
     // Audit.
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;

@@ -15,12 +15,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges,
-    UserCredentials,
+    DashboardCounts, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, Store, StoreError,
+    UserChanges, UserCredentials,
 };
 use crate::{
     audit::AuditEvent,
-    domain::{Email, NewUser, Role, User, UserName},
+    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
 };
 
 pub struct SqliteStore {
@@ -62,6 +62,21 @@ fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
         disabled: row.try_get("disabled")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn post_from_row(row: &SqliteRow) -> Result<Post, StoreError> {
+    Ok(Post {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        author_id: row.try_get("author_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }
 
 fn hash_from_row(row: &SqliteRow, column: &str) -> Result<[u8; 32], StoreError> {
@@ -184,38 +199,26 @@ impl Store for SqliteStore {
     }
 
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        let now = OffsetDateTime::now_utc();
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?").bind(id).fetch_optional(&mut *transaction).await?;
-        if exists.is_none() {
+        // One statement: a read-then-write transaction could fail in WAL
+        // mode when another connection writes in between.
+        let done = sqlx::query(
+            "UPDATE users SET role = COALESCE(?, role), \
+                              department = CASE WHEN ? THEN ? ELSE department END, \
+                              disabled = COALESCE(?, disabled), \
+                              updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(changes.role.map(Role::as_str))
+        .bind(changes.department.is_some())
+        .bind(changes.department.clone().flatten())
+        .bind(changes.disabled)
+        .bind(OffsetDateTime::now_utc())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        if let Some(role) = changes.role {
-            sqlx::query("UPDATE users SET role = ?, updated_at = ? WHERE id = ?")
-                .bind(role.as_str())
-                .bind(now)
-                .bind(id)
-                .execute(&mut *transaction)
-                .await?;
-        }
-        if let Some(department) = &changes.department {
-            sqlx::query("UPDATE users SET department = ?, updated_at = ? WHERE id = ?")
-                .bind(department)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *transaction)
-                .await?;
-        }
-        if let Some(disabled) = changes.disabled {
-            sqlx::query("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?")
-                .bind(disabled)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *transaction)
-                .await?;
-        }
-        transaction.commit().await?;
         self.user_by_id(id).await
     }
 
@@ -417,8 +420,8 @@ impl Store for SqliteStore {
         let mut transaction = self.pool.begin().await?;
         for event in events {
             sqlx::query(
-                "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome, detail) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(event.id)
             .bind(event.time)
@@ -428,10 +431,122 @@ impl Store for SqliteStore {
             .bind(event.client_ip.map(|ip| ip.to_string()))
             .bind(&event.route)
             .bind(event.outcome.as_str())
+            .bind(&event.detail)
             .execute(&mut *transaction)
             .await?;
         }
         transaction.commit().await?;
         Ok(())
+    }
+
+    async fn create_post(&self, author_id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let post = Post {
+            id: Uuid::now_v7(),
+            title: title.as_str().to_owned(),
+            body: body.as_str().to_owned(),
+            author_id,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query("INSERT INTO posts (id, author_id, title, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(post.id)
+            .bind(post.author_id)
+            .bind(&post.title)
+            .bind(&post.body)
+            .bind(post.created_at)
+            .bind(post.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(post)
+    }
+
+    async fn post_by_id(&self, id: Uuid) -> Result<PostWithAuthor, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.id, p.title, p.body, p.author_id, p.created_at, p.updated_at, \
+                    u.department AS author_department, u.role AS author_role \
+             FROM posts p LEFT JOIN users u ON u.id = p.author_id WHERE p.id = ?",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        let role: Option<String> = row.try_get("author_role")?;
+        Ok(PostWithAuthor {
+            post: post_from_row(&row)?,
+            author_department: row.try_get("author_department")?,
+            author_role: role.and_then(|role| Role::from_str(&role).ok()),
+        })
+    }
+
+    async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
+        let row = sqlx::query(
+            "UPDATE posts SET title = ?, body = ?, updated_at = ? WHERE id = ? \
+             RETURNING id, title, body, author_id, created_at, updated_at",
+        )
+        .bind(title.as_str())
+        .bind(body.as_str())
+        .bind(OffsetDateTime::now_utc())
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        post_from_row(&row)
+    }
+
+    async fn delete_post(&self, id: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM posts WHERE id = ?").bind(id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError> {
+        let rows = match before {
+            Some(before) => {
+                sqlx::query(
+                    "SELECT id, title, body, author_id, created_at, updated_at FROM posts \
+                     WHERE id < ? ORDER BY id DESC LIMIT ?",
+                )
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT id, title, body, author_id, created_at, updated_at FROM posts ORDER BY id DESC LIMIT ?",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(post_from_row).collect()
+    }
+
+    async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {
+        let users = sqlx::query(
+            "SELECT COUNT(*) AS total, \
+                    COALESCE(SUM(role = 'admin'), 0) AS admins, \
+                    COALESCE(SUM(role = 'manager'), 0) AS managers, \
+                    COALESCE(SUM(role = 'user'), 0) AS plain_users, \
+                    COALESCE(SUM(disabled), 0) AS disabled \
+             FROM users",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let posts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM posts").fetch_one(&self.pool).await?;
+        let sessions: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE idle_expires_at > ? AND absolute_expires_at > ?")
+                .bind(now)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(DashboardCounts {
+            users: count(users.try_get("total")?),
+            admins: count(users.try_get("admins")?),
+            managers: count(users.try_get("managers")?),
+            plain_users: count(users.try_get("plain_users")?),
+            disabled_users: count(users.try_get("disabled")?),
+            posts: count(posts),
+            active_sessions: count(sessions),
+        })
     }
 }

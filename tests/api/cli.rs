@@ -165,37 +165,78 @@ fn address_after<'a>(line: &'a str, marker: &str) -> &'a str {
     &rest[..end]
 }
 
+/// A `rampart serve` child with its stdout collected line by line.
+struct Served {
+    child: std::process::Child,
+    lines: Lines,
+    reader: Option<std::thread::JoinHandle<()>>,
+    public: String,
+    admin: String,
+}
+
+impl Served {
+    fn start(dir: &Path, config: &Path) -> Self {
+        let mut child = rampart(dir)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RAMPART_BOOTSTRAP__ADMIN_PASSWORD", "bootstrap secret passphrase")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Lines::default();
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        let listening = lines.wait_for("listening on");
+        let public = address_after(&listening, "http://").to_owned();
+        let admin = address_after(&listening, "metrics on http://").to_owned();
+        Self { child, lines, reader: Some(reader), public, admin }
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        status
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn served_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "{CHEAP_HASH}[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\n\
+             [log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"root@example.com\"\n{extra}"
+        ),
+    )
+}
+
 #[tokio::test]
 async fn serve_runs_bootstraps_an_admin_logs_json_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "{CHEAP_HASH}[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\n\
-             [log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"root@example.com\"\n"
-        ),
-    );
-    let mut child = rampart(dir.path())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RAMPART_BOOTSTRAP__ADMIN_PASSWORD", "bootstrap secret passphrase")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Lines::default();
-    let stdout = child.stdout.take().unwrap();
-    let sink = lines.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.0.lock().unwrap().push(line);
-        }
-    });
-
-    let listening = lines.wait_for("listening on");
-    let public = address_after(&listening, "http://").to_owned();
-    let admin = address_after(&listening, "metrics on http://").to_owned();
-    lines.wait_for("created the bootstrap admin");
+    let config = served_config(dir.path(), "");
+    let served = Served::start(dir.path(), &config);
+    let (public, admin) = (served.public.clone(), served.admin.clone());
+    served.lines.wait_for("created the bootstrap admin");
 
     let client = reqwest::Client::new();
     let health = client
@@ -212,12 +253,10 @@ async fn serve_runs_bootstraps_an_admin_logs_json_and_stops_on_sigterm() {
     let scrape = client.get(format!("http://{admin}/metrics")).send().await.unwrap();
     assert_eq!(scrape.status(), 200);
     assert!(scrape.text().await.unwrap().contains("rampart_http_requests_total"));
-    lines.wait_for("\"route\":\"/health\"");
+    served.lines.wait_for("\"route\":\"/health\"");
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
+    let lines = served.lines.clone();
+    let status = served.stop();
     assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
 
     let output = lines.all();
@@ -227,4 +266,58 @@ async fn serve_runs_bootstraps_an_admin_logs_json_and_stops_on_sigterm() {
     assert!(!output.contains("bootstrap secret passphrase"));
     assert!(!output.contains("c2VjcmV0LXNpZw"), "the bearer token never reaches the log");
     assert!(output.contains("shutting down"));
+}
+
+const BROKEN_POLICY: &str =
+    "permit (principal, action, resource);\n\nforbid (principal, action, resource) when { principal.rank > 3 };\n";
+
+#[test]
+fn a_broken_policy_stops_the_start_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("broken.cedar");
+    std::fs::write(&policy, BROKEN_POLICY).unwrap();
+    let config = served_config(dir.path(), &format!("[policy]\nfile = \"{}\"\n", policy.display()));
+
+    let check = rampart(dir.path()).args(["config", "check", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let expected = format!("{}:3:", policy.display());
+    assert!(stderr(&check).contains(&expected), "{}", stderr(&check));
+
+    let serve = rampart(dir.path()).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(serve.status.code(), Some(1));
+    assert!(stderr(&serve).contains(&expected), "{}", stderr(&serve));
+    assert!(!stderr(&serve).contains("panicked"));
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.cedar");
+    std::fs::write(&policy, rampart::policy::DEFAULT_POLICY).unwrap();
+    let config = served_config(dir.path(), &format!("[policy]\nfile = \"{}\"\n", policy.display()));
+    let served = Served::start(dir.path(), &config);
+    served.lines.wait_for("created the bootstrap admin");
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("http://{}/auth/login", served.public))
+        .json(&serde_json::json!({"email": "root@example.com", "password": "bootstrap secret passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let dashboard = || client.get(format!("http://{}/api/admin/dashboard", served.public)).bearer_auth(&token).send();
+    assert_eq!(dashboard().await.unwrap().status(), 200);
+
+    // Without its last rule, the default policy no longer lets admins in.
+    let without_admins = rampart::policy::DEFAULT_POLICY.split("// Admins may do everything.").next().unwrap();
+    std::fs::write(&policy, without_admins).unwrap();
+    served.signal("HUP");
+    served.lines.wait_for("policy reloaded");
+    assert_eq!(dashboard().await.unwrap().status(), 403);
+
+    std::fs::write(&policy, BROKEN_POLICY).unwrap();
+    served.signal("HUP");
+    served.lines.wait_for("policy reload refused");
+    assert_eq!(dashboard().await.unwrap().status(), 403, "the last valid policy stays in force");
+    assert!(served.stop().success());
 }

@@ -17,6 +17,7 @@ use rampart::{
     clock::{Clock, SystemClock},
     config::{Config, PasswordHashConfig},
     domain::Role,
+    policy::Authorizer,
     server::Server,
     store,
     telemetry::RedactingLayer,
@@ -55,6 +56,8 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub admin_address: SocketAddr,
     pub users: Seeded,
+    /// The running server's policy engine, to trigger reloads.
+    pub authorizer: Arc<Authorizer>,
     pub client: reqwest::Client,
     pub logs: LogBuffer,
     _data_dir: TempDir,
@@ -155,7 +158,7 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut SpawnOptions)) -> TestApp {
 
 async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
     let logs = LogBuffer::default();
-    let (ready_tx, ready_rx) = oneshot::channel::<(SocketAddr, SocketAddr, Vec<TestUser>)>();
+    let (ready_tx, ready_rx) = oneshot::channel::<(SocketAddr, SocketAddr, Vec<TestUser>, Arc<Authorizer>)>();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let writer = logs.clone();
     let thread = std::thread::spawn(move || {
@@ -183,7 +186,7 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
                 seeded.push(TestUser { id: user.id, email: email.to_owned(), password: SEED_PASSWORD.to_owned() });
             }
             let server = Server::bind(&config).await.expect("bind");
-            let _ = ready_tx.send((server.public_addr(), server.admin_addr(), seeded));
+            let _ = ready_tx.send((server.public_addr(), server.admin_addr(), seeded, state.authorizer.clone()));
             let public = app::router_with(state.clone(), options.extra_routes);
             let admin = app::admin_router(state);
             server
@@ -194,7 +197,7 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
                 .expect("server runs");
         });
     });
-    let (address, admin_address, seeded) = ready_rx.await.expect("server started");
+    let (address, admin_address, seeded, authorizer) = ready_rx.await.expect("server started");
     let mut seeded = seeded.into_iter();
     let mut next = || seeded.next().expect("four seeded users");
     let users = Seeded { admin: next(), manager: next(), user: next(), other: next() };
@@ -202,6 +205,7 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
         address,
         admin_address,
         users,
+        authorizer,
         client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         logs,
         _data_dir: dir,

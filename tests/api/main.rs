@@ -8,6 +8,7 @@ mod helpers;
 mod logging;
 mod ops;
 mod pipeline;
+mod posts;
 mod sessions;
 mod test_routes;
 mod tls;

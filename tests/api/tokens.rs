@@ -128,7 +128,7 @@ async fn tokens_of_deleted_disabled_or_signed_out_users_are_refused() {
     let path = format!("/api/admin/users/{}", app.users.manager.id);
     let disabled =
         app.send(app.client.patch(app.url(&path)).bearer_auth(&admin).json(&json!({"disabled": true}))).await;
-    assert_eq!(disabled.status, 200);
+    assert_eq!(disabled.status, 200, "{}", app.logs.contents());
     assert_refused(&app, &manager, "disabled user").await;
 
     let user = &app.users.user;
