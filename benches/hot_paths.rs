@@ -1,5 +1,6 @@
 //! Per-request costs on the hot path: access-token verification with the
-//! default algorithm (EdDSA), and the revocation check that follows it.
+//! default algorithm (EdDSA), the revocation check that follows it, and one
+//! authorization decision with the default Cedar policy.
 //! Run with `cargo bench`; figures go to docs/performance.md.
 #![allow(clippy::unwrap_used)]
 
@@ -9,12 +10,14 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rampart::{
     auth::{
         keys::{self, SigningKey},
+        principal::{Caller, Credential, Principal},
         revocation::{MemoryRevocations, RevocationList},
         tokens::TokenKeys,
     },
     clock::{Clock, SystemClock},
     config::JwtAlgorithm,
-    domain::Role,
+    domain::{Post, PostWithAuthor, Role},
+    policy::{Action, Authorizer, Resource},
     store::{Revocation, RevocationKind, SqliteStore, Store},
 };
 use uuid::Uuid;
@@ -58,5 +61,34 @@ fn revocation(c: &mut Criterion) {
     c.bench_function("revocation check (3,000 entries)", |b| b.iter(|| list.is_token_revoked(black_box(&claims))));
 }
 
-criterion_group!(benches, verification, revocation);
+fn policy_decision(c: &mut Criterion) {
+    let authorizer = Authorizer::load(std::path::Path::new("")).unwrap();
+    let manager = Caller::User(Principal {
+        user_id: Uuid::now_v7(),
+        role: Role::Manager,
+        department: Some("sales".into()),
+        credential: Credential::Session { id_hash: [0; 32], csrf_hash: [0; 32] },
+    });
+    let now = SystemClock.now();
+    let post = PostWithAuthor {
+        post: Post {
+            id: Uuid::now_v7(),
+            title: "t".into(),
+            body: "b".into(),
+            author_id: Uuid::now_v7(),
+            created_at: now,
+            updated_at: now,
+        },
+        author_department: Some("sales".into()),
+        author_role: Some(Role::User),
+    };
+    c.bench_function("policy decision (manager edits a colleague's post)", |b| {
+        b.iter(|| assert!(authorizer.is_allowed(black_box(&manager), Action::UpdatePost, Resource::Post(&post))))
+    });
+    c.bench_function("policy decision (guest lists posts)", |b| {
+        b.iter(|| assert!(authorizer.is_allowed(black_box(&Caller::Guest), Action::ListPosts, Resource::Posts)))
+    });
+}
+
+criterion_group!(benches, verification, revocation, policy_decision);
 criterion_main!(benches);
