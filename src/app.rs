@@ -33,13 +33,16 @@ use crate::{
     layers::{
         access_log::{AccessLog, access_log},
         authenticate::authenticate,
+        client_ip::{TrustedProxies, resolve_client_ip},
         limits::{RequestLimits, enforce_limits},
         panic,
         problem::render_problems,
+        rate_limit::{RateLimiter, rate_limit},
         request_id::request_id,
         security_headers::{SecurityHeaders, security_headers},
         timeout::{RequestTimeout, enforce_timeout},
     },
+    limiter::memory::MemoryLimiter,
     metrics::Metrics,
     policy::{Action, Authorizer, Resource},
     routes,
@@ -59,6 +62,7 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     pub audit: Arc<Auditor>,
     pub authorizer: Arc<Authorizer>,
+    pub rate_limiter: Arc<RateLimiter>,
     /// A hash of a random password, verified against when an email is
     /// unknown so that the answer takes as long as for a real account.
     pub dummy_hash: Arc<str>,
@@ -96,14 +100,19 @@ impl AppState {
         )?;
         let revocations = MemoryRevocations::load(store.clone(), clock.clone()).await?;
         let dummy_hash = hasher.hash(&SecretString::from(secret::new_token(""))).await?;
+        let audit = Arc::new(Auditor::spawn(store.clone()));
+        let counters = Arc::new(MemoryLimiter::new(config.server.rate_limit_max_keys, clock.clone()));
+        counters.spawn_sweeper();
+        let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
         Ok(Self {
-            metrics: Arc::new(Metrics::new(&authorizer.decisions)),
+            metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter)),
             authorizer: Arc::new(authorizer),
+            rate_limiter,
             hasher,
             tokens: Arc::new(tokens),
             revocations: Arc::new(revocations),
             throttle: Arc::new(LoginThrottle::new(clock.clone())),
-            audit: Arc::new(Auditor::spawn(store.clone())),
+            audit,
             dummy_hash: Arc::from(dummy_hash),
             started: Instant::now(),
             config,
@@ -144,8 +153,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         max_uri_bytes: config.server.max_uri_bytes.as_usize(),
         max_header_bytes: config.server.max_header_bytes.as_usize(),
     };
+    let trusted = TrustedProxies(Arc::new(config.server.trusted_proxies.clone()));
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id))
+        .layer(from_fn_with_state(trusted, resolve_client_ip))
         .layer(from_fn_with_state(SecurityHeaders::new(hsts), security_headers))
         .layer(from_fn_with_state(
             AccessLog { metrics: state.metrics.clone(), audit: state.audit.clone(), clock: state.clock.clone() },
@@ -156,8 +167,9 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(from_fn_with_state(limits, enforce_limits))
         .layer(from_fn_with_state(RequestTimeout(config.server.request_timeout.0), enforce_timeout));
 
-    // `Router::layer` wraps inside out: authentication is innermost, then
-    // the body limit, CORS, and the stack above.
+    // `Router::layer` wraps inside out: the rate limit is innermost (it
+    // keys signed-in callers by user id), then authentication, the body
+    // limit, CORS, and the stack above.
     let mut router = Router::new()
         .merge(routes::ops::router())
         .merge(routes::auth::router())
@@ -165,6 +177,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(routes::posts::router())
         .merge(extra)
         .fallback(not_found)
+        .layer(from_fn_with_state(state.rate_limiter.clone(), rate_limit))
         .layer(from_fn_with_state(state.clone(), authenticate))
         .layer(RequestBodyLimitLayer::new(config.server.body_limit.as_usize()));
     if let Some(cors) = cors(&config.server.cors_origins) {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
-    layers::{ClientAddr, access_log::RequestContext, request_id::RequestId},
+    layers::{ClientAddr, access_log::RequestContext, client_ip::ClientIp, request_id::RequestId},
     store::Store,
 };
 
@@ -82,7 +82,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self {
             request_id: parts.extensions.get::<RequestId>().map(|id| id.as_str().to_owned()),
-            client_ip: parts.extensions.get::<ClientAddr>().map(|addr| addr.0.ip()),
+            client_ip: parts
+                .extensions
+                .get::<ClientIp>()
+                .map(|ip| ip.0)
+                .or_else(|| parts.extensions.get::<ClientAddr>().map(|addr| addr.0.ip())),
             route: parts.extensions.get::<MatchedPath>().map(|path| path.as_str().to_owned()),
             request: parts.extensions.get::<Arc<RequestContext>>().cloned(),
         })

@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod fs;
 pub mod layers;
+pub mod limiter;
 pub mod metrics;
 pub mod policy;
 pub mod routes;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::policy::DecisionLabels;
+use crate::{layers::rate_limit::RateLimiter, policy::DecisionLabels};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -40,8 +40,18 @@ pub struct Metrics {
 impl Metrics {
     /// `authz_decisions` is owned by the policy's `Authorizer`, which counts
     /// into it; it is registered here so the scrape shows it.
-    pub fn new(authz_decisions: &Family<DecisionLabels, Counter>) -> Self {
+    pub fn new(authz_decisions: &Family<DecisionLabels, Counter>, rate_limiter: &RateLimiter) -> Self {
         let mut registry = Registry::with_prefix("rampart");
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by rate-limit group",
+            rate_limiter.limited.clone(),
+        );
+        registry.register(
+            "rate_limit_backend_errors",
+            "Rate-limit decisions the backend could not make, by group",
+            rate_limiter.backend_errors.clone(),
+        );
         registry.register(
             "authz_decisions",
             "Authorization decisions, by action and outcome (allow/deny)",

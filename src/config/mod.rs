@@ -78,6 +78,10 @@ pub struct ServerConfig {
     pub max_uri_bytes: ByteSize,
     pub trusted_proxies: Vec<IpNet>,
     pub cors_origins: Vec<String>,
+    /// IPv6 clients share rate limits by this prefix length.
+    pub ipv6_prefix: u8,
+    /// Most distinct rate-limit keys kept in memory (see `limiter::memory`).
+    pub rate_limit_max_keys: usize,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +100,8 @@ impl Default for ServerConfig {
             max_uri_bytes: ByteSize::kib(8),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            ipv6_prefix: 64,
+            rate_limit_max_keys: 2_000_000,
         }
     }
 }
@@ -381,6 +387,12 @@ impl Config {
         }
         if server.max_header_bytes.0 < 1024 {
             problem("server.max_header_bytes", "must be at least 1KiB");
+        }
+        if server.ipv6_prefix == 0 || server.ipv6_prefix > 128 {
+            problem("server.ipv6_prefix", "must be between 1 and 128");
+        }
+        if server.rate_limit_max_keys < 1024 {
+            problem("server.rate_limit_max_keys", "must be at least 1024");
         }
         if server.max_uri_bytes.0 < 256 {
             problem("server.max_uri_bytes", "must be at least 256B");

@@ -21,7 +21,7 @@ use axum::{
 };
 use uuid::Uuid;
 
-use super::{ClientAddr, request_id::RequestId};
+use super::{ClientAddr, client_ip::ClientIp, request_id::RequestId};
 use crate::{
     audit::{AuditEvent, Auditor, Outcome},
     clock::Clock,
@@ -68,7 +68,11 @@ pub async fn access_log(State(log): State<AccessLog>, mut request: Request, next
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
     let path = truncate(request.uri().path(), MAX_LOGGED_PATH).to_owned();
-    let client_ip = request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip());
+    let client_ip = request
+        .extensions()
+        .get::<ClientIp>()
+        .map(|ip| ip.0)
+        .or_else(|| request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip()));
     let request_id = request.extensions().get::<RequestId>().cloned();
     let context = Arc::new(RequestContext::default());
     request.extensions_mut().insert(context.clone());

@@ -1,18 +1,20 @@
 //! The request pipeline's middleware, outermost first as `app::router`
 //! stacks them:
 //!
-//! request id → security headers → access log + metrics → problem rendering
-//! → panic catching → URI/header size limits → timeout → CORS → body limit
-//! → authenticate → route.
+//! request id → client IP → security headers → access log + metrics →
+//! problem rendering → panic catching → URI/header size limits → timeout →
+//! CORS → body limit → authenticate → rate limit → route.
 //!
 //! Layers that answer early return `ApiError` (or a bare status that the
 //! `problem` layer fills in), so every refusal has the same problem+json body.
 
 pub mod access_log;
 pub mod authenticate;
+pub mod client_ip;
 pub mod limits;
 pub mod panic;
 pub mod problem;
+pub mod rate_limit;
 pub mod request_id;
 pub mod security_headers;
 pub mod timeout;

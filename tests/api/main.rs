@@ -9,6 +9,7 @@ mod logging;
 mod ops;
 mod pipeline;
 mod posts;
+mod rate_limit;
 mod sessions;
 mod test_routes;
 mod tls;

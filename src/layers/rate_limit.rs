@@ -1,0 +1,331 @@
+//! Rate limits per route group (API.md "Rate limiting"): `global` on every
+//! route but the health checks, `login` on `POST /auth/login` and
+//! `POST /auth/session`, `api` on `/api/*`, and groups added by path prefix
+//! and method in configuration.
+//!
+//! Keys: the user id for signed-in callers, else the client IP (IPv6 by
+//! prefix); the login group counts both (IP, email) and IP. Every limited
+//! response carries `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-
+//! ratelimit-headers-10 syntax) listing every group that applied; a refusal
+//! is a 429 problem with `Retry-After`, decided from memory (or Redis)
+//! before the handler runs. 429s are audited once per key and window, not
+//! once per request, so a flood cannot flood the audit trail.
+
+use std::{net::IpAddr, sync::Arc};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderValue, Method, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+use serde::Deserialize;
+
+use super::{ClientAddr, access_log::RequestContext, client_ip::ClientIp, request_id::RequestId};
+use crate::{
+    audit::{AuditEvent, Auditor, Outcome},
+    auth::principal::Authentication,
+    clock::Clock,
+    config::{Config, CountMode, OnBackendError, RateLimitStrategy},
+    error::ApiError,
+    limiter::{
+        LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
+        strategy::{Decision, Quota, Strategy},
+    },
+};
+
+#[derive(Debug, Clone)]
+enum Scope {
+    Everything,
+    Login,
+    Api,
+    Paths { prefixes: Vec<String>, methods: Vec<Method> },
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    index: u16,
+    name: String,
+    quota: Quota,
+    failures_only: bool,
+    on_backend_error: OnBackendError,
+    scope: Scope,
+    /// This group's member of `RateLimit-Policy`, computed once.
+    policy_item: String,
+}
+
+impl Group {
+    fn applies(&self, method: &Method, path: &str) -> bool {
+        match &self.scope {
+            Scope::Everything => true,
+            Scope::Login => *method == Method::POST && (path == "/auth/login" || path == "/auth/session"),
+            Scope::Api => path.starts_with("/api/"),
+            Scope::Paths { prefixes, methods } => {
+                prefixes.iter().any(|prefix| path.starts_with(prefix.as_str()))
+                    && (methods.is_empty() || methods.contains(method))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
+pub struct RateLimiter {
+    groups: Vec<Group>,
+    backend: Arc<dyn LimiterBackend>,
+    v6_prefix: u8,
+    body_limit: usize,
+    audit: Arc<Auditor>,
+    clock: Arc<dyn Clock>,
+    /// 429s answered, by group.
+    pub limited: Family<GroupLabels, Counter>,
+    /// Decisions the backend could not make, by group.
+    pub backend_errors: Family<GroupLabels, Counter>,
+}
+
+/// Paths never limited: load balancers must always reach them.
+fn exempt(path: &str) -> bool {
+    matches!(path, "/health" | "/ready")
+}
+
+impl RateLimiter {
+    pub fn new(config: &Config, backend: Arc<dyn LimiterBackend>, audit: Arc<Auditor>, clock: Arc<dyn Clock>) -> Self {
+        let groups = config
+            .rate_limit
+            .iter()
+            .enumerate()
+            .map(|(index, (name, group))| {
+                let scope = match name.as_str() {
+                    "global" => Scope::Everything,
+                    "login" => Scope::Login,
+                    "api" => Scope::Api,
+                    _ => Scope::Paths {
+                        prefixes: group.paths.clone(),
+                        methods: group
+                            .methods
+                            .iter()
+                            .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+                            .collect(),
+                    },
+                };
+                let strategy = match group.strategy {
+                    RateLimitStrategy::FixedWindow => Strategy::FixedWindow,
+                    RateLimitStrategy::SlidingWindow => Strategy::SlidingWindow,
+                    RateLimitStrategy::TokenBucket => Strategy::TokenBucket,
+                };
+                let window_ms = i64::try_from(group.window.0.as_millis()).unwrap_or(i64::MAX);
+                let window_secs = group.window.0.as_secs().max(1);
+                Group {
+                    index: u16::try_from(index).unwrap_or(u16::MAX),
+                    name: name.clone(),
+                    quota: Quota { strategy, limit: group.limit, window_ms },
+                    failures_only: group.count == CountMode::Failures,
+                    on_backend_error: group.on_backend_error.unwrap_or(if name == "login" {
+                        OnBackendError::Deny
+                    } else {
+                        OnBackendError::Allow
+                    }),
+                    scope,
+                    policy_item: format!("{};q={};w={}", sf_string(name), group.limit, window_secs),
+                }
+            })
+            .collect();
+        Self {
+            groups,
+            backend,
+            v6_prefix: config.server.ipv6_prefix,
+            body_limit: config.server.body_limit.as_usize(),
+            audit,
+            clock,
+            limited: Family::default(),
+            backend_errors: Family::default(),
+        }
+    }
+
+    /// The counters one request touches in `group`.
+    fn keys(&self, group: &Group, ip: u128, user: Option<uuid::Uuid>, account: Option<u64>) -> Vec<LimitKey> {
+        let key = |subject| LimitKey { group: group.index, subject, audit: false };
+        match (&group.scope, account) {
+            (Scope::Login, Some(account)) => vec![key(Subject::IpAndAccount(ip, account)), key(Subject::Ip(ip))],
+            (Scope::Login, None) => vec![key(Subject::Ip(ip))],
+            _ => vec![key(user.map_or(Subject::Ip(ip), Subject::User))],
+        }
+    }
+
+    /// One group's decision over its keys: allowed only if every key is.
+    async fn decide(&self, group: &Group, keys: &[LimitKey], consume: bool) -> Decision {
+        let mut merged = Decision { allowed: true, remaining: group.quota.limit, reset_ms: 0, retry_after_ms: 0 };
+        for key in keys {
+            let decision = match self.backend.decide(key, &group.quota, consume).await {
+                Ok(decision) => decision,
+                Err(error) => {
+                    self.backend_errors.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
+                    tracing::warn!(group = %group.name, cause = %error, "rate-limit backend error");
+                    let allowed = group.on_backend_error == OnBackendError::Allow;
+                    Decision { allowed, remaining: 0, reset_ms: 1000, retry_after_ms: 1000 }
+                }
+            };
+            merged.allowed &= decision.allowed;
+            merged.remaining = merged.remaining.min(decision.remaining);
+            merged.reset_ms = merged.reset_ms.max(decision.reset_ms);
+            merged.retry_after_ms = merged.retry_after_ms.max(decision.retry_after_ms);
+        }
+        merged
+    }
+
+    /// True the first time a key is refused in its window.
+    async fn first_refusal(&self, group: &Group, key: &LimitKey) -> bool {
+        let marker = LimitKey { audit: true, ..*key };
+        let once = Quota { strategy: Strategy::FixedWindow, limit: 1, window_ms: group.quota.window_ms };
+        self.backend.decide(&marker, &once, true).await.map(|d| d.allowed).unwrap_or(false)
+    }
+}
+
+/// An RFC 8941 sf-string: quoted, with `"` and `\` escaped.
+fn sf_string(text: &str) -> String {
+    let escaped: String = text
+        .chars()
+        .filter(|c| (' '..='~').contains(c))
+        .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+fn seconds(ms: i64) -> i64 {
+    (ms.max(0) + 999) / 1000
+}
+
+#[derive(Deserialize)]
+struct LoginEmail {
+    email: Option<serde_json::Value>,
+}
+
+pub async fn rate_limit(State(limiter): State<Arc<RateLimiter>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if exempt(path) {
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let applicable: Vec<&Group> = limiter.groups.iter().filter(|group| group.applies(&method, path)).collect();
+    if applicable.is_empty() {
+        return next.run(request).await;
+    }
+    let ip: Option<IpAddr> = request
+        .extensions()
+        .get::<ClientIp>()
+        .map(|ip| ip.0)
+        .or_else(|| request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip()));
+    let ip_subject = ip.map_or(0, |ip| ip_subject(ip, limiter.v6_prefix));
+    let user = match request.extensions().get::<Authentication>() {
+        Some(Authentication::Signed(principal)) => Some(principal.user_id),
+        _ => None,
+    };
+
+    // The login group also counts per (IP, email): the email is in the body.
+    let (request, account) = if applicable.iter().any(|group| matches!(group.scope, Scope::Login)) {
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, limiter.body_limit).await else {
+            return ApiError::PayloadTooLarge.into_response();
+        };
+        let account = serde_json::from_slice::<LoginEmail>(&bytes)
+            .ok()
+            .and_then(|login| login.email)
+            .and_then(|email| email.as_str().map(account_subject));
+        (Request::from_parts(parts, Body::from(bytes)), account)
+    } else {
+        (request, None)
+    };
+
+    let mut results = Vec::with_capacity(applicable.len());
+    for group in &applicable {
+        let keys = limiter.keys(group, ip_subject, user, account);
+        let decision = limiter.decide(group, &keys, !group.failures_only).await;
+        results.push((*group, keys, decision));
+    }
+
+    if results.iter().any(|(_, _, decision)| !decision.allowed) {
+        let retry_after_secs = results
+            .iter()
+            .filter(|(_, _, decision)| !decision.allowed)
+            .map(|(_, _, decision)| seconds(decision.retry_after_ms))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        for (group, keys, decision) in &results {
+            if decision.allowed {
+                continue;
+            }
+            limiter.limited.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
+            if let Some(key) = keys.first()
+                && limiter.first_refusal(group, key).await
+            {
+                limiter.audit.record(AuditEvent {
+                    id: uuid::Uuid::now_v7(),
+                    time: limiter.clock.now(),
+                    request_id: request.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()),
+                    event: "rate_limited",
+                    user_id: user,
+                    client_ip: ip,
+                    route: Some(request.uri().path().chars().take(256).collect()),
+                    outcome: Outcome::Denied,
+                    detail: Some(format!("group {}", group.name)),
+                });
+            }
+        }
+        if let Some(context) = request.extensions().get::<Arc<RequestContext>>() {
+            // Aggregated above; the access log must not add one per request.
+            context.audited.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut response = ApiError::TooManyRequests { retry_after_secs: u64::try_from(retry_after_secs).unwrap_or(1) }
+            .into_response();
+        add_headers(&mut response, &results);
+        return response;
+    }
+
+    let mut response = next.run(request).await;
+    let failed = response.status().is_client_error() || response.status().is_server_error();
+    for (group, keys, decision) in results.iter_mut() {
+        if group.failures_only && failed && response.status() != StatusCode::TOO_MANY_REQUESTS {
+            *decision = limiter.decide(group, keys, true).await;
+        }
+    }
+    add_headers(&mut response, &results);
+    response
+}
+
+fn add_headers(response: &mut Response, results: &[(&Group, Vec<LimitKey>, Decision)]) {
+    let policies: Vec<&str> = results.iter().map(|(group, _, _)| group.policy_item.as_str()).collect();
+    let states: Vec<String> = results
+        .iter()
+        .map(|(group, _, decision)| {
+            format!("{};r={};t={}", sf_string(&group.name), decision.remaining, seconds(decision.reset_ms))
+        })
+        .collect();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&policies.join(", ")) {
+        headers.insert("ratelimit-policy", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&states.join(", ")) {
+        headers.insert("ratelimit", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sf_string;
+
+    #[test]
+    fn names_become_structured_field_strings() {
+        assert_eq!(sf_string("login"), "\"login\"");
+        assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(sf_string("tab\there"), "\"tabhere\"");
+    }
+}
