@@ -1,6 +1,7 @@
 //! Per-request costs on the hot path: access-token verification with the
 //! default algorithm (EdDSA), the revocation check that follows it, and one
-//! authorization decision with the default Cedar policy.
+//! authorization decision with the default Cedar policy, a rate-limit
+//! decision per strategy, and client-IP extraction.
 //! Run with `cargo bench`; figures go to docs/performance.md.
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +18,12 @@ use rampart::{
     clock::{Clock, SystemClock},
     config::JwtAlgorithm,
     domain::{Post, PostWithAuthor, Role},
+    layers::client_ip::{TrustedProxies, client_ip},
+    limiter::{
+        LimitKey, Subject,
+        memory::MemoryLimiter,
+        strategy::{Quota, Strategy},
+    },
     policy::{Action, Authorizer, Resource},
     store::{Revocation, RevocationKind, SqliteStore, Store},
 };
@@ -90,5 +97,33 @@ fn policy_decision(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verification, revocation, policy_decision);
+fn rate_limit_decision(c: &mut Criterion) {
+    let limiter = MemoryLimiter::new(2_000_000, Arc::new(SystemClock));
+    for strategy in [Strategy::FixedWindow, Strategy::SlidingWindow, Strategy::TokenBucket] {
+        // Limits high enough that every decision is a real count, not a refusal.
+        let quota = Quota { strategy, limit: u32::MAX / 2, window_ms: 900_000 };
+        let mut n: u128 = 0;
+        c.bench_function(&format!("rate-limit decision ({strategy:?}, 10,000 clients)"), |b| {
+            b.iter(|| {
+                n = (n + 1) % 10_000;
+                let key = LimitKey { group: 0, subject: Subject::Ip(n), audit: false };
+                limiter.decide_now(black_box(&key), &quota, true)
+            })
+        });
+    }
+}
+
+fn client_ip_extraction(c: &mut Criterion) {
+    let trusted = TrustedProxies(Arc::new(vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()]));
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("x-forwarded-for", "203.0.113.9, 198.51.100.4, 10.0.0.2".parse().unwrap());
+    let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    c.bench_function("client IP (trusted proxy, 3 hops)", |b| {
+        b.iter(|| client_ip(black_box(peer), &headers, &trusted))
+    });
+    let untrusted: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    c.bench_function("client IP (untrusted peer)", |b| b.iter(|| client_ip(black_box(untrusted), &headers, &trusted)));
+}
+
+criterion_group!(benches, verification, revocation, policy_decision, rate_limit_decision, client_ip_extraction);
 criterion_main!(benches);
