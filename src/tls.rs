@@ -32,7 +32,7 @@ pub fn acceptor_self_signed(dir: &Path) -> anyhow::Result<(TlsAcceptor, std::pat
     let certified = rcgen::generate_simple_self_signed(names).context("generating the development certificate")?;
     let cert_pem = certified.cert.pem();
     let key_pem = certified.signing_key.serialize_pem();
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::fs::create_private_dir(dir)?;
     let cert_path = dir.join("dev-tls-cert.pem");
     fs::write(&cert_path, &cert_pem).with_context(|| format!("cannot write {}", cert_path.display()))?;
     crate::fs::write_private(&dir.join("dev-tls-key.pem"), key_pem.as_bytes())?;

@@ -96,7 +96,7 @@ pub fn load(auth: &AuthConfig, data_dir: &Path) -> anyhow::Result<KeyRing> {
         })?;
         return Ok(KeyRing { current, previous, generated: None });
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    crate::fs::create_private_dir(data_dir)?;
     let text = generate(algorithm)?;
     crate::fs::write_private(&path, text.as_bytes())?;
     let current = SigningKey::from_bytes(algorithm, text.as_bytes())?;

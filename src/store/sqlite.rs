@@ -38,8 +38,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         if let Some(folder) = Path::new(options.get_filename()).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create the database folder {}", folder.display()))?;
+            crate::fs::create_private_dir(folder).context("the database folder")?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)

@@ -118,6 +118,12 @@ fn user_create_applies_the_password_rules_and_refuses_duplicates() {
     assert!(created.status.success(), "{}", stderr(&created));
     assert!(String::from_utf8_lossy(&created.stdout).contains("created admin ada@example.com"));
     assert!(dir.path().join("data/rampart.db").exists(), "the default database under data/");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("data")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the data folder is private");
+    }
 
     let again = create("violet pancake orbit seven", "ADA@example.com");
     assert_eq!(again.status.code(), Some(1));

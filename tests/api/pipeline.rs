@@ -216,3 +216,16 @@ async fn cors_is_closed_unless_origins_are_configured() {
     let other = open.send(open.client.get(open.url("/health")).header(header::ORIGIN, "https://evil.example")).await;
     assert!(other.header("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_with(|options| options.config.server.header_read_timeout = "300ms".parse().unwrap()).await;
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
+    // hyper's own timer enforces this; the bound only keeps a failure from hanging.
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "the server should close a connection stuck in its headers");
+    assert_eq!(app.get("/health").await.status, 200, "other clients are unaffected");
+}
