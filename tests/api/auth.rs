@@ -115,7 +115,10 @@ async fn failed_logins_look_the_same_whatever_the_reason() {
 
 #[tokio::test]
 async fn repeated_failures_slow_an_account_down() {
-    let app = spawn_app().await;
+    // A frozen clock: the delay after the fifth failure cannot run out
+    // between two requests on a slow machine.
+    let clock = rampart::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = crate::helpers::spawn_with(|options| options.clock = std::sync::Arc::new(clock.clone())).await;
     let wrong = json!({"email": app.users.other.email, "password": "definitely not it!!"});
     for _ in 0..5 {
         app.post_json("/auth/login", &wrong).await.assert_problem(401);

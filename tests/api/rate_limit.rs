@@ -7,7 +7,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::{SpawnOptions, TestApp, TestResponse, spawn_with};
 
+/// Sets a group's limit and freezes the clock at the start of a window, so
+/// no test straddles a window boundary.
 fn limit(options: &mut SpawnOptions, group: &str, limit: u32, window: &str) {
+    let aligned = time::OffsetDateTime::from_unix_timestamp(1_800_000_000 - 1_800_000_000 % 86_400).expect("time");
+    options.clock = std::sync::Arc::new(rampart::clock::ManualClock::new(aligned));
     let entry = options.config.rate_limit.get_mut(group).expect("built-in group");
     entry.limit = limit;
     entry.window = window.parse().expect("duration");
