@@ -3,10 +3,12 @@
 //!
 //! `Store` speaks domain types and returns `StoreError`; it never imports
 //! axum and never builds HTTP errors. SQLite (`sqlite.rs`) is the embedded
-//! default; a PostgreSQL implementation plugs in behind the same trait and
-//! is held to the same conformance suite (`tests/store.rs`). Migrations are
-//! embedded per backend under `migrations/<backend>/`.
+//! default; PostgreSQL (`postgres.rs`, chosen by a `postgres://` URL) is
+//! for several instances. Both are held to one conformance suite
+//! (`tests/store.rs`). Migrations are embedded per backend under
+//! `migrations/<backend>/`.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::{
@@ -191,14 +194,19 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
 }
 
+/// "Now" as the stores record it: to the microsecond, the precision
+/// PostgreSQL keeps, so a value reads back exactly as it was returned.
+pub fn now_stored() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
+}
+
 /// Opens the store that `database.url` names.
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.url.expose_secret();
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url, config.max_connections).await?))
     } else {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "database.url: PostgreSQL is not supported by this build yet; use a sqlite: URL"
-        )))
+        Ok(Arc::new(PostgresStore::connect(url, config.max_connections, None).await?))
     }
 }

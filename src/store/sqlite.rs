@@ -111,7 +111,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = super::now_stored();
         let user = User {
             id: Uuid::now_v7(),
             email: new_user.email.as_str().to_owned(),
@@ -177,7 +177,7 @@ impl Store for SqliteStore {
     async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError> {
         let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
             .bind(phc)
-            .bind(OffsetDateTime::now_utc())
+            .bind(super::now_stored())
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -187,7 +187,7 @@ impl Store for SqliteStore {
     async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
         let done = sqlx::query("UPDATE users SET name = ?, updated_at = ? WHERE id = ?")
             .bind(name.as_str())
-            .bind(OffsetDateTime::now_utc())
+            .bind(super::now_stored())
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -211,7 +211,7 @@ impl Store for SqliteStore {
         .bind(changes.department.is_some())
         .bind(changes.department.clone().flatten())
         .bind(changes.disabled)
-        .bind(OffsetDateTime::now_utc())
+        .bind(super::now_stored())
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -439,7 +439,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_post(&self, author_id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = super::now_stored();
         let post = Post {
             id: Uuid::now_v7(),
             title: title.as_str().to_owned(),
@@ -484,7 +484,7 @@ impl Store for SqliteStore {
         )
         .bind(title.as_str())
         .bind(body.as_str())
-        .bind(OffsetDateTime::now_utc())
+        .bind(super::now_stored())
         .bind(id)
         .fetch_one(&self.pool)
         .await?;

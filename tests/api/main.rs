@@ -8,6 +8,7 @@ mod helpers;
 mod logging;
 mod ops;
 mod pipeline;
+mod postgres;
 mod posts;
 mod rate_limit;
 mod sessions;

@@ -1,0 +1,570 @@
+//! PostgreSQL, for several instances sharing one database.
+//!
+//! The same queries as `sqlite.rs` in PostgreSQL's dialect and types
+//! (UUID, TIMESTAMPTZ, BYTEA). Every connection gets a statement timeout,
+//! so a stuck query cannot hold a request (or a pool slot) forever.
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::{
+    PgPool, Row,
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    DashboardCounts, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, Store, StoreError,
+    UserChanges, UserCredentials,
+};
+use crate::{
+    audit::AuditEvent,
+    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
+};
+
+const STATEMENT_TIMEOUT: &str = "5s";
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url`; `schema`, when given, becomes the search path
+    /// (created if missing), which is how tests get a database each.
+    pub async fn connect(url: &str, max_connections: u32, schema: Option<&str>) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::from_str(url).context("database.url is not a valid postgres:// URL")?;
+        let mut parameters = vec![("statement_timeout", STATEMENT_TIMEOUT.to_owned())];
+        if let Some(schema) = schema {
+            if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(StoreError::Other(anyhow::anyhow!("schema names are letters, digits and _")));
+            }
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .context("cannot reach PostgreSQL")?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).execute(&admin).await?;
+            admin.close().await;
+            parameters.push(("search_path", schema.to_owned()));
+        }
+        options = options.options(parameters);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .context("cannot reach PostgreSQL")?;
+        Ok(Self { pool })
+    }
+
+    /// Drops a test schema and everything in it.
+    pub async fn drop_schema(&self, schema: &str) -> Result<(), StoreError> {
+        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::Other(anyhow::anyhow!("schema names are letters, digits and _")));
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        role: Role::from_str(&role).map_err(|_| anyhow::anyhow!("users.role holds unknown value {role:?}"))?,
+        department: row.try_get("department")?,
+        disabled: row.try_get("disabled")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn post_from_row(row: &PgRow) -> Result<Post, StoreError> {
+    Ok(Post {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        author_id: row.try_get("author_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn hash_from_row(row: &PgRow, column: &str) -> Result<[u8; 32], StoreError> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    bytes.try_into().map_err(|_| StoreError::Other(anyhow::anyhow!("{column} is not a 32-byte hash")))
+}
+
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id_hash: hash_from_row(row, "id_hash")?,
+        user_id: row.try_get("user_id")?,
+        csrf_hash: hash_from_row(row, "csrf_hash")?,
+        created_at: row.try_get("created_at")?,
+        idle_expires_at: row.try_get("idle_expires_at")?,
+        absolute_expires_at: row.try_get("absolute_expires_at")?,
+    })
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("migrations/postgres").run(&self.pool).await.context("applying PostgreSQL migrations")?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError> {
+        let now = super::now_stored();
+        let user = User {
+            id: Uuid::now_v7(),
+            email: new_user.email.as_str().to_owned(),
+            name: new_user.name.as_str().to_owned(),
+            role: new_user.role,
+            department: new_user.department,
+            disabled: false,
+            created_at: now,
+        };
+        let result = sqlx::query(
+            "INSERT INTO users (id, email, email_key, name, role, department, password_hash, disabled, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $9)",
+        )
+        .bind(user.id)
+        .bind(&user.email)
+        .bind(new_user.email.key())
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(&user.department)
+        .bind(&new_user.password_hash)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(user),
+            Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("email")),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
+        let row =
+            sqlx::query("SELECT id, email, name, role, department, disabled, created_at FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        user_from_row(&row)
+    }
+
+    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, email, name, role, department, disabled, created_at, password_hash FROM users WHERE email_key = $1",
+        )
+            .bind(email.key())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok(UserCredentials { user: user_from_row(&row)?, password_hash: row.try_get("password_hash")? }))
+            .transpose()
+    }
+
+    async fn count_admins(&self) -> Result<u64, StoreError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_one(&self.pool).await?;
+        Ok(hash)
+    }
+
+    async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(phc)
+            .bind(super::now_stored())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
+        let done = sqlx::query("UPDATE users SET name = $1, updated_at = $2 WHERE id = $3")
+            .bind(name.as_str())
+            .bind(super::now_stored())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.user_by_id(id).await
+    }
+
+    async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+        // One statement, as in SQLite: no read-then-write window.
+        let done = sqlx::query(
+            "UPDATE users SET role = COALESCE($1::text, role), \
+                              department = CASE WHEN $2::boolean THEN $3 ELSE department END, \
+                              disabled = COALESCE($4::boolean, disabled), \
+                              updated_at = $5 \
+             WHERE id = $6",
+        )
+        .bind(changes.role.map(Role::as_str))
+        .bind(changes.department.is_some())
+        .bind(changes.department.clone().flatten())
+        .bind(changes.disabled)
+        .bind(super::now_stored())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.user_by_id(id).await
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let rows =
+            match after {
+                Some(after) => {
+                    sqlx::query(
+                        "SELECT id, email, name, role, department, disabled, created_at FROM users \
+                     WHERE id > $1 ORDER BY id LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "SELECT id, email, name, role, department, disabled, created_at FROM users ORDER BY id LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?,
+            };
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn count_active_admins(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&record.token_hash[..])
+        .bind(record.family_id)
+        .bind(record.user_id)
+        .bind(record.issued_at)
+        .bind(record.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> Result<RefreshUse, StoreError> {
+        // The conditional UPDATE is the single-use guarantee: of two
+        // concurrent uses, exactly one changes the row.
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 \
+             WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $3 \
+             RETURNING family_id, user_id",
+        )
+        .bind(now)
+        .bind(&token_hash[..])
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = spent {
+            return Ok(RefreshUse::Rotated { family_id: row.try_get("family_id")?, user_id: row.try_get("user_id")? });
+        }
+        let found =
+            sqlx::query("SELECT family_id, user_id, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1")
+                .bind(&token_hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = found else { return Ok(RefreshUse::Invalid) };
+        let used_at: Option<OffsetDateTime> = row.try_get("used_at")?;
+        if used_at.is_some() {
+            return Ok(RefreshUse::Reused { family_id: row.try_get("family_id")?, user_id: row.try_get("user_id")? });
+        }
+        Ok(RefreshUse::Invalid)
+    }
+
+    async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(family_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, csrf_hash, created_at, idle_expires_at, absolute_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&record.id_hash[..])
+        .bind(record.user_id)
+        .bind(&record.csrf_hash[..])
+        .bind(record.created_at)
+        .bind(record.idle_expires_at)
+        .bind(record.absolute_expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id_hash, user_id, csrf_hash, created_at, idle_expires_at, absolute_expires_at \
+             FROM sessions WHERE id_hash = $1",
+        )
+        .bind(&id_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET idle_expires_at = $1 WHERE id_hash = $2")
+            .bind(idle_expires_at)
+            .bind(&id_hash[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&id_hash[..]).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revocations (kind, subject, revoked_before, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind, subject) DO UPDATE SET \
+             revoked_before = excluded.revoked_before, expires_at = GREATEST(revocations.expires_at, excluded.expires_at)",
+        )
+        .bind(revocation.kind.as_str())
+        .bind(revocation.subject)
+        .bind(revocation.revoked_before)
+        .bind(revocation.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError> {
+        let rows =
+            sqlx::query("SELECT kind, subject, revoked_before, expires_at FROM revocations WHERE expires_at > $1")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let kind = match kind.as_str() {
+                    "token" => RevocationKind::Token,
+                    "family" => RevocationKind::Family,
+                    "user" => RevocationKind::User,
+                    other => return Err(StoreError::Other(anyhow::anyhow!("unknown revocation kind {other:?}"))),
+                };
+                Ok(Revocation {
+                    kind,
+                    subject: row.try_get("subject")?,
+                    revoked_before: row.try_get("revoked_before")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM revocations WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE idle_expires_at <= $1 OR absolute_expires_at <= $2")
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        for event in events {
+            sqlx::query(
+                "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(event.id)
+            .bind(event.time)
+            .bind(&event.request_id)
+            .bind(event.event)
+            .bind(event.user_id)
+            .bind(event.client_ip.map(|ip| ip.to_string()))
+            .bind(&event.route)
+            .bind(event.outcome.as_str())
+            .bind(&event.detail)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn create_post(&self, author_id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
+        let now = super::now_stored();
+        let post = Post {
+            id: Uuid::now_v7(),
+            title: title.as_str().to_owned(),
+            body: body.as_str().to_owned(),
+            author_id,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO posts (id, author_id, title, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(post.id)
+        .bind(post.author_id)
+        .bind(&post.title)
+        .bind(&post.body)
+        .bind(post.created_at)
+        .bind(post.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(post)
+    }
+
+    async fn post_by_id(&self, id: Uuid) -> Result<PostWithAuthor, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.id, p.title, p.body, p.author_id, p.created_at, p.updated_at, \
+                    u.department AS author_department, u.role AS author_role \
+             FROM posts p LEFT JOIN users u ON u.id = p.author_id WHERE p.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        let role: Option<String> = row.try_get("author_role")?;
+        Ok(PostWithAuthor {
+            post: post_from_row(&row)?,
+            author_department: row.try_get("author_department")?,
+            author_role: role.and_then(|role| Role::from_str(&role).ok()),
+        })
+    }
+
+    async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
+        let row = sqlx::query(
+            "UPDATE posts SET title = $1, body = $2, updated_at = $3 WHERE id = $4 \
+             RETURNING id, title, body, author_id, created_at, updated_at",
+        )
+        .bind(title.as_str())
+        .bind(body.as_str())
+        .bind(super::now_stored())
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        post_from_row(&row)
+    }
+
+    async fn delete_post(&self, id: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM posts WHERE id = $1").bind(id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError> {
+        let rows =
+            match before {
+                Some(before) => {
+                    sqlx::query(
+                        "SELECT id, title, body, author_id, created_at, updated_at FROM posts \
+                     WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                    )
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "SELECT id, title, body, author_id, created_at, updated_at FROM posts ORDER BY id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?,
+            };
+        rows.iter().map(post_from_row).collect()
+    }
+
+    async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {
+        let users = sqlx::query(
+            "SELECT COUNT(*) AS total, \
+                    COUNT(*) FILTER (WHERE role = 'admin') AS admins, \
+                    COUNT(*) FILTER (WHERE role = 'manager') AS managers, \
+                    COUNT(*) FILTER (WHERE role = 'user') AS plain_users, \
+                    COUNT(*) FILTER (WHERE disabled) AS disabled \
+             FROM users",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let posts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM posts").fetch_one(&self.pool).await?;
+        let sessions: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE idle_expires_at > $1 AND absolute_expires_at > $2")
+                .bind(now)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(DashboardCounts {
+            users: count(users.try_get("total")?),
+            admins: count(users.try_get("admins")?),
+            managers: count(users.try_get("managers")?),
+            plain_users: count(users.try_get("plain_users")?),
+            disabled_users: count(users.try_get("disabled")?),
+            posts: count(posts),
+            active_sessions: count(sessions),
+        })
+    }
+}

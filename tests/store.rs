@@ -1,0 +1,361 @@
+//! One conformance suite for every `Store` backend: each test runs the same
+//! checks against SQLite (a temporary file) and PostgreSQL (its own schema
+//! in `TEST_POSTGRES_URL`). Without that variable the PostgreSQL half is
+//! skipped on a laptop, and fails under `CI=true`.
+#![allow(clippy::unwrap_used)]
+
+use std::{future::Future, sync::Arc};
+
+use rampart::{
+    audit::{AuditEvent, Outcome},
+    domain::{Email, NewUser, PostBody, PostTitle, Role, UserName},
+    store::{
+        PostgresStore, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store,
+        StoreError, UserChanges,
+    },
+};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// Runs `check` against both backends, each on a fresh database.
+async fn on_every_backend<F, Fut>(check: F)
+where
+    F: Fn(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::connect(&format!("sqlite://{}/store.db", dir.path().display()), 4).await.unwrap();
+    sqlite.migrate().await.unwrap();
+    check(Arc::new(sqlite)).await;
+
+    match std::env::var("TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            let schema = format!("rampart_test_{}", Uuid::new_v4().simple());
+            let postgres = Arc::new(PostgresStore::connect(&url, 4, Some(&schema)).await.unwrap());
+            postgres.migrate().await.unwrap();
+            check(postgres.clone()).await;
+            postgres.drop_schema(&schema).await.unwrap();
+        }
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but TEST_POSTGRES_URL is not set"),
+        _ => eprintln!("PostgreSQL half skipped: TEST_POSTGRES_URL is not set"),
+    }
+}
+
+fn new_user(email: &str, role: Role, department: Option<&str>) -> NewUser {
+    NewUser {
+        email: Email::parse(email).unwrap(),
+        name: UserName::parse("Test Person").unwrap(),
+        role,
+        department: department.map(str::to_owned),
+        password_hash: Some("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()),
+    }
+}
+
+fn hash(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_the_store_answers() {
+    on_every_backend(|store| async move {
+        store.migrate().await.unwrap();
+        store.ping().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn users_are_unique_by_email_without_case_and_round_trip() {
+    on_every_backend(|store| async move {
+        let ada = store.create_user(new_user("Ada@Example.com", Role::Admin, Some("eng"))).await.unwrap();
+        assert_eq!(ada.email, "Ada@Example.com");
+        let again = store.create_user(new_user("ada@EXAMPLE.com", Role::User, None)).await;
+        assert!(matches!(again, Err(StoreError::Conflict("email"))), "{again:?}");
+
+        let found = store.user_by_id(ada.id).await.unwrap();
+        assert_eq!(found, ada);
+        let credentials = store.credentials_by_email(&Email::parse("ADA@example.com").unwrap()).await.unwrap().unwrap();
+        assert_eq!(credentials.user.id, ada.id);
+        assert!(credentials.password_hash.unwrap().starts_with("$argon2id$"));
+        assert!(store.credentials_by_email(&Email::parse("nobody@example.com").unwrap()).await.unwrap().is_none());
+        assert!(matches!(store.user_by_id(Uuid::now_v7()).await, Err(StoreError::NotFound)));
+
+        store.set_password_hash(ada.id, "$argon2id$new").await.unwrap();
+        assert_eq!(store.password_hash(ada.id).await.unwrap().as_deref(), Some("$argon2id$new"));
+        let renamed = store.rename_user(ada.id, &UserName::parse("Ada L.").unwrap()).await.unwrap();
+        assert_eq!(renamed.name, "Ada L.");
+        assert!(matches!(store.set_password_hash(Uuid::now_v7(), "x").await, Err(StoreError::NotFound)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admin_changes_apply_only_what_is_given() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("u@example.com", Role::User, Some("sales"))).await.unwrap();
+        let promoted =
+            store.change_user(user.id, &UserChanges { role: Some(Role::Manager), ..Default::default() }).await.unwrap();
+        assert_eq!(
+            (promoted.role, promoted.department.as_deref(), promoted.disabled),
+            (Role::Manager, Some("sales"), false)
+        );
+        let cleared =
+            store.change_user(user.id, &UserChanges { department: Some(None), ..Default::default() }).await.unwrap();
+        assert_eq!(cleared.department, None);
+        assert_eq!(cleared.role, Role::Manager);
+        let disabled =
+            store.change_user(user.id, &UserChanges { disabled: Some(true), ..Default::default() }).await.unwrap();
+        assert!(disabled.disabled);
+        let missing =
+            store.change_user(Uuid::now_v7(), &UserChanges { disabled: Some(true), ..Default::default() }).await;
+        assert!(matches!(missing, Err(StoreError::NotFound)));
+
+        store.create_user(new_user("a1@example.com", Role::Admin, None)).await.unwrap();
+        let a2 = store.create_user(new_user("a2@example.com", Role::Admin, None)).await.unwrap();
+        assert_eq!(store.count_admins().await.unwrap(), 2);
+        store.change_user(a2.id, &UserChanges { disabled: Some(true), ..Default::default() }).await.unwrap();
+        assert_eq!(store.count_active_admins().await.unwrap(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn users_list_in_pages_and_deletion_cascades() {
+    on_every_backend(|store| async move {
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(store.create_user(new_user(&format!("p{n}@example.com"), Role::User, None)).await.unwrap().id);
+        }
+        let first = store.list_users(None, 2).await.unwrap();
+        assert_eq!(first.iter().map(|u| u.id).collect::<Vec<_>>(), ids[..2]);
+        let rest = store.list_users(Some(first[1].id), 10).await.unwrap();
+        assert_eq!(rest.iter().map(|u| u.id).collect::<Vec<_>>(), ids[2..]);
+
+        let post =
+            store.create_post(ids[0], &PostTitle::parse("t").unwrap(), &PostBody::parse("b").unwrap()).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        store
+            .insert_session(&SessionRecord {
+                id_hash: hash(1),
+                user_id: ids[0],
+                csrf_hash: hash(2),
+                created_at: now,
+                idle_expires_at: now + Duration::minutes(30),
+                absolute_expires_at: now + Duration::hours(12),
+            })
+            .await
+            .unwrap();
+        store.delete_user(ids[0]).await.unwrap();
+        assert!(matches!(store.post_by_id(post.id).await, Err(StoreError::NotFound)), "posts go with their author");
+        assert!(store.session(&hash(1)).await.unwrap().is_none(), "sessions go with their user");
+        assert!(matches!(store.delete_user(ids[0]).await, Err(StoreError::NotFound)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_single_use_and_reuse_is_detected() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("r@example.com", Role::User, None)).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let family = Uuid::now_v7();
+        let record = |n: u8, expires_at| RefreshTokenRecord {
+            token_hash: hash(n),
+            family_id: family,
+            user_id: user.id,
+            issued_at: now,
+            expires_at,
+        };
+        store.insert_refresh_token(&record(10, now + Duration::days(1))).await.unwrap();
+        assert_eq!(
+            store.use_refresh_token(&hash(10), now).await.unwrap(),
+            RefreshUse::Rotated { family_id: family, user_id: user.id }
+        );
+        assert_eq!(
+            store.use_refresh_token(&hash(10), now).await.unwrap(),
+            RefreshUse::Reused { family_id: family, user_id: user.id }
+        );
+        assert_eq!(store.use_refresh_token(&hash(99), now).await.unwrap(), RefreshUse::Invalid);
+
+        store.insert_refresh_token(&record(11, now - Duration::seconds(1))).await.unwrap();
+        assert_eq!(store.use_refresh_token(&hash(11), now).await.unwrap(), RefreshUse::Invalid, "expired");
+
+        store.insert_refresh_token(&record(12, now + Duration::days(1))).await.unwrap();
+        store.revoke_refresh_family(family, now).await.unwrap();
+        assert_eq!(store.use_refresh_token(&hash(12), now).await.unwrap(), RefreshUse::Invalid, "revoked family");
+
+        store
+            .insert_refresh_token(&RefreshTokenRecord {
+                family_id: Uuid::now_v7(),
+                ..record(13, now + Duration::days(1))
+            })
+            .await
+            .unwrap();
+        store.revoke_user_refresh_tokens(user.id, now).await.unwrap();
+        assert_eq!(store.use_refresh_token(&hash(13), now).await.unwrap(), RefreshUse::Invalid, "revoked user");
+
+        // Concurrent uses of one token: exactly one rotation.
+        store
+            .insert_refresh_token(&RefreshTokenRecord {
+                family_id: Uuid::now_v7(),
+                ..record(14, now + Duration::days(1))
+            })
+            .await
+            .unwrap();
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.use_refresh_token(&hash(14), now).await.unwrap() })
+            })
+            .collect();
+        let mut rotated = 0;
+        for attempt in attempts {
+            if matches!(attempt.await.unwrap(), RefreshUse::Rotated { .. }) {
+                rotated += 1;
+            }
+        }
+        assert_eq!(rotated, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_are_stored_extended_and_deleted_by_hash() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("s@example.com", Role::User, None)).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let session = SessionRecord {
+            id_hash: hash(3),
+            user_id: user.id,
+            csrf_hash: hash(4),
+            created_at: now,
+            idle_expires_at: now + Duration::minutes(30),
+            absolute_expires_at: now + Duration::hours(12),
+        };
+        store.insert_session(&session).await.unwrap();
+        let found = store.session(&hash(3)).await.unwrap().unwrap();
+        assert_eq!((found.user_id, found.csrf_hash), (user.id, hash(4)));
+        let later = now + Duration::hours(1);
+        store.extend_session(&hash(3), later).await.unwrap();
+        assert_eq!(
+            store.session(&hash(3)).await.unwrap().unwrap().idle_expires_at.unix_timestamp(),
+            later.unix_timestamp()
+        );
+        store.insert_session(&SessionRecord { id_hash: hash(5), ..session.clone() }).await.unwrap();
+        store.delete_session(&hash(3)).await.unwrap();
+        assert!(store.session(&hash(3)).await.unwrap().is_none());
+        assert!(store.session(&hash(5)).await.unwrap().is_some());
+        store.delete_user_sessions(user.id).await.unwrap();
+        assert!(store.session(&hash(5)).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revocations_survive_and_expire() {
+    on_every_backend(|store| async move {
+        let now = OffsetDateTime::now_utc();
+        let user = Uuid::now_v7();
+        let early = Revocation {
+            kind: RevocationKind::User,
+            subject: user,
+            revoked_before: Some(now),
+            expires_at: now + Duration::minutes(5),
+        };
+        store.insert_revocation(&early).await.unwrap();
+        let later_mark = now + Duration::seconds(10);
+        store
+            .insert_revocation(&Revocation {
+                revoked_before: Some(later_mark),
+                expires_at: now + Duration::minutes(1),
+                ..early.clone()
+            })
+            .await
+            .unwrap();
+        let token = Revocation {
+            kind: RevocationKind::Token,
+            subject: Uuid::now_v7(),
+            revoked_before: None,
+            expires_at: now + Duration::minutes(15),
+        };
+        store.insert_revocation(&token).await.unwrap();
+        let gone = Revocation {
+            kind: RevocationKind::Family,
+            subject: Uuid::now_v7(),
+            revoked_before: None,
+            expires_at: now - Duration::seconds(1),
+        };
+        store.insert_revocation(&gone).await.unwrap();
+
+        let active = store.active_revocations(now).await.unwrap();
+        assert_eq!(active.len(), 2, "{active:?}");
+        let user_mark = active.iter().find(|r| r.kind == RevocationKind::User).unwrap();
+        assert_eq!(
+            user_mark.revoked_before.unwrap().unix_timestamp(),
+            later_mark.unix_timestamp(),
+            "the newer mark wins"
+        );
+        assert_eq!(
+            user_mark.expires_at.unix_timestamp(),
+            (now + Duration::minutes(5)).unix_timestamp(),
+            "the later expiry is kept"
+        );
+        store.purge_expired(now + Duration::minutes(10)).await.unwrap();
+        let left = store.active_revocations(now).await.unwrap();
+        assert_eq!(left.iter().map(|r| r.kind).collect::<Vec<_>>(), [RevocationKind::Token]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn posts_list_newest_first_with_their_authors_attributes() {
+    on_every_backend(|store| async move {
+        let author = store.create_user(new_user("w@example.com", Role::Manager, Some("sales"))).await.unwrap();
+        let title = |t: &str| PostTitle::parse(t).unwrap();
+        let body = PostBody::parse("body").unwrap();
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            ids.push(store.create_post(author.id, &title(&format!("post {n}")), &body).await.unwrap().id);
+        }
+        let page = store.list_posts(None, 2).await.unwrap();
+        assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), [ids[2], ids[1]]);
+        let rest = store.list_posts(Some(ids[1]), 2).await.unwrap();
+        assert_eq!(rest.iter().map(|p| p.id).collect::<Vec<_>>(), [ids[0]]);
+
+        let found = store.post_by_id(ids[0]).await.unwrap();
+        assert_eq!(found.author_department.as_deref(), Some("sales"));
+        assert_eq!(found.author_role, Some(Role::Manager));
+        let updated = store.update_post(ids[0], &title("renamed"), &body).await.unwrap();
+        assert_eq!(updated.title, "renamed");
+        assert!(updated.updated_at >= updated.created_at);
+        store.delete_post(ids[0]).await.unwrap();
+        assert!(matches!(store.delete_post(ids[0]).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.update_post(ids[0], &title("x"), &body).await, Err(StoreError::NotFound)));
+
+        let counts = store.dashboard_counts(OffsetDateTime::now_utc()).await.unwrap();
+        assert_eq!((counts.users, counts.managers, counts.posts), (1, 1, 2));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn audit_events_are_stored_in_batches() {
+    on_every_backend(|store| async move {
+        let events: Vec<AuditEvent> = (0..3)
+            .map(|n| AuditEvent {
+                id: Uuid::now_v7(),
+                time: OffsetDateTime::now_utc(),
+                request_id: Some(format!("req-{n}")),
+                event: "login_failure",
+                user_id: None,
+                client_ip: Some("203.0.113.9".parse().unwrap()),
+                route: Some("/auth/login".into()),
+                outcome: Outcome::Failure,
+                detail: None,
+            })
+            .collect();
+        store.insert_audit_events(&events).await.unwrap();
+        store.insert_audit_events(&[]).await.unwrap();
+    })
+    .await;
+}
