@@ -2,7 +2,7 @@
 //! `postgres://` URL (here with its own schema through the URL's
 //! `options`). Skipped without `TEST_POSTGRES_URL`, failed under CI=true.
 
-use rampart::store::{PostgresStore, Store};
+use rampart::store::PostgresStore;
 use secrecy::SecretString;
 use serde_json::json;
 
