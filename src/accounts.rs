@@ -170,7 +170,7 @@ pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), Ap
             expires_at: revocation_horizon(state, now),
         })
         .await?;
-    state.store.delete_user_sessions(user_id).await?;
+    state.sessions.delete_user_sessions(user_id).await?;
     state.store.revoke_user_refresh_tokens(user_id, now).await?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use tower_http::{
     limit::RequestBodyLimitLayer,
 };
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     audit::{AuditContext, Auditor},
@@ -42,11 +42,12 @@ use crate::{
         security_headers::{SecurityHeaders, security_headers},
         timeout::{RequestTimeout, enforce_timeout},
     },
-    limiter::memory::MemoryLimiter,
+    limiter::{LimiterBackend, memory::MemoryLimiter},
     metrics::Metrics,
     policy::{Action, Authorizer, Resource},
     routes,
-    store::Store,
+    shared::{Redis, RedisLimiter, RedisRevocations, RedisSessions},
+    store::{SessionStore, SqlSessions, Store},
 };
 
 /// Everything a handler may need, cheap to clone (all shared pointers).
@@ -63,6 +64,9 @@ pub struct AppState {
     pub audit: Arc<Auditor>,
     pub authorizer: Arc<Authorizer>,
     pub rate_limiter: Arc<RateLimiter>,
+    pub sessions: Arc<dyn SessionStore>,
+    /// Set when `redis.url` is: shared counters, sessions, revocations.
+    pub redis: Option<Redis>,
     /// A hash of a random password, verified against when an email is
     /// unknown so that the answer takes as long as for a real account.
     pub dummy_hash: Arc<str>,
@@ -98,11 +102,28 @@ impl AppState {
             &auth.audience,
             auth.access_token_ttl.0,
         )?;
-        let revocations = MemoryRevocations::load(store.clone(), clock.clone()).await?;
+        let local_revocations = Arc::new(MemoryRevocations::load(store.clone(), clock.clone()).await?);
         let dummy_hash = hasher.hash(&SecretString::from(secret::new_token(""))).await?;
         let audit = Arc::new(Auditor::spawn(store.clone()));
-        let counters = Arc::new(MemoryLimiter::new(config.server.rate_limit_max_keys, clock.clone()));
-        counters.spawn_sweeper();
+        let redis_url = config.redis.url.expose_secret();
+        let redis =
+            if redis_url.is_empty() { None } else { Some(Redis::connect(redis_url, &config.redis.key_prefix).await?) };
+        let (counters, revocations, sessions): (
+            Arc<dyn LimiterBackend>,
+            Arc<dyn RevocationList>,
+            Arc<dyn SessionStore>,
+        ) = match &redis {
+            Some(redis) => (
+                Arc::new(RedisLimiter::new(redis.clone(), clock.clone())),
+                Arc::new(RedisRevocations::start(local_revocations, redis.clone())),
+                Arc::new(RedisSessions::new(redis.clone())),
+            ),
+            None => {
+                let counters = Arc::new(MemoryLimiter::new(config.server.rate_limit_max_keys, clock.clone()));
+                counters.spawn_sweeper();
+                (counters, local_revocations, Arc::new(SqlSessions(store.clone())))
+            }
+        };
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
         Ok(Self {
             metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter)),
@@ -110,7 +131,9 @@ impl AppState {
             rate_limiter,
             hasher,
             tokens: Arc::new(tokens),
-            revocations: Arc::new(revocations),
+            revocations,
+            sessions,
+            redis,
             throttle: Arc::new(LoginThrottle::new(clock.clone())),
             audit,
             dummy_hash: Arc::from(dummy_hash),

@@ -9,7 +9,7 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::{
     accounts::{AccountRequest, create_account},
@@ -237,9 +237,6 @@ fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
 /// Settings the contract defines whose feature is not in this build yet:
 /// accepted so configuration files stay valid, but said out loud.
 fn warn_not_yet_in_effect(config: &Config) {
-    if !config.redis.url.expose_secret().is_empty() {
-        tracing::warn!("redis.url is set, but this version keeps all shared state in process");
-    }
     if !config.oauth.providers.is_empty() {
         tracing::warn!("oauth.providers are set, but this version has no OAuth login yet");
     }

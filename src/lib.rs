@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod policy;
 pub mod routes;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

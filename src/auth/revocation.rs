@@ -92,6 +92,21 @@ impl MemoryRevocations {
         Ok(Self { lists: RwLock::new(lists), store, clock, last_purge: Mutex::new(now) })
     }
 
+    /// Applies a revocation another instance made (already durable).
+    pub fn apply(&self, revocation: &Revocation) {
+        self.lists.write().unwrap_or_else(|poisoned| poisoned.into_inner()).apply(revocation);
+    }
+
+    /// Re-reads the durable list, to catch up after a gap.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let revocations = self.store.active_revocations(self.clock.now()).await?;
+        let mut lists = self.lists.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for revocation in &revocations {
+            lists.apply(revocation);
+        }
+        Ok(())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Lists> {
         self.lists.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -68,7 +68,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
 
 async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime) -> Authentication {
     let id_hash = secret::hash(session_id);
-    let session = match state.store.session(&id_hash).await {
+    let session = match state.sessions.session(&id_hash).await {
         Ok(Some(session)) => session,
         // An unknown or stale cookie makes a guest, not an error: public
         // pages keep working, protected ones answer 401.
@@ -95,7 +95,7 @@ async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime
     let idle = time::Duration::try_from(state.config.auth.session_idle_timeout.0).unwrap_or(time::Duration::ZERO);
     let extended = (now + idle).min(session.absolute_expires_at);
     if extended - session.idle_expires_at >= EXTEND_GRANULARITY
-        && let Err(error) = state.store.extend_session(&id_hash, extended).await
+        && let Err(error) = state.sessions.extend_session(&id_hash, extended).await
     {
         tracing::warn!(cause = %error, "could not extend a session");
     }

@@ -89,6 +89,7 @@ pub struct RateLimiter {
     pub limited: Family<GroupLabels, Counter>,
     /// Decisions the backend could not make, by group.
     pub backend_errors: Family<GroupLabels, Counter>,
+    last_error_log: std::sync::atomic::AtomicI64,
 }
 
 /// Paths never limited: load balancers must always reach them.
@@ -147,6 +148,7 @@ impl RateLimiter {
             clock,
             limited: Family::default(),
             backend_errors: Family::default(),
+            last_error_log: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
         }
     }
 
@@ -168,7 +170,22 @@ impl RateLimiter {
                 Ok(decision) => decision,
                 Err(error) => {
                     self.backend_errors.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
-                    tracing::warn!(group = %group.name, cause = %error, "rate-limit backend error");
+                    // At most one line per 10 s: a dead backend must not flood the log.
+                    let now = crate::limiter::memory::millis(&*self.clock);
+                    let last = self.last_error_log.load(std::sync::atomic::Ordering::Relaxed);
+                    if now - last >= 10_000
+                        && self
+                            .last_error_log
+                            .compare_exchange(
+                                last,
+                                now,
+                                std::sync::atomic::Ordering::Relaxed,
+                                std::sync::atomic::Ordering::Relaxed,
+                            )
+                            .is_ok()
+                    {
+                        tracing::warn!(group = %group.name, cause = %error, "rate-limit backend error; applying on_backend_error");
+                    }
                     let allowed = group.on_backend_error == OnBackendError::Allow;
                     Decision { allowed, remaining: 0, reset_ms: 1000, retry_after_ms: 1000 }
                 }

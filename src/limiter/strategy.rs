@@ -72,7 +72,18 @@ impl Quota {
     }
 
     /// Decides one request; with `consume`, an allowed request is counted.
+    /// A state left by another strategy (after a configuration change)
+    /// starts afresh.
     pub fn decide(&self, state: &mut State, now: Millis, consume: bool) -> Decision {
+        let matches = matches!(
+            (self.strategy, &*state),
+            (Strategy::FixedWindow, State::Fixed { .. })
+                | (Strategy::SlidingWindow, State::Sliding { .. })
+                | (Strategy::TokenBucket, State::Bucket { .. })
+        );
+        if !matches {
+            *state = self.fresh_state(now);
+        }
         let window = self.window();
         let limit = self.limit;
         match state {

@@ -137,7 +137,7 @@ async fn logout(
             StatusCode::NO_CONTENT.into_response()
         }
         Credential::Session { id_hash, .. } => {
-            state.store.delete_session(&id_hash).await?;
+            state.sessions.delete_session(&id_hash).await?;
             with_cookie(StatusCode::NO_CONTENT.into_response(), &cleared_cookie(&state))
         }
     };
@@ -172,7 +172,7 @@ async fn create_session(
     // No fixation: whatever session the browser had is ended, and the new
     // one gets a fresh id.
     if let Some(old) = session_cookie(&headers) {
-        state.store.delete_session(&secret::hash(old)).await?;
+        state.sessions.delete_session(&secret::hash(old)).await?;
     }
     let session_id = secret::new_token("");
     let csrf_token = secret::new_token("");
@@ -182,7 +182,7 @@ async fn create_session(
     let idle =
         (now + time::Duration::try_from(auth.session_idle_timeout.0).map_err(anyhow::Error::from)?).min(absolute);
     state
-        .store
+        .sessions
         .insert_session(&SessionRecord {
             id_hash: secret::hash(&session_id),
             user_id: user.id,
@@ -203,7 +203,7 @@ async fn delete_session(
     CurrentUser(principal): CurrentUser,
 ) -> Result<Response, ApiError> {
     if let Credential::Session { id_hash, .. } = &principal.credential {
-        state.store.delete_session(id_hash).await?;
+        state.sessions.delete_session(id_hash).await?;
         state.audit.record(audit.event(state.clock.now(), "logout", Some(principal.user_id), Outcome::Success));
     }
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cleared_cookie(&state)))

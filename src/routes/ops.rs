@@ -47,20 +47,31 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
 struct Ready {
     status: &'static str,
     database: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<&'static str>,
 }
 
+/// 200 when the database (and Redis, when configured) answer in time.
 async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(Ready { status: "ready", database: "up" })),
+    let database_up = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => true,
         Ok(Err(error)) => {
             tracing::warn!(cause = %error, "readiness check: database failed");
-            Err(ApiError::Unavailable)
+            false
         }
         Err(_) => {
             tracing::warn!("readiness check: database did not answer in time");
-            Err(ApiError::Unavailable)
+            false
         }
+    };
+    let redis_up = match &state.redis {
+        Some(redis) => Some(redis.ping().await),
+        None => None,
+    };
+    if !database_up || redis_up == Some(false) {
+        return Err(ApiError::Unavailable);
     }
+    Ok(Json(Ready { status: "ready", database: "up", redis: redis_up.map(|_| "up") }))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -194,6 +194,39 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
 }
 
+/// Where browser sessions live: the SQL store by default (`SqlSessions`),
+/// Redis when configured, so that sessions are shared by every instance.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError>;
+    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError>;
+    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError>;
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError>;
+}
+
+/// Sessions in the SQL store's `sessions` table.
+pub struct SqlSessions(pub Arc<dyn Store>);
+
+#[async_trait]
+impl SessionStore for SqlSessions {
+    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.0.insert_session(record).await
+    }
+    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+        self.0.session(id_hash).await
+    }
+    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        self.0.extend_session(id_hash, idle_expires_at).await
+    }
+    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.0.delete_session(id_hash).await
+    }
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError> {
+        self.0.delete_user_sessions(user_id).await
+    }
+}
+
 /// "Now" as the stores record it: to the microsecond, the precision
 /// PostgreSQL keeps, so a value reads back exactly as it was returned.
 pub fn now_stored() -> OffsetDateTime {

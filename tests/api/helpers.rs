@@ -16,7 +16,7 @@ use rampart::{
     app::{self, AppState},
     clock::{Clock, SystemClock},
     config::{Config, PasswordHashConfig},
-    domain::Role,
+    domain::{Email, Role},
     policy::Authorizer,
     server::Server,
     store,
@@ -118,6 +118,9 @@ pub struct SpawnOptions {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub json_logs: bool,
     pub clock: Arc<dyn Clock>,
+    /// Create the four seeded users (off for a second instance on a shared
+    /// database, which finds them there instead).
+    pub seed: bool,
 }
 
 /// A seeded account: every test server has one of each.
@@ -156,6 +159,7 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut SpawnOptions)) -> TestApp {
         tls: None,
         json_logs: true,
         clock: Arc::new(SystemClock),
+        seed: true,
     };
     adjust(&mut options);
     start(dir, options).await
@@ -180,6 +184,17 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
             let state = AppState::build(config.clone(), store, options.clock, tls.is_some()).await.expect("state");
             let mut seeded = Vec::new();
             for (email, name, role, department) in SEEDS {
+                if !options.seed {
+                    let email = Email::parse(email).expect("email");
+                    let found =
+                        state.store.credentials_by_email(&email).await.expect("lookup").expect("seeded elsewhere");
+                    seeded.push(TestUser {
+                        id: found.user.id,
+                        email: email.as_str().to_owned(),
+                        password: SEED_PASSWORD.to_owned(),
+                    });
+                    continue;
+                }
                 let request = AccountRequest {
                     email,
                     name,

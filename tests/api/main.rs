@@ -11,6 +11,7 @@ mod pipeline;
 mod postgres;
 mod posts;
 mod rate_limit;
+mod redis;
 mod sessions;
 mod test_routes;
 mod tls;

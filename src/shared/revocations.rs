@@ -1,0 +1,132 @@
+//! Revocations shared by every instance: each revocation is applied
+//! locally, written to the durable store, then published on
+//! `<prefix>revocations`; every instance's subscriber applies what others
+//! publish to its own in-memory list. The request path still only reads
+//! memory. On every (re)subscription the list is reloaded from the store,
+//! so nothing published while an instance was cut off is missed.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Redis;
+use crate::{
+    auth::{
+        revocation::{MemoryRevocations, RevocationList},
+        tokens::AccessClaims,
+    },
+    store::{Revocation, RevocationKind, StoreError},
+};
+
+#[derive(Serialize, Deserialize)]
+struct Message {
+    kind: String,
+    subject: Uuid,
+    revoked_before: Option<i128>,
+    expires_at: i128,
+}
+
+impl Message {
+    fn from_revocation(revocation: &Revocation) -> Self {
+        Self {
+            kind: revocation.kind.as_str().to_owned(),
+            subject: revocation.subject,
+            revoked_before: revocation.revoked_before.map(OffsetDateTime::unix_timestamp_nanos),
+            expires_at: revocation.expires_at.unix_timestamp_nanos(),
+        }
+    }
+
+    fn into_revocation(self) -> Option<Revocation> {
+        let kind = match self.kind.as_str() {
+            "token" => RevocationKind::Token,
+            "family" => RevocationKind::Family,
+            "user" => RevocationKind::User,
+            _ => return None,
+        };
+        Some(Revocation {
+            kind,
+            subject: self.subject,
+            revoked_before: match self.revoked_before {
+                Some(nanos) => Some(OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?),
+                None => None,
+            },
+            expires_at: OffsetDateTime::from_unix_timestamp_nanos(self.expires_at).ok()?,
+        })
+    }
+}
+
+pub struct RedisRevocations {
+    local: Arc<MemoryRevocations>,
+    redis: Redis,
+    channel: String,
+}
+
+impl RedisRevocations {
+    /// Starts the subscriber; it lives as long as the runtime.
+    pub fn start(local: Arc<MemoryRevocations>, redis: Redis) -> Self {
+        let channel = redis.key("revocations");
+        tokio::spawn(subscribe(local.clone(), redis.client.clone(), channel.clone()));
+        Self { local, redis, channel }
+    }
+}
+
+async fn subscribe(local: Arc<MemoryRevocations>, client: redis::Client, channel: String) {
+    let mut logged_down = false;
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(&channel).await.is_ok() {
+                    if let Err(error) = local.reload().await {
+                        tracing::warn!(cause = %error, "could not reload revocations after subscribing");
+                    }
+                    if logged_down {
+                        tracing::info!("revocation channel connected again");
+                        logged_down = false;
+                    }
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Ok(payload) = message.get_payload::<String>() else { continue };
+                        match serde_json::from_str::<Message>(&payload).ok().and_then(Message::into_revocation) {
+                            Some(revocation) => local.apply(&revocation),
+                            None => tracing::warn!("ignored a malformed revocation message"),
+                        }
+                    }
+                }
+            }
+            Err(error) if !logged_down => {
+                tracing::warn!(cause = %error, "revocation channel unavailable; retrying");
+                logged_down = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[async_trait]
+impl RevocationList for RedisRevocations {
+    fn is_token_revoked(&self, claims: &AccessClaims) -> bool {
+        self.local.is_token_revoked(claims)
+    }
+
+    fn is_session_revoked(&self, user_id: Uuid, created_at: OffsetDateTime) -> bool {
+        self.local.is_session_revoked(user_id, created_at)
+    }
+
+    async fn revoke(&self, revocation: Revocation) -> Result<(), StoreError> {
+        self.local.revoke(revocation.clone()).await?;
+        let payload = serde_json::to_string(&Message::from_revocation(&revocation)).map_err(anyhow::Error::from)?;
+        let mut connection = self.redis.connection.clone();
+        let published: Result<i64, _> =
+            redis::cmd("PUBLISH").arg(&self.channel).arg(payload).query_async(&mut connection).await;
+        if let Err(error) = published {
+            // Durable already; other instances catch up when they resubscribe.
+            tracing::warn!(cause = %error, "could not publish a revocation");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! Shared state through Redis: the Redis limiter answers like the memory
+//! one, two instances on one PostgreSQL + Redis behave as one, and a dead
+//! Redis fails as configured and recovers. Skipped without
+//! `TEST_POSTGRES_URL`/`TEST_REDIS_URL` on a laptop; failed under CI=true.
+
+use std::{process::Stdio, sync::Arc, time::Duration};
+
+use rampart::{
+    clock::ManualClock,
+    limiter::{
+        LimitKey, LimiterBackend, Subject,
+        memory::MemoryLimiter,
+        strategy::{Quota, Strategy},
+    },
+    shared::{Redis, RedisLimiter},
+    store::PostgresStore,
+};
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::helpers::{SpawnOptions, TestApp, spawn_with};
+
+fn required(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but {name} is not set"),
+        _ => {
+            eprintln!("skipped: {name} is not set");
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn the_redis_limiter_decides_exactly_like_the_memory_limiter() {
+    let Some(url) = required("TEST_REDIS_URL") else { return };
+    let clock = ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap());
+    let redis = Redis::connect(&url, &unique("rampart-test-")).await.unwrap();
+    let shared = RedisLimiter::new(redis, Arc::new(clock.clone()));
+    let memory = MemoryLimiter::new(10_000, Arc::new(clock.clone()));
+    // A fixed pseudo-random walk through time, with peeks and counted requests.
+    let mut seed: u64 = 42;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    for (group, strategy) in
+        [Strategy::FixedWindow, Strategy::SlidingWindow, Strategy::TokenBucket].into_iter().enumerate()
+    {
+        let quota = Quota { strategy, limit: 5, window_ms: 10_000 };
+        let group = u16::try_from(group).unwrap();
+        for step in 0..400 {
+            let key = LimitKey { group, subject: Subject::Ip(u128::from(next() % 3)), audit: false };
+            let consume = next() % 4 != 0;
+            let expected = memory.decide(&key, &quota, consume).await.unwrap();
+            let actual = shared.decide(&key, &quota, consume).await.unwrap();
+            assert_eq!(actual, expected, "{strategy:?}, step {step}");
+            clock.advance(time::Duration::milliseconds(i64::try_from(next() % 1_500).unwrap()));
+        }
+    }
+}
+
+/// Configuration shared by instances of one deployment.
+fn shared_deployment(
+    options: &mut SpawnOptions,
+    database: &str,
+    redis: &str,
+    prefix: &str,
+    key_file: &std::path::Path,
+) {
+    options.config.database.url = SecretString::from(database.to_owned());
+    options.config.redis.url = SecretString::from(redis.to_owned());
+    options.config.redis.key_prefix = prefix.to_owned();
+    options.config.auth.signing_key_file = key_file.to_owned();
+}
+
+#[tokio::test]
+async fn two_instances_on_postgresql_and_redis_behave_as_one() {
+    let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
+    let schema = unique("rampart_multi_");
+    let setup = PostgresStore::connect(&postgres, 1, Some(&schema)).await.unwrap();
+    let separator = if postgres.contains('?') { '&' } else { '?' };
+    let database = format!("{postgres}{separator}options=-c%20search_path%3D{schema}");
+    let prefix = unique("rampart-multi-") + ":";
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("signing-key.pem");
+    std::fs::write(&key_file, rampart::auth::keys::generate(rampart::config::JwtAlgorithm::EdDSA).unwrap()).unwrap();
+
+    let a = spawn_with(|o| {
+        shared_deployment(o, &database, &redis, &prefix, &key_file);
+        o.config.rate_limit.get_mut("global").unwrap().limit = 1_000_000;
+    })
+    .await;
+    let b = spawn_with(|o| {
+        shared_deployment(o, &database, &redis, &prefix, &key_file);
+        o.seed = false;
+    })
+    .await;
+    let user = a.users.user.clone();
+
+    // A session made on A works on B.
+    let session = crate::sessions::sign_in(&a, &user).await;
+    assert_eq!(session.get(&b, "/api/profile").await.status, 200, "session from A on B");
+
+    // Logout on A kills the access token on B at once.
+    let token = a.token_for(&user).await;
+    assert_eq!(b.get_as("/api/profile", &token).await.status, 200);
+    assert_eq!(a.send(a.client.post(a.url("/auth/logout")).bearer_auth(&token)).await.status, 204);
+    b.get_as("/api/profile", &token).await.assert_problem(401);
+
+    // A refresh token spent on A is detected as reuse on B, and the family dies.
+    let pair = a.login(&user.email, &user.password).await;
+    let rotated = a.post_json("/auth/refresh", &json!({"refresh_token": pair["refresh_token"]})).await.json();
+    b.post_json("/auth/refresh", &json!({"refresh_token": pair["refresh_token"]})).await.assert_problem(401);
+    b.get_as("/api/profile", rotated["access_token"].as_str().unwrap()).await.assert_problem(401);
+    a.post_json("/auth/refresh", &json!({"refresh_token": rotated["refresh_token"]})).await.assert_problem(401);
+
+    a.stop();
+    b.stop();
+    setup.drop_schema(&schema).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_global_limit_holds_across_instances() {
+    let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
+    let schema = unique("rampart_limit_");
+    let setup = PostgresStore::connect(&postgres, 1, Some(&schema)).await.unwrap();
+    let separator = if postgres.contains('?') { '&' } else { '?' };
+    let database = format!("{postgres}{separator}options=-c%20search_path%3D{schema}");
+    let prefix = unique("rampart-limit-") + ":";
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("signing-key.pem");
+    std::fs::write(&key_file, rampart::auth::keys::generate(rampart::config::JwtAlgorithm::EdDSA).unwrap()).unwrap();
+    let limited = |o: &mut SpawnOptions| {
+        shared_deployment(o, &database, &redis, &prefix, &key_file);
+        let global = o.config.rate_limit.get_mut("global").unwrap();
+        global.limit = 20;
+        global.window = "1h".parse().unwrap();
+    };
+    let a = spawn_with(limited).await;
+    let b = spawn_with(|o| {
+        limited(o);
+        o.seed = false;
+    })
+    .await;
+    let mut admitted = 0;
+    for n in 0..40 {
+        let app: &TestApp = if n % 2 == 0 { &a } else { &b };
+        match app.get("/api/posts").await.status {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(admitted, 20, "one budget for both instances");
+    a.stop();
+    b.stop();
+    setup.drop_schema(&schema).await.unwrap();
+}
+
+/// A private redis-server on a free port, to stop and start at will.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let started = Self { port, child: Some(child) };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(started);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_dead_redis_fails_as_configured_without_hanging_and_recovers() {
+    if required("TEST_REDIS_URL").is_none() {
+        return;
+    }
+    let port = free_port();
+    let Some(mut redis) = OwnRedis::start(port) else {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but redis-server cannot be started");
+        eprintln!("skipped: no redis-server binary");
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let app = spawn_with(|o| {
+        o.config.redis.url = SecretString::from(url.clone());
+        o.config.rate_limit.get_mut("login").unwrap().limit = 1_000;
+    })
+    .await;
+    let wrong = json!({"email": "nobody@example.com", "password": "not a real password"});
+    assert_eq!(app.get("/ready").await.json()["redis"], "up");
+    assert_eq!(app.post_json("/auth/login", &wrong).await.status, 401);
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    app.get("/ready").await.assert_problem(503);
+    assert_eq!(app.get("/api/posts").await.status, 200, "api and global fail open by default");
+    let login = app.post_json("/auth/login", &wrong).await;
+    assert_eq!(login.status, 429, "login fails closed by default: {}", login.body);
+    assert!(started.elapsed() < Duration::from_secs(5), "no request hangs on a dead Redis: {:?}", started.elapsed());
+    let scrape =
+        app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap().text().await.unwrap();
+    assert!(scrape.contains("rampart_rate_limit_backend_errors_total{group=\"login\"}"), "{scrape}");
+
+    let _again = OwnRedis::start(port).expect("redis restarts");
+    let mut recovered = false;
+    for _ in 0..100 {
+        if app.get("/ready").await.status == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "ready again once Redis is back, without a restart");
+    let mut login_ok = false;
+    for _ in 0..50 {
+        if app.post_json("/auth/login", &wrong).await.status == 401 {
+            login_ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(login_ok, "the login limiter works again");
+}
