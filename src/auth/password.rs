@@ -1,12 +1,14 @@
-//! Argon2id password hashing, run off the async workers with bounded
-//! concurrency: a flood of logins queues here instead of starving every
-//! other request of CPU.
+//! Argon2id password hashing, run off the async workers on a fixed pool of
+//! `max_concurrent` threads: a flood of logins queues here instead of
+//! starving every other request of CPU, and memory stays bounded (each
+//! hash needs `memory_kib`; a fixed set of threads keeps the allocator from
+//! holding a freed 19 MiB block in every blocking thread tokio ever made).
 //!
 //! Security: hashes are PHC strings carrying their own parameters, so a
 //! parameter change needs no migration (`needs_rehash` says when to upgrade).
 //! Plain passwords arrive as `SecretString` and are never logged.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use argon2::{
@@ -14,21 +16,45 @@ use argon2::{
     password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
 
 use crate::config::PasswordHashConfig;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
 
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
 impl PasswordHasher {
     pub fn new(config: &PasswordHashConfig) -> anyhow::Result<Self> {
         let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
             .map_err(|error| anyhow::anyhow!("auth.password_hash: {error}"))?;
-        Ok(Self { params, permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))) })
+        // Waiting jobs are bounded too; callers wait (asynchronously) for room.
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(1024);
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..config.max_concurrent.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{index}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            // A panicking job must not take the thread (and
+                            // with it the pool) down; its caller sees an error.
+                            Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
+                            Err(_) => return, // every hasher handle is gone
+                        }
+                    }
+                })
+                .context("starting password hashing threads")?;
+        }
+        Ok(Self { params, jobs })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -75,8 +101,21 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self.permits.acquire().await.context("password hasher closed")?;
-        tokio::task::spawn_blocking(work).await.context("password hashing task failed")?
+        let (done, result) = tokio::sync::oneshot::channel();
+        let mut job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        loop {
+            match self.jobs.try_send(job) {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TrySendError::Full(returned)) => {
+                    job = returned;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => anyhow::bail!("password hasher stopped"),
+            }
+        }
+        result.await.context("password hashing thread failed")?
     }
 }
 
