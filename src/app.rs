@@ -198,6 +198,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(routes::auth::router())
         .merge(routes::users::router())
         .merge(routes::posts::router())
+        .merge(routes::audit::router())
         .merge(extra)
         .fallback(not_found)
         .layer(from_fn_with_state(state.rate_limiter.clone(), rate_limit))

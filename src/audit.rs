@@ -10,6 +10,7 @@
 //! password, token, cookie or body.
 
 use std::{
+    borrow::Cow,
     net::IpAddr,
     sync::{
         Arc,
@@ -40,6 +41,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            "denied" => Some(Self::Denied),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
@@ -55,7 +65,7 @@ pub struct AuditEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub time: OffsetDateTime,
     pub request_id: Option<String>,
-    pub event: &'static str,
+    pub event: Cow<'static, str>,
     pub user_id: Option<Uuid>,
     pub client_ip: Option<IpAddr>,
     pub route: Option<String>,
@@ -108,7 +118,7 @@ impl AuditContext {
             id: Uuid::now_v7(),
             time: now,
             request_id: self.request_id.clone(),
-            event,
+            event: Cow::Borrowed(event),
             user_id,
             client_ip: self.client_ip,
             route: self.route.clone(),
@@ -145,7 +155,7 @@ impl Auditor {
     pub fn record(&self, event: AuditEvent) {
         tracing::info!(
             target: "rampart::audit",
-            event = event.event,
+            event = &*event.event,
             outcome = event.outcome.as_str(),
             user_id = event.user_id.map(|id| id.to_string()),
             client_ip = event.client_ip.map(|ip| ip.to_string()),

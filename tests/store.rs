@@ -10,8 +10,8 @@ use rampart::{
     audit::{AuditEvent, Outcome},
     domain::{Email, NewUser, PostBody, PostTitle, Role, UserName},
     store::{
-        PostgresStore, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store,
-        StoreError, UserChanges,
+        AuditFilter, PostgresStore, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord,
+        SqliteStore, Store, StoreError, UserChanges,
     },
 };
 use time::{Duration, OffsetDateTime};
@@ -346,7 +346,7 @@ async fn audit_events_are_stored_in_batches() {
                 id: Uuid::now_v7(),
                 time: OffsetDateTime::now_utc(),
                 request_id: Some(format!("req-{n}")),
-                event: "login_failure",
+                event: "login_failure".into(),
                 user_id: None,
                 client_ip: Some("203.0.113.9".parse().unwrap()),
                 route: Some("/auth/login".into()),
@@ -356,6 +356,21 @@ async fn audit_events_are_stored_in_batches() {
             .collect();
         store.insert_audit_events(&events).await.unwrap();
         store.insert_audit_events(&[]).await.unwrap();
+
+        let newest_first = store.list_audit_events(&AuditFilter::default(), None, 10).await.unwrap();
+        assert_eq!(newest_first.iter().map(|e| e.id).collect::<Vec<_>>(), [events[2].id, events[1].id, events[0].id]);
+        assert_eq!(newest_first[0].client_ip, events[2].client_ip);
+        assert_eq!(newest_first[0].event, "login_failure");
+        let page = store.list_audit_events(&AuditFilter::default(), Some(events[2].id), 1).await.unwrap();
+        assert_eq!(page[0].id, events[1].id);
+        let by_ip = AuditFilter { client_ip: Some("203.0.113.9".parse().unwrap()), ..Default::default() };
+        assert_eq!(store.list_audit_events(&by_ip, None, 10).await.unwrap().len(), 3);
+        let other_event = AuditFilter { event: Some("signup".into()), ..Default::default() };
+        assert!(store.list_audit_events(&other_event, None, 10).await.unwrap().is_empty());
+        let before = AuditFilter { to: Some(OffsetDateTime::now_utc() - Duration::hours(1)), ..Default::default() };
+        assert!(store.list_audit_events(&before, None, 10).await.unwrap().is_empty());
+        let by_user = AuditFilter { user_id: Some(Uuid::now_v7()), ..Default::default() };
+        assert!(store.list_audit_events(&by_user, None, 10).await.unwrap().is_empty());
     })
     .await;
 }

@@ -93,7 +93,7 @@ pub async fn access_log(State(log): State<AccessLog>, mut request: Request, next
             id: Uuid::now_v7(),
             time: log.clock.now(),
             request_id: request_id.as_ref().map(|id| id.as_str().to_owned()),
-            event,
+            event: event.into(),
             user_id: context.user_id.get().copied(),
             client_ip,
             route: Some(route.to_string()),

@@ -288,7 +288,7 @@ pub async fn rate_limit(State(limiter): State<Arc<RateLimiter>>, request: Reques
                     id: uuid::Uuid::now_v7(),
                     time: limiter.clock.now(),
                     request_id: request.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()),
-                    event: "rate_limited",
+                    event: "rate_limited".into(),
                     user_id: user,
                     client_ip: ip,
                     route: Some(request.uri().path().chars().take(256).collect()),

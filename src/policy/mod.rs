@@ -45,6 +45,7 @@ pub enum Action {
     UpdatePost,
     DeletePost,
     ViewDashboard,
+    ViewAudit,
     ListUsers,
     UpdateUser,
     DeleteUser,
@@ -53,13 +54,14 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::ListPosts,
         Action::ReadPost,
         Action::CreatePost,
         Action::UpdatePost,
         Action::DeletePost,
         Action::ViewDashboard,
+        Action::ViewAudit,
         Action::ListUsers,
         Action::UpdateUser,
         Action::DeleteUser,
@@ -74,6 +76,7 @@ impl Action {
             Action::UpdatePost => "UpdatePost",
             Action::DeletePost => "DeletePost",
             Action::ViewDashboard => "ViewDashboard",
+            Action::ViewAudit => "ViewAudit",
             Action::ListUsers => "ListUsers",
             Action::UpdateUser => "UpdateUser",
             Action::DeleteUser => "DeleteUser",

@@ -137,6 +137,50 @@ pub struct DashboardCounts {
     pub active_sessions: u64,
 }
 
+/// What `GET /api/admin/audit` may filter on; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub event: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+/// An audit row as both backends read it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct AuditRow {
+    id: Uuid,
+    time: OffsetDateTime,
+    request_id: Option<String>,
+    event: String,
+    user_id: Option<Uuid>,
+    client_ip: Option<String>,
+    route: Option<String>,
+    outcome: String,
+    detail: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        let outcome = crate::audit::Outcome::parse(&row.outcome)
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("audit_events.outcome holds {:?}", row.outcome)))?;
+        Ok(AuditEvent {
+            id: row.id,
+            time: row.time,
+            request_id: row.request_id,
+            event: row.event.into(),
+            user_id: row.user_id,
+            client_ip: row.client_ip.and_then(|ip| ip.parse().ok()),
+            route: row.route,
+            outcome,
+            detail: row.detail,
+        })
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations; safe to call on every start.
@@ -192,6 +236,13 @@ pub trait Store: Send + Sync + 'static {
 
     // Audit.
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Newest first, matching every filter given, older than `before`.
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
 /// Where browser sessions live: the SQL store by default (`SqlSessions`),

@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    DashboardCounts, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, Store, StoreError,
-    UserChanges, UserCredentials,
+    AuditFilter, AuditRow, DashboardCounts, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord,
+    Store, StoreError, UserChanges, UserCredentials,
 };
 use crate::{
     audit::AuditEvent,
@@ -433,6 +433,38 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "SELECT id, time, request_id, event, user_id, client_ip, route, outcome, detail FROM audit_events WHERE 1 = 1",
+        );
+        if let Some(event) = &filter.event {
+            query.push(" AND event = ").push_bind(event.clone());
+        }
+        if let Some(user_id) = filter.user_id {
+            query.push(" AND user_id = ").push_bind(user_id);
+        }
+        if let Some(ip) = filter.client_ip {
+            query.push(" AND client_ip = ").push_bind(ip.to_string());
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND time >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            query.push(" AND time <= ").push_bind(to);
+        }
+        if let Some(before) = before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows: Vec<AuditRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(AuditEvent::try_from).collect()
+    }
+
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
         for event in events {
@@ -443,7 +475,7 @@ impl Store for PostgresStore {
             .bind(event.id)
             .bind(event.time)
             .bind(&event.request_id)
-            .bind(event.event)
+            .bind(event.event.as_ref())
             .bind(event.user_id)
             .bind(event.client_ip.map(|ip| ip.to_string()))
             .bind(&event.route)

@@ -2,6 +2,7 @@
 //! a module per feature.
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod auth;
 mod cli;
 mod helpers;

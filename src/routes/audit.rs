@@ -1,0 +1,73 @@
+//! `GET /api/admin/audit`: the audit trail, newest first, filtered by
+//! event, user, IP and time range, a page at a time.
+
+use axum::{Json, Router, extract::State, http::Uri, routing::get};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    audit::{AuditContext, AuditEvent},
+    auth::principal::Caller,
+    error::{ApiError, FieldError},
+    extract::{List, Page},
+    policy::{Action, Resource},
+    store::AuditFilter,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/admin/audit", get(list_events))
+}
+
+/// The filters of the query string; every malformed one is reported.
+fn filter_from(uri: &Uri) -> Result<AuditFilter, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or_default())
+        .map_err(|_| ApiError::bad_request("The query string is malformed."))?;
+    let mut filter = AuditFilter::default();
+    let mut errors = Vec::new();
+    let time = |value: &str| OffsetDateTime::parse(value.trim(), &Rfc3339).ok();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "event" if value.is_empty() || value.len() > 64 => {
+                errors.push(FieldError::new("event", "must be 1 to 64 characters"));
+            }
+            "event" => filter.event = Some(value),
+            "user_id" => match Uuid::parse_str(value.trim()) {
+                Ok(id) => filter.user_id = Some(id),
+                Err(_) => errors.push(FieldError::new("user_id", "must be a user id (UUID)")),
+            },
+            "ip" => match value.trim().parse() {
+                Ok(ip) => filter.client_ip = Some(ip),
+                Err(_) => errors.push(FieldError::new("ip", "must be an IP address")),
+            },
+            "from" => match time(&value) {
+                Some(at) => filter.from = Some(at),
+                None => errors.push(FieldError::new("from", "must be an RFC 3339 time")),
+            },
+            "to" => match time(&value) {
+                Some(at) => filter.to = Some(at),
+                None => errors.push(FieldError::new("to", "must be an RFC 3339 time")),
+            },
+            _ => {}
+        }
+    }
+    if let (Some(from), Some(to)) = (filter.from, filter.to)
+        && from > to
+    {
+        errors.push(FieldError::new("from", "must not be after to"));
+    }
+    if errors.is_empty() { Ok(filter) } else { Err(ApiError::Validation(errors)) }
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    audit: AuditContext,
+    caller: Caller,
+    page: Page,
+    uri: Uri,
+) -> Result<Json<List<AuditEvent>>, ApiError> {
+    state.authorize(&caller, Action::ViewAudit, Resource::AdminArea, &audit)?;
+    let filter = filter_from(&uri)?;
+    let rows = state.store.list_audit_events(&filter, page.after, page.limit + 1).await?;
+    Ok(Json(List::from_rows(rows, page.limit, |event| event.id)))
+}

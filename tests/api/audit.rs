@@ -1,0 +1,70 @@
+//! `GET /api/admin/audit`: events from the store, filtered and paged.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// The audit writer is asynchronous: wait (bounded) until the store has
+/// at least `count` events matching `query`.
+async fn events(app: &TestApp, token: &str, query: &str, count: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let response = app.get_as(&format!("/api/admin/audit?{query}"), token).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        let items = response.json()["items"].as_array().unwrap().clone();
+        if items.len() >= count {
+            return items;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {count} events for {query:?}");
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_filtered_and_paged() {
+    let app = spawn_app().await;
+    let admin = app.token_for(&app.users.admin).await;
+    let user = app.token_for(&app.users.user).await;
+    app.post_json("/auth/login", &json!({"email": "ghost@example.com", "password": "no such account!!"})).await;
+    app.get_as("/api/admin/users", &user).await.assert_problem(403);
+
+    let all = events(&app, &admin, "limit=100", 4).await;
+    let names: Vec<&str> = all.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    for expected in ["login_success", "login_failure", "forbidden"] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    let times: Vec<&str> = all.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|pair| pair[0] >= pair[1]), "newest first: {times:?}");
+    for event in &all {
+        for member in ["id", "time", "request_id", "event", "client_ip", "route", "outcome"] {
+            assert!(event.get(member).is_some(), "{member} missing in {event}");
+        }
+    }
+
+    let failures = events(&app, &admin, "event=login_failure", 1).await;
+    assert!(failures.iter().all(|e| e["event"] == "login_failure" && e["outcome"] == "failure"));
+    let mine = events(&app, &admin, &format!("user_id={}", app.users.user.id), 2).await;
+    assert!(mine.iter().all(|e| e["user_id"] == app.users.user.id.to_string()));
+    let denial = mine.iter().find(|e| e["event"] == "forbidden").expect("the 403");
+    assert_eq!(denial["detail"], "ListUsers on Users");
+    assert!(events(&app, &admin, "ip=127.0.0.1", 4).await.len() >= 4);
+    assert!(app.get_as("/api/admin/audit?ip=10.9.9.9", &admin).await.json()["items"].as_array().unwrap().is_empty());
+    assert!(
+        app.get_as("/api/admin/audit?to=2000-01-01T00:00:00Z", &admin).await.json()["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(events(&app, &admin, "from=2000-01-01T00:00:00Z", 4).await.len() >= 4);
+
+    let first = app.get_as("/api/admin/audit?limit=2", &admin).await.json();
+    let cursor = first["next_cursor"].as_str().expect("more pages");
+    let second = app.get_as(&format!("/api/admin/audit?limit=2&cursor={cursor}"), &admin).await.json();
+    assert_ne!(first["items"][0]["id"], second["items"][0]["id"]);
+    assert_eq!(second["items"][0]["id"], all[2]["id"]);
+
+    for bad in ["user_id=nope", "ip=999.1.1.1", "from=yesterday", "to=2026-13-01", "limit=0", "cursor=%%"] {
+        app.get_as(&format!("/api/admin/audit?{bad}"), &admin).await.assert_problem(400);
+    }
+    app.get_as("/api/admin/audit", &user).await.assert_problem(403);
+    app.get("/api/admin/audit").await.assert_problem(401);
+}
