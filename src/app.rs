@@ -29,10 +29,12 @@ use crate::{
     },
     clock::Clock,
     config::Config,
+    defense::Defense,
     error::ApiError,
     layers::{
         access_log::{AccessLog, access_log},
         authenticate::authenticate,
+        block::refuse_blocked,
         client_ip::{TrustedProxies, resolve_client_ip},
         limits::{RequestLimits, enforce_limits},
         panic,
@@ -64,6 +66,7 @@ pub struct AppState {
     pub audit: Arc<Auditor>,
     pub authorizer: Arc<Authorizer>,
     pub rate_limiter: Arc<RateLimiter>,
+    pub defense: Arc<Defense>,
     pub sessions: Arc<dyn SessionStore>,
     /// Set when `redis.url` is: shared counters, sessions, revocations.
     pub redis: Option<Redis>,
@@ -124,9 +127,11 @@ impl AppState {
                 (counters, local_revocations, Arc::new(SqlSessions(store.clone())))
             }
         };
+        let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
         Ok(Self {
-            metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter)),
+            metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter, &defense)),
+            defense,
             authorizer: Arc::new(authorizer),
             rate_limiter,
             hasher,
@@ -182,10 +187,16 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(from_fn_with_state(trusted, resolve_client_ip))
         .layer(from_fn_with_state(SecurityHeaders::new(hsts), security_headers))
         .layer(from_fn_with_state(
-            AccessLog { metrics: state.metrics.clone(), audit: state.audit.clone(), clock: state.clock.clone() },
+            AccessLog {
+                metrics: state.metrics.clone(),
+                audit: state.audit.clone(),
+                clock: state.clock.clone(),
+                defense: state.defense.clone(),
+            },
             access_log,
         ))
         .layer(from_fn(render_problems))
+        .layer(from_fn_with_state(state.defense.clone(), refuse_blocked))
         .layer(panic::layer())
         .layer(from_fn_with_state(limits, enforce_limits))
         .layer(from_fn_with_state(RequestTimeout(config.server.request_timeout.0), enforce_timeout));
@@ -199,6 +210,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(routes::users::router())
         .merge(routes::posts::router())
         .merge(routes::audit::router())
+        .merge(routes::blocks::router())
         .merge(extra)
         .fallback(not_found)
         .layer(from_fn_with_state(state.rate_limiter.clone(), rate_limit))

@@ -104,6 +104,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
 }
 
 impl AuditContext {
+    /// A context built from facts, for layers that have no extractor.
+    pub fn from_facts(request_id: Option<String>, client_ip: Option<IpAddr>, route: Option<String>) -> Self {
+        Self { request_id, client_ip, route, request: None }
+    }
+
     pub fn event(
         &self,
         now: OffsetDateTime,

@@ -240,9 +240,6 @@ fn warn_not_yet_in_effect(config: &Config) {
     if !config.oauth.providers.is_empty() {
         tracing::warn!("oauth.providers are set, but this version has no OAuth login yet");
     }
-    if !config.alerts.webhook_url.is_empty() {
-        tracing::warn!("alerts.webhook_url is set, but this version sends no alerts yet");
-    }
 }
 
 fn migrate(args: ConfigArg) -> anyhow::Result<()> {

@@ -22,6 +22,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod defense;
 pub mod domain;
 pub mod error;
 pub mod extract;

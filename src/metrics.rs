@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::{layers::rate_limit::RateLimiter, policy::DecisionLabels};
+use crate::{defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -40,8 +40,14 @@ pub struct Metrics {
 impl Metrics {
     /// `authz_decisions` is owned by the policy's `Authorizer`, which counts
     /// into it; it is registered here so the scrape shows it.
-    pub fn new(authz_decisions: &Family<DecisionLabels, Counter>, rate_limiter: &RateLimiter) -> Self {
+    pub fn new(
+        authz_decisions: &Family<DecisionLabels, Counter>,
+        rate_limiter: &RateLimiter,
+        defense: &Defense,
+    ) -> Self {
         let mut registry = Registry::with_prefix("rampart");
+        registry.register("blocks", "Clients blocked, automatically or by an admin", defense.blocks_total.clone());
+        registry.register("blocked_clients", "Blocks in force now", defense.blocked_clients.clone());
         registry.register(
             "rate_limited",
             "Requests refused with 429, by rate-limit group",

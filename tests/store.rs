@@ -10,7 +10,7 @@ use rampart::{
     audit::{AuditEvent, Outcome},
     domain::{Email, NewUser, PostBody, PostTitle, Role, UserName},
     store::{
-        AuditFilter, PostgresStore, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord,
+        AuditFilter, Block, PostgresStore, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord,
         SqliteStore, Store, StoreError, UserChanges,
     },
 };
@@ -371,6 +371,36 @@ async fn audit_events_are_stored_in_batches() {
         assert!(store.list_audit_events(&before, None, 10).await.unwrap().is_empty());
         let by_user = AuditFilter { user_id: Some(Uuid::now_v7()), ..Default::default() };
         assert!(store.list_audit_events(&by_user, None, 10).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn blocks_are_listed_while_in_force_and_lifted_by_id() {
+    on_every_backend(|store| async move {
+        let now = OffsetDateTime::now_utc();
+        let block = |ip: &str, expires_at| Block {
+            id: Uuid::now_v7(),
+            ip: ip.into(),
+            reason: "test".into(),
+            created_at: now,
+            expires_at,
+        };
+        let lasting = block("192.0.2.1", Some(now + Duration::minutes(15)));
+        let forever = block("2001:db8::/64", None);
+        let expired = block("192.0.2.2", Some(now - Duration::seconds(1)));
+        for b in [&lasting, &forever, &expired] {
+            store.insert_block(b).await.unwrap();
+        }
+        let active = store.list_blocks(now, None, 10).await.unwrap();
+        assert_eq!(
+            active.iter().map(|b| b.id).collect::<Vec<_>>(),
+            [forever.id, lasting.id],
+            "newest first, expired left out"
+        );
+        assert_eq!(store.list_blocks(now, Some(forever.id), 10).await.unwrap().len(), 1);
+        assert_eq!(store.delete_block(lasting.id).await.unwrap().ip, "192.0.2.1");
+        assert!(matches!(store.delete_block(lasting.id).await, Err(StoreError::NotFound)));
     })
     .await;
 }

@@ -461,6 +461,18 @@ impl Config {
         if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
             problem("tls", "cert_file and key_file must be set together");
         }
+        let webhook = &self.alerts.webhook_url;
+        if !webhook.is_empty() {
+            let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|prefix| webhook.starts_with(prefix));
+            if !(webhook.starts_with("https://") || (loopback_http && !self.is_production())) {
+                problem("alerts.webhook_url", "must be an https:// URL (plain http only to loopback in development)");
+            }
+        }
+        if self.defense.failed_login_threshold == 0 || self.defense.rate_limited_threshold == 0 {
+            problem("defense", "thresholds must be at least 1");
+        }
         if self.defense.window.0.is_zero() || self.defense.block_for.0.is_zero() {
             problem("defense", "window and block_for must be longer than zero");
         }

@@ -23,8 +23,9 @@ use uuid::Uuid;
 
 use super::{ClientAddr, client_ip::ClientIp, request_id::RequestId};
 use crate::{
-    audit::{AuditEvent, Auditor, Outcome},
+    audit::{AuditContext, AuditEvent, Auditor, Outcome},
     clock::Clock,
+    defense::Defense,
     metrics::{Metrics, RequestLabels, RouteLabels},
 };
 
@@ -42,6 +43,7 @@ pub struct AccessLog {
     pub metrics: Arc<Metrics>,
     pub audit: Arc<Auditor>,
     pub clock: Arc<dyn Clock>,
+    pub defense: Arc<Defense>,
 }
 
 static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("<unmatched>"));
@@ -100,6 +102,22 @@ pub async fn access_log(State(log): State<AccessLog>, mut request: Request, next
             outcome,
             detail: None,
         });
+    }
+    // Active defence counts failed logins and refusals per client.
+    if let Some(ip) = client_ip {
+        let is_login = method == "POST" && matches!(&*route, "/auth/login" | "/auth/session");
+        if status == 429 || (is_login && status == 401) {
+            let audit = AuditContext::from_facts(
+                request_id.as_ref().map(|id| id.as_str().to_owned()),
+                Some(ip),
+                Some(route.to_string()),
+            );
+            if status == 429 {
+                log.defense.rate_limited(ip, &audit).await;
+            } else {
+                log.defense.failed_login(ip, &audit).await;
+            }
+        }
     }
     let user_id = context.user_id.get().map(Uuid::to_string);
     tracing::info!(

@@ -2,14 +2,15 @@
 //! stacks them:
 //!
 //! request id → client IP → security headers → access log + metrics →
-//! problem rendering → panic catching → URI/header size limits → timeout →
-//! CORS → body limit → authenticate → rate limit → route.
+//! problem rendering → blocked clients → panic catching → URI/header size
+//! limits → timeout → CORS → body limit → authenticate → rate limit → route.
 //!
 //! Layers that answer early return `ApiError` (or a bare status that the
 //! `problem` layer fills in), so every refusal has the same problem+json body.
 
 pub mod access_log;
 pub mod authenticate;
+pub mod block;
 pub mod client_ip;
 pub mod limits;
 pub mod panic;

@@ -46,6 +46,7 @@ pub enum Action {
     DeletePost,
     ViewDashboard,
     ViewAudit,
+    ManageBlocks,
     ListUsers,
     UpdateUser,
     DeleteUser,
@@ -54,7 +55,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::ListPosts,
         Action::ReadPost,
         Action::CreatePost,
@@ -62,6 +63,7 @@ impl Action {
         Action::DeletePost,
         Action::ViewDashboard,
         Action::ViewAudit,
+        Action::ManageBlocks,
         Action::ListUsers,
         Action::UpdateUser,
         Action::DeleteUser,
@@ -77,6 +79,7 @@ impl Action {
             Action::DeletePost => "DeletePost",
             Action::ViewDashboard => "ViewDashboard",
             Action::ViewAudit => "ViewAudit",
+            Action::ManageBlocks => "ManageBlocks",
             Action::ListUsers => "ListUsers",
             Action::UpdateUser => "UpdateUser",
             Action::DeleteUser => "DeleteUser",

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod blocks;
 pub mod ops;
 pub mod posts;
 pub mod users;

@@ -147,6 +147,34 @@ pub struct AuditFilter {
     pub to: Option<OffsetDateTime>,
 }
 
+/// A blocked client: an address or a network.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Block {
+    pub id: Uuid,
+    /// An IP or CIDR, as given (`203.0.113.7`, `2001:db8::/64`).
+    pub ip: String,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct BlockRow {
+    id: Uuid,
+    ip: String,
+    reason: String,
+    created_at: OffsetDateTime,
+    expires_at: Option<OffsetDateTime>,
+}
+
+impl From<BlockRow> for Block {
+    fn from(row: BlockRow) -> Self {
+        Self { id: row.id, ip: row.ip, reason: row.reason, created_at: row.created_at, expires_at: row.expires_at }
+    }
+}
+
 /// An audit row as both backends read it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct AuditRow {
@@ -233,6 +261,17 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first, older than `before`, at most `limit`.
     async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError>;
     async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError>;
+
+    // Blocks.
+    async fn insert_block(&self, block: &Block) -> Result<(), StoreError>;
+    async fn delete_block(&self, id: Uuid) -> Result<Block, StoreError>;
+    /// Blocks in force at `now`, newest first, after `before`.
+    async fn list_blocks(
+        &self,
+        now: OffsetDateTime,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Block>, StoreError>;
 
     // Audit.
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;

@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditFilter, AuditRow, DashboardCounts, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord,
-    Store, StoreError, UserChanges, UserCredentials,
+    AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, RefreshTokenRecord, RefreshUse, Revocation,
+    RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
 };
 use crate::{
     audit::AuditEvent,
@@ -463,6 +463,47 @@ impl Store for PostgresStore {
         query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
         let rows: Vec<AuditRow> = query.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter().map(AuditEvent::try_from).collect()
+    }
+
+    async fn insert_block(&self, block: &Block) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO blocks (id, ip, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(block.id)
+            .bind(&block.ip)
+            .bind(&block.reason)
+            .bind(block.created_at)
+            .bind(block.expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_block(&self, id: Uuid) -> Result<Block, StoreError> {
+        let row: BlockRow =
+            sqlx::query_as("DELETE FROM blocks WHERE id = $1 RETURNING id, ip, reason, created_at, expires_at")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.into())
+    }
+
+    async fn list_blocks(
+        &self,
+        now: OffsetDateTime,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Block>, StoreError> {
+        let rows: Vec<BlockRow> = match before {
+            Some(before) => {
+                sqlx::query_as("SELECT id, ip, reason, created_at, expires_at FROM blocks WHERE (expires_at IS NULL OR expires_at > $1) AND id < $2 ORDER BY id DESC LIMIT $3")
+                    .bind(now)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => sqlx::query_as("SELECT id, ip, reason, created_at, expires_at FROM blocks WHERE (expires_at IS NULL OR expires_at > $1) ORDER BY id DESC LIMIT $2").bind(now).bind(i64::from(limit)).fetch_all(&self.pool).await?,
+        };
+        Ok(rows.into_iter().map(Block::from).collect())
     }
 
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod cli;
+mod defense;
 mod helpers;
 mod logging;
 mod ops;

@@ -1,0 +1,290 @@
+//! Active defence: blocked clients, and blocks that make themselves.
+//!
+//! A block names an address or a network, lasts until it expires or is
+//! lifted, and answers 403 on every route but `/health`, before any other
+//! work (`layers::block`). With `[defense] enabled`, `failed_login_threshold`
+//! failed logins, or `rate_limited_threshold` 429s, from one client within
+//! `window` block it for `block_for`. Every block is audited (`ip_blocked`,
+//! `ip_unblocked`), counted, and POSTed to `[alerts] webhook_url` from a
+//! background task with bounded retries, so no request ever waits on it.
+//!
+//! Blocks live in the store; each instance keeps the active ones in memory
+//! and re-reads them every few seconds, so a block made on one instance
+//! holds on all of them shortly after.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    audit::{AuditContext, Auditor, Outcome},
+    clock::Clock,
+    config::Config,
+    limiter::{
+        LimitKey, LimiterBackend, Subject, ip_subject,
+        strategy::{Quota, Strategy},
+    },
+    store::{Block, Store, StoreError},
+};
+
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+const WEBHOOK_ATTEMPTS: u32 = 3;
+/// Counter groups for the defence, apart from the configured rate limits.
+const FAILED_LOGINS: u16 = u16::MAX - 1;
+const RATE_LIMITED: u16 = u16::MAX - 2;
+
+#[derive(Debug, Clone)]
+struct ActiveBlock {
+    network: IpNet,
+    expires_at: Option<OffsetDateTime>,
+}
+
+pub struct Defense {
+    enabled: bool,
+    failed_logins: Quota,
+    rate_limited: Quota,
+    block_for: time::Duration,
+    v6_prefix: u8,
+    active: RwLock<Vec<ActiveBlock>>,
+    counters: Arc<dyn LimiterBackend>,
+    store: Arc<dyn Store>,
+    audit: Arc<Auditor>,
+    clock: Arc<dyn Clock>,
+    webhook: Option<(reqwest::Client, String)>,
+    pub blocks_total: Counter,
+    pub blocked_clients: Gauge,
+}
+
+#[derive(Serialize)]
+struct Alert<'a> {
+    event: &'static str,
+    ip: &'a str,
+    reason: &'a str,
+    #[serde(with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    time: OffsetDateTime,
+}
+
+/// An address or network as typed: `203.0.113.7` is `203.0.113.7/32`.
+pub fn parse_network(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from)).map(|net| net.trunc())
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Defense {
+    pub async fn load(
+        config: &Config,
+        counters: Arc<dyn LimiterBackend>,
+        store: Arc<dyn Store>,
+        audit: Arc<Auditor>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let defense = &config.defense;
+        let window_ms = i64::try_from(defense.window.0.as_millis()).unwrap_or(i64::MAX);
+        let webhook = (!config.alerts.webhook_url.is_empty()).then(|| {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+            (client, config.alerts.webhook_url.clone())
+        });
+        let this = Arc::new(Self {
+            enabled: defense.enabled,
+            failed_logins: Quota {
+                strategy: Strategy::FixedWindow,
+                limit: defense.failed_login_threshold.max(1),
+                window_ms,
+            },
+            rate_limited: Quota {
+                strategy: Strategy::FixedWindow,
+                limit: defense.rate_limited_threshold.max(1),
+                window_ms,
+            },
+            block_for: time::Duration::try_from(defense.block_for.0).unwrap_or(time::Duration::minutes(15)),
+            v6_prefix: config.server.ipv6_prefix,
+            active: RwLock::new(Vec::new()),
+            counters,
+            store,
+            audit,
+            clock,
+            webhook,
+            blocks_total: Counter::default(),
+            blocked_clients: Gauge::default(),
+        });
+        this.reload().await?;
+        let weak = Arc::downgrade(&this);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RELOAD_EVERY).await;
+                let Some(defense) = weak.upgrade() else { return };
+                if let Err(error) = defense.reload().await {
+                    tracing::warn!(cause = %error, "could not reload blocks");
+                }
+            }
+        });
+        Ok(this)
+    }
+
+    /// Re-reads the blocks in force from the store.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut blocks = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self.store.list_blocks(now, before, 500).await?;
+            let done = page.len() < 500;
+            before = page.last().map(|block| block.id);
+            blocks.extend(page.into_iter().filter_map(|block| {
+                Some(ActiveBlock { network: parse_network(&block.ip)?, expires_at: block.expires_at })
+            }));
+            if done {
+                break;
+            }
+        }
+        self.blocked_clients.set(i64::try_from(blocks.len()).unwrap_or(i64::MAX));
+        *self.active.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = blocks;
+        Ok(())
+    }
+
+    pub fn is_blocked(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        let now = self.clock.now();
+        self.active
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .any(|block| block.network.contains(&ip) && block.expires_at.is_none_or(|at| at > now))
+    }
+
+    /// Blocks `network`; `duration` defaults to `block_for`.
+    pub async fn block(
+        &self,
+        network: IpNet,
+        reason: &str,
+        duration: Option<time::Duration>,
+        context: &AuditContext,
+    ) -> Result<Block, StoreError> {
+        let now = self.clock.now();
+        let block = Block {
+            id: Uuid::now_v7(),
+            ip: if network.prefix_len() == network.max_prefix_len() {
+                network.addr().to_string()
+            } else {
+                network.to_string()
+            },
+            reason: reason.to_owned(),
+            created_at: now,
+            expires_at: Some(now + duration.unwrap_or(self.block_for)),
+        };
+        self.store.insert_block(&block).await?;
+        {
+            let mut active = self.active.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            active.push(ActiveBlock { network, expires_at: block.expires_at });
+            self.blocked_clients.set(i64::try_from(active.len()).unwrap_or(i64::MAX));
+        }
+        self.blocks_total.inc();
+        let mut event = context.event(now, "ip_blocked", None, Outcome::Denied);
+        event.detail = Some(format!("{} ({})", block.ip, block.reason));
+        self.audit.record(event);
+        self.alert(&block);
+        Ok(block)
+    }
+
+    pub async fn unblock(&self, id: Uuid, context: &AuditContext) -> Result<Block, StoreError> {
+        let block = self.store.delete_block(id).await?;
+        self.reload().await?;
+        let mut event = context.event(self.clock.now(), "ip_unblocked", None, Outcome::Success);
+        event.detail = Some(block.ip.clone());
+        self.audit.record(event);
+        Ok(block)
+    }
+
+    /// Counts a failed login from `ip`; past the threshold, blocks it.
+    pub async fn failed_login(&self, ip: IpAddr, context: &AuditContext) {
+        self.count(ip, FAILED_LOGINS, self.failed_logins, "too many failed logins", context).await;
+    }
+
+    /// Counts a 429 answered to `ip`; past the threshold, blocks it.
+    pub async fn rate_limited(&self, ip: IpAddr, context: &AuditContext) {
+        self.count(ip, RATE_LIMITED, self.rate_limited, "too many rate-limited requests", context).await;
+    }
+
+    async fn count(&self, ip: IpAddr, group: u16, quota: Quota, reason: &str, context: &AuditContext) {
+        if !self.enabled || self.is_blocked(ip) {
+            return;
+        }
+        let key = LimitKey { group, subject: Subject::Ip(ip_subject(ip, self.v6_prefix)), audit: false };
+        let Ok(decision) = self.counters.decide(&key, &quota, true).await else { return };
+        if decision.remaining == 0 || !decision.allowed {
+            let network = match canonical(ip) {
+                IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
+                // IPv6 clients are blocked by the same prefix they are limited by.
+                IpAddr::V6(v6) => IpNet::new(IpAddr::V6(v6), self.v6_prefix)
+                    .map(|net| net.trunc())
+                    .unwrap_or(IpNet::from(IpAddr::V6(v6))),
+            };
+            if let Err(error) = self.block(network, reason, None, context).await {
+                tracing::error!(cause = %error, "could not store an automatic block");
+            }
+        }
+    }
+
+    /// POSTs the block to the webhook in the background, a few times at most.
+    fn alert(&self, block: &Block) {
+        let Some((client, url)) = self.webhook.clone() else { return };
+        let body = Alert {
+            event: "client_blocked",
+            ip: &block.ip,
+            reason: &block.reason,
+            expires_at: block.expires_at,
+            time: self.clock.now(),
+        };
+        let Ok(body) = serde_json::to_vec(&body) else { return };
+        tokio::spawn(async move {
+            for attempt in 1..=WEBHOOK_ATTEMPTS {
+                let sent = client
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status().is_success() => return,
+                    Ok(response) => {
+                        tracing::warn!(status = response.status().as_u16(), attempt, "alert webhook refused")
+                    }
+                    Err(error) => tracing::warn!(cause = %error, attempt, "alert webhook unreachable"),
+                }
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+            }
+            tracing::error!("alert webhook gave up after {WEBHOOK_ATTEMPTS} attempts");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_network;
+
+    #[test]
+    fn addresses_and_networks_parse() {
+        assert_eq!(parse_network("203.0.113.7").map(|n| n.to_string()), Some("203.0.113.7/32".into()));
+        assert_eq!(parse_network("198.51.100.9/24").map(|n| n.to_string()), Some("198.51.100.0/24".into()));
+        assert_eq!(parse_network("2001:db8::1/64").map(|n| n.to_string()), Some("2001:db8::/64".into()));
+        assert!(parse_network("nope").is_none());
+        assert!(parse_network("300.1.1.1").is_none());
+    }
+}
