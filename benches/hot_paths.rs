@@ -13,7 +13,7 @@ use rampart::{
         keys::{self, SigningKey},
         principal::{Caller, Credential, Principal},
         revocation::{MemoryRevocations, RevocationList},
-        tokens::TokenKeys,
+        tokens::{TokenKeys, VerifiedTokens},
     },
     clock::{Clock, SystemClock},
     config::JwtAlgorithm,
@@ -41,6 +41,10 @@ fn verification(c: &mut Criterion) {
         let (token, _) = keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).unwrap();
         c.bench_function(&format!("access token verify ({name})"), |b| {
             b.iter(|| keys.verify(black_box(&token), now).unwrap())
+        });
+        let cache = VerifiedTokens::new(65_536);
+        c.bench_function(&format!("access token verify ({name}, cached)"), |b| {
+            b.iter(|| cache.verify(&keys, black_box(&token), now).unwrap())
         });
     }
 }

@@ -25,7 +25,7 @@ use crate::{
         revocation::{MemoryRevocations, RevocationList},
         secret,
         throttle::LoginThrottle,
-        tokens::TokenKeys,
+        tokens::{TokenKeys, VerifiedTokens},
     },
     clock::Clock,
     config::Config,
@@ -52,6 +52,9 @@ use crate::{
     store::{SessionStore, SqlSessions, Store},
 };
 
+/// Verified access tokens kept to skip repeated signature checks.
+const VERIFIED_TOKEN_CACHE: usize = 65_536;
+
 /// Everything a handler may need, cheap to clone (all shared pointers).
 #[derive(Clone)]
 pub struct AppState {
@@ -61,6 +64,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub hasher: PasswordHasher,
     pub tokens: Arc<TokenKeys>,
+    pub verified_tokens: Arc<VerifiedTokens>,
     pub revocations: Arc<dyn RevocationList>,
     pub throttle: Arc<LoginThrottle>,
     pub audit: Arc<Auditor>,
@@ -136,6 +140,7 @@ impl AppState {
             rate_limiter,
             hasher,
             tokens: Arc::new(tokens),
+            verified_tokens: Arc::new(VerifiedTokens::new(VERIFIED_TOKEN_CACHE)),
             revocations,
             sessions,
             redis,

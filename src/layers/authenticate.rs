@@ -46,7 +46,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
         let Some(token) = bearer_token(value) else {
             return Authentication::Invalid { token_sent: false };
         };
-        return match state.tokens.verify(token, now) {
+        return match state.verified_tokens.verify(&state.tokens, token, now) {
             Ok(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
                 user_id: claims.sub,
                 role: claims.role,
