@@ -155,8 +155,9 @@ pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
         return Err(ConfigError { problems });
     }
 
-    let config = deserialize(tree, &origins)?;
-    let problems = config.problems();
+    let mut config = deserialize(tree, &origins)?;
+    let mut problems = config.read_secret_files();
+    problems.extend(config.problems());
     if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
 }
 
@@ -402,6 +403,24 @@ mod tests {
         let message = error_of(&sources);
         assert!(message.contains("server.environment: production needs [tls]"), "{message}");
         assert!(message.contains("auth.signing_key_file"), "{message}");
+    }
+
+    #[test]
+    fn urls_can_come_from_files_but_not_twice() {
+        let url = file("postgres://rampart:s3cret@db.internal/rampart\n");
+        let path = url.path().to_str().expect("utf-8 path");
+        let config = load(&ConfigSources { env: vars(&[("RAMPART_DATABASE__URL_FILE", path)]), ..Default::default() })
+            .expect("loads");
+        use secrecy::ExposeSecret;
+        assert_eq!(config.database.url.expose_secret(), "postgres://rampart:s3cret@db.internal/rampart");
+        let both = ConfigSources {
+            env: vars(&[("RAMPART_REDIS__URL_FILE", path), ("RAMPART_REDIS__URL", "redis://x")]),
+            ..Default::default()
+        };
+        assert!(error_of(&both).contains("redis.url_file: set either"));
+        let missing =
+            ConfigSources { env: vars(&[("RAMPART_DATABASE__URL_FILE", "/no/such/file")]), ..Default::default() };
+        assert!(error_of(&missing).contains("database.url_file: cannot read"));
     }
 
     #[test]

@@ -111,13 +111,20 @@ impl Default for ServerConfig {
 pub struct DatabaseConfig {
     /// May carry a password (postgres://user:pass@host), hence secret.
     pub url: SecretString,
+    /// A file holding the URL instead, so the password stays out of the TOML.
+    pub url_file: PathBuf,
     pub auto_migrate: bool,
     pub max_connections: u32,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: SecretString::from("sqlite://data/rampart.db"), auto_migrate: true, max_connections: 8 }
+        Self {
+            url: SecretString::from("sqlite://data/rampart.db"),
+            url_file: PathBuf::new(),
+            auto_migrate: true,
+            max_connections: 8,
+        }
     }
 }
 
@@ -125,12 +132,14 @@ impl Default for DatabaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     pub url: SecretString,
+    /// A file holding the URL instead (it may carry a password).
+    pub url_file: PathBuf,
     pub key_prefix: String,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: SecretString::default(), key_prefix: "rampart:".into() }
+        Self { url: SecretString::default(), url_file: PathBuf::new(), key_prefix: "rampart:".into() }
     }
 }
 
@@ -370,6 +379,31 @@ impl Config {
             LogFormat::Text => false,
             LogFormat::Auto => self.is_production(),
         }
+    }
+
+    /// Reads `*_file` secrets into their keys. A file and an inline value
+    /// for the same key is an error: which one wins would be a guess.
+    pub fn read_secret_files(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let default_database_url = DatabaseConfig::default().url;
+        let pairs: [(&str, &mut SecretString, &PathBuf, &str); 2] = [
+            ("database.url", &mut self.database.url, &self.database.url_file, default_database_url.expose_secret()),
+            ("redis.url", &mut self.redis.url, &self.redis.url_file, ""),
+        ];
+        for (key, value, file, default) in pairs {
+            if file.as_os_str().is_empty() {
+                continue;
+            }
+            if value.expose_secret() != default {
+                problems.push(format!("{key}_file: set either {key} or {key}_file, not both"));
+                continue;
+            }
+            match std::fs::read_to_string(file) {
+                Ok(text) => *value = SecretString::from(text.trim().to_owned()),
+                Err(error) => problems.push(format!("{key}_file: cannot read {}: {error}", file.display())),
+            }
+        }
+        problems
     }
 
     /// Every problem with the values themselves, each naming its key. Empty

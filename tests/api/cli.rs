@@ -13,7 +13,7 @@ use crate::helpers::assert_no_secrets;
 
 /// The binary with a clean slate: a temporary working directory (no stray
 /// rampart.toml or .env) and no inherited RAMPART_ variables.
-fn rampart(dir: &Path) -> Command {
+pub fn rampart(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rampart"));
     command.current_dir(dir);
     for (key, _) in std::env::vars() {
@@ -145,10 +145,10 @@ fn user_create_applies_the_password_rules_and_refuses_duplicates() {
 
 /// Lines the child printed so far, collected by a reader thread.
 #[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn wait_for(&self, needle: &str) -> String {
+    pub fn wait_for(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(line) = self.0.lock().unwrap().iter().find(|l| l.contains(needle)) {
@@ -172,16 +172,16 @@ fn address_after<'a>(line: &'a str, marker: &str) -> &'a str {
 }
 
 /// A `rampart serve` child with its stdout collected line by line.
-struct Served {
+pub struct Served {
     child: std::process::Child,
-    lines: Lines,
+    pub lines: Lines,
     reader: Option<std::thread::JoinHandle<()>>,
-    public: String,
-    admin: String,
+    pub public: String,
+    pub admin: String,
 }
 
 impl Served {
-    fn start(dir: &Path, config: &Path) -> Self {
+    pub fn start(dir: &Path, config: &Path) -> Self {
         let mut child = rampart(dir)
             .args(["serve", "--config"])
             .arg(config)
@@ -210,7 +210,7 @@ impl Served {
     }
 
     /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(mut self) -> std::process::ExitStatus {
         self.signal("TERM");
         let status = self.child.wait().unwrap();
         if let Some(reader) = self.reader.take() {

@@ -18,7 +18,7 @@ use rampart::{
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::helpers::{SpawnOptions, TestApp, spawn_with};
+use crate::helpers::spawn_with;
 
 fn required(name: &str) -> Option<String> {
     match std::env::var(name) {
@@ -64,101 +64,123 @@ async fn the_redis_limiter_decides_exactly_like_the_memory_limiter() {
     }
 }
 
-/// Configuration shared by instances of one deployment.
-fn shared_deployment(
-    options: &mut SpawnOptions,
-    database: &str,
-    redis: &str,
-    prefix: &str,
-    key_file: &std::path::Path,
-) {
-    options.config.database.url = SecretString::from(database.to_owned());
-    options.config.redis.url = SecretString::from(redis.to_owned());
-    options.config.redis.key_prefix = prefix.to_owned();
-    options.config.auth.signing_key_file = key_file.to_owned();
+/// One deployment's configuration for `rampart serve` processes: a fresh
+/// PostgreSQL schema (its URL in a file), a Redis prefix, one signing key.
+struct Deployment {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    schema: String,
+    setup: PostgresStore,
 }
 
-#[tokio::test]
-async fn two_instances_on_postgresql_and_redis_behave_as_one() {
-    let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
-    let schema = unique("rampart_multi_");
-    let setup = PostgresStore::connect(&postgres, 1, Some(&schema)).await.unwrap();
+async fn deployment(postgres: &str, redis: &str, extra: &str) -> Deployment {
+    let schema = unique("rampart_procs_");
+    let setup = PostgresStore::connect(postgres, 1, Some(&schema)).await.unwrap();
     let separator = if postgres.contains('?') { '&' } else { '?' };
     let database = format!("{postgres}{separator}options=-c%20search_path%3D{schema}");
-    let prefix = unique("rampart-multi-") + ":";
-    let keys = tempfile::tempdir().unwrap();
-    let key_file = keys.path().join("signing-key.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("signing-key.pem");
     std::fs::write(&key_file, rampart::auth::keys::generate(rampart::config::JwtAlgorithm::EdDSA).unwrap()).unwrap();
+    let database_file = dir.path().join("database-url");
+    std::fs::write(&database_file, &database).unwrap();
+    let config = dir.path().join("rampart.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\n\
+             [database]\nurl_file = \"{}\"\n[redis]\nurl = \"{redis}\"\nkey_prefix = \"{}:\"\n\
+             [auth]\nsigning_key_file = \"{}\"\n[auth.password_hash]\nmemory_kib = 64\niterations = 1\n\
+             [log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"root@example.com\"\n{extra}",
+            database_file.display(),
+            unique("rampart-procs-"),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    Deployment { dir, config, schema, setup }
+}
 
-    let a = spawn_with(|o| {
-        shared_deployment(o, &database, &redis, &prefix, &key_file);
-        o.config.rate_limit.get_mut("global").unwrap().limit = 1_000_000;
-    })
-    .await;
-    let b = spawn_with(|o| {
-        shared_deployment(o, &database, &redis, &prefix, &key_file);
-        o.seed = false;
-    })
-    .await;
-    let user = a.users.user.clone();
+/// Two `rampart serve` processes on one PostgreSQL schema and one Redis
+/// prefix, sharing a signing key: what one does, the other sees.
+#[tokio::test]
+async fn two_processes_on_postgresql_and_redis_behave_as_one() {
+    let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
+    let Deployment { dir, config, schema, setup } = deployment(&postgres, &redis, "").await;
+    let created = crate::cli::rampart(dir.path())
+        .args(["user", "create", "--email", "pat@example.com", "--name", "Pat", "--role", "user", "--config"])
+        .arg(&config)
+        .env("RAMPART_PASSWORD", "violet pancake orbit nine")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let a = crate::cli::Served::start(dir.path(), &config);
+    let b = crate::cli::Served::start(dir.path(), &config);
+    let client = reqwest::Client::new();
+    let (on_a, on_b) =
+        (|path: &str| format!("http://{}{path}", a.public), |path: &str| format!("http://{}{path}", b.public));
+    let credentials = json!({"email": "pat@example.com", "password": "violet pancake orbit nine"});
 
     // A session made on A works on B.
-    let session = crate::sessions::sign_in(&a, &user).await;
-    assert_eq!(session.get(&b, "/api/profile").await.status, 200, "session from A on B");
+    let session = client.post(on_a("/auth/session")).json(&credentials).send().await.unwrap();
+    assert_eq!(session.status(), 200);
+    let cookie = session.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let profile = client.get(on_b("/api/profile")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(profile.status(), 200, "a session from A works on B");
 
     // Logout on A kills the access token on B at once.
-    let token = a.token_for(&user).await;
-    assert_eq!(b.get_as("/api/profile", &token).await.status, 200);
-    assert_eq!(a.send(a.client.post(a.url("/auth/logout")).bearer_auth(&token)).await.status, 204);
-    b.get_as("/api/profile", &token).await.assert_problem(401);
+    let login = |url: String| {
+        let client = client.clone();
+        let credentials = credentials.clone();
+        async move { client.post(url).json(&credentials).send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let pair = login(on_a("/auth/login")).await;
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(client.get(on_b("/api/profile")).bearer_auth(&token).send().await.unwrap().status(), 200);
+    assert_eq!(client.post(on_a("/auth/logout")).bearer_auth(&token).send().await.unwrap().status(), 204);
+    assert_eq!(
+        client.get(on_b("/api/profile")).bearer_auth(&token).send().await.unwrap().status(),
+        401,
+        "dead on B at once"
+    );
 
-    // A refresh token spent on A is detected as reuse on B, and the family dies.
-    let pair = a.login(&user.email, &user.password).await;
-    let rotated = a.post_json("/auth/refresh", &json!({"refresh_token": pair["refresh_token"]})).await.json();
-    b.post_json("/auth/refresh", &json!({"refresh_token": pair["refresh_token"]})).await.assert_problem(401);
-    b.get_as("/api/profile", rotated["access_token"].as_str().unwrap()).await.assert_problem(401);
-    a.post_json("/auth/refresh", &json!({"refresh_token": rotated["refresh_token"]})).await.assert_problem(401);
+    // A refresh token spent on A is reuse on B, and the family dies.
+    let pair = login(on_a("/auth/login")).await;
+    let spent = json!({"refresh_token": pair["refresh_token"]});
+    let rotated: serde_json::Value =
+        client.post(on_a("/auth/refresh")).json(&spent).send().await.unwrap().json().await.unwrap();
+    assert_eq!(client.post(on_b("/auth/refresh")).json(&spent).send().await.unwrap().status(), 401);
+    let newest = rotated["access_token"].as_str().unwrap();
+    assert_eq!(
+        client.get(on_b("/api/profile")).bearer_auth(newest).send().await.unwrap().status(),
+        401,
+        "the family died"
+    );
 
-    a.stop();
-    b.stop();
+    assert!(a.stop().success());
+    assert!(b.stop().success());
     setup.drop_schema(&schema).await.unwrap();
 }
 
 #[tokio::test]
-async fn a_global_limit_holds_across_instances() {
+async fn a_global_limit_holds_across_processes() {
     let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
-    let schema = unique("rampart_limit_");
-    let setup = PostgresStore::connect(&postgres, 1, Some(&schema)).await.unwrap();
-    let separator = if postgres.contains('?') { '&' } else { '?' };
-    let database = format!("{postgres}{separator}options=-c%20search_path%3D{schema}");
-    let prefix = unique("rampart-limit-") + ":";
-    let keys = tempfile::tempdir().unwrap();
-    let key_file = keys.path().join("signing-key.pem");
-    std::fs::write(&key_file, rampart::auth::keys::generate(rampart::config::JwtAlgorithm::EdDSA).unwrap()).unwrap();
-    let limited = |o: &mut SpawnOptions| {
-        shared_deployment(o, &database, &redis, &prefix, &key_file);
-        let global = o.config.rate_limit.get_mut("global").unwrap();
-        global.limit = 20;
-        global.window = "1h".parse().unwrap();
-    };
-    let a = spawn_with(limited).await;
-    let b = spawn_with(|o| {
-        limited(o);
-        o.seed = false;
-    })
-    .await;
+    let extra = "[rate_limit.global]\nlimit = 20\nwindow = \"1h\"\n";
+    let Deployment { dir, config, schema, setup } = deployment(&postgres, &redis, extra).await;
+    let a = crate::cli::Served::start(dir.path(), &config);
+    let b = crate::cli::Served::start(dir.path(), &config);
+    let client = reqwest::Client::new();
     let mut admitted = 0;
     for n in 0..40 {
-        let app: &TestApp = if n % 2 == 0 { &a } else { &b };
-        match app.get("/api/posts").await.status {
+        let host = if n % 2 == 0 { &a.public } else { &b.public };
+        match client.get(format!("http://{host}/api/posts")).send().await.unwrap().status().as_u16() {
             200 => admitted += 1,
             429 => {}
             other => panic!("unexpected {other}"),
         }
     }
-    assert_eq!(admitted, 20, "one budget for both instances");
-    a.stop();
-    b.stop();
+    assert_eq!(admitted, 20, "one budget for both processes");
+    assert!(a.stop().success());
+    assert!(b.stop().success());
     setup.drop_schema(&schema).await.unwrap();
 }
 
