@@ -4,7 +4,7 @@
 //! `Authentication` in the request extensions. Handlers take one of two
 //! extractors: `Caller` (guest or signed-in; for routes guests may use) or
 //! `CurrentUser` (signed-in only). Both refuse a bad credential with 401,
-//! and both enforce CSRF: a request with an unsafe method that is
+//! and both enforce CSRF: a state-changing request (POST, PUT, PATCH, DELETE) that is
 //! authenticated by the session cookie must carry `X-CSRF-Token` matching
 //! the session's token (compared in constant time), else 403.
 
