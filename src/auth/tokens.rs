@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn every_algorithm_signs_and_verifies_its_own_tokens_only() {
         let now = OffsetDateTime::now_utc();
-        for algorithm in [JwtAlgorithm::EdDSA, JwtAlgorithm::ES256, JwtAlgorithm::HS256] {
+        for algorithm in [JwtAlgorithm::EdDSA, JwtAlgorithm::ES256, JwtAlgorithm::RS256, JwtAlgorithm::HS256] {
             let keys = ring(algorithm, &key(algorithm), &[]);
             let (token, claims) = keys.issue(Uuid::now_v7(), Role::Manager, None, Uuid::now_v7(), now).expect("issued");
             assert_eq!(keys.verify(&token, now), Ok(claims), "{algorithm:?}");
