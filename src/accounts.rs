@@ -13,6 +13,7 @@ use crate::{
     auth::{password::PasswordHasher, secret},
     domain::{Email, NewUser, Password, Role, User, UserName},
     error::{ApiError, FieldError},
+    metrics::OutcomeLabels,
     store::{RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
 };
 
@@ -78,6 +79,7 @@ pub async fn verify_login(
     let account_key = email.trim().to_lowercase();
     if let Err(retry_after_secs) = state.throttle.check(&account_key) {
         state.audit.record(audit.event(state.clock.now(), "login_failure", None, Outcome::Denied));
+        state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "throttled" }).inc();
         return Err(ApiError::TooManyRequests { retry_after_secs });
     }
     let found = match Email::parse(email) {
@@ -99,11 +101,13 @@ pub async fn verify_login(
                 rehash(state, user.id, password, &hash).await;
             }
             state.audit.record(audit.event(now, "login_success", Some(user.id), Outcome::Success));
+            state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
             Ok(user)
         }
         user => {
             state.throttle.record_failure(&account_key);
             state.audit.record(audit.event(now, "login_failure", user.map(|u| u.id), Outcome::Failure));
+            state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
             Err(ApiError::InvalidCredentials)
         }
     }

@@ -134,7 +134,7 @@ impl AppState {
         let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
         Ok(Self {
-            metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter, &defense)),
+            metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter, &defense, &audit)),
             defense,
             authorizer: Arc::new(authorizer),
             rate_limiter,

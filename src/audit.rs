@@ -12,11 +12,10 @@
 use std::{
     borrow::Cow,
     net::IpAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
 };
+
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
 use axum::{
     extract::{FromRequestParts, MatchedPath},
@@ -138,23 +137,29 @@ const BATCH: usize = 256;
 
 pub struct Auditor {
     queue: mpsc::Sender<AuditEvent>,
-    dropped: Arc<AtomicU64>,
+    /// Events waiting for the writer (a gauge on the metrics listener).
+    pub depth: Gauge,
+    /// Events logged but not stored because the queue was full.
+    pub dropped: Counter,
 }
 
 impl Auditor {
     /// Starts the background writer on the current runtime.
     pub fn spawn(store: Arc<dyn Store>) -> Self {
         let (queue, mut receiver) = mpsc::channel::<AuditEvent>(QUEUE_CAPACITY);
+        let depth = Gauge::default();
+        let writer_depth = depth.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while receiver.recv_many(&mut batch, BATCH).await > 0 {
+                writer_depth.set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
                 if let Err(error) = store.insert_audit_events(&batch).await {
                     tracing::error!(cause = %error, events = batch.len(), "audit events could not be stored");
                 }
                 batch.clear();
             }
         });
-        Self { queue, dropped: Arc::new(AtomicU64::new(0)) }
+        Self { queue, depth, dropped: Counter::default() }
     }
 
     pub fn record(&self, event: AuditEvent) {
@@ -170,12 +175,8 @@ impl Auditor {
             "audit"
         );
         if self.queue.try_send(event).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
-    }
-
-    /// Events that were logged but could not be queued for the store.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.depth.set(i64::try_from(self.queue.max_capacity() - self.queue.capacity()).unwrap_or(i64::MAX));
     }
 }

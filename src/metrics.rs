@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::{defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels};
+use crate::{audit::Auditor, defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -31,10 +31,19 @@ pub struct RouteLabels {
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_request_duration: Family<RouteLabels, Histogram>,
+    /// Password sign-ins by outcome: success, failure, throttled.
+    pub logins: Family<OutcomeLabels, Counter>,
+    /// Refresh-token uses by outcome: success, failure, reuse.
+    pub token_refreshes: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -44,6 +53,7 @@ impl Metrics {
         authz_decisions: &Family<DecisionLabels, Counter>,
         rate_limiter: &RateLimiter,
         defense: &Defense,
+        audit: &Auditor,
     ) -> Self {
         let mut registry = Registry::with_prefix("rampart");
         registry.register("blocks", "Clients blocked, automatically or by an admin", defense.blocks_total.clone());
@@ -76,7 +86,17 @@ impl Metrics {
             "Time from request to response head, by route and method",
             http_request_duration.clone(),
         );
-        Self { registry, http_requests, http_request_duration }
+        let logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register("logins", "Password sign-ins by outcome (success, failure, throttled)", logins.clone());
+        let token_refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Refresh-token uses by outcome (success, failure, reuse)",
+            token_refreshes.clone(),
+        );
+        registry.register("audit_queue_depth", "Audit events waiting to be stored", audit.depth.clone());
+        registry.register("audit_dropped", "Audit events logged but not stored (queue full)", audit.dropped.clone());
+        Self { registry, http_requests, http_request_duration, logins, token_refreshes }
     }
 
     /// The OpenMetrics text exposition.

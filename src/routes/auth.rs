@@ -24,6 +24,7 @@ use crate::{
     error::ApiError,
     extract::JsonBody,
     layers::authenticate::session_cookie,
+    metrics::OutcomeLabels,
     store::{RefreshUse, Revocation, RevocationKind, SessionRecord},
 };
 
@@ -98,10 +99,12 @@ async fn refresh(
                 Ok(user) if !user.disabled => user,
                 _ => {
                     state.audit.record(audit.event(now, "token_refresh", Some(user_id), Outcome::Failure));
+                    state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
                     return Err(ApiError::Unauthorized { token_sent: false });
                 }
             };
             state.audit.record(audit.event(now, "token_refresh", Some(user.id), Outcome::Success));
+            state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
             Ok(Json(accounts::issue_tokens(&state, user, family_id).await?))
         }
         RefreshUse::Reused { family_id, user_id } => {
@@ -109,10 +112,12 @@ async fn refresh(
             // family dies, the legitimate holder's newest token included.
             accounts::revoke_family(&state, family_id).await?;
             state.audit.record(audit.event(now, "refresh_reuse", Some(user_id), Outcome::Denied));
+            state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "reuse" }).inc();
             Err(ApiError::Unauthorized { token_sent: false })
         }
         RefreshUse::Invalid => {
             state.audit.record(audit.event(now, "token_refresh", None, Outcome::Failure));
+            state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
             Err(ApiError::Unauthorized { token_sent: false })
         }
     }

@@ -83,3 +83,31 @@ async fn shutdown_closes_the_listener_and_lets_in_flight_requests_finish() {
     assert_eq!(in_flight.await.unwrap().expect("answered, not dropped"), 200);
     stopper.join().unwrap();
 }
+
+#[tokio::test]
+async fn security_metrics_are_exposed_and_move() {
+    let app = spawn_app().await;
+    let user = &app.users.user;
+    let pair = app.login(&user.email, &user.password).await;
+    app.post_json("/auth/login", &serde_json::json!({"email": user.email, "password": "not the password!!"})).await;
+    let refresh = serde_json::json!({"refresh_token": pair["refresh_token"]});
+    assert_eq!(app.post_json("/auth/refresh", &refresh).await.status, 200);
+    app.post_json("/auth/refresh", &refresh).await.assert_problem(401);
+
+    let scrape =
+        app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"rampart_logins_total{outcome="success"} 1"#,
+        r#"rampart_logins_total{outcome="failure"} 1"#,
+        r#"rampart_token_refreshes_total{outcome="success"} 1"#,
+        r#"rampart_token_refreshes_total{outcome="reuse"} 1"#,
+        "rampart_audit_dropped_total 0",
+        "rampart_blocks_total 0",
+        "rampart_blocked_clients 0",
+        "# TYPE rampart_audit_queue_depth gauge",
+    ] {
+        assert!(scrape.contains(line), "missing {line:?} in\n{scrape}");
+    }
+    // Families with no sample yet (429s, backend errors, policy decisions)
+    // appear with their first sample; other tests scrape those.
+}
