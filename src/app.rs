@@ -133,7 +133,7 @@ impl AppState {
         };
         let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
-        Ok(Self {
+        let state = Self {
             metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter, &defense, &audit)),
             defense,
             authorizer: Arc::new(authorizer),
@@ -152,7 +152,9 @@ impl AppState {
             store,
             clock,
             tls,
-        })
+        };
+        crate::housekeeping::spawn(&state);
+        Ok(state)
     }
 
     /// Asks the policy; see `Authorizer::authorize`.

@@ -27,6 +27,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod fs;
+pub mod housekeeping;
 pub mod layers;
 pub mod limiter;
 pub mod metrics;

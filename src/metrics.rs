@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::{audit::Auditor, defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -44,6 +44,8 @@ pub struct Metrics {
     pub logins: Family<OutcomeLabels, Counter>,
     /// Refresh-token uses by outcome: success, failure, reuse.
     pub token_refreshes: Family<OutcomeLabels, Counter>,
+    /// Sessions in force (SQL store), refreshed by `housekeeping`.
+    pub active_sessions: Gauge,
 }
 
 impl Metrics {
@@ -96,7 +98,15 @@ impl Metrics {
         );
         registry.register("audit_queue_depth", "Audit events waiting to be stored", audit.depth.clone());
         registry.register("audit_dropped", "Audit events logged but not stored (queue full)", audit.dropped.clone());
-        Self { registry, http_requests, http_request_duration, logins, token_refreshes }
+        for outcome in ["success", "failure", "throttled"] {
+            drop(logins.get_or_create(&OutcomeLabels { outcome }));
+        }
+        for outcome in ["success", "failure", "reuse"] {
+            drop(token_refreshes.get_or_create(&OutcomeLabels { outcome }));
+        }
+        let active_sessions = Gauge::default();
+        registry.register("active_sessions", "Browser sessions in force", active_sessions.clone());
+        Self { registry, http_requests, http_request_duration, logins, token_refreshes, active_sessions }
     }
 
     /// The OpenMetrics text exposition.

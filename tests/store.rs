@@ -242,6 +242,8 @@ async fn sessions_are_stored_extended_and_deleted_by_hash() {
             later.unix_timestamp()
         );
         store.insert_session(&SessionRecord { id_hash: hash(5), ..session.clone() }).await.unwrap();
+        assert_eq!(store.count_active_sessions(now).await.unwrap(), 2);
+        assert_eq!(store.count_active_sessions(now + Duration::days(1)).await.unwrap(), 0);
         store.delete_session(&hash(3)).await.unwrap();
         assert!(store.session(&hash(3)).await.unwrap().is_none());
         assert!(store.session(&hash(5)).await.unwrap().is_some());
@@ -371,6 +373,10 @@ async fn audit_events_are_stored_in_batches() {
         assert!(store.list_audit_events(&before, None, 10).await.unwrap().is_empty());
         let by_user = AuditFilter { user_id: Some(Uuid::now_v7()), ..Default::default() };
         assert!(store.list_audit_events(&by_user, None, 10).await.unwrap().is_empty());
+
+        assert_eq!(store.purge_audit_events(OffsetDateTime::now_utc() - Duration::hours(1)).await.unwrap(), 0);
+        assert_eq!(store.purge_audit_events(OffsetDateTime::now_utc() + Duration::seconds(1)).await.unwrap(), 3);
+        assert!(store.list_audit_events(&AuditFilter::default(), None, 10).await.unwrap().is_empty());
     })
     .await;
 }

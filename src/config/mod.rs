@@ -51,6 +51,21 @@ pub struct Config {
     pub oauth: OAuthConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit events older than this are deleted (hourly).
+    pub retention: HumanDuration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention: HumanDuration::days(90) }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -506,6 +521,9 @@ impl Config {
         }
         if self.defense.failed_login_threshold == 0 || self.defense.rate_limited_threshold == 0 {
             problem("defense", "thresholds must be at least 1");
+        }
+        if self.audit.retention.0 < std::time::Duration::from_secs(3600) {
+            problem("audit.retention", "must be at least 1h");
         }
         if self.defense.window.0.is_zero() || self.defense.block_for.0.is_zero() {
             problem("defense", "window and block_for must be longer than zero");

@@ -99,7 +99,7 @@ fn exempt(path: &str) -> bool {
 
 impl RateLimiter {
     pub fn new(config: &Config, backend: Arc<dyn LimiterBackend>, audit: Arc<Auditor>, clock: Arc<dyn Clock>) -> Self {
-        let groups = config
+        let groups: Vec<Group> = config
             .rate_limit
             .iter()
             .enumerate()
@@ -139,6 +139,14 @@ impl RateLimiter {
                 }
             })
             .collect();
+        // Every series exists from the start, so rate() works from the first scrape.
+        let limited = Family::<GroupLabels, Counter>::default();
+        let backend_errors = Family::<GroupLabels, Counter>::default();
+        for group in &groups {
+            let labels = GroupLabels { group: group.name.clone() };
+            drop(limited.get_or_create(&labels));
+            drop(backend_errors.get_or_create(&labels));
+        }
         Self {
             groups,
             backend,
@@ -146,8 +154,8 @@ impl RateLimiter {
             body_limit: config.server.body_limit.as_usize(),
             audit,
             clock,
-            limited: Family::default(),
-            backend_errors: Family::default(),
+            limited,
+            backend_errors,
             last_error_log: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
         }
     }

@@ -219,6 +219,12 @@ impl Authorizer {
             users: type_name("Rampart::Users")?,
             admin_area: type_name("Rampart::AdminArea")?,
         };
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        for action in Action::ALL {
+            for decision in ["allow", "deny"] {
+                drop(decisions.get_or_create(&DecisionLabels { action: action.as_str(), decision }));
+            }
+        }
         Ok(Self {
             schema,
             source,
@@ -226,7 +232,7 @@ impl Authorizer {
             engine: cedar_policy::Authorizer::new(),
             action_uids,
             types,
-            decisions: Family::default(),
+            decisions,
         })
     }
 

@@ -275,6 +275,10 @@ pub trait Store: Send + Sync + 'static {
 
     // Audit.
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Deletes audit events older than `before`; returns how many.
+    async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Sessions in force at `now` in the SQL store.
+    async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
     /// Newest first, matching every filter given, older than `before`.
     async fn list_audit_events(
         &self,

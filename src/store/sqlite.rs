@@ -415,6 +415,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM audit_events WHERE time < ?").bind(before).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE idle_expires_at > ? AND absolute_expires_at > ?")
+                .bind(now)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn list_audit_events(
         &self,
         filter: &AuditFilter,

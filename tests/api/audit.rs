@@ -68,3 +68,55 @@ async fn the_audit_trail_is_filtered_and_paged() {
     app.get_as("/api/admin/audit", &user).await.assert_problem(403);
     app.get("/api/admin/audit").await.assert_problem(401);
 }
+
+#[tokio::test]
+async fn a_flood_of_failed_requests_loses_no_count() {
+    let app = spawn_app().await;
+    let admin = app.token_for(&app.users.admin).await;
+    const FLOOD: usize = 10_000;
+    let mut sent = 0;
+    while sent < FLOOD {
+        let batch: Vec<_> = (0..100)
+            .map(|_| {
+                let request = app.client.get(app.url("/api/profile")).bearer_auth("not-a-token").send();
+                tokio::spawn(async move { request.await.map(|r| r.status().as_u16()) })
+            })
+            .collect();
+        for request in batch {
+            assert_eq!(request.await.unwrap().unwrap(), 401);
+        }
+        sent += 100;
+    }
+    let scrape =
+        app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap().text().await.unwrap();
+    let line = r#"rampart_http_requests_total{method="GET",route="/api/profile",status="401"} 10000"#;
+    assert!(scrape.contains(line), "the request counter saw every one");
+    let dropped: usize = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("rampart_audit_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    // Every 401 is either stored as an `unauthorized` event or counted as dropped.
+    let mut stored = 0;
+    for _ in 0..200 {
+        stored = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let query = match &cursor {
+                Some(c) => format!("/api/admin/audit?event=unauthorized&limit=100&cursor={c}"),
+                None => "/api/admin/audit?event=unauthorized&limit=100".to_owned(),
+            };
+            let page = app.get_as(&query, &admin).await.json();
+            stored += page["items"].as_array().unwrap().len();
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        if stored + dropped >= FLOOD {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored + dropped, FLOOD, "stored {stored}, dropped {dropped}");
+}

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod cli;
 mod defense;
+mod deploy;
 mod helpers;
 mod logging;
 mod ops;
