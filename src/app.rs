@@ -218,6 +218,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(routes::posts::router())
         .merge(routes::audit::router())
         .merge(routes::blocks::router())
+        .merge(routes::admin_page::router())
         .merge(extra)
         .fallback(not_found)
         .layer(from_fn_with_state(state.rate_limiter.clone(), rate_limit))

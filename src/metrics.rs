@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
-use crate::{audit::Auditor, defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels};
+use crate::{
+    audit::Auditor, defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels,
+    routes::admin_page::TrafficStats,
+};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -46,6 +49,8 @@ pub struct Metrics {
     pub token_refreshes: Family<OutcomeLabels, Counter>,
     /// Sessions in force (SQL store), refreshed by `housekeeping`.
     pub active_sessions: Gauge,
+    /// Per-minute traffic for the `/admin` charts.
+    pub traffic: TrafficStats,
 }
 
 impl Metrics {
@@ -106,7 +111,15 @@ impl Metrics {
         }
         let active_sessions = Gauge::default();
         registry.register("active_sessions", "Browser sessions in force", active_sessions.clone());
-        Self { registry, http_requests, http_request_duration, logins, token_refreshes, active_sessions }
+        Self {
+            registry,
+            http_requests,
+            http_request_duration,
+            logins,
+            token_refreshes,
+            active_sessions,
+            traffic: TrafficStats::default(),
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -83,6 +83,7 @@ pub async fn access_log(State(log): State<AccessLog>, mut request: Request, next
 
     let latency = started.elapsed();
     let status = response.status().as_u16();
+    metrics.traffic.record(log.clock.now(), status);
     metrics.http_requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
     metrics
         .http_request_duration

@@ -2,6 +2,7 @@
 //! under the shared layer stack. Handlers stay thin: parse input, ask the
 //! store (and, as it lands, the policy), shape the response.
 
+pub mod admin_page;
 pub mod audit;
 pub mod auth;
 pub mod blocks;
