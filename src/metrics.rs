@@ -47,7 +47,7 @@ pub struct Metrics {
     pub logins: Family<OutcomeLabels, Counter>,
     /// Refresh-token uses by outcome: success, failure, reuse.
     pub token_refreshes: Family<OutcomeLabels, Counter>,
-    /// Sessions in force (SQL store), refreshed by `housekeeping`.
+    /// Sessions in force (SQL store), counted at each scrape.
     pub active_sessions: Gauge,
     /// Per-minute traffic for the `/admin` charts.
     pub traffic: TrafficStats,

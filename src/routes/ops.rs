@@ -75,6 +75,14 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    // Sessions in the SQL store are counted at scrape time (one query per
+    // scrape); Redis sessions expire by themselves and are not counted.
+    if state.redis.is_none()
+        && let Ok(Ok(count)) =
+            tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.count_active_sessions(state.clock.now())).await
+    {
+        state.metrics.active_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -120,3 +120,102 @@ async fn a_flood_of_failed_requests_loses_no_count() {
     }
     assert_eq!(stored + dropped, FLOOD, "stored {stored}, dropped {dropped}");
 }
+
+#[tokio::test]
+async fn every_audit_event_type_is_stored_with_its_fields_and_no_secret() {
+    let app = crate::helpers::spawn_with(|options| {
+        options.config.rate_limit.insert(
+            "deletes".into(),
+            rampart::config::RateLimitGroup {
+                strategy: rampart::config::RateLimitStrategy::FixedWindow,
+                limit: 1,
+                window: "1h".parse().unwrap(),
+                count: rampart::config::CountMode::All,
+                paths: vec!["/api/posts/".into()],
+                methods: vec!["DELETE".into()],
+                on_backend_error: None,
+            },
+        );
+    })
+    .await;
+    let user = app.users.user.clone();
+    let admin = app.token_for(&app.users.admin).await;
+    let new_password = "an entirely new passphrase";
+
+    app.post_json(
+        "/auth/signup",
+        &json!({"email": "n@example.com", "password": "a long enough passphrase", "name": "N"}),
+    )
+    .await;
+    app.post_json("/auth/login", &json!({"email": user.email, "password": "wrong password here"})).await;
+    let pair = app.login(&user.email, &user.password).await;
+    let refresh = json!({"refresh_token": pair["refresh_token"]});
+    let rotated = app.post_json("/auth/refresh", &refresh).await.json();
+    app.post_json("/auth/refresh", &refresh).await;
+    let token = app.token_for(&user).await;
+    app.send(app.client.post(app.url("/auth/logout")).bearer_auth(&token)).await;
+    let token = app.token_for(&user).await;
+    app.send(
+        app.client
+            .put(app.url("/api/profile/password"))
+            .bearer_auth(&token)
+            .json(&json!({"current_password": user.password, "new_password": new_password})),
+    )
+    .await;
+    let path = format!("/api/admin/users/{}", app.users.other.id);
+    app.send(app.client.patch(app.url(&path)).bearer_auth(&admin).json(&json!({"role": "manager"}))).await;
+    app.get("/api/profile").await;
+    let other = app.token_for(&app.users.manager).await;
+    app.get_as("/api/admin/users", &other).await;
+    let missing = format!("/api/posts/{}", uuid::Uuid::now_v7());
+    app.send(app.client.delete(app.url(&missing))).await;
+    app.send(app.client.delete(app.url(&missing))).await.assert_problem(429);
+    app.get("/test/panic").await;
+    let block = app
+        .send(app.client.post(app.url("/api/admin/blocks")).bearer_auth(&admin).json(&json!({"ip": "192.0.2.44"})))
+        .await;
+    let block_id = block.json()["id"].as_str().unwrap().to_owned();
+    app.send(app.client.delete(app.url(&format!("/api/admin/blocks/{block_id}"))).bearer_auth(&admin)).await;
+
+    let expected = [
+        "signup",
+        "login_success",
+        "login_failure",
+        "token_refresh",
+        "refresh_reuse",
+        "logout",
+        "password_change",
+        "role_change",
+        "unauthorized",
+        "forbidden",
+        "rate_limited",
+        "server_error",
+        "ip_blocked",
+        "ip_unblocked",
+    ];
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = app.get_as("/api/admin/audit?limit=100", &admin).await.json()["items"].as_array().unwrap().clone();
+        if expected.iter().all(|name| events.iter().any(|e| e["event"] == *name)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for name in expected {
+        let event = events.iter().find(|e| e["event"] == name).unwrap_or_else(|| panic!("no {name} event"));
+        for member in ["id", "time", "request_id", "event", "client_ip", "route", "outcome"] {
+            assert!(!event[member].is_null(), "{name} lacks {member}: {event}");
+        }
+    }
+    let text = serde_json::to_string(&events).unwrap();
+    for secret in [
+        user.password.as_str(),
+        new_password,
+        pair["refresh_token"].as_str().unwrap(),
+        rotated["access_token"].as_str().unwrap(),
+        &token,
+        &admin,
+    ] {
+        assert!(!text.contains(secret), "the audit trail holds a credential");
+    }
+}

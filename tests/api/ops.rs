@@ -111,3 +111,23 @@ async fn security_metrics_are_exposed_and_move() {
     // Families with no sample yet (429s, backend errors, policy decisions)
     // appear with their first sample; other tests scrape those.
 }
+
+#[tokio::test]
+async fn the_active_sessions_gauge_follows_sign_ins_and_outs() {
+    let app = spawn_app().await;
+    let scrape = || async {
+        app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap().text().await.unwrap()
+    };
+    assert!(scrape().await.contains("rampart_active_sessions 0"));
+    let session = crate::sessions::sign_in(&app, &app.users.user).await;
+    crate::sessions::sign_in(&app, &app.users.other).await;
+    assert!(scrape().await.contains("rampart_active_sessions 2"));
+    app.send(
+        app.client
+            .delete(app.url("/auth/session"))
+            .header("cookie", &session.cookie)
+            .header("x-csrf-token", &session.csrf),
+    )
+    .await;
+    assert!(scrape().await.contains("rampart_active_sessions 1"));
+}
