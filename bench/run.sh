@@ -95,6 +95,15 @@ for round in 1 2; do
   sleep 1
   record S6 rampart $round "$(run "http://127.0.0.1:$R/api/profile" 64 GET '' "$TOKEN")"
   wait $LOGINS || true
+  # S7: a normal request's latency, idle and then during a flood of failed
+  # requests (bad bearer tokens, all 401, all logged and audited).
+  record S7idle rampart $round "$(run "http://127.0.0.1:$R/api/posts" 4)"
+  (BENCH_TOKEN=not-a-valid-token wrk -t1 -c64 -d"$((WARMUP + MEASURE + 1))s" -s bench/report.lua \
+    "http://127.0.0.1:$R/api/profile" >/dev/null) &
+  FLOOD=$!
+  sleep 1
+  record S7 rampart $round "$(run "http://127.0.0.1:$R/api/posts" 4)"
+  wait $FLOOD || true
 done
 
 RSS_KIB=$(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -f "$RAMPART" | head -1)/status" 2>/dev/null || echo 0)
@@ -107,7 +116,7 @@ def mean(scenario, target, key):
     return statistics.mean(values) if values else None
 out = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "machine": f"{platform.machine()} {os.cpu_count()} cores",
        "rss_rampart_kib_after": int(sys.argv[2]), "runs": rows, "summary": {}}
-for s in ["S1", "S2", "S3", "S4", "S5", "S6"]:
+for s in ["S1", "S2", "S3", "S4", "S5", "S6", "S7idle", "S7"]:
     out["summary"][s] = {t: {k: mean(s, t, k) for k in ["rps", "p50_ms", "p99_ms", "non_2xx"]} for t in ["rampart", "ceiling"]}
 print(json.dumps(out, indent=2))
 PY
@@ -136,4 +145,7 @@ for s, name in [("S1", "GET /health"), ("S2", "GET /api/profile (Bearer)"), ("S3
         ratio = f(r["p99_ms"] / s2_idle_p99, "{:.2f}") + " × S2 p99"
         target = "p99 ≤ 2 × S2 idle p99"
     print(f"| {s} {name} | {f(r['rps'])} | {f(r['p50_ms'], '{:.2f}')} | {f(r['p99_ms'], '{:.2f}')} | {f(c['rps'])} | {ratio} | {target} |")
+idle = d["S7idle"]["rampart"]; flood = d["S7"]["rampart"]
+print(f"| S7 GET /api/posts (-c4) during a 401 flood | {f(flood['rps'])} | {f(flood['p50_ms'], '{:.2f}')} | {f(flood['p99_ms'], '{:.2f}')} | — | "
+      f"{f(flood['p99_ms'] / idle['p99_ms'], '{:.2f}')} × idle p99 ({f(idle['p99_ms'], '{:.2f}')} ms) | p99 ≤ 2 × idle p99 |")
 PY
