@@ -29,7 +29,7 @@ use crate::{
     clock::Clock,
     config::Config,
     limiter::{
-        LimitKey, LimiterBackend, Subject, ip_subject,
+        LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
         strategy::{Quota, Strategy},
     },
     store::{Block, Store, StoreError},
@@ -40,6 +40,7 @@ const WEBHOOK_ATTEMPTS: u32 = 3;
 /// Counter groups for the defence, apart from the configured rate limits.
 const FAILED_LOGINS: u16 = u16::MAX - 1;
 const RATE_LIMITED: u16 = u16::MAX - 2;
+const UNAUTHORIZED: u16 = u16::MAX - 3;
 
 #[derive(Debug, Clone)]
 struct ActiveBlock {
@@ -240,6 +241,15 @@ impl Defense {
                 tracing::error!(cause = %error, "could not store an automatic block");
             }
         }
+    }
+
+    /// True for the first 401 from `ip` on `route` in a minute (the one that
+    /// is audited); an unknown client counts as one client.
+    pub async fn first_unauthorized(&self, ip: Option<IpAddr>, route: &str) -> bool {
+        let subject = Subject::IpAndAccount(ip.map_or(0, |ip| ip_subject(ip, self.v6_prefix)), account_subject(route));
+        let key = LimitKey { group: UNAUTHORIZED, subject, audit: true };
+        let once = Quota { strategy: Strategy::FixedWindow, limit: 1, window_ms: 60_000 };
+        self.counters.decide(&key, &once, true).await.map(|decision| decision.allowed).unwrap_or(true)
     }
 
     /// POSTs the block to the webhook in the background, a few times at most.

@@ -89,8 +89,12 @@ pub async fn access_log(State(log): State<AccessLog>, mut request: Request, next
         .http_request_duration
         .get_or_create(&RouteLabels { method, route: route.clone() })
         .observe(latency.as_secs_f64());
+    // 401s come in floods (bad tokens, scanners): one event per client and
+    // route per minute; the request counter keeps the exact number.
+    let first_of_flood = status != 401 || log.defense.first_unauthorized(client_ip, &route).await;
     if let Some((event, outcome)) = audited_status(status)
         && !context.audited.load(Ordering::Relaxed)
+        && first_of_flood
     {
         log.audit.record(AuditEvent {
             id: Uuid::now_v7(),
