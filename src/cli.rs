@@ -165,7 +165,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, _) = load_config(&args.config)?;
-    telemetry::init(&config)?;
+    let _log_writer = telemetry::init(&config)?;
     if args.dev_tls && config.is_production() {
         anyhow::bail!("--dev-tls is for development; production needs [tls] cert_file/key_file");
     }

@@ -23,12 +23,21 @@ pub use redact::{REDACTED, is_sensitive_name, scrub};
 
 use crate::config::Config;
 
-/// Installs the process-wide subscriber. Call once, from `main`.
-pub fn init(config: &Config) -> anyhow::Result<()> {
+/// Installs the process-wide subscriber. Call once, from `main`, and keep
+/// the returned guard until exit: lines are written to stdout by a
+/// background thread (a request never waits on the terminal or the pipe),
+/// and dropping the guard flushes what is still queued. If stdout cannot
+/// keep up with 100,000 queued lines, further lines are dropped rather than
+/// slowing requests down; audit events still reach the store.
+pub fn init(config: &Config) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let filter = EnvFilter::try_new(&config.log.level).map_err(|error| anyhow::anyhow!("log.level: {error}"))?;
-    let subscriber = Registry::default().with(filter).with(RedactingLayer::new(config.json_logs(), std::io::stdout));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(100_000)
+        .finish(std::io::stdout());
+    let subscriber = Registry::default().with(filter).with(RedactingLayer::new(config.json_logs(), writer));
     tracing::subscriber::set_global_default(subscriber)?;
-    Ok(())
+    Ok(guard)
 }
 
 /// Formats events itself so that every field passes through redaction.
