@@ -246,25 +246,14 @@ impl Store for PostgresStore {
     }
 
     async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError> {
-        let rows =
-            match after {
-                Some(after) => {
-                    sqlx::query(
-                        "SELECT id, email, name, role, department, disabled, created_at FROM users \
-                     WHERE id > $1 ORDER BY id LIMIT $2",
-                    )
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-                None => sqlx::query(
-                    "SELECT id, email, name, role, department, disabled, created_at FROM users ORDER BY id LIMIT $1",
-                )
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?,
-            };
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "SELECT id, email, name, role, department, disabled, created_at FROM users WHERE 1 = 1",
+        );
+        if let Some(after) = after {
+            query.push(" AND id > ").push_bind(after);
+        }
+        query.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(user_from_row).collect()
     }
 
@@ -507,17 +496,15 @@ impl Store for PostgresStore {
         before: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Block>, StoreError> {
-        let rows: Vec<BlockRow> = match before {
-            Some(before) => {
-                sqlx::query_as("SELECT id, ip, reason, created_at, expires_at FROM blocks WHERE (expires_at IS NULL OR expires_at > $1) AND id < $2 ORDER BY id DESC LIMIT $3")
-                    .bind(now)
-                    .bind(before)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => sqlx::query_as("SELECT id, ip, reason, created_at, expires_at FROM blocks WHERE (expires_at IS NULL OR expires_at > $1) ORDER BY id DESC LIMIT $2").bind(now).bind(i64::from(limit)).fetch_all(&self.pool).await?,
-        };
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "SELECT id, ip, reason, created_at, expires_at FROM blocks WHERE (expires_at IS NULL OR expires_at > ",
+        );
+        query.push_bind(now).push(")");
+        if let Some(before) = before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows: Vec<BlockRow> = query.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(Block::from).collect())
     }
 
@@ -605,25 +592,14 @@ impl Store for PostgresStore {
     }
 
     async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError> {
-        let rows =
-            match before {
-                Some(before) => {
-                    sqlx::query(
-                        "SELECT id, title, body, author_id, created_at, updated_at FROM posts \
-                     WHERE id < $1 ORDER BY id DESC LIMIT $2",
-                    )
-                    .bind(before)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-                None => sqlx::query(
-                    "SELECT id, title, body, author_id, created_at, updated_at FROM posts ORDER BY id DESC LIMIT $1",
-                )
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?,
-            };
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "SELECT id, title, body, author_id, created_at, updated_at FROM posts WHERE 1 = 1",
+        );
+        if let Some(before) = before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(post_from_row).collect()
     }
 
