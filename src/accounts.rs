@@ -97,8 +97,8 @@ pub async fn verify_login(
     match user {
         Some(user) if password_ok && stored_hash.is_some() && !user.disabled => {
             state.throttle.record_success(&account_key);
-            if let Some(hash) = stored_hash.filter(|hash| state.hasher.needs_rehash(hash)) {
-                rehash(state, user.id, password, &hash).await;
+            if stored_hash.is_some_and(|hash| state.hasher.needs_rehash(&hash)) {
+                rehash(state, user.id, password).await;
             }
             state.audit.record(audit.event(now, "login_success", Some(user.id), Outcome::Success));
             state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
@@ -114,7 +114,7 @@ pub async fn verify_login(
 }
 
 /// Upgrades a hash made with old parameters; failure only costs the upgrade.
-async fn rehash(state: &AppState, user_id: Uuid, password: &SecretString, _old: &str) {
+async fn rehash(state: &AppState, user_id: Uuid, password: &SecretString) {
     match state.hasher.hash(password).await {
         Ok(phc) => {
             if let Err(error) = state.store.set_password_hash(user_id, &phc).await {

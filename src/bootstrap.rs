@@ -1,8 +1,6 @@
 //! `[bootstrap]`: creates the first admin on start when none exists, so a
 //! fresh deployment can be administered without a shell on the host.
 
-use std::borrow::Cow;
-
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -55,6 +53,5 @@ fn admin_password(config: &BootstrapConfig) -> anyhow::Result<SecretString> {
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("bootstrap.admin_password_file: cannot read {}", path.display()))?;
-    let trimmed: Cow<'_, str> = Cow::Borrowed(text.trim_end_matches(['\r', '\n']));
-    Ok(SecretString::from(trimmed.into_owned()))
+    Ok(SecretString::from(text.trim_end_matches(['\r', '\n']).to_owned()))
 }

@@ -28,6 +28,7 @@ use crate::{
     audit::{AuditContext, Auditor, Outcome},
     clock::Clock,
     config::Config,
+    layers::client_ip::canonical,
     limiter::{
         LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
         strategy::{Quota, Strategy},
@@ -79,13 +80,6 @@ struct Alert<'a> {
 pub fn parse_network(text: &str) -> Option<IpNet> {
     let text = text.trim();
     text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from)).map(|net| net.trunc())
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 impl Defense {

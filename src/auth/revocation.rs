@@ -110,16 +110,6 @@ impl MemoryRevocations {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Lists> {
         self.lists.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// Entries currently held, for metrics and the memory bound's tests.
-    pub fn len(&self) -> usize {
-        let lists = self.read();
-        lists.tokens.len() + lists.families.len() + lists.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[async_trait]
