@@ -136,7 +136,8 @@ mod tests {
 
 /// `?limit=&cursor=` of a list route: `limit` defaults to 20 and is
 /// clamped to 100; a non-integer, zero or negative limit, or a cursor this
-/// server did not make, is 400. Other query parameters are ignored.
+/// server did not make, is 400. Other query parameters are ignored. Values
+/// are taken as sent (no trimming), as the OpenAPI parameters say.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub limit: u32,
@@ -156,7 +157,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
         let mut errors = Vec::new();
         for (name, value) in pairs {
             match name.as_str() {
-                "limit" => match value.trim().parse::<i64>() {
+                "limit" => match value.parse::<i64>() {
                     Ok(limit) if limit >= 1 => {
                         page.limit = u32::try_from(limit.min(i64::from(MAX_PAGE))).unwrap_or(MAX_PAGE)
                     }
@@ -182,7 +183,7 @@ pub fn encode_cursor(id: uuid::Uuid) -> String {
 
 fn decode_cursor(text: &str) -> Option<uuid::Uuid> {
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
     uuid::Uuid::from_slice(&bytes).ok()
 }
 

@@ -47,6 +47,18 @@ impl FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        Self::parse(input, false)
+    }
+}
+
+impl HumanDuration {
+    /// Like `from_str`, but a well-formed duration too large to represent
+    /// becomes the largest one instead of an error (for callers that clamp).
+    pub fn parse_saturating(input: &str) -> Result<Self, String> {
+        Self::parse(input, true)
+    }
+
+    fn parse(input: &str, saturate: bool) -> Result<Self, String> {
         const HINT: &str = "expected a duration such as \"30s\", \"15m\", \"12h\" or \"30d\"";
         let text = input.trim();
         if text.is_empty() {
@@ -71,12 +83,17 @@ impl FromStr for HumanDuration {
                 "" => return Err(format!("{input:?} has no unit; {HINT}")),
                 other => return Err(format!("unknown duration unit {other:?}; {HINT}")),
             };
-            let part = number
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| n.checked_mul(factor_ms))
-                .ok_or_else(|| format!("{input:?} is too large"))?;
-            total_ms = total_ms.checked_add(part).ok_or_else(|| format!("{input:?} is too large"))?;
+            let too_large = || format!("{input:?} is too large");
+            let part = match number.parse::<u64>().ok().and_then(|n| n.checked_mul(factor_ms)) {
+                Some(part) => part,
+                None if saturate => u64::MAX,
+                None => return Err(too_large()),
+            };
+            total_ms = match total_ms.checked_add(part) {
+                Some(total) => total,
+                None if saturate => u64::MAX,
+                None => return Err(too_large()),
+            };
             rest = after;
         }
         Ok(Self(Duration::from_millis(total_ms)))

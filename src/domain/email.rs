@@ -1,7 +1,8 @@
 use std::fmt;
 
-/// An email address as API.md defines it: at most 254 characters after
-/// trimming, exactly one `@` with text on both sides, no whitespace.
+/// An email address as API.md defines it: at most 254 characters (padding
+/// included), trimmed, exactly one `@` with text on both sides, no
+/// whitespace.
 /// `key()` is the form used for uniqueness and lookup (lower-cased), since
 /// emails are compared case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +17,8 @@ impl Email {
         if email.is_empty() {
             return Err("is required");
         }
-        if email.chars().count() > 254 {
+        // Counted before trimming, so a schema's `maxLength` says the same.
+        if input.chars().count() > 254 {
             return Err("must be at most 254 characters");
         }
         if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -71,6 +73,8 @@ mod tests {
             "ada@",
             "ada lovelace@example.com",
             &long,
+            // 254 characters once trimmed, but more as sent.
+            &format!("  {}@example.com", "a".repeat(242)),
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }

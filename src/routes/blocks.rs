@@ -1,5 +1,7 @@
 //! `/api/admin/blocks`: list, add and lift blocks (see `defense`).
 
+use std::time::Duration;
+
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -21,10 +23,22 @@ use crate::{
     store::{Block, StoreError},
 };
 
+/// Blocks longer than this are cut to it (a block for ever is not a
+/// number `OffsetDateTime` can add).
+pub const MAX_BLOCK: Duration = Duration::from_secs(3650 * 86_400);
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/blocks", get(list_blocks).post(add_block))
         .route("/api/admin/blocks/{id}", delete(lift_block))
+}
+
+/// A block's `duration`: a non-zero `HumanDuration`, at most `MAX_BLOCK`.
+pub fn parse_block_duration(text: &str) -> Result<Duration, &'static str> {
+    match HumanDuration::parse_saturating(text) {
+        Ok(duration) if !duration.0.is_zero() => Ok(duration.0.min(MAX_BLOCK)),
+        _ => Err("must be a duration such as \"15m\" or \"24h\""),
+    }
 }
 
 async fn list_blocks(
@@ -62,11 +76,11 @@ async fn add_block(
     if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
         errors.push(FieldError::new("reason", "must be 1 to 200 characters without control characters"));
     }
-    let duration = match input.duration.as_deref().map(str::parse::<HumanDuration>) {
+    let duration = match input.duration.as_deref().map(parse_block_duration) {
         None => None,
-        Some(Ok(duration)) if !duration.0.is_zero() => time::Duration::try_from(duration.0).ok(),
-        Some(_) => {
-            errors.push(FieldError::new("duration", "must be a duration such as \"15m\" or \"24h\""));
+        Some(Ok(duration)) => time::Duration::try_from(duration).ok(),
+        Some(Err(message)) => {
+            errors.push(FieldError::new("duration", message));
             None
         }
     };

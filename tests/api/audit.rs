@@ -70,6 +70,23 @@ async fn the_audit_trail_is_filtered_and_paged() {
 }
 
 #[tokio::test]
+async fn filters_are_taken_as_sent_and_an_inverted_range_is_empty() {
+    let app = spawn_app().await;
+    let admin = app.token_for(&app.users.admin).await;
+    let inverted = app.get_as("/api/admin/audit?from=2030-01-01T00:00:00Z&to=2000-01-01T00:00:00Z", &admin).await;
+    assert_eq!(inverted.status, 200, "{}", inverted.body);
+    assert!(inverted.json()["items"].as_array().unwrap().is_empty());
+    // 64 characters of two bytes each: the limit counts characters.
+    let long_name = "é".repeat(64);
+    assert_eq!(app.get_as(&format!("/api/admin/audit?event={long_name}"), &admin).await.status, 200);
+    let too_long = format!("{long_name}é");
+    app.get_as(&format!("/api/admin/audit?event={too_long}"), &admin).await.assert_problem(400);
+    for padded in ["limit=%205", "limit=5%20", "user_id=%20019a0000-0000-7000-8000-000000000000", "ip=%20127.0.0.1"] {
+        app.get_as(&format!("/api/admin/audit?{padded}"), &admin).await.assert_problem(400);
+    }
+}
+
+#[tokio::test]
 async fn a_flood_of_failed_requests_is_counted_exactly_and_audited_in_aggregate() {
     let app = spawn_app().await;
     let admin = app.token_for(&app.users.admin).await;

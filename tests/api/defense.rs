@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use axum::{Json, Router, routing::post};
 use serde_json::{Value, json};
 
-use crate::helpers::{SpawnOptions, TestApp, spawn_with};
+use crate::helpers::{SpawnOptions, TestApp, spawn_app, spawn_with};
 
 /// A local webhook receiver that keeps what it is sent.
 async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
@@ -156,4 +156,27 @@ async fn admins_add_and_lift_blocks_by_hand() {
         .send(app.client.delete(app.url(&format!("/api/admin/blocks/{}", uuid::Uuid::now_v7()))).bearer_auth(&admin))
         .await;
     missing.assert_problem(404);
+}
+
+#[tokio::test]
+async fn a_block_longer_than_ten_years_counts_as_ten_years() {
+    let app = spawn_app().await;
+    let admin = app.token_for(&app.users.admin).await;
+    let add = |body: Value| app.send(app.client.post(app.url("/api/admin/blocks")).bearer_auth(&admin).json(&body));
+    // Past the calendar's end (this was a panic, so a 500) and past what
+    // fits in u64 milliseconds (this was a 400 for a well-formed duration).
+    for duration in ["99999999d", "999999999999d", "99999999999999999999999999h"] {
+        let created = add(json!({"ip": "198.51.100.7", "duration": duration})).await;
+        assert_eq!(created.status, 201, "{duration}: {}", created.body);
+        let expires = created.json()["expires_at"].as_str().unwrap().to_owned();
+        let years: i32 = expires[..4].parse().unwrap();
+        let now = time::OffsetDateTime::now_utc().year();
+        assert!((now + 9..=now + 10).contains(&years), "{duration} expires {expires}");
+    }
+    for zero in ["0s", "0h0m"] {
+        assert_eq!(
+            add(json!({"ip": "198.51.100.8", "duration": zero})).await.assert_problem(400)["errors"][0]["field"],
+            "duration"
+        );
+    }
 }
