@@ -126,11 +126,16 @@ async fn rehash(state: &AppState, user_id: Uuid, password: &SecretString) {
 }
 
 /// Access and refresh token, as login and refresh return them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
+    /// A signed JWT; send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
+    #[schema(value_type = String, pattern = "^Bearer$")]
     pub token_type: &'static str,
+    /// Seconds until the access token expires.
     pub expires_in: i64,
+    /// Single-use; trade it at `POST /auth/refresh`.
+    #[schema(pattern = "^rt_[A-Za-z0-9_-]{43}$")]
     pub refresh_token: String,
     pub user: User,
 }

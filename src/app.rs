@@ -4,7 +4,8 @@
 use std::{sync::Arc, time::Instant};
 
 use axum::{
-    Router,
+    Extension, Router,
+    body::Bytes,
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{from_fn, from_fn_with_state},
 };
@@ -13,6 +14,7 @@ use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
 };
+use utoipa_axum::router::OpenApiRouter;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -46,8 +48,9 @@ use crate::{
     },
     limiter::{LimiterBackend, memory::MemoryLimiter},
     metrics::Metrics,
+    openapi,
     policy::{Action, Authorizer, Resource},
-    routes,
+    routes::{self, docs::ApiDocument},
     shared::{Redis, RedisLimiter, RedisRevocations, RedisSessions},
     store::{SessionStore, SqlSessions, Store},
 };
@@ -174,6 +177,23 @@ impl AppState {
     }
 }
 
+/// Every public route, each registered together with its OpenAPI
+/// description (`utoipa_axum::routes!`); `split_for_parts` gives the axum
+/// router and the document, which therefore list the same operations.
+/// Adding a route module is one `merge` here; adding a documented route is
+/// one `.routes(routes!(handler))` in its module.
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(routes::ops::router())
+        .merge(routes::auth::router())
+        .merge(routes::users::router())
+        .merge(routes::posts::router())
+        .merge(routes::audit::router())
+        .merge(routes::blocks::router())
+        .merge(routes::admin_page::router())
+        .merge(routes::docs::router())
+}
+
 /// The public API.
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
@@ -211,16 +231,12 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     // `Router::layer` wraps inside out: the rate limit is innermost (it
     // keys signed-in callers by user id), then authentication, the body
     // limit, CORS, and the stack above.
-    let mut router = Router::new()
-        .merge(routes::ops::router())
-        .merge(routes::auth::router())
-        .merge(routes::users::router())
-        .merge(routes::posts::router())
-        .merge(routes::audit::router())
-        .merge(routes::blocks::router())
-        .merge(routes::admin_page::router())
+    let (routes, document) = public_routes().split_for_parts();
+    let document = ApiDocument(Bytes::from(openapi::finish(document).to_string()));
+    let mut router = routes
         .merge(extra)
         .fallback(not_found)
+        .layer(Extension(document))
         .layer(from_fn_with_state(state.rate_limiter.clone(), rate_limit))
         .layer(from_fn_with_state(state.clone(), authenticate))
         .layer(RequestBodyLimitLayer::new(config.server.body_limit.as_usize()));

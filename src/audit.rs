@@ -31,7 +31,7 @@ use crate::{
     store::Store,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Success,
@@ -58,19 +58,29 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(schema_with = crate::openapi::date_time)]
     pub time: OffsetDateTime,
+    #[schema(required = true)]
     pub request_id: Option<String>,
+    /// `login_success`, `login_failure`, `logout`, `token_refresh`, `refresh_reuse`, `signup`,
+    /// `password_change`, `role_change`, `unauthorized`, `forbidden`, `rate_limited`, `server_error`,
+    /// `ip_blocked`, `ip_unblocked`, ...
+    #[schema(value_type = String)]
     pub event: Cow<'static, str>,
+    #[schema(required = true)]
     pub user_id: Option<Uuid>,
+    #[schema(schema_with = crate::openapi::nullable_ip_address, required = true)]
     pub client_ip: Option<IpAddr>,
+    #[schema(required = true)]
     pub route: Option<String>,
     pub outcome: Outcome,
     /// For denials: what was tried, e.g. `UpdatePost on Post "0190..."`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub detail: Option<String>,
 }
 

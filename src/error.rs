@@ -23,9 +23,12 @@ use serde::Serialize;
 use crate::store::StoreError;
 
 /// A field-level validation failure, reported under `errors`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
+    /// The JSON path of the field (`title`, `author.name`, `items[0]`).
     pub field: String,
+    /// A fixed message such as `is required` or `must be at most 200 characters`.
+    #[schema(value_type = String)]
     pub message: Cow<'static, str>,
 }
 
@@ -163,15 +166,30 @@ pub struct Problem {
     pub internal: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// An RFC 9457 problem, the body of every error response
+/// (`application/problem+json`). This type is also the `Problem` schema of
+/// the OpenAPI document, so the two cannot differ.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody<'a> {
+    /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "about:blank")]
     kind: &'static str,
+    /// The HTTP status phrase.
+    #[schema(value_type = String, example = "Not Found")]
     title: &'static str,
+    #[schema(minimum = 400, maximum = 599, example = 404)]
     status: u16,
+    /// What went wrong, in words meant for people; never internal text.
+    #[schema(value_type = String)]
     detail: &'a str,
+    /// The `X-Request-Id` of the response, for reports and the log.
+    #[schema(value_type = String)]
     request_id: &'a str,
+    /// Present on validation failures: one entry per offending field.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<FieldError>)]
     errors: Option<&'a [FieldError]>,
 }
 

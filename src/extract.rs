@@ -187,10 +187,48 @@ fn decode_cursor(text: &str) -> Option<uuid::Uuid> {
     uuid::Uuid::from_slice(&bytes).ok()
 }
 
+impl utoipa::IntoParams for Page {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::{
+            ObjectBuilder, Type,
+            path::{ParameterBuilder, ParameterIn},
+        };
+        let limit = ParameterBuilder::new()
+            .name("limit")
+            .parameter_in(ParameterIn::Query)
+            .description(Some("Items per page: default 20; values above 100 count as 100."))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
+                    .minimum(Some(1))
+                    .maximum(Some(i64::MAX)),
+            ))
+            .build();
+        let cursor = ParameterBuilder::new()
+            .name("cursor")
+            .parameter_in(ParameterIn::Query)
+            .description(Some("The `next_cursor` of the previous page; opaque."))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    // 16 bytes in unpadded base64url: the last character
+                    // carries 2 bits of data and 4 of padding, which must be zero.
+                    .pattern(Some("^[A-Za-z0-9_-]{21}[AQgw]$")),
+            ))
+            .build();
+        vec![limit, cursor]
+    }
+}
+
 /// A list response: `{items, next_cursor}`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct List<T> {
     pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

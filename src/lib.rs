@@ -5,7 +5,8 @@
 //! - `layers`: request id → security headers → access log → problem
 //!   rendering → panic catching → size limits → timeout → CORS → body limit;
 //! - `routes`: the handlers, with `extract::JsonBody` for input and
-//!   `domain` types for validated values;
+//!   `domain` types for validated values; each is registered with its
+//!   OpenAPI description, which `openapi` completes and `/openapi.json` serves;
 //! - `accounts`, `auth`: account rules, password hashing, keys;
 //! - `store`: the `Store` trait and its SQLite backend;
 //! - `error`: the one error type and its problem+json form.
@@ -31,6 +32,7 @@ pub mod housekeeping;
 pub mod layers;
 pub mod limiter;
 pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod routes;
 pub mod server;

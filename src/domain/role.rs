@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A signed-in user's role. A caller without credentials is a guest, which
 /// is not a role a user can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,

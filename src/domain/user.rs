@@ -6,15 +6,18 @@ use super::{Email, Role, UserName};
 
 /// A user as the API shows it. It has no password field at all, so no
 /// serialisation of a `User` can leak one.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
+    /// As entered at sign-up, trimmed; unique without regard to case.
     pub email: String,
     pub name: String,
     pub role: Role,
+    #[schema(required = true)]
     pub department: Option<String>,
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
 }
 

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
@@ -14,12 +14,15 @@ use axum::{
 };
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     app::AppState,
     audit::AuditContext,
     auth::principal::Caller,
     error::ApiError,
+    openapi::tags,
     policy::{Action, Resource},
 };
 
@@ -32,12 +35,14 @@ const STYLE: &str = include_str!("admin_page/admin.css");
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
                         form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// The page and its files are not API operations: they are registered
+/// without OpenAPI descriptions (`tests/api/openapi.rs` lists them).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/admin", get(|| async { asset(PAGE, "text/html; charset=utf-8") }))
         .route("/admin/admin.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/admin/admin.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
-        .route("/api/admin/stats", get(stats))
+        .routes(routes!(stats))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -64,9 +69,11 @@ struct Slot {
     rate_limited: AtomicU64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Minute {
+    /// The minute's start.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(schema_with = crate::openapi::date_time)]
     time: OffsetDateTime,
     requests: u64,
     unauthorized: u64,
@@ -74,8 +81,10 @@ struct Minute {
     rate_limited: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Stats {
+    /// The last 60 minutes, oldest first.
+    #[schema(min_items = 60, max_items = 60)]
     minutes: Vec<Minute>,
 }
 
@@ -126,6 +135,18 @@ impl TrafficStats {
     }
 }
 
+/// Requests per minute over the last hour, as counted by this instance,
+/// with the 401, 403 and 429 answers among them.
+#[utoipa::path(
+    get,
+    path = "/api/admin/stats",
+    tag = tags::ADMIN,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = Stats),
+        (status = 403, description = "Only admins may see the statistics."),
+    )
+)]
 async fn stats(State(state): State<AppState>, audit: AuditContext, caller: Caller) -> Result<Json<Stats>, ApiError> {
     state.authorize(&caller, Action::ViewDashboard, Resource::AdminArea, &audit)?;
     Ok(Json(Stats { minutes: state.metrics.traffic.last_hour(state.clock.now()) }))

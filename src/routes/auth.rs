@@ -2,14 +2,15 @@
 //! or a browser session), refresh rotation, logout.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -25,28 +26,44 @@ use crate::{
     extract::JsonBody,
     layers::authenticate::session_cookie,
     metrics::OutcomeLabels,
+    openapi::{self, tags},
     store::{RefreshUse, Revocation, RevocationKind, SessionRecord},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/signup", post(signup))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .route("/auth/logout-all", post(logout_all))
-        .route("/auth/session", post(create_session).delete(delete_session))
-        .route("/.well-known/jwks.json", get(jwks))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
+        .routes(routes!(create_session, delete_session))
+        .routes(routes!(jwks))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignupRequest {
+    #[schema(schema_with = openapi::email)]
     email: String,
+    #[schema(schema_with = openapi::new_password)]
     password: SecretString,
+    #[schema(schema_with = openapi::user_name)]
     name: String,
 }
 
+/// Creates an account with the role `user`.
+#[utoipa::path(
+    post,
+    path = "/auth/signup",
+    tag = tags::AUTH,
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "The new account.", body = User),
+        (status = 400, description = "Invalid fields, named in `errors` (a weak password among them)."),
+        (status = 409, description = "An account with this email already exists."),
+    )
+)]
 async fn signup(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -64,13 +81,29 @@ async fn signup(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
+    /// Compared without regard to case or surrounding whitespace.
     email: String,
+    #[schema(value_type = String)]
     password: SecretString,
 }
 
+/// Signs in with a password and returns an access token (JWT) and a
+/// single-use refresh token.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = tags::AUTH,
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in.", body = TokenPair),
+        (status = 401, description = "The email or password is incorrect (the same for an unknown email, a wrong \
+                                      password and a disabled account)."),
+        (status = 429, description = "Too many attempts, or too many failed ones for this email."),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -80,12 +113,25 @@ async fn login(
     Ok(Json(accounts::issue_tokens(&state, user, Uuid::now_v7()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
+    #[schema(value_type = String)]
     refresh_token: SecretString,
 }
 
+/// Trades a refresh token for a new pair. Each refresh token works once;
+/// presenting a spent one revokes its whole family.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = tags::AUTH,
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new access token and refresh token.", body = TokenPair),
+        (status = 401, description = "The refresh token is unknown, expired, revoked or spent."),
+    )
+)]
 async fn refresh(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -125,6 +171,16 @@ async fn refresh(
 
 /// Ends the credential used: a bearer token's `jti` and refresh family,
 /// or the session behind the cookie.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = tags::AUTH,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    responses(
+        (status = 204, description = "Signed out; a session cookie is cleared.",
+            headers(("Set-Cookie" = String, description = "Clears `rampart_session` (session callers)."))),
+    )
+)]
 async fn logout(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -150,6 +206,17 @@ async fn logout(
     Ok(response)
 }
 
+/// Ends every token and session of the caller's account.
+#[utoipa::path(
+    post,
+    path = "/auth/logout-all",
+    tag = tags::AUTH,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    responses(
+        (status = 204, description = "Every credential of the account is void.",
+            headers(("Set-Cookie" = String, description = "Clears `rampart_session` (session callers)."))),
+    )
+)]
 async fn logout_all(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -161,12 +228,28 @@ async fn logout_all(
     Ok(if principal.is_session() { with_cookie(response, &cleared_cookie(&state)) } else { response })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionCreated {
     user: User,
+    /// Send as `X-CSRF-Token` with every POST, PUT, PATCH and DELETE of this session.
     csrf_token: String,
 }
 
+/// Signs in with a password and starts a browser session (a fresh session
+/// id every time).
+#[utoipa::path(
+    post,
+    path = "/auth/session",
+    tag = tags::AUTH,
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in.", body = SessionCreated,
+            headers(("Set-Cookie" = String, description = "`rampart_session=...; HttpOnly; SameSite=Lax; Path=/; \
+                                                           Max-Age=...` (plus `Secure` over TLS or in production)."))),
+        (status = 401, description = "The email or password is incorrect."),
+        (status = 429, description = "Too many attempts, or too many failed ones for this email."),
+    )
+)]
 async fn create_session(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -202,6 +285,17 @@ async fn create_session(
     Ok(with_cookie(Json(SessionCreated { user, csrf_token }).into_response(), &cookie))
 }
 
+/// Ends the browser session (a bearer caller only gets the cookie cleared).
+#[utoipa::path(
+    delete,
+    path = "/auth/session",
+    tag = tags::AUTH,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    responses(
+        (status = 204, description = "The session is deleted and the cookie cleared.",
+            headers(("Set-Cookie" = String, description = "Clears `rampart_session`."))),
+    )
+)]
 async fn delete_session(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -214,6 +308,41 @@ async fn delete_session(
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cleared_cookie(&state)))
 }
 
+/// The JSON Web Key Set of the token signing keys.
+#[expect(dead_code, reason = "describes `jsonwebtoken::jwk::JwkSet` in the OpenAPI document only")]
+#[derive(ToSchema)]
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+/// A public key (RFC 7517); which members appear depends on `kty`.
+#[expect(dead_code, reason = "describes `jsonwebtoken::jwk::Jwk` in the OpenAPI document only")]
+#[derive(ToSchema)]
+struct Jwk {
+    /// `OKP` (EdDSA), `EC` (ES256) or `RSA` (RS256).
+    kty: String,
+    #[schema(rename = "use")]
+    key_use: Option<String>,
+    alg: Option<String>,
+    /// The RFC 7638 thumbprint of the key.
+    kid: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+}
+
+/// The public keys that verify access tokens (`{"keys": []}` under HS256).
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = tags::AUTH,
+    responses(
+        (status = 200, description = "The current and retired public keys.", body = Jwks,
+            headers(("Cache-Control" = String, description = "`public, max-age=300`."))),
+    )
+)]
 async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.tokens.jwks()).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
-    routing::{delete, get},
 };
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -19,6 +20,7 @@ use crate::{
     defense::parse_network,
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
+    openapi::{self, tags},
     policy::{Action, Resource},
     store::{Block, StoreError},
 };
@@ -27,10 +29,8 @@ use crate::{
 /// number `OffsetDateTime` can add).
 pub const MAX_BLOCK: Duration = Duration::from_secs(3650 * 86_400);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/admin/blocks", get(list_blocks).post(add_block))
-        .route("/api/admin/blocks/{id}", delete(lift_block))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_blocks, add_block)).routes(routes!(lift_block))
 }
 
 /// A block's `duration`: a non-zero `HumanDuration`, at most `MAX_BLOCK`.
@@ -41,6 +41,19 @@ pub fn parse_block_duration(text: &str) -> Result<Duration, &'static str> {
     }
 }
 
+/// The blocks in force, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/admin/blocks",
+    tag = tags::ADMIN,
+    security(("bearer" = []), ("cookie" = [])),
+    params(Page),
+    responses(
+        (status = 200, body = List<Block>),
+        (status = 400, description = "A malformed `limit` or `cursor`."),
+        (status = 403, description = "Only admins may manage blocks."),
+    )
+)]
 async fn list_blocks(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -52,14 +65,30 @@ async fn list_blocks(
     Ok(Json(List::from_rows(rows, page.limit, |block| block.id)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewBlock {
+    #[schema(schema_with = openapi::ip_network)]
     ip: String,
+    #[schema(schema_with = openapi::block_reason)]
     reason: Option<String>,
+    #[schema(schema_with = openapi::block_duration)]
     duration: Option<String>,
 }
 
+/// Blocks an address or network: every request from it gets 403.
+#[utoipa::path(
+    post,
+    path = "/api/admin/blocks",
+    tag = tags::ADMIN,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    request_body = NewBlock,
+    responses(
+        (status = 201, description = "The block, in force at once.", body = Block),
+        (status = 403, description = "Only admins may manage blocks."),
+        (status = 409, description = "The block would include the caller's own address."),
+    )
+)]
 async fn add_block(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -95,6 +124,19 @@ async fn add_block(
     Ok((StatusCode::CREATED, Json(block)))
 }
 
+/// Lifts a block.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/blocks/{id}",
+    tag = tags::ADMIN,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(("id" = Uuid, Path, description = "The block's id; a malformed one is 404.")),
+    responses(
+        (status = 204, description = "Lifted."),
+        (status = 403, description = "Only admins may manage blocks."),
+        (status = 404, description = "No block has this id."),
+    )
+)]
 async fn lift_block(
     State(state): State<AppState>,
     audit: AuditContext,

@@ -6,6 +6,7 @@ pub mod admin_page;
 pub mod audit;
 pub mod auth;
 pub mod blocks;
+pub mod docs;
 pub mod ops;
 pub mod posts;
 pub mod users;

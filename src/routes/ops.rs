@@ -12,13 +12,15 @@ use axum::{
 };
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{app::AppState, error::ApiError};
+use crate::{app::AppState, error::ApiError, openapi::tags};
 
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/ready", get(ready))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready))
 }
 
 /// Routes of the admin listener.
@@ -26,14 +28,20 @@ pub fn admin_router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics)).route("/health", get(health))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Health {
+    #[schema(value_type = String, pattern = "^healthy$")]
     status: &'static str,
     uptime_seconds: u64,
+    #[schema(schema_with = crate::openapi::date_time)]
     timestamp: String,
+    #[schema(value_type = String)]
     version: &'static str,
 }
 
+/// Liveness: answers without touching the database. Never rate limited,
+/// and reachable even by a blocked client.
+#[utoipa::path(get, path = "/health", tag = tags::OPS, responses((status = 200, body = Health)))]
 async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "healthy",
@@ -43,15 +51,29 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Ready {
+    #[schema(value_type = String, pattern = "^ready$")]
     status: &'static str,
+    #[schema(value_type = String, pattern = "^up$")]
     database: &'static str,
+    /// Present when Redis is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, pattern = "^up$")]
     redis: Option<&'static str>,
 }
 
-/// 200 when the database (and Redis, when configured) answer in time.
+/// Readiness: 200 when the database (and Redis, when configured) answer
+/// within 2 s. Never rate limited.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = tags::OPS,
+    responses(
+        (status = 200, body = Ready),
+        (status = 503, description = "The database or Redis did not answer."),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let database_up = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => true,

@@ -4,14 +4,15 @@
 //! `authorize`, validate and store.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -21,21 +22,24 @@ use crate::{
     domain::{Post, PostBody, PostTitle, PostWithAuthor},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
+    openapi::{self, tags},
     policy::{Action, Resource},
     store::{DashboardCounts, StoreError},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/posts", get(list_posts).post(create_post))
-        .route("/api/posts/{id}", get(read_post).put(update_post).delete(delete_post))
-        .route("/api/admin/dashboard", get(dashboard))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_posts, create_post))
+        .routes(routes!(read_post, update_post, delete_post))
+        .routes(routes!(dashboard))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PostInput {
+    #[schema(schema_with = openapi::post_title)]
     title: String,
+    #[schema(schema_with = openapi::post_body)]
     body: String,
 }
 
@@ -60,6 +64,19 @@ async fn load_post(state: &AppState, id: &str) -> Result<PostWithAuthor, ApiErro
     }
 }
 
+/// Posts, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/posts",
+    tag = tags::POSTS,
+    security((), ("bearer" = []), ("cookie" = [])),
+    params(Page),
+    responses(
+        (status = 200, body = List<Post>),
+        (status = 400, description = "A malformed `limit` or `cursor`."),
+        (status = 403, description = "The policy does not allow it (the built-in one lets everyone read)."),
+    )
+)]
 async fn list_posts(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -71,6 +88,19 @@ async fn list_posts(
     Ok(Json(List::from_rows(rows, page.limit, |post| post.id)))
 }
 
+/// One post.
+#[utoipa::path(
+    get,
+    path = "/api/posts/{id}",
+    tag = tags::POSTS,
+    security((), ("bearer" = []), ("cookie" = [])),
+    params(("id" = Uuid, Path, description = "The post's id; a malformed one is 404.")),
+    responses(
+        (status = 200, body = Post),
+        (status = 403, description = "The policy does not allow it (the built-in one lets everyone read)."),
+        (status = 404, description = "No post has this id."),
+    )
+)]
 async fn read_post(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -82,6 +112,19 @@ async fn read_post(
     Ok(Json(post.post))
 }
 
+/// Writes a post as the caller.
+#[utoipa::path(
+    post,
+    path = "/api/posts",
+    tag = tags::POSTS,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    request_body = PostInput,
+    responses(
+        (status = 201, description = "The new post.", body = Post,
+            headers(("Location" = String, description = "`/api/posts/{id}` of the new post."))),
+        (status = 403, description = "The policy does not allow it."),
+    )
+)]
 async fn create_post(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -99,6 +142,21 @@ async fn create_post(
     Ok(response)
 }
 
+/// Replaces a post's title and body: admins any post, managers posts of
+/// their department, users their own (the built-in policy).
+#[utoipa::path(
+    put,
+    path = "/api/posts/{id}",
+    tag = tags::POSTS,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(("id" = Uuid, Path, description = "The post's id; a malformed one is 404.")),
+    request_body = PostInput,
+    responses(
+        (status = 200, description = "The updated post.", body = Post),
+        (status = 403, description = "The policy does not let the caller edit this post."),
+        (status = 404, description = "No post has this id."),
+    )
+)]
 async fn update_post(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -112,6 +170,19 @@ async fn update_post(
     Ok(Json(state.store.update_post(post.post.id, &title, &body).await?))
 }
 
+/// Deletes a post (admins and managers, under the built-in policy).
+#[utoipa::path(
+    delete,
+    path = "/api/posts/{id}",
+    tag = tags::POSTS,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(("id" = Uuid, Path, description = "The post's id; a malformed one is 404.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "The policy does not let the caller delete this post."),
+        (status = 404, description = "No post has this id."),
+    )
+)]
 async fn delete_post(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -124,14 +195,26 @@ async fn delete_post(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Dashboard {
     #[serde(flatten)]
     counts: DashboardCounts,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(schema_with = openapi::date_time)]
     generated_at: OffsetDateTime,
 }
 
+/// Counts of users, posts and sessions.
+#[utoipa::path(
+    get,
+    path = "/api/admin/dashboard",
+    tag = tags::ADMIN,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = Dashboard),
+        (status = 403, description = "Only admins may see the dashboard."),
+    )
+)]
 async fn dashboard(
     State(state): State<AppState>,
     audit: AuditContext,

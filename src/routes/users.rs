@@ -2,14 +2,15 @@
 //! Every decision goes through `policy::authorize`; no role checks here.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{delete, get, patch, put},
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -20,18 +21,19 @@ use crate::{
     domain::{Email, Password, Role, User, UserName},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
+    openapi::{self, tags},
     policy::{Action, Resource},
     routes::auth::{cleared_cookie, with_cookie},
     store::{StoreError, UserChanges},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/profile", get(read_profile).patch(update_profile))
-        .route("/api/profile/password", put(change_password))
-        .route("/api/admin/users", get(list_users))
-        .route("/api/admin/users/{id}", patch(update_user))
-        .route("/api/users/{id}", delete(delete_user))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(read_profile, update_profile))
+        .routes(routes!(change_password))
+        .routes(routes!(list_users))
+        .routes(routes!(update_user))
+        .routes(routes!(delete_user))
 }
 
 /// Ids in paths: a malformed one names no resource, so it is a 404 like a
@@ -84,6 +86,17 @@ async fn own_user(state: &AppState, principal: Principal, audit: &AuditContext) 
     Ok(user)
 }
 
+/// The caller's own account.
+#[utoipa::path(
+    get,
+    path = "/api/profile",
+    tag = tags::USERS,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = User),
+        (status = 403, description = "The policy does not let this account manage itself."),
+    )
+)]
 async fn read_profile(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -92,12 +105,25 @@ async fn read_profile(
     Ok(Json(own_user(&state, principal, &audit).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfileUpdate {
+    #[schema(schema_with = openapi::user_name)]
     name: String,
 }
 
+/// Renames the caller (role, email and department cannot be changed here).
+#[utoipa::path(
+    patch,
+    path = "/api/profile",
+    tag = tags::USERS,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    request_body = ProfileUpdate,
+    responses(
+        (status = 200, description = "The renamed account.", body = User),
+        (status = 403, description = "The policy does not let this account manage itself."),
+    )
+)]
 async fn update_profile(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -109,13 +135,30 @@ async fn update_profile(
     Ok(Json(state.store.rename_user(user.id, &name).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordChange {
+    #[schema(value_type = String)]
     current_password: SecretString,
+    #[schema(schema_with = openapi::new_password)]
     new_password: SecretString,
 }
 
+/// Changes the caller's password; every token and session of the account,
+/// the caller's own included, stops working (sign in again).
+#[utoipa::path(
+    put,
+    path = "/api/profile/password",
+    tag = tags::USERS,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; every credential of the account is void.",
+            headers(("Set-Cookie" = String, description = "Clears `rampart_session` (session callers)."))),
+        (status = 400, description = "The new password is refused (see `errors`)."),
+        (status = 403, description = "The current password is not correct, or the policy does not allow it."),
+    )
+)]
 async fn change_password(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -146,6 +189,19 @@ async fn change_password(
     Ok(if is_session { with_cookie(response, &cleared_cookie(&state)) } else { response })
 }
 
+/// Every user, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/admin/users",
+    tag = tags::USERS,
+    security(("bearer" = []), ("cookie" = [])),
+    params(Page),
+    responses(
+        (status = 200, body = List<User>),
+        (status = 400, description = "A malformed `limit` or `cursor`."),
+        (status = 403, description = "Only admins may list users."),
+    )
+)]
 async fn list_users(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -162,15 +218,34 @@ fn explicit_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Op
     Option::<String>::deserialize(deserializer).map(Some)
 }
 
-#[derive(Deserialize)]
+/// An admin's change to a user; absent members stay as they are.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminUserUpdate {
     role: Option<Role>,
     #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(schema_with = openapi::department)]
     department: Option<Option<String>>,
+    /// A disabled user cannot sign in, and their credentials stop working.
     disabled: Option<bool>,
 }
 
+/// Changes a user's role, department or disabled flag. A change of role or
+/// department, or disabling, ends the user's tokens and sessions.
+#[utoipa::path(
+    patch,
+    path = "/api/admin/users/{id}",
+    tag = tags::USERS,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(("id" = Uuid, Path, description = "The user's id; a malformed one is 404.")),
+    request_body = AdminUserUpdate,
+    responses(
+        (status = 200, description = "The changed user.", body = User),
+        (status = 403, description = "Only admins may change users (whether or not the id exists)."),
+        (status = 404, description = "No user has this id."),
+        (status = 409, description = "This would leave no active admin."),
+    )
+)]
 async fn update_user(
     State(state): State<AppState>,
     audit: AuditContext,
@@ -214,6 +289,20 @@ async fn update_user(
     Ok(Json(after))
 }
 
+/// Deletes a user; their tokens and sessions die with them.
+#[utoipa::path(
+    delete,
+    path = "/api/users/{id}",
+    tag = tags::USERS,
+    security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(("id" = Uuid, Path, description = "The user's id; a malformed one is 404.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "Only admins may delete users (whether or not the id exists)."),
+        (status = 404, description = "No user has this id."),
+        (status = 409, description = "The last active admin cannot be deleted."),
+    )
+)]
 async fn delete_user(
     State(state): State<AppState>,
     audit: AuditContext,

@@ -126,7 +126,7 @@ pub struct Revocation {
 }
 
 /// Counts for the admin dashboard.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DashboardCounts {
     pub users: u64,
     pub admins: u64,
@@ -148,15 +148,18 @@ pub struct AuditFilter {
 }
 
 /// A blocked client: an address or a network.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Block {
     pub id: Uuid,
-    /// An IP or CIDR, as given (`203.0.113.7`, `2001:db8::/64`).
+    /// An IP or CIDR, normalised (`203.0.113.7`, `2001:db8::/64`).
     pub ip: String,
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(schema_with = crate::openapi::date_time)]
     pub created_at: OffsetDateTime,
+    /// `null`: the block never ends.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(schema_with = crate::openapi::nullable_date_time, required = true)]
     pub expires_at: Option<OffsetDateTime>,
 }
 

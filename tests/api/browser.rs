@@ -8,10 +8,9 @@ use serde_json::json;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
-async fn an_admin_sees_charts_and_blocks_and_lifts_one_in_the_browser() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let driver = Path::new(root).join("tests/browser/node_modules/playwright-core");
+/// Whether Chromium and playwright-core are there; under CI=true they must be.
+fn browser_available() -> bool {
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !driver.exists() || !Path::new(&chromium).exists() {
         assert!(
@@ -19,6 +18,15 @@ async fn an_admin_sees_charts_and_blocks_and_lifts_one_in_the_browser() {
             "CI=true but Chromium or playwright-core is missing"
         );
         eprintln!("skipped: needs {chromium} and tests/browser/node_modules (npm ci --prefix tests/browser)");
+        return false;
+    }
+    true
+}
+
+#[tokio::test]
+async fn an_admin_sees_charts_and_blocks_and_lifts_one_in_the_browser() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    if !browser_available() {
         return;
     }
     let app = spawn_app().await;
@@ -59,4 +67,31 @@ async fn an_admin_sees_charts_and_blocks_and_lifts_one_in_the_browser() {
     assert!(Path::new(root).join("target/admin-page.png").exists());
     let blocks = app.get_as("/api/admin/blocks", &admin).await.json();
     assert!(blocks["items"].as_array().unwrap().is_empty(), "the click lifted the block");
+}
+
+#[tokio::test]
+async fn the_docs_page_shows_every_operation_under_its_csp_in_the_browser() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_app().await;
+    let document = app.get("/openapi.json").await.json();
+    let operations: usize =
+        document["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
+    let screenshot = Path::new(root).join("target/docs-page.png");
+    std::fs::create_dir_all(screenshot.parent().unwrap()).unwrap();
+    let base = app.url("");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/docs.mjs"))
+            .arg(&base)
+            .arg(&screenshot)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("DOCS_OK {operations}")), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
 }
