@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, RefreshTokenRecord, RefreshUse, Revocation,
-    RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, RefreshTokenRecord, RefreshUse,
+    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
 };
 use crate::{
     audit::AuditEvent,
@@ -98,6 +98,74 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+async fn insert_user<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    new_user: NewUser,
+) -> Result<User, StoreError> {
+    let now = super::now_stored();
+    let user = User {
+        id: Uuid::now_v7(),
+        email: new_user.email.as_str().to_owned(),
+        name: new_user.name.as_str().to_owned(),
+        role: new_user.role,
+        department: new_user.department,
+        disabled: false,
+        created_at: now,
+    };
+    let result = sqlx::query(
+        "INSERT INTO users (id, email, email_key, name, role, department, password_hash, disabled, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+    )
+    .bind(user.id)
+    .bind(&user.email)
+    .bind(new_user.email.key())
+    .bind(&user.name)
+    .bind(user.role.as_str())
+    .bind(&user.department)
+    .bind(&new_user.password_hash)
+    .bind(now)
+    .bind(now)
+    .execute(executor)
+    .await;
+    match result {
+        Ok(_) => Ok(user),
+        Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("email")),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn insert_identity<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    identity: &Identity,
+    user_id: Uuid,
+) -> Result<(), StoreError> {
+    let result =
+        sqlx::query("INSERT INTO oauth_identities (provider, subject, user_id, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&identity.provider)
+            .bind(&identity.subject)
+            .bind(user_id)
+            .bind(super::now_stored())
+            .execute(executor)
+            .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("identity")),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn oauth_flow_from_row(row: &SqliteRow) -> Result<OAuthFlow, StoreError> {
+    Ok(OAuthFlow {
+        id_hash: hash_from_row(row, "id_hash")?,
+        provider: row.try_get("provider")?,
+        state_hash: hash_from_row(row, "state_hash")?,
+        pkce_verifier: row.try_get("pkce_verifier")?,
+        nonce: row.try_get("nonce")?,
+        redirect_to: row.try_get("redirect_to")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -111,36 +179,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError> {
-        let now = super::now_stored();
-        let user = User {
-            id: Uuid::now_v7(),
-            email: new_user.email.as_str().to_owned(),
-            name: new_user.name.as_str().to_owned(),
-            role: new_user.role,
-            department: new_user.department,
-            disabled: false,
-            created_at: now,
-        };
-        let result = sqlx::query(
-            "INSERT INTO users (id, email, email_key, name, role, department, password_hash, disabled, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-        )
-        .bind(user.id)
-        .bind(&user.email)
-        .bind(new_user.email.key())
-        .bind(&user.name)
-        .bind(user.role.as_str())
-        .bind(&user.department)
-        .bind(&new_user.password_hash)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(user),
-            Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("email")),
-            Err(error) => Err(error.into()),
-        }
+        insert_user(&self.pool, new_user).await
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
@@ -400,7 +439,61 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ?").bind(now).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM oauth_flows WHERE expires_at <= ?").bind(now).execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.name, u.role, u.department, u.disabled, u.created_at \
+             FROM oauth_identities i JOIN users u ON u.id = i.user_id WHERE i.provider = ? AND i.subject = ?",
+        )
+        .bind(&identity.provider)
+        .bind(&identity.subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn link_identity(&self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
+        insert_identity(&self.pool, identity, user_id).await
+    }
+
+    async fn create_user_with_identity(&self, new_user: NewUser, identity: &Identity) -> Result<User, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let user = insert_user(&mut *transaction, new_user).await?;
+        insert_identity(&mut *transaction, identity, user.id).await?;
+        transaction.commit().await?;
+        Ok(user)
+    }
+
+    async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oauth_flows (id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&flow.id_hash[..])
+        .bind(&flow.provider)
+        .bind(&flow.state_hash[..])
+        .bind(&flow.pkce_verifier)
+        .bind(&flow.nonce)
+        .bind(&flow.redirect_to)
+        .bind(flow.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Result<Option<OAuthFlow>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM oauth_flows WHERE id_hash = ? \
+             RETURNING id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, expires_at",
+        )
+        .bind(&id_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let flow = row.as_ref().map(oauth_flow_from_row).transpose()?;
+        Ok(flow.filter(|flow| flow.expires_at > now))
     }
 
     async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
