@@ -20,6 +20,7 @@ use crate::{
     audit::{AuditContext, Auditor},
     auth::{
         keys,
+        oauth::OAuthProviders,
         password::PasswordHasher,
         principal::Caller,
         revocation::{MemoryRevocations, RevocationList},
@@ -72,6 +73,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     pub defense: Arc<Defense>,
     pub sessions: Arc<dyn SessionStore>,
+    /// "Sign in with …" providers (`oauth.providers`).
+    pub oauth: Arc<OAuthProviders>,
     /// Set when `redis.url` is: shared counters, sessions, revocations.
     pub redis: Option<Redis>,
     /// A hash of a random password, verified against when an email is
@@ -144,6 +147,7 @@ impl AppState {
             revocations,
             sessions,
             redis,
+            oauth: Arc::new(OAuthProviders::from_config(&config.oauth)?),
             throttle: Arc::new(LoginThrottle::new(clock.clone())),
             audit,
             dummy_hash: Arc::from(dummy_hash),
@@ -214,6 +218,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let mut router = Router::new()
         .merge(routes::ops::router())
         .merge(routes::auth::router())
+        .merge(routes::oauth::router())
+        .merge(routes::pages::router())
         .merge(routes::users::router())
         .merge(routes::posts::router())
         .merge(routes::audit::router())

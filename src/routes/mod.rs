@@ -6,6 +6,8 @@ pub mod admin_page;
 pub mod audit;
 pub mod auth;
 pub mod blocks;
+pub mod oauth;
 pub mod ops;
+pub mod pages;
 pub mod posts;
 pub mod users;

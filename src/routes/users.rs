@@ -112,7 +112,9 @@ async fn update_profile(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PasswordChange {
-    current_password: SecretString,
+    /// Required when the account has a password; an account made by an
+    /// OAuth sign-in has none and sets its first one without it.
+    current_password: Option<SecretString>,
     new_password: SecretString,
 }
 
@@ -126,9 +128,12 @@ async fn change_password(
     let user = own_user(&state, principal, &audit).await?;
     let now = state.clock.now();
     let stored = state.store.password_hash(user.id).await?;
-    let current_ok = match &stored {
-        Some(hash) => state.hasher.verify(&change.current_password, hash).await?,
-        None => false,
+    let current_ok = match (&stored, &change.current_password) {
+        (Some(hash), Some(current)) => state.hasher.verify(current, hash).await?,
+        (Some(_), None) => {
+            return Err(ApiError::Validation(vec![FieldError::new("current_password", "is required")]));
+        }
+        (None, _) => true,
     };
     if !current_ok {
         state.audit.record(audit.event(now, "password_change", Some(user.id), Outcome::Denied));
