@@ -230,7 +230,16 @@ async fn a_new_user_signs_in_with_the_provider_and_gets_a_password_less_account(
     let browser = browser();
     let callback = sign_in_at_provider(&world, &browser, "test", "alice", |url| url).await;
     assert!(callback.query_pairs().any(|(key, value)| key == "iss" && value == world._provider.issuer));
+    let secrets: Vec<String> = callback
+        .query_pairs()
+        .filter(|(key, _)| key == "code" || key == "state")
+        .map(|(_, v)| v.into_owned())
+        .collect();
     let (status, location, cookies) = finish(&browser, callback).await;
+    let logs = world.app.logs.contents();
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "the code and state are never logged");
+    }
     assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/account"));
     assert!(has_session(&cookies), "{cookies:?}");
     assert!(cookies.iter().any(|c| c.starts_with("rampart_oauth=;") && c.contains("Max-Age=0")), "flow cookie cleared");
