@@ -56,9 +56,20 @@ use crate::{
 /// Verified access tokens kept to skip repeated signature checks.
 const VERIFIED_TOKEN_CACHE: usize = 65_536;
 
-/// Everything a handler may need, cheap to clone (all shared pointers).
+/// Everything a handler may need. One shared pointer: every middleware and
+/// handler clones it per request, so a clone is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
@@ -136,7 +147,7 @@ impl AppState {
         };
         let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
-        let state = Self {
+        let state = Self(Arc::new(AppStateInner {
             metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter, &defense, &audit)),
             defense,
             authorizer: Arc::new(authorizer),
@@ -156,7 +167,7 @@ impl AppState {
             store,
             clock,
             tls,
-        };
+        }));
         crate::housekeeping::spawn(&state);
         Ok(state)
     }

@@ -476,3 +476,20 @@ async fn oauth_flows_are_taken_once_and_only_before_they_expire() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_user_read_just_before_a_change_is_never_served_stale() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("cached@example.com", Role::User, None)).await.unwrap();
+        assert_eq!(store.user_by_id(user.id).await.unwrap().role, Role::User);
+        let changes = UserChanges { role: Some(Role::Manager), disabled: Some(true), ..Default::default() };
+        store.change_user(user.id, &changes).await.unwrap();
+        let read = store.user_by_id(user.id).await.unwrap();
+        assert_eq!((read.role, read.disabled), (Role::Manager, true));
+        store.rename_user(user.id, &UserName::parse("New Name").unwrap()).await.unwrap();
+        assert_eq!(store.user_by_id(user.id).await.unwrap().name, "New Name");
+        store.delete_user(user.id).await.unwrap();
+        assert!(matches!(store.user_by_id(user.id).await, Err(StoreError::NotFound)));
+    })
+    .await;
+}

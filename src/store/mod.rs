@@ -10,6 +10,7 @@
 
 mod postgres;
 mod sqlite;
+mod user_cache;
 
 use std::sync::Arc;
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, RefreshTokenRecord, RefreshUse,
-    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials, user_cache::UserCache,
 };
 use crate::{
     audit::AuditEvent,
@@ -28,6 +28,7 @@ const STATEMENT_TIMEOUT: &str = "5s";
 
 pub struct PostgresStore {
     pool: PgPool,
+    users: UserCache,
 }
 
 impl PostgresStore {
@@ -56,7 +57,7 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .context("cannot reach PostgreSQL")?;
-        Ok(Self { pool })
+        Ok(Self { pool, users: UserCache::default() })
     }
 
     /// Drops a test schema and everything in it.
@@ -202,12 +203,17 @@ impl Store for PostgresStore {
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
+        if let Some(user) = self.users.get(id) {
+            return Ok(user);
+        }
         let row =
             sqlx::query("SELECT id, email, name, role, department, disabled, created_at FROM users WHERE id = $1")
                 .bind(id)
                 .fetch_one(&self.pool)
                 .await?;
-        user_from_row(&row)
+        let user = user_from_row(&row)?;
+        self.users.put(&user);
+        Ok(user)
     }
 
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
@@ -244,6 +250,7 @@ impl Store for PostgresStore {
     }
 
     async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
+        self.users.forget(id);
         let done = sqlx::query("UPDATE users SET name = $1, updated_at = $2 WHERE id = $3")
             .bind(name.as_str())
             .bind(super::now_stored())
@@ -253,10 +260,13 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // Again: a read during the update may have cached the old row.
+        self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+        self.users.forget(id);
         // One statement, as in SQLite: no read-then-write window.
         let done = sqlx::query(
             "UPDATE users SET role = COALESCE($1::text, role), \
@@ -276,11 +286,15 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // Again: a read during the update may have cached the old row.
+        self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        self.users.forget(id);
         let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+        self.users.forget(id);
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 

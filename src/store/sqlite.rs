@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, RefreshTokenRecord, RefreshUse,
-    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials, user_cache::UserCache,
 };
 use crate::{
     audit::AuditEvent,
@@ -25,6 +25,7 @@ use crate::{
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    users: UserCache,
 }
 
 impl SqliteStore {
@@ -46,7 +47,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .context("cannot open the SQLite database")?;
-        Ok(Self { pool })
+        Ok(Self { pool, users: UserCache::default() })
     }
 }
 
@@ -183,11 +184,16 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
+        if let Some(user) = self.users.get(id) {
+            return Ok(user);
+        }
         let row = sqlx::query("SELECT id, email, name, role, department, disabled, created_at FROM users WHERE id = ?")
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
-        user_from_row(&row)
+        let user = user_from_row(&row)?;
+        self.users.put(&user);
+        Ok(user)
     }
 
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
@@ -224,6 +230,7 @@ impl Store for SqliteStore {
     }
 
     async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
+        self.users.forget(id);
         let done = sqlx::query("UPDATE users SET name = ?, updated_at = ? WHERE id = ?")
             .bind(name.as_str())
             .bind(super::now_stored())
@@ -233,10 +240,13 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // Again: a read during the update may have cached the old row.
+        self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+        self.users.forget(id);
         // One statement: a read-then-write transaction could fail in WAL
         // mode when another connection writes in between.
         let done = sqlx::query(
@@ -257,11 +267,15 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // Again: a read during the update may have cached the old row.
+        self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        self.users.forget(id);
         let done = sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&self.pool).await?;
+        self.users.forget(id);
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
