@@ -493,3 +493,25 @@ async fn a_user_read_just_before_a_change_is_never_served_stale() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_newest_posts_reflect_every_write_at_once() {
+    on_every_backend(|store| async move {
+        let author = store.create_user(new_user("writer@example.com", Role::User, None)).await.unwrap();
+        let title = |t: &str| PostTitle::parse(t).unwrap();
+        let body = PostBody::parse("body").unwrap();
+        let first = store.create_post(author.id, &title("first"), &body).await.unwrap();
+        assert_eq!(store.list_posts(None, 10).await.unwrap().len(), 1);
+        let second = store.create_post(author.id, &title("second"), &body).await.unwrap();
+        let page = store.list_posts(None, 10).await.unwrap();
+        assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), [second.id, first.id], "a new post shows at once");
+        assert_eq!(store.list_posts(None, 1).await.unwrap().len(), 1, "another limit is another page");
+        store.update_post(first.id, &title("first, edited"), &body).await.unwrap();
+        assert_eq!(store.list_posts(None, 10).await.unwrap()[1].title, "first, edited");
+        store.delete_post(second.id).await.unwrap();
+        assert_eq!(store.list_posts(None, 10).await.unwrap().len(), 1);
+        store.delete_user(author.id).await.unwrap();
+        assert!(store.list_posts(None, 10).await.unwrap().is_empty(), "a deleted author's posts go too");
+    })
+    .await;
+}

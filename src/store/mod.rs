@@ -8,9 +8,9 @@
 //! (`tests/store.rs`). Migrations are embedded per backend under
 //! `migrations/<backend>/`.
 
+mod cache;
 mod postgres;
 mod sqlite;
-mod user_cache;
 
 use std::sync::Arc;
 

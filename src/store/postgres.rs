@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use super::{
     AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, RefreshTokenRecord, RefreshUse,
-    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials, user_cache::UserCache,
+    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    cache::{LatestPostsCache, UserCache},
 };
 use crate::{
     audit::AuditEvent,
@@ -29,6 +30,7 @@ const STATEMENT_TIMEOUT: &str = "5s";
 pub struct PostgresStore {
     pool: PgPool,
     users: UserCache,
+    latest_posts: LatestPostsCache,
 }
 
 impl PostgresStore {
@@ -57,7 +59,7 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .context("cannot reach PostgreSQL")?;
-        Ok(Self { pool, users: UserCache::default() })
+        Ok(Self { pool, users: UserCache::default(), latest_posts: LatestPostsCache::default() })
     }
 
     /// Drops a test schema and everything in it.
@@ -295,6 +297,7 @@ impl Store for PostgresStore {
         self.users.forget(id);
         let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
         self.users.forget(id);
+        self.latest_posts.invalidate();
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
@@ -659,6 +662,7 @@ impl Store for PostgresStore {
         .bind(post.updated_at)
         .execute(&self.pool)
         .await?;
+        self.latest_posts.invalidate();
         Ok(post)
     }
 
@@ -690,15 +694,24 @@ impl Store for PostgresStore {
         .bind(id)
         .fetch_one(&self.pool)
         .await?;
+        self.latest_posts.invalidate();
         post_from_row(&row)
     }
 
     async fn delete_post(&self, id: Uuid) -> Result<(), StoreError> {
         let done = sqlx::query("DELETE FROM posts WHERE id = $1").bind(id).execute(&self.pool).await?;
+        self.latest_posts.invalidate();
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError> {
+        let generation = match before {
+            None => match self.latest_posts.get(limit) {
+                Ok(posts) => return Ok(posts),
+                Err(generation) => Some(generation),
+            },
+            Some(_) => None,
+        };
         let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(
             "SELECT id, title, body, author_id, created_at, updated_at FROM posts WHERE 1 = 1",
         );
@@ -707,7 +720,11 @@ impl Store for PostgresStore {
         }
         query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(post_from_row).collect()
+        let posts = rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?;
+        if let Some(generation) = generation {
+            self.latest_posts.put(generation, limit, &posts);
+        }
+        Ok(posts)
     }
 
     async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {

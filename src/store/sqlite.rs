@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::{
     AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, RefreshTokenRecord, RefreshUse,
-    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials, user_cache::UserCache,
+    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    cache::{LatestPostsCache, UserCache},
 };
 use crate::{
     audit::AuditEvent,
@@ -26,6 +27,7 @@ use crate::{
 pub struct SqliteStore {
     pool: SqlitePool,
     users: UserCache,
+    latest_posts: LatestPostsCache,
 }
 
 impl SqliteStore {
@@ -47,7 +49,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .context("cannot open the SQLite database")?;
-        Ok(Self { pool, users: UserCache::default() })
+        Ok(Self { pool, users: UserCache::default(), latest_posts: LatestPostsCache::default() })
     }
 }
 
@@ -276,6 +278,7 @@ impl Store for SqliteStore {
         self.users.forget(id);
         let done = sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&self.pool).await?;
         self.users.forget(id);
+        self.latest_posts.invalidate();
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
@@ -638,6 +641,7 @@ impl Store for SqliteStore {
             .bind(post.updated_at)
             .execute(&self.pool)
             .await?;
+        self.latest_posts.invalidate();
         Ok(post)
     }
 
@@ -669,15 +673,24 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_one(&self.pool)
         .await?;
+        self.latest_posts.invalidate();
         post_from_row(&row)
     }
 
     async fn delete_post(&self, id: Uuid) -> Result<(), StoreError> {
         let done = sqlx::query("DELETE FROM posts WHERE id = ?").bind(id).execute(&self.pool).await?;
+        self.latest_posts.invalidate();
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError> {
+        let generation = match before {
+            None => match self.latest_posts.get(limit) {
+                Ok(posts) => return Ok(posts),
+                Err(generation) => Some(generation),
+            },
+            Some(_) => None,
+        };
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "SELECT id, title, body, author_id, created_at, updated_at FROM posts WHERE 1 = 1",
         );
@@ -686,7 +699,11 @@ impl Store for SqliteStore {
         }
         query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(post_from_row).collect()
+        let posts = rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?;
+        if let Some(generation) = generation {
+            self.latest_posts.put(generation, limit, &posts);
+        }
+        Ok(posts)
     }
 
     async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {
