@@ -51,13 +51,20 @@ impl UserCache {
     }
 }
 
+struct CachedPage {
+    read: Instant,
+    generation: u64,
+    limit: u32,
+    posts: Vec<Post>,
+}
+
 /// The newest posts (the first page, `before = None`) for one `limit`.
 /// A read that started before a write must not store what it saw, so each
 /// write bumps a generation and `put` only keeps rows of the current one.
 #[derive(Default)]
 pub struct LatestPostsCache {
     generation: AtomicU64,
-    page: Mutex<Option<(Instant, u64, u32, Vec<Post>)>>,
+    page: Mutex<Option<CachedPage>>,
 }
 
 impl LatestPostsCache {
@@ -65,12 +72,12 @@ impl LatestPostsCache {
     pub fn get(&self, limit: u32) -> Result<Vec<Post>, u64> {
         let generation = self.generation.load(Ordering::Acquire);
         if let Ok(page) = self.page.lock()
-            && let Some((read, stored_generation, stored_limit, posts)) = page.as_ref()
-            && *stored_generation == generation
-            && *stored_limit == limit
-            && read.elapsed() < TTL
+            && let Some(cached) = page.as_ref()
+            && cached.generation == generation
+            && cached.limit == limit
+            && cached.read.elapsed() < TTL
         {
-            return Ok(posts.clone());
+            return Ok(cached.posts.clone());
         }
         Err(generation)
     }
@@ -79,7 +86,7 @@ impl LatestPostsCache {
         if let Ok(mut page) = self.page.lock()
             && self.generation.load(Ordering::Acquire) == generation
         {
-            *page = Some((Instant::now(), generation, limit, posts.to_vec()));
+            *page = Some(CachedPage { read: Instant::now(), generation, limit, posts: posts.to_vec() });
         }
     }
 
