@@ -1,14 +1,15 @@
 //! `/admin`: a small security overview for admins, served entirely by
 //! Rampart (no CDN) under a strict CSP, plus `/api/admin/stats`, the
-//! per-minute traffic it charts. The page itself holds no data; everything
-//! it shows comes from the admin API, so the policy guards it.
+//! per-minute traffic it charts. The page is served to admins only (others
+//! are sent to `/login`, or get 403); everything it shows comes from the
+//! admin API, which the policy guards as well.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderValue, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -34,10 +35,25 @@ pub(crate) const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/admin", get(|| async { asset(PAGE, "text/html; charset=utf-8") }))
+        .route("/admin", get(page))
         .route("/admin/admin.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/admin/admin.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .route("/api/admin/stats", get(stats))
+}
+
+/// The page for admins only: without a valid session (or token) the
+/// browser goes to `/login` and comes back; a signed-in non-admin gets 403.
+async fn page(
+    State(state): State<AppState>,
+    audit: AuditContext,
+    caller: Result<Caller, ApiError>,
+) -> Result<Response, ApiError> {
+    let Ok(caller @ Caller::User(_)) = caller else {
+        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static("/login?next=%2Fadmin"))])
+            .into_response());
+    };
+    state.authorize(&caller, Action::ViewDashboard, Resource::AdminArea, &audit)?;
+    Ok(asset(PAGE, "text/html; charset=utf-8"))
 }
 
 pub(crate) fn asset(body: &'static str, content_type: &'static str) -> Response {

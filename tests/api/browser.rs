@@ -35,7 +35,12 @@ async fn an_admin_sees_charts_and_blocks_and_lifts_one_in_the_browser() {
         .await;
     assert_eq!(block.status, 201, "{}", block.body);
 
-    let page = app.get("/admin").await;
+    // Admins only: a guest is sent to /login, a signed-in non-admin refused.
+    let guest = app.get("/admin").await;
+    assert_eq!((guest.status, guest.header("location")), (303, Some("/login?next=%2Fadmin")));
+    let user = app.token_for(&app.users.user).await;
+    app.get_as("/admin", &user).await.assert_problem(403);
+    let page = app.get_as("/admin", &admin).await;
     assert_eq!(page.status, 200);
     let csp = page.header("content-security-policy").unwrap();
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");

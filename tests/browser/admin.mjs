@@ -1,4 +1,4 @@
-// Opens /admin in Debian's Chromium, signs in as an admin, waits for the
+// Opens /admin in Debian's Chromium, signs in as an admin on /login, waits for the
 // charts and the listed block, saves a screenshot, clicks "Unblock" and
 // waits for the row to go. Prints BROWSER_OK on success.
 //
@@ -23,11 +23,13 @@ try {
   });
   page.on("pageerror", (error) => problems.push(String(error)));
 
+  // Not signed in: /admin sends the browser to /login, which comes back.
   await page.goto(`${base}/admin`);
-  await page.waitForSelector("#sign-in-panel:not([hidden])");
+  await page.waitForURL(`${base}/login?next=%2Fadmin`);
   await page.fill("#email", email);
   await page.fill("#password", password);
   await page.click("#sign-in");
+  await page.waitForURL(`${base}/admin`);
   await page.waitForSelector("#dashboard:not([hidden])");
   // The charts rendered, with traffic in them.
   await page.waitForFunction(() =>

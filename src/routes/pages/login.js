@@ -2,6 +2,13 @@
 // session's CSRF token where /account's script can read it, then opens
 // /account. Errors are shown as the API's problem detail.
 const form = document.getElementById("password-form");
+
+// Where to go after signing in: `?next=` when it is one of the pages here
+// (never another site), else /account.
+function landing() {
+  const next = new URLSearchParams(window.location.search).get("next");
+  return next === "/admin" ? "/admin" : "/account";
+}
 const message = document.getElementById("message");
 
 form.addEventListener("submit", async (event) => {
@@ -21,7 +28,7 @@ form.addEventListener("submit", async (event) => {
       return;
     }
     document.cookie = `rampart_csrf=${encodeURIComponent(answer.csrf_token)}; Path=/; SameSite=Strict`;
-    window.location.assign("/account");
+    window.location.assign(landing());
   } catch {
     message.textContent = "The server could not be reached.";
   }
