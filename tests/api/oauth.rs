@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::{
     audit::events,
+    browser::{browser_available, run_browser_script},
     helpers::{TestApp, spawn_with},
 };
 use rampart::config::OAuthProviderConfig;
@@ -444,34 +445,18 @@ async fn the_login_page_offers_each_provider_and_explains_errors() {
 /// `target/login-*.png`.
 #[tokio::test]
 async fn a_person_signs_in_on_the_login_page_with_the_provider_and_with_a_password() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !root.join("tests/browser/node_modules/playwright-core").exists() || !Path::new(&chromium).exists() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true but Chromium or playwright-core is missing"
-        );
-        eprintln!("skipped: needs {chromium} and `npm ci --prefix tests/browser`");
+    if !browser_available() {
         return;
     }
     let Some(world) = world().await else { return };
-    std::fs::create_dir_all(root.join("target")).unwrap();
-    let base = world.app.url("");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     let user = world.app.users.other.clone();
-    let prefix = root.join("target/login");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/oauth.mjs"))
-            .args([base.as_str(), "browser-person", "browser-person@example.org", &user.email, &user.password])
-            .arg(&prefix)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("BROWSER_OK"), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let args =
+        [world.app.url(""), "browser-person".into(), "browser-person@example.org".into(), user.email, user.password];
+    let mut args = args.to_vec();
+    args.push(target.join("login").display().to_string());
+    run_browser_script("oauth.mjs", args).await;
     for name in ["login-oauth.png", "login-password.png"] {
-        assert!(root.join("target").join(name).exists(), "{name}");
+        assert!(target.join(name).exists(), "{name}");
     }
 }

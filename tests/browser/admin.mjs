@@ -3,16 +3,10 @@
 // waits for the row to go. Prints BROWSER_OK on success.
 //
 //   node tests/browser/admin.mjs BASE_URL EMAIL PASSWORD BLOCKED_IP SCREENSHOT
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, email, password, blockedIp, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const problems = [];

@@ -4,16 +4,10 @@
 // screenshot and signs out. Prints BROWSER_OK on success.
 //
 //   node tests/browser/oauth.mjs BASE_URL PROVIDER_LOGIN EXPECTED_EMAIL EMAIL PASSWORD SCREENSHOT_PREFIX
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, providerLogin, expectedEmail, email, password, screenshotPrefix] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1000, height: 760 } });
   const problems = [];
