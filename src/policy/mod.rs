@@ -349,6 +349,13 @@ impl Authorizer {
         allowed
     }
 
+    /// `is_allowed` without the remembered decisions: what Cedar costs (benches).
+    #[doc(hidden)]
+    pub fn is_allowed_uncached(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
+        let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        self.decide(&loaded.policies, caller, action, resource)
+    }
+
     fn decide(&self, policies: &PolicySet, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
         let mut entities = Vec::with_capacity(2);
         let principal = match caller {
