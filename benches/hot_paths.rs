@@ -1,7 +1,7 @@
 //! Per-request costs on the hot path: access-token verification with the
 //! default algorithm (EdDSA), the revocation check that follows it, and one
 //! authorization decision with the default Cedar policy, a rate-limit
-//! decision per strategy, and client-IP extraction.
+//! decision per strategy, client-IP extraction, and one access-log line.
 //! Run with `cargo bench`; figures go to docs/performance.md.
 #![allow(clippy::unwrap_used)]
 
@@ -26,7 +26,9 @@ use rampart::{
     },
     policy::{Action, Authorizer, Resource},
     store::{Revocation, RevocationKind, SqliteStore, Store},
+    telemetry::{BatchWriter, RedactingLayer},
 };
+use tracing_subscriber::layer::SubscriberExt;
 use uuid::Uuid;
 
 fn token_keys(algorithm: JwtAlgorithm) -> TokenKeys {
@@ -94,10 +96,44 @@ fn policy_decision(c: &mut Criterion) {
         author_role: Some(Role::User),
     };
     c.bench_function("policy decision (manager edits a colleague's post)", |b| {
-        b.iter(|| assert!(authorizer.is_allowed(black_box(&manager), Action::UpdatePost, Resource::Post(&post))))
+        b.iter(|| {
+            assert!(authorizer.is_allowed_uncached(black_box(&manager), Action::UpdatePost, Resource::Post(&post)))
+        })
     });
     c.bench_function("policy decision (guest lists posts)", |b| {
-        b.iter(|| assert!(authorizer.is_allowed(black_box(&Caller::Guest), Action::ListPosts, Resource::Posts)))
+        b.iter(|| {
+            assert!(authorizer.is_allowed_uncached(black_box(&Caller::Guest), Action::ListPosts, Resource::Posts))
+        })
+    });
+    c.bench_function("policy decision (manager edits a colleague's post, remembered)", |b| {
+        b.iter(|| assert!(authorizer.is_allowed(black_box(&manager), Action::UpdatePost, Resource::Post(&post))))
+    });
+}
+
+/// One access-log line as the server writes it: the event with its fields,
+/// redaction, JSON formatting and the hand-over to the batching writer.
+fn access_log_line(c: &mut Criterion) {
+    let (writer, _guard) = BatchWriter::spawn(std::io::sink()).unwrap();
+    let subscriber = tracing_subscriber::registry().with(RedactingLayer::new(true, writer));
+    let request_id = Uuid::now_v7().to_string();
+    let user_id = Uuid::now_v7().to_string();
+    tracing::subscriber::with_default(subscriber, || {
+        c.bench_function("access-log line (JSON, redacted, queued)", |b| {
+            b.iter(|| {
+                tracing::info!(
+                    target: "rampart::access",
+                    request_id = black_box(request_id.as_str()),
+                    method = "GET",
+                    route = "/api/posts/{id}",
+                    path = "/api/posts/01a220d2-e2bf-7631-8384-4d3fa3d52276",
+                    status = 200u16,
+                    latency_ms = 0.42,
+                    client_ip = "203.0.113.7",
+                    user_id = user_id.as_str(),
+                    "request"
+                );
+            })
+        });
     });
 }
 
@@ -129,5 +165,13 @@ fn client_ip_extraction(c: &mut Criterion) {
     c.bench_function("client IP (untrusted peer)", |b| b.iter(|| client_ip(black_box(untrusted), &headers, &trusted)));
 }
 
-criterion_group!(benches, verification, revocation, policy_decision, rate_limit_decision, client_ip_extraction);
+criterion_group!(
+    benches,
+    verification,
+    revocation,
+    policy_decision,
+    rate_limit_decision,
+    client_ip_extraction,
+    access_log_line
+);
 criterion_main!(benches);

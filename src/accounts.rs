@@ -10,11 +10,11 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     audit::{AuditContext, Outcome},
-    auth::{password::PasswordHasher, secret},
+    auth::{oauth::ProviderAccount, password::PasswordHasher, secret},
     domain::{Email, NewUser, Password, Role, User, UserName},
     error::{ApiError, FieldError},
     metrics::OutcomeLabels,
-    store::{RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
+    store::{Identity, RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
 };
 
 /// Unvalidated input for a new password account.
@@ -199,4 +199,92 @@ pub async fn revoke_family(state: &AppState, family: Uuid) -> Result<(), ApiErro
         .await?;
     state.store.revoke_refresh_family(family, now).await?;
     Ok(())
+}
+
+/// How a provider account became a Rampart user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderSignIn {
+    /// The provider account was linked before.
+    Known,
+    /// Linked now to the existing user with the same, provider-verified email.
+    Linked,
+    /// A new password-less user.
+    Created,
+}
+
+impl ProviderSignIn {
+    pub fn audit_event(self) -> &'static str {
+        match self {
+            Self::Known => "oauth_login",
+            Self::Linked => "oauth_link",
+            Self::Created => "oauth_signup",
+        }
+    }
+}
+
+/// Why a provider account may not sign in; `code()` is shown on `/login`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderRefusal {
+    /// The email belongs to an account, but the provider does not vouch for
+    /// it: linking would hand that account to whoever typed the address.
+    EmailNotVerified,
+    EmailMissing,
+    EmailInvalid,
+    AccountDisabled,
+}
+
+impl ProviderRefusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::EmailNotVerified => "email_not_verified",
+            Self::EmailMissing => "email_missing",
+            Self::EmailInvalid => "email_invalid",
+            Self::AccountDisabled => "account_disabled",
+        }
+    }
+}
+
+/// Finds or makes the user for a provider account: by (provider, subject)
+/// first; else, when the provider asserts the email is verified, the user
+/// with that email (linked now); else a new password-less user with role
+/// `user`, who cannot log in with a password until they set one.
+pub async fn sign_in_with_provider(
+    store: &dyn Store,
+    provider: &str,
+    account: &ProviderAccount,
+) -> Result<Result<(User, ProviderSignIn), ProviderRefusal>, ApiError> {
+    let identity = Identity { provider: provider.to_owned(), subject: account.subject.clone() };
+    let usable = |user: User, how| if user.disabled { Err(ProviderRefusal::AccountDisabled) } else { Ok((user, how)) };
+    if let Some(user) = store.user_by_identity(&identity).await? {
+        return Ok(usable(user, ProviderSignIn::Known));
+    }
+    let Some(email) = account.email.as_deref() else { return Ok(Err(ProviderRefusal::EmailMissing)) };
+    let Ok(email) = Email::parse(email) else { return Ok(Err(ProviderRefusal::EmailInvalid)) };
+    if let Some(existing) = store.credentials_by_email(&email).await? {
+        if !account.email_verified {
+            return Ok(Err(ProviderRefusal::EmailNotVerified));
+        }
+        return match store.link_identity(&identity, existing.user.id).await {
+            Ok(()) => Ok(usable(existing.user, ProviderSignIn::Linked)),
+            // Linked by a concurrent callback for the same account.
+            Err(StoreError::Conflict(_)) => match store.user_by_identity(&identity).await? {
+                Some(user) => Ok(usable(user, ProviderSignIn::Known)),
+                None => Err(anyhow::anyhow!("identity link vanished").into()),
+            },
+            Err(other) => Err(other.into()),
+        };
+    }
+    let name = account
+        .name
+        .as_deref()
+        .and_then(|name| UserName::parse(name).ok())
+        .or_else(|| UserName::parse(email.as_str().split('@').next().unwrap_or_default()).ok())
+        .ok_or_else(|| anyhow::anyhow!("no usable name for a new account"))?;
+    let new_user = NewUser { email, name, role: Role::User, department: None, password_hash: None };
+    match store.create_user_with_identity(new_user, &identity).await {
+        Ok(user) => Ok(Ok((user, ProviderSignIn::Created))),
+        // The email was taken between the lookup and the insert.
+        Err(StoreError::Conflict(_)) => Ok(Err(ProviderRefusal::EmailNotVerified)),
+        Err(other) => Err(other.into()),
+    }
 }

@@ -22,6 +22,7 @@ use crate::{
     audit::{AuditContext, Auditor},
     auth::{
         keys,
+        oauth::OAuthProviders,
         password::PasswordHasher,
         principal::Caller,
         revocation::{MemoryRevocations, RevocationList},
@@ -58,9 +59,20 @@ use crate::{
 /// Verified access tokens kept to skip repeated signature checks.
 const VERIFIED_TOKEN_CACHE: usize = 65_536;
 
-/// Everything a handler may need, cheap to clone (all shared pointers).
+/// Everything a handler may need. One shared pointer: every middleware and
+/// handler clones it per request, so a clone is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
@@ -75,6 +87,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     pub defense: Arc<Defense>,
     pub sessions: Arc<dyn SessionStore>,
+    /// "Sign in with …" providers (`oauth.providers`).
+    pub oauth: Arc<OAuthProviders>,
     /// Set when `redis.url` is: shared counters, sessions, revocations.
     pub redis: Option<Redis>,
     /// A hash of a random password, verified against when an email is
@@ -136,7 +150,7 @@ impl AppState {
         };
         let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
-        let state = Self {
+        let state = Self(Arc::new(AppStateInner {
             metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter, &defense, &audit)),
             defense,
             authorizer: Arc::new(authorizer),
@@ -147,6 +161,7 @@ impl AppState {
             revocations,
             sessions,
             redis,
+            oauth: Arc::new(OAuthProviders::from_config(&config.oauth)?),
             throttle: Arc::new(LoginThrottle::new(clock.clone())),
             audit,
             dummy_hash: Arc::from(dummy_hash),
@@ -155,7 +170,7 @@ impl AppState {
             store,
             clock,
             tls,
-        };
+        }));
         crate::housekeeping::spawn(&state);
         Ok(state)
     }
@@ -186,6 +201,8 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::ops::router())
         .merge(routes::auth::router())
+        .merge(routes::oauth::router())
+        .merge(routes::pages::router())
         .merge(routes::users::router())
         .merge(routes::posts::router())
         .merge(routes::audit::router())

@@ -190,7 +190,6 @@ async fn serve_async(config: Arc<Config>, dev_tls: bool) -> anyhow::Result<()> {
     if let Some(admin) = bootstrap::ensure_admin(&*state.store, &state.hasher, &config.bootstrap).await? {
         tracing::info!(user_id = %admin.id, email = %admin.email, "created the bootstrap admin");
     }
-    warn_not_yet_in_effect(&config);
 
     let server = Server::bind(&config).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -232,14 +231,6 @@ fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
     });
     #[cfg(not(unix))]
     let _ = authorizer;
-}
-
-/// Settings the contract defines whose feature is not in this build yet:
-/// accepted so configuration files stay valid, but said out loud.
-fn warn_not_yet_in_effect(config: &Config) {
-    if !config.oauth.providers.is_empty() {
-        tracing::warn!("oauth.providers are set, but this version has no OAuth login yet");
-    }
 }
 
 fn migrate(args: ConfigArg) -> anyhow::Result<()> {

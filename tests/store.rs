@@ -10,8 +10,8 @@ use rampart::{
     audit::{AuditEvent, Outcome},
     domain::{Email, NewUser, PostBody, PostTitle, Role, UserName},
     store::{
-        AuditFilter, Block, PostgresStore, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord,
-        SqliteStore, Store, StoreError, UserChanges,
+        AuditFilter, Block, Identity, OAuthFlow, PostgresStore, RefreshTokenRecord, RefreshUse, Revocation,
+        RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
     },
 };
 use time::{Duration, OffsetDateTime};
@@ -407,6 +407,111 @@ async fn blocks_are_listed_while_in_force_and_lifted_by_id() {
         assert_eq!(store.list_blocks(now, Some(forever.id), 10).await.unwrap().len(), 1);
         assert_eq!(store.delete_block(lasting.id).await.unwrap().ip, "192.0.2.1");
         assert!(matches!(store.delete_block(lasting.id).await, Err(StoreError::NotFound)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oauth_identities_link_once_and_new_accounts_are_atomic() {
+    on_every_backend(|store| async move {
+        let existing = store.create_user(new_user("linked@example.com", Role::User, None)).await.unwrap();
+        let github = Identity { provider: "github".into(), subject: "1234".into() };
+        assert!(store.user_by_identity(&github).await.unwrap().is_none());
+        store.link_identity(&github, existing.id).await.unwrap();
+        assert_eq!(store.user_by_identity(&github).await.unwrap().unwrap().id, existing.id);
+        // One provider account, one user.
+        let other = store.create_user(new_user("other@example.com", Role::User, None)).await.unwrap();
+        assert!(matches!(store.link_identity(&github, other.id).await, Err(StoreError::Conflict("identity"))));
+        // The same subject at another provider is another identity.
+        let google = Identity { provider: "google".into(), subject: "1234".into() };
+        assert!(store.user_by_identity(&google).await.unwrap().is_none());
+
+        let password_less = NewUser { password_hash: None, ..new_user("new@example.com", Role::User, None) };
+        let created = store.create_user_with_identity(password_less, &google).await.unwrap();
+        assert_eq!(store.user_by_identity(&google).await.unwrap().unwrap().id, created.id);
+        assert!(store.password_hash(created.id).await.unwrap().is_none(), "no password until the user sets one");
+
+        // A taken email leaves neither a user nor a link behind.
+        let gitlab = Identity { provider: "gitlab".into(), subject: "9".into() };
+        let taken = store.create_user_with_identity(new_user("NEW@example.com", Role::User, None), &gitlab).await;
+        assert!(matches!(taken, Err(StoreError::Conflict("email"))));
+        assert!(store.user_by_identity(&gitlab).await.unwrap().is_none());
+        // A linked subject cannot create a second user, and rolls back the user.
+        let again = store.create_user_with_identity(new_user("third@example.com", Role::User, None), &google).await;
+        assert!(matches!(again, Err(StoreError::Conflict("identity"))));
+        assert_eq!(store.list_users(None, 100).await.unwrap().len(), 3);
+
+        store.delete_user(existing.id).await.unwrap();
+        assert!(store.user_by_identity(&github).await.unwrap().is_none(), "links go with their user");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oauth_flows_are_taken_once_and_only_before_they_expire() {
+    on_every_backend(|store| async move {
+        let now = OffsetDateTime::now_utc();
+        let flow = OAuthFlow {
+            id_hash: hash(7),
+            provider: "google".into(),
+            state_hash: hash(8),
+            pkce_verifier: "verifier".into(),
+            nonce: "nonce".into(),
+            redirect_to: "/account".into(),
+            expires_at: now + Duration::minutes(10),
+        };
+        store.insert_oauth_flow(&flow).await.unwrap();
+        let taken = store.take_oauth_flow(&hash(7), now).await.unwrap().unwrap();
+        assert_eq!((taken.provider.as_str(), taken.state_hash, taken.nonce.as_str()), ("google", hash(8), "nonce"));
+        assert_eq!(taken.expires_at.unix_timestamp(), flow.expires_at.unix_timestamp());
+        assert!(store.take_oauth_flow(&hash(7), now).await.unwrap().is_none(), "a flow finishes once");
+
+        store.insert_oauth_flow(&OAuthFlow { id_hash: hash(9), ..flow.clone() }).await.unwrap();
+        let late = now + Duration::minutes(11);
+        assert!(store.take_oauth_flow(&hash(9), late).await.unwrap().is_none(), "expired flows are refused");
+
+        store.insert_oauth_flow(&OAuthFlow { id_hash: hash(10), ..flow.clone() }).await.unwrap();
+        store.purge_expired(late).await.unwrap();
+        assert!(store.take_oauth_flow(&hash(10), now).await.unwrap().is_none(), "expired flows are purged");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_user_read_just_before_a_change_is_never_served_stale() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("cached@example.com", Role::User, None)).await.unwrap();
+        assert_eq!(store.user_by_id(user.id).await.unwrap().role, Role::User);
+        let changes = UserChanges { role: Some(Role::Manager), disabled: Some(true), ..Default::default() };
+        store.change_user(user.id, &changes).await.unwrap();
+        let read = store.user_by_id(user.id).await.unwrap();
+        assert_eq!((read.role, read.disabled), (Role::Manager, true));
+        store.rename_user(user.id, &UserName::parse("New Name").unwrap()).await.unwrap();
+        assert_eq!(store.user_by_id(user.id).await.unwrap().name, "New Name");
+        store.delete_user(user.id).await.unwrap();
+        assert!(matches!(store.user_by_id(user.id).await, Err(StoreError::NotFound)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_newest_posts_reflect_every_write_at_once() {
+    on_every_backend(|store| async move {
+        let author = store.create_user(new_user("writer@example.com", Role::User, None)).await.unwrap();
+        let title = |t: &str| PostTitle::parse(t).unwrap();
+        let body = PostBody::parse("body").unwrap();
+        let first = store.create_post(author.id, &title("first"), &body).await.unwrap();
+        assert_eq!(store.list_posts(None, 10).await.unwrap().len(), 1);
+        let second = store.create_post(author.id, &title("second"), &body).await.unwrap();
+        let page = store.list_posts(None, 10).await.unwrap();
+        assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), [second.id, first.id], "a new post shows at once");
+        assert_eq!(store.list_posts(None, 1).await.unwrap().len(), 1, "another limit is another page");
+        store.update_post(first.id, &title("first, edited"), &body).await.unwrap();
+        assert_eq!(store.list_posts(None, 10).await.unwrap()[1].title, "first, edited");
+        store.delete_post(second.id).await.unwrap();
+        assert_eq!(store.list_posts(None, 10).await.unwrap().len(), 1);
+        store.delete_user(author.id).await.unwrap();
+        assert!(store.list_posts(None, 10).await.unwrap().is_empty(), "a deleted author's posts go too");
     })
     .await;
 }

@@ -8,6 +8,7 @@
 //! - `principal`: who is calling, as handlers see it.
 
 pub mod keys;
+pub mod oauth;
 pub mod password;
 pub mod principal;
 pub mod revocation;

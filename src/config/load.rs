@@ -397,6 +397,37 @@ mod tests {
     }
 
     #[test]
+    fn oauth_providers_are_checked_at_load() {
+        let secret = file("  from-a-file \n");
+        let good = file(&format!(
+            "[oauth]\nredirect_allowlist = [\"/account\", \"https://app.example.com/done\"]\n\
+             [oauth.providers.google]\nclient_id = \"id\"\nclient_secret_file = \"{}\"\n\
+             redirect_url = \"https://api.example.com/auth/oauth/google/callback\"\n\
+             [oauth.providers.github]\nclient_id = \"id\"\nredirect_url = \"https://api.example.com/auth/oauth/github/callback\"\n",
+            secret.path().display()
+        ));
+        let config = load(&ConfigSources { file: Some(good.path().to_owned()), ..Default::default() }).expect("loads");
+        use secrecy::ExposeSecret;
+        assert_eq!(config.oauth.providers["google"].client_secret.expose_secret(), "from-a-file");
+
+        let bad = file(
+            "[oauth]\nredirect_allowlist = [\"//evil.example\"]\n\
+             [oauth.providers.corp]\nclient_id = \"\"\nredirect_url = \"https://api.example.com/elsewhere\"\n\
+             token_auth = \"private_key_jwt\"\n",
+        );
+        let message = error_of(&ConfigSources { file: Some(bad.path().to_owned()), ..Default::default() });
+        for expected in [
+            "oauth.redirect_allowlist: \"//evil.example\"",
+            "oauth.providers.corp.client_id: must be set",
+            "oauth.providers.corp.redirect_url: must be the absolute URL of this server's /auth/oauth/corp/callback",
+            "oauth.providers.corp.token_auth:",
+            "oauth.providers.corp.issuer: set issuer",
+        ] {
+            assert!(message.contains(expected), "{expected:?} missing in {message}");
+        }
+    }
+
+    #[test]
     fn production_demands_tls_or_proxies_and_an_explicit_key() {
         let sources =
             ConfigSources { env: vars(&[("RAMPART_SERVER__ENVIRONMENT", "production")]), ..Default::default() };

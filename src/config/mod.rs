@@ -346,8 +346,14 @@ pub struct OAuthProviderConfig {
     pub token_url: String,
     pub userinfo_url: String,
     pub redirect_url: String,
+    /// Empty: `["openid", "email", "profile"]`, or GitHub's
+    /// `["read:user", "user:email"]`.
     pub scopes: Vec<String>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
     pub token_auth: String,
+    /// The button's label on `/login` ("Sign in with …"); defaults to the
+    /// provider's name.
+    pub display_name: String,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -406,17 +412,11 @@ impl Config {
             ("redis.url", &mut self.redis.url, &self.redis.url_file, ""),
         ];
         for (key, value, file, default) in pairs {
-            if file.as_os_str().is_empty() {
-                continue;
-            }
-            if value.expose_secret() != default {
-                problems.push(format!("{key}_file: set either {key} or {key}_file, not both"));
-                continue;
-            }
-            match std::fs::read_to_string(file) {
-                Ok(text) => *value = SecretString::from(text.trim().to_owned()),
-                Err(error) => problems.push(format!("{key}_file: cannot read {}: {error}", file.display())),
-            }
+            read_secret_file(&mut problems, key, value, file, default);
+        }
+        for (name, provider) in &mut self.oauth.providers {
+            let key = format!("oauth.providers.{name}.client_secret");
+            read_secret_file(&mut problems, &key, &mut provider.client_secret, &provider.client_secret_file, "");
         }
         problems
     }
@@ -529,6 +529,56 @@ impl Config {
             problem("defense", "window and block_for must be longer than zero");
         }
 
+        for entry in &self.oauth.redirect_allowlist {
+            if !is_redirect_target(entry) {
+                problem(
+                    "oauth.redirect_allowlist",
+                    &format!("{entry:?} is neither a local path like \"/account\" nor an http(s) URL"),
+                );
+            }
+        }
+        for (name, provider) in &self.oauth.providers {
+            let key = |field: &str| format!("oauth.providers.{name}.{field}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+                problem(&key(""), "provider names are lower-case letters, digits and '-' (they appear in URLs)");
+            }
+            if provider.client_id.trim().is_empty() {
+                problem(&key("client_id"), "must be set");
+            }
+            let redirect = &provider.redirect_url;
+            let callback = format!("/auth/oauth/{name}/callback");
+            if !(redirect.starts_with("https://") || redirect.starts_with("http://")) || !redirect.ends_with(&callback)
+            {
+                problem(&key("redirect_url"), &format!("must be the absolute URL of this server's {callback}"));
+            } else if redirect.starts_with("http://") && self.is_production() {
+                problem(&key("redirect_url"), "must be https:// in production");
+            }
+            if !matches!(provider.token_auth.as_str(), "" | "client_secret_basic" | "client_secret_post") {
+                problem(&key("token_auth"), "must be client_secret_basic or client_secret_post");
+            }
+            let explicit = [&provider.auth_url, &provider.token_url, &provider.userinfo_url];
+            let has_endpoints = explicit.iter().all(|url| !url.is_empty());
+            if !provider.issuer.is_empty() && explicit.iter().any(|url| !url.is_empty()) {
+                problem(
+                    &key("issuer"),
+                    "set either issuer (OIDC discovery) or auth_url/token_url/userinfo_url, not both",
+                );
+            } else if provider.issuer.is_empty() && !has_endpoints && !matches!(name.as_str(), "google" | "github") {
+                problem(&key("issuer"), "set issuer (OIDC discovery) or auth_url, token_url and userinfo_url");
+            }
+            let urls = [
+                ("issuer", &provider.issuer),
+                ("auth_url", &provider.auth_url),
+                ("token_url", &provider.token_url),
+                ("userinfo_url", &provider.userinfo_url),
+            ];
+            for (field, url) in urls {
+                if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+                    problem(&key(field), "must be an http(s) URL");
+                }
+            }
+        }
+
         if self.is_production() {
             if !self.tls.is_configured() && server.trusted_proxies.is_empty() {
                 problem(
@@ -550,6 +600,29 @@ impl Config {
         }
         problems
     }
+}
+
+/// Replaces `value` by the trimmed contents of `file` when one is given.
+fn read_secret_file(problems: &mut Vec<String>, key: &str, value: &mut SecretString, file: &Path, default: &str) {
+    if file.as_os_str().is_empty() {
+        return;
+    }
+    if value.expose_secret() != default {
+        problems.push(format!("{key}_file: set either {key} or {key}_file, not both"));
+        return;
+    }
+    match std::fs::read_to_string(file) {
+        Ok(text) => *value = SecretString::from(text.trim().to_owned()),
+        Err(error) => problems.push(format!("{key}_file: cannot read {}: {error}", file.display())),
+    }
+}
+
+/// Where a finished OAuth sign-in may land: a local path (not `//host`,
+/// which browsers read as another site) or an absolute http(s) URL.
+fn is_redirect_target(entry: &str) -> bool {
+    let local = entry.starts_with('/') && !entry.starts_with("//") && !entry.contains('\\');
+    let absolute = entry.starts_with("https://") || entry.starts_with("http://");
+    (local || absolute) && !entry.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// HS256 needs a secret of at least 32 bytes; anything shorter is guessable.

@@ -15,7 +15,7 @@ use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     str::FromStr,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use cedar_policy::{
@@ -30,7 +30,7 @@ use crate::{
     audit::{AuditContext, Auditor, Outcome},
     auth::principal::Caller,
     clock::Clock,
-    domain::{PostWithAuthor, User},
+    domain::{PostWithAuthor, Role, User},
     error::ApiError,
 };
 
@@ -133,11 +133,76 @@ enum Source {
 pub struct Authorizer {
     schema: Schema,
     source: Source,
-    policies: RwLock<Arc<PolicySet>>,
+    policies: RwLock<Arc<Loaded>>,
     engine: cedar_policy::Authorizer,
     action_uids: HashMap<Action, EntityUid>,
     types: EntityTypes,
     pub decisions: Family<DecisionLabels, Counter>,
+}
+
+/// A loaded policy and the decisions made with it.
+struct Loaded {
+    policies: PolicySet,
+    decisions: Mutex<HashMap<DecisionKey, bool>>,
+}
+
+/// Decisions kept per policy; past this many the memory starts over.
+const MAX_REMEMBERED_DECISIONS: usize = 50_000;
+
+impl Loaded {
+    fn new(policies: PolicySet) -> Self {
+        Self { policies, decisions: Mutex::new(HashMap::new()) }
+    }
+
+    fn remembered(&self, key: &DecisionKey) -> Option<bool> {
+        self.decisions.lock().ok()?.get(key).copied()
+    }
+
+    fn remember(&self, key: DecisionKey, allowed: bool) {
+        if let Ok(mut decisions) = self.decisions.lock() {
+            if decisions.len() >= MAX_REMEMBERED_DECISIONS {
+                decisions.clear();
+            }
+            decisions.insert(key, allowed);
+        }
+    }
+}
+
+/// Everything a decision is made from: the principal's and the resource's
+/// attributes exactly as `decide` puts them into Cedar entities.
+#[derive(Hash, PartialEq, Eq)]
+struct DecisionKey {
+    action: Action,
+    principal: Option<(Uuid, Role, Option<String>)>,
+    resource: ResourceKey,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+enum ResourceKey {
+    Posts,
+    Users,
+    AdminArea,
+    User(Uuid, Role, Option<String>),
+    Post { id: Uuid, author: Uuid, author_department: Option<String>, author_role: Option<Role> },
+}
+
+impl DecisionKey {
+    fn new(caller: &Caller, action: Action, resource: &Resource<'_>) -> Self {
+        let principal = caller.user().map(|p| (p.user_id, p.role, p.department.clone()));
+        let resource = match resource {
+            Resource::Posts => ResourceKey::Posts,
+            Resource::Users => ResourceKey::Users,
+            Resource::AdminArea => ResourceKey::AdminArea,
+            Resource::User(user) => ResourceKey::User(user.id, user.role, user.department.clone()),
+            Resource::Post(post) => ResourceKey::Post {
+                id: post.post.id,
+                author: post.post.author_id,
+                author_department: post.author_department.clone(),
+                author_role: post.author_role,
+            },
+        };
+        Self { action, principal, resource }
+    }
 }
 
 struct EntityTypes {
@@ -228,7 +293,7 @@ impl Authorizer {
         Ok(Self {
             schema,
             source,
-            policies: RwLock::new(Arc::new(policies)),
+            policies: RwLock::new(Arc::new(Loaded::new(policies))),
             engine: cedar_policy::Authorizer::new(),
             action_uids,
             types,
@@ -252,7 +317,7 @@ impl Authorizer {
     /// in force stays.
     pub fn reload(&self) -> Result<(), PolicyError> {
         let policies = Self::read(&self.schema, &self.source)?;
-        *self.policies.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(policies);
+        *self.policies.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Loaded::new(policies));
         Ok(())
     }
 
@@ -270,7 +335,28 @@ impl Authorizer {
     }
 
     /// The decision alone, without audit or errors (also for benches).
+    /// Remembered per exact input (see `DecisionKey`) until the policy is
+    /// reloaded: Cedar's answer is a function of the policy, the request and
+    /// the entities, and those are built from nothing but the key.
     pub fn is_allowed(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
+        let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let key = DecisionKey::new(caller, action, &resource);
+        if let Some(allowed) = loaded.remembered(&key) {
+            return allowed;
+        }
+        let allowed = self.decide(&loaded.policies, caller, action, resource);
+        loaded.remember(key, allowed);
+        allowed
+    }
+
+    /// `is_allowed` without the remembered decisions: what Cedar costs (benches).
+    #[doc(hidden)]
+    pub fn is_allowed_uncached(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
+        let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        self.decide(&loaded.policies, caller, action, resource)
+    }
+
+    fn decide(&self, policies: &PolicySet, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
         let mut entities = Vec::with_capacity(2);
         let principal = match caller {
             Caller::Guest => self.uid(&self.types.guest, "guest"),
@@ -328,8 +414,7 @@ impl Authorizer {
         let Ok(request) = Request::new(principal, action_uid.clone(), resource_uid, Context::empty(), None) else {
             return false;
         };
-        let policies = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        self.engine.is_authorized(&request, &policies, &entities).decision() == Decision::Allow
+        self.engine.is_authorized(&request, policies, &entities).decision() == Decision::Allow
     }
 
     /// `Ok` when allowed. Denied: 401 for guests; 403 for users, audited as

@@ -1,14 +1,15 @@
 //! `/admin`: a small security overview for admins, served entirely by
 //! Rampart (no CDN) under a strict CSP, plus `/api/admin/stats`, the
-//! per-minute traffic it charts. The page itself holds no data; everything
-//! it shows comes from the admin API, so the policy guards it.
+//! per-minute traffic it charts. The page is served to admins only (others
+//! are sent to `/login`, or get 403); everything it shows comes from the
+//! admin API, which the policy guards as well.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use axum::{
     Json,
     extract::State,
-    http::{HeaderValue, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -32,20 +33,35 @@ const STYLE: &str = include_str!("admin_page/admin.css");
 
 /// The page may load its own script and style and talk to its own origin;
 /// nothing else.
-const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+pub(crate) const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
                         form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// The page and its files are not API operations: they are registered
 /// without OpenAPI descriptions (`tests/api/openapi.rs` lists them).
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/admin", get(|| async { asset(PAGE, "text/html; charset=utf-8") }))
+        .route("/admin", get(page))
         .route("/admin/admin.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/admin/admin.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .routes(routes!(stats))
 }
 
-fn asset(body: &'static str, content_type: &'static str) -> Response {
+/// The page for admins only: without a valid session (or token) the
+/// browser goes to `/login` and comes back; a signed-in non-admin gets 403.
+async fn page(
+    State(state): State<AppState>,
+    audit: AuditContext,
+    caller: Result<Caller, ApiError>,
+) -> Result<Response, ApiError> {
+    let Ok(caller @ Caller::User(_)) = caller else {
+        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static("/login?next=%2Fadmin"))])
+            .into_response());
+    };
+    state.authorize(&caller, Action::ViewDashboard, Resource::AdminArea, &audit)?;
+    Ok(asset(PAGE, "text/html; charset=utf-8"))
+}
+
+pub(crate) fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

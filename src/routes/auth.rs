@@ -257,9 +257,19 @@ async fn create_session(
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let user = accounts::verify_login(&state, &audit, &request.email, &request.password).await?;
-    // No fixation: whatever session the browser had is ended, and the new
-    // one gets a fresh id.
-    if let Some(old) = session_cookie(&headers) {
+    let (cookie, csrf_token) = open_session(&state, &headers, user.id).await?;
+    Ok(with_cookie(Json(SessionCreated { user, csrf_token }).into_response(), &cookie))
+}
+
+/// Starts a browser session for `user_id` and returns its `Set-Cookie`
+/// value and CSRF token. Whatever session the browser had is ended and the
+/// new one gets a fresh id: no fixation.
+pub(crate) async fn open_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user_id: Uuid,
+) -> Result<(String, String), ApiError> {
+    if let Some(old) = session_cookie(headers) {
         state.sessions.delete_session(&secret::hash(old)).await?;
     }
     let session_id = secret::new_token("");
@@ -273,7 +283,7 @@ async fn create_session(
         .sessions
         .insert_session(&SessionRecord {
             id_hash: secret::hash(&session_id),
-            user_id: user.id,
+            user_id,
             csrf_hash: secret::hash(&csrf_token),
             created_at: now,
             idle_expires_at: idle,
@@ -281,8 +291,7 @@ async fn create_session(
         })
         .await?;
     let max_age = (absolute - now).whole_seconds();
-    let cookie = session_cookie_value(&state, &session_id, max_age);
-    Ok(with_cookie(Json(SessionCreated { user, csrf_token }).into_response(), &cookie))
+    Ok((session_cookie_value(state, &session_id, max_age), csrf_token))
 }
 
 /// Ends the browser session (a bearer caller only gets the cookie cleared).

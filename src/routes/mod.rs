@@ -7,6 +7,8 @@ pub mod audit;
 pub mod auth;
 pub mod blocks;
 pub mod docs;
+pub mod oauth;
 pub mod ops;
+pub mod pages;
 pub mod posts;
 pub mod users;

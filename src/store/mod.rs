@@ -8,6 +8,7 @@
 //! (`tests/store.rs`). Migrations are embedded per backend under
 //! `migrations/<backend>/`.
 
+mod cache;
 mod postgres;
 mod sqlite;
 
@@ -45,6 +46,28 @@ impl From<sqlx::Error> for StoreError {
             other => StoreError::Other(other.into()),
         }
     }
+}
+
+/// An account at an OAuth/OIDC provider, named by the provider's stable
+/// subject identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub provider: String,
+    pub subject: String,
+}
+
+/// A sign-in in progress at a provider (see `auth::oauth`). Secrets of the
+/// browser side (flow id, `state`) are kept only as hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthFlow {
+    pub id_hash: [u8; 32],
+    pub provider: String,
+    pub state_hash: [u8; 32],
+    pub pkce_verifier: String,
+    /// Empty for plain OAuth 2.0 providers, which have no ID token.
+    pub nonce: String,
+    pub redirect_to: String,
+    pub expires_at: OffsetDateTime,
 }
 
 /// A user together with the password hash that only login may see.
@@ -252,8 +275,22 @@ pub trait Store: Send + Sync + 'static {
     // Revocations (the durable copy of the in-memory list).
     async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
     async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError>;
-    /// Drops revocations, sessions and refresh tokens that can no longer matter.
+    /// Drops revocations, sessions, refresh tokens and OAuth flows that can no
+    /// longer matter.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    // OAuth identities and flows.
+    /// The user linked to a provider account, if any.
+    async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError>;
+    /// Links a provider account to an existing user; `Conflict("identity")`
+    /// when that provider account is already linked.
+    async fn link_identity(&self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError>;
+    /// Creates a password-less user and its link in one transaction.
+    async fn create_user_with_identity(&self, new_user: NewUser, identity: &Identity) -> Result<User, StoreError>;
+    async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError>;
+    /// Deletes the flow and returns it when it has not expired: each flow
+    /// can be finished once.
+    async fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Result<Option<OAuthFlow>, StoreError>;
 
     // Posts.
     async fn create_post(&self, author_id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError>;

@@ -16,8 +16,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, RefreshTokenRecord, RefreshUse, Revocation,
-    RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, RefreshTokenRecord, RefreshUse,
+    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    cache::{LatestPostsCache, UserCache},
 };
 use crate::{
     audit::AuditEvent,
@@ -28,6 +29,8 @@ const STATEMENT_TIMEOUT: &str = "5s";
 
 pub struct PostgresStore {
     pool: PgPool,
+    users: UserCache,
+    latest_posts: LatestPostsCache,
 }
 
 impl PostgresStore {
@@ -56,7 +59,7 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .context("cannot reach PostgreSQL")?;
-        Ok(Self { pool })
+        Ok(Self { pool, users: UserCache::default(), latest_posts: LatestPostsCache::default() })
     }
 
     /// Drops a test schema and everything in it.
@@ -117,6 +120,74 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+async fn insert_user<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+    new_user: NewUser,
+) -> Result<User, StoreError> {
+    let now = super::now_stored();
+    let user = User {
+        id: Uuid::now_v7(),
+        email: new_user.email.as_str().to_owned(),
+        name: new_user.name.as_str().to_owned(),
+        role: new_user.role,
+        department: new_user.department,
+        disabled: false,
+        created_at: now,
+    };
+    let result = sqlx::query(
+        "INSERT INTO users (id, email, email_key, name, role, department, password_hash, disabled, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $9)",
+    )
+    .bind(user.id)
+    .bind(&user.email)
+    .bind(new_user.email.key())
+    .bind(&user.name)
+    .bind(user.role.as_str())
+    .bind(&user.department)
+    .bind(&new_user.password_hash)
+    .bind(now)
+    .bind(now)
+    .execute(executor)
+    .await;
+    match result {
+        Ok(_) => Ok(user),
+        Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("email")),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn insert_identity<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+    identity: &Identity,
+    user_id: Uuid,
+) -> Result<(), StoreError> {
+    let result =
+        sqlx::query("INSERT INTO oauth_identities (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&identity.provider)
+            .bind(&identity.subject)
+            .bind(user_id)
+            .bind(super::now_stored())
+            .execute(executor)
+            .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("identity")),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn oauth_flow_from_row(row: &PgRow) -> Result<OAuthFlow, StoreError> {
+    Ok(OAuthFlow {
+        id_hash: hash_from_row(row, "id_hash")?,
+        provider: row.try_get("provider")?,
+        state_hash: hash_from_row(row, "state_hash")?,
+        pkce_verifier: row.try_get("pkce_verifier")?,
+        nonce: row.try_get("nonce")?,
+        redirect_to: row.try_get("redirect_to")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -130,45 +201,21 @@ impl Store for PostgresStore {
     }
 
     async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError> {
-        let now = super::now_stored();
-        let user = User {
-            id: Uuid::now_v7(),
-            email: new_user.email.as_str().to_owned(),
-            name: new_user.name.as_str().to_owned(),
-            role: new_user.role,
-            department: new_user.department,
-            disabled: false,
-            created_at: now,
-        };
-        let result = sqlx::query(
-            "INSERT INTO users (id, email, email_key, name, role, department, password_hash, disabled, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $9)",
-        )
-        .bind(user.id)
-        .bind(&user.email)
-        .bind(new_user.email.key())
-        .bind(&user.name)
-        .bind(user.role.as_str())
-        .bind(&user.department)
-        .bind(&new_user.password_hash)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(user),
-            Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("email")),
-            Err(error) => Err(error.into()),
-        }
+        insert_user(&self.pool, new_user).await
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
+        if let Some(user) = self.users.get(id) {
+            return Ok(user);
+        }
         let row =
             sqlx::query("SELECT id, email, name, role, department, disabled, created_at FROM users WHERE id = $1")
                 .bind(id)
                 .fetch_one(&self.pool)
                 .await?;
-        user_from_row(&row)
+        let user = user_from_row(&row)?;
+        self.users.put(&user);
+        Ok(user)
     }
 
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
@@ -205,6 +252,7 @@ impl Store for PostgresStore {
     }
 
     async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
+        self.users.forget(id);
         let done = sqlx::query("UPDATE users SET name = $1, updated_at = $2 WHERE id = $3")
             .bind(name.as_str())
             .bind(super::now_stored())
@@ -214,10 +262,13 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // Again: a read during the update may have cached the old row.
+        self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+        self.users.forget(id);
         // One statement, as in SQLite: no read-then-write window.
         let done = sqlx::query(
             "UPDATE users SET role = COALESCE($1::text, role), \
@@ -237,11 +288,16 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // Again: a read during the update may have cached the old row.
+        self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        self.users.forget(id);
         let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+        self.users.forget(id);
+        self.latest_posts.invalidate();
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
@@ -419,7 +475,61 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM oauth_flows WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.name, u.role, u.department, u.disabled, u.created_at \
+             FROM oauth_identities i JOIN users u ON u.id = i.user_id WHERE i.provider = $1 AND i.subject = $2",
+        )
+        .bind(&identity.provider)
+        .bind(&identity.subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn link_identity(&self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
+        insert_identity(&self.pool, identity, user_id).await
+    }
+
+    async fn create_user_with_identity(&self, new_user: NewUser, identity: &Identity) -> Result<User, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let user = insert_user(&mut *transaction, new_user).await?;
+        insert_identity(&mut *transaction, identity, user.id).await?;
+        transaction.commit().await?;
+        Ok(user)
+    }
+
+    async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oauth_flows (id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&flow.id_hash[..])
+        .bind(&flow.provider)
+        .bind(&flow.state_hash[..])
+        .bind(&flow.pkce_verifier)
+        .bind(&flow.nonce)
+        .bind(&flow.redirect_to)
+        .bind(flow.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Result<Option<OAuthFlow>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM oauth_flows WHERE id_hash = $1 \
+             RETURNING id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, expires_at",
+        )
+        .bind(&id_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let flow = row.as_ref().map(oauth_flow_from_row).transpose()?;
+        Ok(flow.filter(|flow| flow.expires_at > now))
     }
 
     async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
@@ -552,6 +662,7 @@ impl Store for PostgresStore {
         .bind(post.updated_at)
         .execute(&self.pool)
         .await?;
+        self.latest_posts.invalidate();
         Ok(post)
     }
 
@@ -583,15 +694,24 @@ impl Store for PostgresStore {
         .bind(id)
         .fetch_one(&self.pool)
         .await?;
+        self.latest_posts.invalidate();
         post_from_row(&row)
     }
 
     async fn delete_post(&self, id: Uuid) -> Result<(), StoreError> {
         let done = sqlx::query("DELETE FROM posts WHERE id = $1").bind(id).execute(&self.pool).await?;
+        self.latest_posts.invalidate();
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError> {
+        let generation = match before {
+            None => match self.latest_posts.get(limit) {
+                Ok(posts) => return Ok(posts),
+                Err(generation) => Some(generation),
+            },
+            Some(_) => None,
+        };
         let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(
             "SELECT id, title, body, author_id, created_at, updated_at FROM posts WHERE 1 = 1",
         );
@@ -600,7 +720,11 @@ impl Store for PostgresStore {
         }
         query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(post_from_row).collect()
+        let posts = rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?;
+        if let Some(generation) = generation {
+            self.latest_posts.put(generation, limit, &posts);
+        }
+        Ok(posts)
     }
 
     async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {

@@ -8,6 +8,7 @@
 //! scrubbed. Code should still never log such things; this catches mistakes.
 
 mod redact;
+mod writer;
 
 use std::io::Write;
 
@@ -20,21 +21,20 @@ use tracing_subscriber::{
 };
 
 pub use redact::{REDACTED, is_sensitive_name, scrub};
+pub use writer::{BatchGuard, BatchWriter};
 
 use crate::config::Config;
 
 /// Installs the process-wide subscriber. Call once, from `main`, and keep
-/// the returned guard until exit: lines are written to stdout by a
-/// background thread (a request never waits on the terminal or the pipe),
-/// and dropping the guard flushes what is still queued. If stdout cannot
-/// keep up with 100,000 queued lines, further lines are dropped rather than
-/// slowing requests down; audit events still reach the store.
-pub fn init(config: &Config) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+/// the returned guard until exit: lines are written to stdout in batches by
+/// a background thread (`writer.rs`; a request never waits on the terminal
+/// or the pipe), and dropping the guard writes what is still waiting. If
+/// stdout cannot keep up, lines past 16 MiB waiting are dropped (and
+/// counted) rather than slowing requests down; audit events still reach the
+/// store.
+pub fn init(config: &Config) -> anyhow::Result<BatchGuard> {
     let filter = EnvFilter::try_new(&config.log.level).map_err(|error| anyhow::anyhow!("log.level: {error}"))?;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(100_000)
-        .finish(std::io::stdout());
+    let (writer, guard) = BatchWriter::spawn(std::io::stdout())?;
     let subscriber = Registry::default().with(filter).with(RedactingLayer::new(config.json_logs(), writer));
     tracing::subscriber::set_global_default(subscriber)?;
     Ok(guard)

@@ -6,7 +6,7 @@ use crate::helpers::{TestApp, spawn_app};
 
 /// The audit writer is asynchronous: wait (bounded) until the store has
 /// at least `count` events matching `query`.
-async fn events(app: &TestApp, token: &str, query: &str, count: usize) -> Vec<Value> {
+pub async fn events(app: &TestApp, token: &str, query: &str, count: usize) -> Vec<Value> {
     for _ in 0..100 {
         let response = app.get_as(&format!("/api/admin/audit?{query}"), token).await;
         assert_eq!(response.status, 200, "{}", response.body);

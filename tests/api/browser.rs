@@ -1,6 +1,7 @@
 //! The `/admin` page in a real browser: Debian's Chromium driven by
 //! playwright-core (`tests/browser/`). Skipped on a laptop without them,
-//! failed under CI=true (`.ci/run` installs both).
+//! failed under CI=true (`.ci/run` installs both). `oauth.rs` uses the same
+//! helpers for `/login`.
 
 use std::{path::Path, process::Command};
 
@@ -8,24 +9,33 @@ use serde_json::json;
 
 use crate::helpers::spawn_app;
 
-/// Whether Chromium and playwright-core are there; under CI=true they must be.
-fn browser_available() -> bool {
-    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
+/// Whether Chromium and playwright-core are installed; under CI=true their
+/// absence fails the test instead.
+pub fn browser_available() -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !driver.exists() || !Path::new(&chromium).exists() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true but Chromium or playwright-core is missing"
-        );
-        eprintln!("skipped: needs {chromium} and tests/browser/node_modules (npm ci --prefix tests/browser)");
-        return false;
+    if root.join("tests/browser/node_modules/playwright-core").exists() && Path::new(&chromium).exists() {
+        return true;
     }
-    true
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but Chromium or playwright-core is missing");
+    eprintln!("skipped: needs {chromium} and `npm ci --prefix tests/browser`");
+    false
+}
+
+/// Runs `tests/browser/<script>` with `args` and asserts it printed
+/// BROWSER_OK. Screenshots are written under `target/`.
+pub async fn run_browser_script(script: &str, args: Vec<String>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(root.join("target")).unwrap();
+    let path = root.join("tests/browser").join(script);
+    let output =
+        tokio::task::spawn_blocking(move || Command::new("node").arg(path).args(args).output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("BROWSER_OK"), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[tokio::test]
 async fn an_admin_sees_charts_and_blocks_and_lifts_one_in_the_browser() {
-    let root = env!("CARGO_MANIFEST_DIR");
     if !browser_available() {
         return;
     }
@@ -43,35 +53,30 @@ async fn an_admin_sees_charts_and_blocks_and_lifts_one_in_the_browser() {
         .await;
     assert_eq!(block.status, 201, "{}", block.body);
 
-    let page = app.get("/admin").await;
+    // Admins only: a guest is sent to /login, a signed-in non-admin refused.
+    let guest = app.get("/admin").await;
+    assert_eq!((guest.status, guest.header("location")), (303, Some("/login?next=%2Fadmin")));
+    let user = app.token_for(&app.users.user).await;
+    app.get_as("/admin", &user).await.assert_problem(403);
+    let page = app.get_as("/admin", &admin).await;
     assert_eq!(page.status, 200);
     let csp = page.header("content-security-policy").unwrap();
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
     assert!(!page.body.contains("<script>") && !page.body.contains("cdn"), "no inline script, no CDN");
 
-    let screenshot = Path::new(root).join("target/admin-page.png");
-    std::fs::create_dir_all(screenshot.parent().unwrap()).unwrap();
-    let base = app.url("");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/admin.mjs"))
-            .args([&base, "admin@example.com", crate::helpers::SEED_PASSWORD, "203.0.113.50"])
-            .arg(&screenshot)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("BROWSER_OK"), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(Path::new(root).join("target/admin-page.png").exists());
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/admin-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let args = [app.url(""), "admin@example.com".into(), crate::helpers::SEED_PASSWORD.into(), "203.0.113.50".into()];
+    let mut args = args.to_vec();
+    args.push(screenshot.display().to_string());
+    run_browser_script("admin.mjs", args).await;
+    assert!(screenshot.exists());
     let blocks = app.get_as("/api/admin/blocks", &admin).await.json();
     assert!(blocks["items"].as_array().unwrap().is_empty(), "the click lifted the block");
 }
 
 #[tokio::test]
 async fn the_docs_page_shows_every_operation_under_its_csp_in_the_browser() {
-    let root = env!("CARGO_MANIFEST_DIR");
     if !browser_available() {
         return;
     }
@@ -79,19 +84,8 @@ async fn the_docs_page_shows_every_operation_under_its_csp_in_the_browser() {
     let document = app.get("/openapi.json").await.json();
     let operations: usize =
         document["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
-    let screenshot = Path::new(root).join("target/docs-page.png");
-    std::fs::create_dir_all(screenshot.parent().unwrap()).unwrap();
-    let base = app.url("");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/docs.mjs"))
-            .arg(&base)
-            .arg(&screenshot)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("DOCS_OK {operations}")), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/docs-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    run_browser_script("docs.mjs", vec![app.url(""), operations.to_string(), screenshot.display().to_string()]).await;
+    assert!(screenshot.exists());
 }

@@ -10,6 +10,7 @@ mod defense;
 mod deploy;
 mod helpers;
 mod logging;
+mod oauth;
 mod openapi;
 mod ops;
 mod pipeline;

@@ -18,13 +18,18 @@ use crate::helpers::spawn_app;
 
 /// Routes that are deliberately not API operations: HTML pages and their
 /// script, style and image files.
-const NON_API_ROUTES: [(&str, &str); 6] = [
+const NON_API_ROUTES: [(&str, &str); 11] = [
     ("GET", "/admin"),
     ("GET", "/admin/admin.js"),
     ("GET", "/admin/admin.css"),
     ("GET", "/docs"),
     ("GET", "/docs/"),
     ("GET", "/docs/{file}"),
+    ("GET", "/login"),
+    ("GET", "/account"),
+    ("GET", "/pages/pages.css"),
+    ("GET", "/pages/login.js"),
+    ("GET", "/pages/account.js"),
 ];
 
 const METHODS: [Method; 5] = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];

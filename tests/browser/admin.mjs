@@ -1,18 +1,12 @@
-// Opens /admin in Debian's Chromium, signs in as an admin, waits for the
+// Opens /admin in Debian's Chromium, signs in as an admin on /login, waits for the
 // charts and the listed block, saves a screenshot, clicks "Unblock" and
 // waits for the row to go. Prints BROWSER_OK on success.
 //
 //   node tests/browser/admin.mjs BASE_URL EMAIL PASSWORD BLOCKED_IP SCREENSHOT
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, email, password, blockedIp, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const problems = [];
@@ -23,11 +17,13 @@ try {
   });
   page.on("pageerror", (error) => problems.push(String(error)));
 
+  // Not signed in: /admin sends the browser to /login, which comes back.
   await page.goto(`${base}/admin`);
-  await page.waitForSelector("#sign-in-panel:not([hidden])");
+  await page.waitForURL(`${base}/login?next=%2Fadmin`);
   await page.fill("#email", email);
   await page.fill("#password", password);
   await page.click("#sign-in");
+  await page.waitForURL(`${base}/admin`);
   await page.waitForSelector("#dashboard:not([hidden])");
   // The charts rendered, with traffic in them.
   await page.waitForFunction(() =>

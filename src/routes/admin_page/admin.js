@@ -1,7 +1,8 @@
 // The admin security overview. Served by Rampart under a strict CSP: no
 // inline code, no third-party origin. Data comes from the admin API with
 // the session cookie; unsafe requests carry the CSRF token kept in
-// sessionStorage since sign-in. Text from the API is only ever set with
+// sessionStorage since signing in here, or the rampart_csrf cookie that
+// /login and OAuth sign-ins leave. Text from the API is only ever set with
 // textContent, never parsed as HTML.
 "use strict";
 
@@ -9,9 +10,14 @@ const CSRF_KEY = "rampart-csrf";
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 
+function cookieCsrf() {
+  const pair = document.cookie.split("; ").find((entry) => entry.startsWith("rampart_csrf="));
+  return pair ? decodeURIComponent(pair.slice("rampart_csrf=".length)) : "";
+}
+
 async function api(path, options = {}) {
   const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
-  const csrf = sessionStorage.getItem(CSRF_KEY);
+  const csrf = sessionStorage.getItem(CSRF_KEY) || cookieCsrf();
   if (options.method && options.method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
   const response = await fetch(path, Object.assign({}, options, { headers, credentials: "same-origin" }));
   let body = null;

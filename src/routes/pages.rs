@@ -1,0 +1,152 @@
+//! `/login` and `/account`: small server-rendered pages for people. Plain
+//! HTML with one stylesheet and one script each, served by Rampart under the
+//! same strict CSP as `/admin` (only the page's own files, no inline code).
+//!
+//! `/login` posts email and password to `POST /auth/session` (script) and
+//! links to each provider's `start`; `?error=<code>` from a failed OAuth
+//! callback is shown as a sentence from a fixed table, never echoed.
+//! `/account` shows who is signed in, or sends the browser to `/login`.
+
+use axum::{
+    extract::{RawQuery, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{
+    app::AppState,
+    auth::principal::Caller,
+    error::ApiError,
+    routes::admin_page::{PAGE_CSP, asset},
+};
+
+const STYLE: &str = include_str!("pages/pages.css");
+const LOGIN_SCRIPT: &str = include_str!("pages/login.js");
+const ACCOUNT_SCRIPT: &str = include_str!("pages/account.js");
+
+/// Pages for people, not API operations: registered without OpenAPI
+/// descriptions (`tests/api/openapi.rs` lists them).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/login", get(login))
+        .route("/account", get(account))
+        .route("/pages/pages.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
+        .route("/pages/login.js", get(|| async { asset(LOGIN_SCRIPT, "text/javascript; charset=utf-8") }))
+        .route("/pages/account.js", get(|| async { asset(ACCOUNT_SCRIPT, "text/javascript; charset=utf-8") }))
+}
+
+/// The sentence shown for each `/login?error=` code; anything else gets the
+/// generic one.
+fn error_message(code: &str) -> &'static str {
+    match code {
+        "access_denied" => "You cancelled the sign-in at the provider.",
+        "email_not_verified" => {
+            "An account with this email exists, but the provider has not verified the address, so it was not \
+             linked. Sign in with your password, or verify the email at the provider first."
+        }
+        "email_missing" | "email_invalid" => "The provider did not share a usable email address.",
+        "account_disabled" => "This account is disabled.",
+        "flow_missing" | "flow_expired" | "invalid_state" => {
+            "The sign-in could not be matched to this browser or took too long. Please try again."
+        }
+        "provider_unavailable" => "The sign-in provider could not be reached. Please try again later.",
+        _ => "Signing in with the provider failed. Please try again.",
+    }
+}
+
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+fn page(title: &str, script: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title} · Rampart</title>\n\
+         <link rel=\"stylesheet\" href=\"/pages/pages.css\">\n<script src=\"{script}\" defer></script>\n</head>\n\
+         <body>\n<main>\n{body}</main>\n</body>\n</html>\n"
+    );
+    let mut response = html.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let error = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
+        .ok()
+        .and_then(|pairs| pairs.into_iter().find(|(key, _)| key == "error").map(|(_, code)| code));
+    let mut body = String::from("<h1>Sign in</h1>\n<div class=\"card\">\n");
+    body.push_str(&format!(
+        "<p class=\"error\" id=\"message\" role=\"alert\">{}</p>\n",
+        error.as_deref().map(error_message).unwrap_or_default()
+    ));
+    // Without the script the form still never puts the password in a URL.
+    body.push_str(
+        "<form id=\"password-form\" class=\"card\" method=\"post\" action=\"/auth/session\">\n\
+         <label>Email <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></label>\n\
+         <label>Password <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" \
+         required></label>\n<button id=\"sign-in\" type=\"submit\">Sign in</button>\n</form>\n",
+    );
+    if !state.oauth.is_empty() {
+        body.push_str("<p class=\"divider\">or</p>\n");
+        for provider in state.oauth.iter() {
+            body.push_str(&format!(
+                "<a class=\"provider\" id=\"provider-{name}\" href=\"/auth/oauth/{name}/start\">Sign in with {label}</a>\n",
+                name = escape(&provider.name),
+                label = escape(&provider.display_name),
+            ));
+        }
+    }
+    body.push_str("</div>\n");
+    page("Sign in", "/pages/login.js", &body)
+}
+
+async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Result<Response, ApiError> {
+    let Ok(Caller::User(principal)) = caller else {
+        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static("/login"))]).into_response());
+    };
+    let user = state.store.user_by_id(principal.user_id).await?;
+    let body = format!(
+        "<h1>Your account</h1>\n<div class=\"card\">\n<dl id=\"account\">\n\
+         <dt>Name</dt><dd id=\"account-name\">{name}</dd>\n<dt>Email</dt><dd id=\"account-email\">{email}</dd>\n\
+         <dt>Role</dt><dd id=\"account-role\">{role}</dd>\n<dt>Department</dt><dd>{department}</dd>\n</dl>\n\
+         <p class=\"error\" id=\"message\" role=\"alert\"></p>\n\
+         <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n",
+        name = escape(&user.name),
+        email = escape(&user.email),
+        role = user.role.as_str(),
+        department = escape(user.department.as_deref().unwrap_or("—")),
+    );
+    Ok(page("Your account", "/pages/account.js", &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn unknown_error_codes_get_the_generic_sentence() {
+        assert_eq!(error_message("<script>"), error_message("something_else"));
+        assert!(error_message("email_not_verified").contains("not verified"));
+    }
+}
