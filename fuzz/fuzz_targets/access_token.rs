@@ -10,10 +10,11 @@
 //!   algorithm, the key's `kid`, and times valid at the fixed clock;
 //! - the cache answers exactly like the keys.
 //!
-//! Inputs come in four shapes: a raw header value; an edit of a valid token
+//! Inputs come in five shapes: a raw header value; an edit of a valid token
 //! (so the fuzzer works near valid signatures); a splice of two valid tokens'
-//! parts; and an arbitrary header and claims JSON that this target signs with
-//! the real key (so the claim checks behind the signature are reached).
+//! parts; an arbitrary header and claims JSON, or an edit of a valid token's
+//! header or claims JSON, that this target signs with the real key (so the
+//! claim checks behind the signature are reached).
 #![no_main]
 
 use std::{collections::HashSet, sync::LazyLock};
@@ -56,6 +57,8 @@ struct Fixture {
     tokens: Vec<String>,
     /// The signing inputs of `tokens`: all this key ever signed here.
     signed: HashSet<String>,
+    /// The header and claims JSON of `tokens`.
+    parts: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn now() -> OffsetDateTime {
@@ -88,6 +91,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         public,
         tokens: Vec::new(),
         signed: HashSet::new(),
+        parts: Vec::new(),
     };
     let header = format!(r#"{{"typ":"JWT","alg":"EdDSA","kid":"{kid}"}}"#);
     for (n, role, dept) in [(1u128, Role::User, None), (2, Role::Admin, Some("ops")), (3, Role::Manager, Some("é"))] {
@@ -109,6 +113,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         assert_eq!(fixture.keys.verify(&token, now()), Ok(claims), "a fixture token verifies");
         fixture.signed.insert(input);
         fixture.tokens.push(token);
+        fixture.parts.push((header.clone().into_bytes(), payload));
     }
     fixture
 });
@@ -123,6 +128,9 @@ enum Input {
     Splice { header: u8, payload: u8, signature: u8, extra: Option<String> },
     /// Arbitrary header and claims JSON, signed with the real key.
     Signed { header: Vec<u8>, claims: Vec<u8>, use_kid_header: bool },
+    /// A valid token's header and claims JSON, one of them edited, then
+    /// signed with the real key (near-valid claims behind a good signature).
+    SignedEdit { token: u8, in_header: bool, at: u16, remove: u8, insert: Vec<u8> },
 }
 
 fuzz_target!(|input: Input| {
@@ -138,12 +146,7 @@ fuzz_target!(|input: Input| {
         }
         Input::Edit { token, at, remove, insert } => {
             let base = fixture.tokens[usize::from(token) % fixture.tokens.len()].as_bytes();
-            let at = usize::from(at) % (base.len() + 1);
-            let end = (at + usize::from(remove)).min(base.len());
-            let mut edited = base[..at].to_vec();
-            edited.extend_from_slice(&insert);
-            edited.extend_from_slice(&base[end..]);
-            let Ok(text) = String::from_utf8(edited) else { return };
+            let Ok(text) = String::from_utf8(edit(base, at, remove, &insert)) else { return };
             check(fixture, &text, None);
         }
         Input::Splice { header, payload, signature, extra } => {
@@ -167,8 +170,29 @@ fuzz_target!(|input: Input| {
             let token = fixture.sign(&input);
             check(fixture, &token, Some(&input));
         }
+        Input::SignedEdit { token, in_header, at, remove, insert } => {
+            let (header, claims) = &fixture.parts[usize::from(token) % fixture.parts.len()];
+            let (header, claims) = if in_header {
+                (edit(header, at, remove, &insert), claims.clone())
+            } else {
+                (header.clone(), edit(claims, at, remove, &insert))
+            };
+            let input = format!("{}.{}", b64(&header), b64(&claims));
+            let token = fixture.sign(&input);
+            check(fixture, &token, Some(&input));
+        }
     }
 });
+
+/// `base` with `remove` bytes at `at` replaced by `insert`.
+fn edit(base: &[u8], at: u16, remove: u8, insert: &[u8]) -> Vec<u8> {
+    let at = usize::from(at) % (base.len() + 1);
+    let end = (at + usize::from(remove)).min(base.len());
+    let mut edited = base[..at].to_vec();
+    edited.extend_from_slice(insert);
+    edited.extend_from_slice(&base[end..]);
+    edited
+}
 
 /// `bearer_token` returns exactly the trimmed text after `Bearer ` (any
 /// case), never an empty token.
