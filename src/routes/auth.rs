@@ -41,10 +41,10 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignupRequest {
-    email: String,
-    password: SecretString,
-    name: String,
+pub struct SignupRequest {
+    pub email: String,
+    pub password: SecretString,
+    pub name: String,
 }
 
 async fn signup(

@@ -34,13 +34,13 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PostInput {
-    title: String,
-    body: String,
+pub struct PostInput {
+    pub title: String,
+    pub body: String,
 }
 
 impl PostInput {
-    fn validate(&self) -> Result<(PostTitle, PostBody), ApiError> {
+    pub fn validate(&self) -> Result<(PostTitle, PostBody), ApiError> {
         let title = PostTitle::parse(&self.title).map_err(|m| FieldError::new("title", m));
         let body = PostBody::parse(&self.body).map_err(|m| FieldError::new("body", m));
         match (title, body) {
