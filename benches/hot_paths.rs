@@ -154,7 +154,7 @@ fn rate_limit_decision(c: &mut Criterion) {
 }
 
 fn client_ip_extraction(c: &mut Criterion) {
-    let trusted = TrustedProxies(Arc::new(vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()]));
+    let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()]);
     let mut headers = axum::http::HeaderMap::new();
     headers.insert("x-forwarded-for", "203.0.113.9, 198.51.100.4, 10.0.0.2".parse().unwrap());
     let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();

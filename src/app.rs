@@ -225,7 +225,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         max_uri_bytes: config.server.max_uri_bytes.as_usize(),
         max_header_bytes: config.server.max_header_bytes.as_usize(),
     };
-    let trusted = TrustedProxies(Arc::new(config.server.trusted_proxies.clone()));
+    let trusted = TrustedProxies {
+        nets: Arc::new(config.server.trusted_proxies.clone()),
+        header: config.server.forwarded_header,
+    };
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id))
         .layer(from_fn_with_state(trusted, resolve_client_ip))

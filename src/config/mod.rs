@@ -92,11 +92,25 @@ pub struct ServerConfig {
     pub max_header_bytes: ByteSize,
     pub max_uri_bytes: ByteSize,
     pub trusted_proxies: Vec<IpNet>,
+    /// Which header the trusted proxies write: only that one is read, so a
+    /// client cannot slip in the other (a proxy passes it through).
+    pub forwarded_header: ForwardedHeader,
     pub cors_origins: Vec<String>,
     /// IPv6 clients share rate limits by this prefix length.
     pub ipv6_prefix: u8,
     /// Most distinct rate-limit keys kept in memory (see `limiter::memory`).
     pub rate_limit_max_keys: usize,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, most load balancers).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239) `for=` elements.
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +128,7 @@ impl Default for ServerConfig {
             max_header_bytes: ByteSize::kib(16),
             max_uri_bytes: ByteSize::kib(8),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             cors_origins: Vec::new(),
             ipv6_prefix: 64,
             rate_limit_max_keys: 2_000_000,

@@ -109,7 +109,7 @@ async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime
 
 /// The token of `Bearer <token>` (scheme case-insensitive), if that is
 /// what the header holds.
-fn bearer_token(value: &HeaderValue) -> Option<&str> {
+pub fn bearer_token(value: &HeaderValue) -> Option<&str> {
     let text = value.to_str().ok()?;
     let (scheme, token) = text.split_once(' ')?;
     let token = token.trim();

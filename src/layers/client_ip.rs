@@ -1,10 +1,14 @@
 //! The client's IP: the socket peer, unless the peer is a configured
-//! trusted proxy, in which case `Forwarded` (RFC 7239) or else
-//! `X-Forwarded-For` is read from the right, skipping trusted hops, and the
-//! first untrusted hop is the client.
+//! trusted proxy, in which case the header those proxies write
+//! (`server.forwarded_header`: `X-Forwarded-For` by default, or `Forwarded`,
+//! RFC 7239) is read from the right, skipping trusted hops, and the first
+//! untrusted hop is the client.
 //!
 //! Security: headers from untrusted peers are ignored entirely, so a client
-//! cannot choose its own rate-limit key or audit IP. A hop that does not
+//! cannot choose its own rate-limit key or audit IP. Only the configured
+//! header is read: a proxy that appends to `X-Forwarded-For` passes a
+//! client's own `Forwarded` through untouched, so reading "whichever is
+//! present" would let the client pick its address. A hop that does not
 //! parse ends the walk at the nearest hop already believed.
 
 use std::{net::IpAddr, str::FromStr, sync::Arc};
@@ -18,18 +22,27 @@ use axum::{
 use ipnet::IpNet;
 
 use super::ClientAddr;
+use crate::config::ForwardedHeader;
 
 /// The resolved client IP, in the request extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
 #[derive(Clone, Default)]
-pub struct TrustedProxies(pub Arc<Vec<IpNet>>);
+pub struct TrustedProxies {
+    pub nets: Arc<Vec<IpNet>>,
+    pub header: ForwardedHeader,
+}
 
 impl TrustedProxies {
+    /// Proxies that write `X-Forwarded-For`.
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        Self { nets: Arc::new(nets), header: ForwardedHeader::XForwardedFor }
+    }
+
     fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -54,7 +67,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     if !trusted.trusts(peer) {
         return peer;
     }
-    let hops = forwarded_hops(headers);
+    let hops = forwarded_hops(headers, trusted.header);
     let mut believed = peer;
     for hop in hops.iter().rev() {
         let Some(ip) = parse_hop(hop) else {
@@ -69,32 +82,31 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     believed
 }
 
-/// The hops, left (client side) to right (nearest proxy): `Forwarded: for=`
-/// when present, else `X-Forwarded-For`, across repeated headers.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<String> {
-    let forwarded: Vec<String> = headers
-        .get_all(header::FORWARDED)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|text| text.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (name, value) = pair.split_once('=')?;
-                name.trim().eq_ignore_ascii_case("for").then(|| value.trim().to_owned())
+/// The hops of the configured header, left (client side) to right
+/// (nearest proxy), across repeated headers.
+fn forwarded_hops(headers: &HeaderMap, header: ForwardedHeader) -> Vec<String> {
+    match header {
+        ForwardedHeader::Forwarded => headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.split_once('=')?;
+                    name.trim().eq_ignore_ascii_case("for").then(|| value.trim().to_owned())
+                })
             })
-        })
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded;
+            .collect(),
+        ForwardedHeader::XForwardedFor => headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .map(|hop| hop.trim().to_owned())
+            .filter(|hop| !hop.is_empty())
+            .collect(),
     }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|text| text.split(','))
-        .map(|hop| hop.trim().to_owned())
-        .filter(|hop| !hop.is_empty())
-        .collect()
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`, quoted or
@@ -120,7 +132,7 @@ mod tests {
     use super::*;
 
     fn trusted(nets: &[&str]) -> TrustedProxies {
-        TrustedProxies(Arc::new(nets.iter().map(|n| n.parse().expect("cidr")).collect()))
+        TrustedProxies::new(nets.iter().map(|n| n.parse().expect("cidr")).collect())
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -155,13 +167,21 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_preferred_and_parsed_with_ports_and_brackets() {
-        let proxies = trusted(&["127.0.0.0/8"]);
+    fn only_the_configured_header_is_read() {
         let h = headers(&[
             ("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43, for=\"[2001:db8:cafe::17]:4711\""),
             ("x-forwarded-for", "9.9.9.9"),
         ]);
+        // The default: X-Forwarded-For; a client's own Forwarded is ignored.
+        let proxies = trusted(&["127.0.0.0/8"]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &proxies), ip("9.9.9.9"));
+        let spoofed = headers(&[("forwarded", "for=6.6.6.6")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &spoofed, &proxies), ip("127.0.0.1"));
+        // Proxies that write Forwarded: that one, with ports and brackets.
+        let proxies = TrustedProxies { header: ForwardedHeader::Forwarded, ..trusted(&["127.0.0.0/8"]) };
         assert_eq!(client_ip(ip("127.0.0.1"), &h, &proxies), ip("2001:db8:cafe::17"));
+        let spoofed = headers(&[("x-forwarded-for", "6.6.6.6")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &spoofed, &proxies), ip("127.0.0.1"));
         assert_eq!(parse_hop("192.0.2.1:8080"), Some(ip("192.0.2.1")));
         assert_eq!(parse_hop("unknown"), None);
         assert_eq!(parse_hop("_hidden"), None);

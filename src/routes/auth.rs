@@ -43,13 +43,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SignupRequest {
+pub struct SignupRequest {
     #[schema(schema_with = openapi::email)]
-    email: String,
+    pub email: String,
     #[schema(schema_with = openapi::new_password)]
-    password: SecretString,
+    pub password: SecretString,
     #[schema(schema_with = openapi::user_name)]
-    name: String,
+    pub name: String,
 }
 
 /// Creates an account with the role `user`.

@@ -36,15 +36,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PostInput {
+pub struct PostInput {
     #[schema(schema_with = openapi::post_title)]
-    title: String,
+    pub title: String,
     #[schema(schema_with = openapi::post_body)]
-    body: String,
+    pub body: String,
 }
 
 impl PostInput {
-    fn validate(&self) -> Result<(PostTitle, PostBody), ApiError> {
+    pub fn validate(&self) -> Result<(PostTitle, PostBody), ApiError> {
         let title = PostTitle::parse(&self.title).map_err(|m| FieldError::new("title", m));
         let body = PostBody::parse(&self.body).map_err(|m| FieldError::new("body", m));
         match (title, body) {
