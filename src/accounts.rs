@@ -91,7 +91,10 @@ pub async fn verify_login(
         Some(UserCredentials { user, password_hash: None }) => (Some(user), None),
         None => (None, None),
     };
-    let hash_to_check = stored_hash.as_deref().unwrap_or(&state.dummy_hash);
+    // Fetched whatever the account, so the first login of all pays for making
+    // it, not the first unknown email.
+    let dummy_hash = state.dummy_hash().await?;
+    let hash_to_check = stored_hash.as_deref().unwrap_or(&dummy_hash);
     let password_ok = state.hasher.verify(password, hash_to_check).await?;
     let now = state.clock.now();
     match user {

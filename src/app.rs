@@ -93,7 +93,7 @@ pub struct AppStateInner {
     pub redis: Option<Redis>,
     /// A hash of a random password, verified against when an email is
     /// unknown so that the answer takes as long as for a real account.
-    pub dummy_hash: Arc<str>,
+    dummy_hash: tokio::sync::OnceCell<Arc<str>>,
     pub started: Instant,
     /// Whether the public listener speaks TLS (HSTS, `Secure` cookies).
     pub tls: bool,
@@ -127,7 +127,6 @@ impl AppState {
             auth.access_token_ttl.0,
         )?;
         let local_revocations = Arc::new(MemoryRevocations::load(store.clone(), clock.clone()).await?);
-        let dummy_hash = hasher.hash(&SecretString::from(secret::new_token(""))).await?;
         let audit = Arc::new(Auditor::spawn(store.clone()));
         let redis_url = config.redis.url.expose_secret();
         let redis =
@@ -164,7 +163,7 @@ impl AppState {
             oauth: Arc::new(OAuthProviders::from_config(&config.oauth)?),
             throttle: Arc::new(LoginThrottle::new(clock.clone())),
             audit,
-            dummy_hash: Arc::from(dummy_hash),
+            dummy_hash: tokio::sync::OnceCell::new(),
             started: Instant::now(),
             config,
             store,
@@ -173,6 +172,20 @@ impl AppState {
         }));
         crate::housekeeping::spawn(&state);
         Ok(state)
+    }
+
+    /// A hash of a random password with the configured parameters, made at
+    /// the first login rather than at start: a start then never runs
+    /// Argon2, whose 19 MiB blocks the allocator would keep while idle.
+    pub async fn dummy_hash(&self) -> anyhow::Result<Arc<str>> {
+        let hash = self
+            .dummy_hash
+            .get_or_try_init(|| async {
+                let phc = self.hasher.hash(&SecretString::from(secret::new_token(""))).await?;
+                Ok::<_, anyhow::Error>(Arc::from(phc))
+            })
+            .await?;
+        Ok(hash.clone())
     }
 
     /// Asks the policy; see `Authorizer::authorize`.
