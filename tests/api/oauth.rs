@@ -86,7 +86,7 @@ async fn world() -> Option<OAuthWorld> {
     // provider's issuer: reserve Rampart's port first.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let callback = |name: &str| format!("http://127.0.0.1:{port}/auth/oauth/{name}/callback");
-    let provider = start_provider(&script, &[callback("test"), callback("mixup")]);
+    let provider = start_provider(&script, &[callback("test"), callback("mixup"), callback("plain")]);
     let issuer = provider.issuer.clone();
     let app = spawn_with(|options| {
         let config = &mut options.config;
@@ -105,6 +105,20 @@ async fn world() -> Option<OAuthWorld> {
                 },
             );
         }
+        // The same provider as a plain OAuth 2.0 one: explicit endpoints,
+        // no ID token, the account read from its userinfo endpoint.
+        config.oauth.providers.insert(
+            "plain".into(),
+            OAuthProviderConfig {
+                client_id: CLIENT_ID.into(),
+                client_secret: SecretString::from(CLIENT_SECRET),
+                auth_url: format!("{issuer}/auth"),
+                token_url: format!("{issuer}/token"),
+                userinfo_url: format!("{issuer}/me"),
+                redirect_url: callback("plain"),
+                ..Default::default()
+            },
+        );
     })
     .await;
     Some(OAuthWorld { app, _provider: provider })
@@ -139,7 +153,9 @@ async fn start_flow(world: &OAuthWorld, browser: &reqwest::Client, provider: &st
     let params: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
     let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
     assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
-    assert!(param("state").is_some_and(|s| s.len() >= 16) && param("nonce").is_some_and(|n| n.len() >= 16));
+    assert!(param("state").is_some_and(|s| s.len() >= 16));
+    // A nonce for OpenID Connect providers; plain OAuth 2.0 has no ID token to carry it.
+    assert_eq!(param("nonce").is_some_and(|n| n.len() >= 16), provider != "plain");
     assert_eq!(param("redirect_uri"), Some(world.app.url(&format!("/auth/oauth/{provider}/callback"))));
     authorize
 }
@@ -379,6 +395,9 @@ async fn redirect_to_must_be_on_the_allow_list() {
         assert!(problem["detail"].as_str().unwrap().contains("allow-list"), "{problem}");
         assert!(response.header("location").is_none());
     }
+    let admin = world.app.token_for(&world.app.users.admin).await;
+    let refused = events(&world.app, &admin, "event=oauth_failure", 4).await;
+    assert!(refused.iter().all(|e| e["detail"] == "provider=test reason=redirect_not_allowed"), "{refused:?}");
     assert_eq!(world.app.get("/auth/oauth/nope/start").await.status, 404);
 
     let authorize = start_flow(&world, &browser, "test", Some("/welcome")).await;
@@ -459,4 +478,22 @@ async fn a_person_signs_in_on_the_login_page_with_the_provider_and_with_a_passwo
     for name in ["login-oauth.png", "login-password.png"] {
         assert!(target.join(name).exists(), "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_plain_oauth2_provider_signs_in_through_its_userinfo_endpoint() {
+    let Some(world) = world().await else { return };
+    let browser = browser();
+    let callback = sign_in_at_provider(&world, &browser, "plain", "olga", |url| url).await;
+    let (status, location, cookies) = finish(&browser, callback).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/account"), "{cookies:?}");
+    assert!(has_session(&cookies));
+    assert_eq!(profile(&world, &browser).await.1["email"], "olga@example.org");
+    // At another provider (`test`, OIDC) the same person is another
+    // (provider, subject); its verified email links it to the same account.
+    let again = self::browser();
+    let callback = sign_in_at_provider(&world, &again, "test", "olga", |url| url).await;
+    let (status, _, cookies) = finish(&again, callback).await;
+    assert!(status == StatusCode::SEE_OTHER && has_session(&cookies));
+    assert_eq!(profile(&world, &again).await.1["id"], profile(&world, &browser).await.1["id"]);
 }
