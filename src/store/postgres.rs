@@ -252,7 +252,6 @@ impl Store for PostgresStore {
     }
 
     async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
-        self.users.forget(id);
         let done = sqlx::query("UPDATE users SET name = $1, updated_at = $2 WHERE id = $3")
             .bind(name.as_str())
             .bind(super::now_stored())
@@ -262,13 +261,12 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        // Again: a read during the update may have cached the old row.
+        // A read during the update may have cached the old row.
         self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
-        self.users.forget(id);
         // One statement, as in SQLite: no read-then-write window.
         let done = sqlx::query(
             "UPDATE users SET role = COALESCE($1::text, role), \
@@ -288,13 +286,12 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        // Again: a read during the update may have cached the old row.
+        // A read during the update may have cached the old row.
         self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
-        self.users.forget(id);
         let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
         self.users.forget(id);
         self.latest_posts.invalidate();

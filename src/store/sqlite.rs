@@ -232,7 +232,6 @@ impl Store for SqliteStore {
     }
 
     async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
-        self.users.forget(id);
         let done = sqlx::query("UPDATE users SET name = ?, updated_at = ? WHERE id = ?")
             .bind(name.as_str())
             .bind(super::now_stored())
@@ -242,13 +241,12 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        // Again: a read during the update may have cached the old row.
+        // A read during the update may have cached the old row.
         self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
-        self.users.forget(id);
         // One statement: a read-then-write transaction could fail in WAL
         // mode when another connection writes in between.
         let done = sqlx::query(
@@ -269,13 +267,12 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        // Again: a read during the update may have cached the old row.
+        // A read during the update may have cached the old row.
         self.users.forget(id);
         self.user_by_id(id).await
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
-        self.users.forget(id);
         let done = sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&self.pool).await?;
         self.users.forget(id);
         self.latest_posts.invalidate();
