@@ -203,6 +203,14 @@ impl AppState {
     pub fn secure_cookies(&self) -> bool {
         self.tls || self.config.is_production()
     }
+
+    /// A `Set-Cookie` value: `name=value; <attributes>; Max-Age=…`, plus
+    /// `Secure` whenever `secure_cookies` says so. Every cookie Rampart sets
+    /// is made here.
+    pub fn cookie(&self, name: &str, value: &str, attributes: &str, max_age: i64) -> String {
+        let secure = if self.secure_cookies() { "; Secure" } else { "" };
+        format!("{name}={value}; {attributes}; Max-Age={max_age}{secure}")
+    }
 }
 
 /// Every public route, each registered together with its OpenAPI

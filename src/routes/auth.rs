@@ -359,8 +359,7 @@ async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 fn session_cookie_value(state: &AppState, session_id: &str, max_age: i64) -> String {
-    let secure = if state.secure_cookies() { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={session_id}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}")
+    state.cookie(SESSION_COOKIE, session_id, "HttpOnly; SameSite=Lax; Path=/", max_age)
 }
 
 pub fn cleared_cookie(state: &AppState) -> String {

@@ -269,14 +269,12 @@ fn see_other(location: &str) -> Result<Response, ApiError> {
 }
 
 fn flow_cookie(state: &AppState, value: &str, max_age: i64) -> String {
-    let secure = if state.secure_cookies() { "; Secure" } else { "" };
-    format!("{FLOW_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/auth/oauth/; Max-Age={max_age}{secure}")
+    state.cookie(FLOW_COOKIE, value, "HttpOnly; SameSite=Lax; Path=/auth/oauth/", max_age)
 }
 
 pub fn csrf_cookie(state: &AppState, csrf_token: &str) -> String {
-    let secure = if state.secure_cookies() { "; Secure" } else { "" };
-    let max_age = state.config.auth.session_absolute_timeout.0.as_secs();
-    format!("{CSRF_COOKIE}={csrf_token}; SameSite=Strict; Path=/; Max-Age={max_age}{secure}")
+    let max_age = i64::try_from(state.config.auth.session_absolute_timeout.0.as_secs()).unwrap_or(i64::MAX);
+    state.cookie(CSRF_COOKIE, csrf_token, "SameSite=Strict; Path=/", max_age)
 }
 
 fn flow_cookie_value(headers: &HeaderMap) -> Option<&str> {
