@@ -55,9 +55,9 @@ impl<W> RedactingLayer<W> {
 /// Fields recorded on a span, already redacted, kept for its events.
 struct SpanFields(Vec<(&'static str, serde_json::Value)>);
 
+/// Collects a span's fields (rare: spans are not on the request path).
 #[derive(Default)]
 struct FieldCollector {
-    message: Option<String>,
     fields: Vec<(&'static str, serde_json::Value)>,
 }
 
@@ -72,12 +72,6 @@ impl FieldCollector {
                 other => other,
             }
         };
-        if name == "message"
-            && let serde_json::Value::String(text) = value
-        {
-            self.message = Some(text);
-            return;
-        }
         self.fields.push((name, value));
     }
 }
@@ -101,6 +95,105 @@ impl tracing::field::Visit for FieldCollector {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         self.push(field, format!("{value:?}").into());
     }
+}
+
+/// One value of an event field, before encoding.
+enum FieldValue<'a> {
+    Text(&'a str),
+    Signed(i64),
+    Unsigned(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// Writes an event's fields straight into the line's buffers as they are
+/// visited: every value redacted, then JSON-encoded (so a crafted value
+/// cannot forge a second line in either format). No map, no value tree:
+/// this runs for every request's access-log line.
+struct LineVisitor<'b> {
+    json: bool,
+    /// The message, scrubbed, not yet encoded.
+    message: &'b mut String,
+    /// `,"name":value` (JSON) or ` name=value` (text) per field.
+    fields: &'b mut Vec<u8>,
+    /// Room for `Debug` values.
+    scratch: &'b mut String,
+}
+
+impl LineVisitor<'_> {
+    fn push(&mut self, field: &Field, value: FieldValue<'_>) {
+        let name = field.name();
+        if name == "message" {
+            if let FieldValue::Text(text) = value {
+                self.message.push_str(&scrub(text));
+            }
+            return;
+        }
+        write_name(self.fields, self.json, name);
+        if is_sensitive_name(name) {
+            let _ = serde_json::to_writer(&mut *self.fields, REDACTED);
+            return;
+        }
+        let out = &mut *self.fields;
+        let _ = match value {
+            FieldValue::Text(text) => serde_json::to_writer(out, &*scrub(text)),
+            FieldValue::Signed(number) => serde_json::to_writer(out, &number),
+            FieldValue::Unsigned(number) => serde_json::to_writer(out, &number),
+            FieldValue::Float(number) => serde_json::to_writer(out, &number),
+            FieldValue::Bool(flag) => serde_json::to_writer(out, &flag),
+        };
+    }
+}
+
+fn write_name(out: &mut Vec<u8>, json: bool, name: &str) {
+    if json {
+        out.push(b',');
+        let _ = serde_json::to_writer(&mut *out, name);
+        out.push(b':');
+    } else {
+        out.push(b' ');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+    }
+}
+
+impl tracing::field::Visit for LineVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, FieldValue::Text(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, FieldValue::Signed(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, FieldValue::Unsigned(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, FieldValue::Float(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, FieldValue::Bool(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let mut scratch = std::mem::take(self.scratch);
+        scratch.clear();
+        let _ = write!(scratch, "{value:?}");
+        self.push(field, FieldValue::Text(&scratch));
+        *self.scratch = scratch;
+    }
+}
+
+/// Per-thread buffers reused from line to line.
+#[derive(Default)]
+struct LineBuffers {
+    line: Vec<u8>,
+    message: String,
+    fields: Vec<u8>,
+    scratch: String,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<LineBuffers> = std::cell::RefCell::new(LineBuffers::default());
 }
 
 impl<S, W> Layer<S> for RedactingLayer<W>
@@ -128,83 +221,89 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut collector = FieldCollector::default();
-        event.record(&mut collector);
-        let mut fields = collector.fields;
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(span_fields) = span.extensions().get::<SpanFields>() {
-                    fields.extend(span_fields.0.iter().cloned());
+        let write = |buffers: &mut LineBuffers| {
+            let LineBuffers { line, message, fields, scratch } = buffers;
+            line.clear();
+            message.clear();
+            fields.clear();
+            event.record(&mut LineVisitor { json: self.json, message, fields, scratch });
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope.from_root() {
+                    if let Some(span_fields) = span.extensions().get::<SpanFields>() {
+                        for (name, value) in &span_fields.0 {
+                            write_name(fields, self.json, name);
+                            let _ = serde_json::to_writer(&mut *fields, value);
+                        }
+                    }
                 }
             }
-        }
-        let metadata = event.metadata();
-        let time =
-            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        let message = collector.message.unwrap_or_default();
-        let line = if self.json {
-            json_line(&time, metadata, &message, &fields)
-        } else {
-            text_line(&time, metadata, &message, &fields)
+            let metadata = event.metadata();
+            if self.json {
+                line.extend_from_slice(b"{\"time\":\"");
+                write_time(line, time::OffsetDateTime::now_utc());
+                line.extend_from_slice(b"\",\"level\":\"");
+                line.extend_from_slice(metadata.level().as_str().as_bytes());
+                line.extend_from_slice(b"\",\"target\":");
+                let _ = serde_json::to_writer(&mut *line, metadata.target());
+                line.extend_from_slice(b",\"message\":");
+                let _ = serde_json::to_writer(&mut *line, message.as_str());
+                line.extend_from_slice(fields);
+                line.extend_from_slice(b"}\n");
+            } else {
+                use std::io::Write as _;
+                write_time(line, time::OffsetDateTime::now_utc());
+                let _ = write!(line, " {:>5} {}: {message}", metadata.level().as_str(), metadata.target());
+                line.extend_from_slice(fields);
+                line.push(b'\n');
+            }
+            // A failed log write must not take a request down with it.
+            let _ = self.make_writer.make_writer().write_all(line);
         };
-        // A failed log write must not take a request down with it.
-        let _ = self.make_writer.make_writer().write_all(line.as_bytes());
-    }
-}
-
-fn json_line(
-    time: &str,
-    metadata: &tracing::Metadata<'_>,
-    message: &str,
-    fields: &[(&'static str, serde_json::Value)],
-) -> String {
-    // Written member by member (serde_json escapes every key and value), not
-    // through a `Map`: one buffer instead of an allocation per member.
-    let mut line = Vec::with_capacity(256 + 32 * fields.len());
-    let mut member = |name: &str, value: &dyn erased::Json| {
-        line.push(if line.is_empty() { b'{' } else { b',' });
-        let _ = serde_json::to_writer(&mut line, name);
-        line.push(b':');
-        value.write(&mut line);
-    };
-    member("time", &time);
-    member("level", &metadata.level().as_str());
-    member("target", &metadata.target());
-    member("message", &message);
-    for (name, value) in fields {
-        member(name, value);
-    }
-    line.extend_from_slice(b"}\n");
-    String::from_utf8(line).unwrap_or_default()
-}
-
-/// A value that can be written as JSON behind a `dyn` (serde's `Serialize`
-/// cannot be).
-mod erased {
-    pub trait Json {
-        fn write(&self, out: &mut Vec<u8>);
-    }
-
-    impl<T: serde::Serialize + ?Sized> Json for T {
-        fn write(&self, out: &mut Vec<u8>) {
-            let _ = serde_json::to_writer(out, self);
+        // Re-entry (a subscriber logging while it logs) gets fresh buffers.
+        let reused = BUFFERS.try_with(|cell| cell.try_borrow_mut().map(|mut buffers| write(&mut buffers)).is_ok());
+        if reused != Ok(true) {
+            write(&mut LineBuffers::default());
         }
     }
 }
 
-fn text_line(
-    time: &str,
-    metadata: &tracing::Metadata<'_>,
-    message: &str,
-    fields: &[(&'static str, serde_json::Value)],
-) -> String {
-    use std::fmt::Write as _;
-    let mut line = format!("{time} {:>5} {}: {message}", metadata.level().as_str(), metadata.target());
-    for (name, value) in fields {
-        // Strings are quoted and escaped so a crafted value cannot forge a
-        // second log line.
-        let _ = write!(line, " {name}={value}");
+/// RFC 3339 in UTC with nanoseconds (`2026-11-28T08:40:07.226642157Z`),
+/// written digit by digit: `time`'s formatter allocated for every line.
+fn write_time(out: &mut Vec<u8>, now: time::OffsetDateTime) {
+    fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
+        for position in (0..width).rev() {
+            out.push(b'0' + ((value / 10u32.pow(position)) % 10) as u8);
+        }
     }
-    line.push('\n');
-    line
+    digits(out, u32::try_from(now.year()).unwrap_or(0), 4);
+    out.push(b'-');
+    digits(out, u32::from(u8::from(now.month())), 2);
+    out.push(b'-');
+    digits(out, u32::from(now.day()), 2);
+    out.push(b'T');
+    digits(out, u32::from(now.hour()), 2);
+    out.push(b':');
+    digits(out, u32::from(now.minute()), 2);
+    out.push(b':');
+    digits(out, u32::from(now.second()), 2);
+    out.push(b'.');
+    digits(out, now.nanosecond(), 9);
+    out.push(b'Z');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_time;
+
+    #[test]
+    fn times_are_rfc3339_with_nanoseconds() {
+        let mut out = Vec::new();
+        write_time(&mut out, time::macros::datetime!(2026-01-02 03:04:05.000000067 UTC));
+        assert_eq!(String::from_utf8(out).unwrap(), "2026-01-02T03:04:05.000000067Z");
+        let parsed = time::OffsetDateTime::parse(
+            "2026-01-02T03:04:05.000000067Z",
+            &time::format_description::well_known::Rfc3339,
+        );
+        assert!(parsed.is_ok());
+    }
 }
