@@ -4,16 +4,12 @@
 use std::{sync::Arc, time::Instant};
 
 use axum::{
-    Extension, Router,
+    Router,
     body::Bytes,
     http::{HeaderName, HeaderValue, Method, header},
-    middleware::{from_fn, from_fn_with_state},
 };
-use tower::ServiceBuilder;
-use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
-    limit::RequestBodyLimitLayer,
-};
+use tower::{Layer, util::Either};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use utoipa_axum::router::OpenApiRouter;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -35,23 +31,18 @@ use crate::{
     defense::Defense,
     error::ApiError,
     layers::{
-        access_log::{AccessLog, access_log},
-        authenticate::authenticate,
-        block::refuse_blocked,
-        client_ip::{TrustedProxies, resolve_client_ip},
-        limits::{RequestLimits, enforce_limits},
-        panic,
-        problem::render_problems,
-        rate_limit::{RateLimiter, rate_limit},
-        request_id::request_id,
-        security_headers::{SecurityHeaders, security_headers},
-        timeout::{RequestTimeout, enforce_timeout},
+        access_log::AccessLog,
+        client_ip::TrustedProxies,
+        limits::RequestLimits,
+        pipeline::{Edge, EdgeSettings, Gate, RecordRouteLayer},
+        rate_limit::RateLimiter,
+        security_headers::SecurityHeaders,
     },
     limiter::{LimiterBackend, memory::MemoryLimiter},
     metrics::Metrics,
     openapi,
     policy::{Action, Authorizer, Resource},
-    routes::{self, docs::ApiDocument},
+    routes,
     shared::{Redis, RedisLimiter, RedisRevocations, RedisSessions},
     store::{SessionStore, SqlSessions, Store},
 };
@@ -94,6 +85,8 @@ pub struct AppStateInner {
     /// A hash of a random password, verified against when an email is
     /// unknown so that the answer takes as long as for a real account.
     dummy_hash: tokio::sync::OnceCell<Arc<str>>,
+    /// The OpenAPI document, rendered once when the router is built.
+    pub api_document: std::sync::OnceLock<Bytes>,
     pub started: Instant,
     /// Whether the public listener speaks TLS (HSTS, `Secure` cookies).
     pub tls: bool,
@@ -164,6 +157,7 @@ impl AppState {
             throttle: Arc::new(LoginThrottle::new(clock.clone())),
             audit,
             dummy_hash: tokio::sync::OnceCell::new(),
+            api_document: std::sync::OnceLock::new(),
             started: Instant::now(),
             config,
             store,
@@ -232,71 +226,72 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
         .merge(routes::docs::router())
 }
 
+/// The public service: the whole pipeline (`layers::pipeline`) around the
+/// routes.
+pub type PublicService = Edge<Either<Cors<Gate>, Gate>>;
+
+/// The admin service: the same edge without access log or blocking.
+pub type AdminService = Edge<Router>;
+
 /// The public API.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> PublicService {
     router_with(state, Router::new())
 }
 
 /// The public API plus `extra` routes under the same layers (tests use this
 /// for routes that panic or echo).
-pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+pub fn router_with(state: AppState, extra: Router<AppState>) -> PublicService {
     let config = &state.config;
-    let hsts = state.tls || config.is_production();
-    let limits = RequestLimits {
-        max_uri_bytes: config.server.max_uri_bytes.as_usize(),
-        max_header_bytes: config.server.max_header_bytes.as_usize(),
-    };
-    let trusted = TrustedProxies {
-        nets: Arc::new(config.server.trusted_proxies.clone()),
-        header: config.server.forwarded_header,
-    };
-    let stack = ServiceBuilder::new()
-        .layer(from_fn(request_id))
-        .layer(from_fn_with_state(trusted, resolve_client_ip))
-        .layer(from_fn_with_state(SecurityHeaders::new(hsts), security_headers))
-        .layer(from_fn_with_state(
-            AccessLog {
-                metrics: state.metrics.clone(),
-                audit: state.audit.clone(),
-                clock: state.clock.clone(),
-                defense: state.defense.clone(),
-            },
-            access_log,
-        ))
-        .layer(from_fn(render_problems))
-        .layer(from_fn_with_state(state.defense.clone(), refuse_blocked))
-        .layer(panic::layer())
-        .layer(from_fn_with_state(limits, enforce_limits))
-        .layer(from_fn_with_state(RequestTimeout(config.server.request_timeout.0), enforce_timeout));
-
-    // `Router::layer` wraps inside out: the rate limit is innermost (it
-    // keys signed-in callers by user id), then authentication, the body
-    // limit, CORS, and the stack above.
     let (routes, document) = public_routes().split_for_parts();
-    let document = ApiDocument(Bytes::from(openapi::finish(document).to_string()));
-    let mut router = routes
-        .merge(extra)
-        .fallback(not_found)
-        .layer(Extension(document))
-        .layer(from_fn_with_state(state.rate_limiter.clone(), rate_limit))
-        .layer(from_fn_with_state(state.clone(), authenticate))
-        .layer(RequestBodyLimitLayer::new(config.server.body_limit.as_usize()));
-    if let Some(cors) = cors(&config.server.cors_origins) {
-        router = router.layer(cors);
-    }
-    router.layer(stack).with_state(state)
+    let _ = state.api_document.set(Bytes::from(openapi::finish(document).to_string()));
+    let routes: Router =
+        routes.merge(extra).route_layer(RecordRouteLayer).fallback(not_found).with_state(state.clone());
+    let gate = Gate::new(state.clone(), routes);
+    // CORS sits outside the gate: preflights are answered before
+    // authentication and rate limiting, as browsers send them bare.
+    let inner = match cors(&config.server.cors_origins) {
+        Some(cors) => Either::Left(cors.layer(gate)),
+        None => Either::Right(gate),
+    };
+    let settings = EdgeSettings {
+        trusted: TrustedProxies {
+            nets: Arc::new(config.server.trusted_proxies.clone()),
+            header: config.server.forwarded_header,
+        },
+        headers: SecurityHeaders::new(state.tls || config.is_production()),
+        limits: request_limits(config),
+        timeout: config.server.request_timeout.0,
+        access_log: Some(AccessLog {
+            metrics: state.metrics.clone(),
+            audit: state.audit.clone(),
+            clock: state.clock.clone(),
+            defense: state.defense.clone(),
+        }),
+        defense: Some(state.defense.clone()),
+    };
+    Edge::new(settings, inner)
 }
 
 /// The admin listener: `/metrics` (and `/health`), with the same headers
 /// and error bodies but no access log, so scrapes do not flood it.
-pub fn admin_router(state: AppState) -> Router {
-    let hsts = state.config.is_production();
-    let stack = ServiceBuilder::new()
-        .layer(from_fn(request_id))
-        .layer(from_fn_with_state(SecurityHeaders::new(hsts), security_headers))
-        .layer(from_fn(render_problems))
-        .layer(panic::layer());
-    routes::ops::admin_router().fallback(not_found).layer(stack).with_state(state)
+pub fn admin_router(state: AppState) -> AdminService {
+    let config = &state.config;
+    let settings = EdgeSettings {
+        trusted: TrustedProxies::default(),
+        headers: SecurityHeaders::new(config.is_production()),
+        limits: request_limits(config),
+        timeout: config.server.request_timeout.0,
+        access_log: None,
+        defense: None,
+    };
+    Edge::new(settings, routes::ops::admin_router().fallback(not_found).with_state(state))
+}
+
+fn request_limits(config: &Config) -> RequestLimits {
+    RequestLimits {
+        max_uri_bytes: config.server.max_uri_bytes.as_usize(),
+        max_header_bytes: config.server.max_header_bytes.as_usize(),
+    }
 }
 
 async fn not_found() -> ApiError {

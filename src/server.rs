@@ -10,7 +10,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, extract::Request};
+use axum::extract::Request;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto::Builder, graceful::GracefulShutdown},
@@ -69,10 +69,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains open connections.
-    pub async fn run(
+    pub async fn run<P: HttpService, A: HttpService>(
         self,
-        public: Router,
-        admin: Router,
+        public: P,
+        admin: A,
         tls: Option<TlsAcceptor>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
@@ -131,9 +131,26 @@ impl Server {
     }
 }
 
-struct AcceptLoop {
+/// What the server can serve: the public and admin services of `app`.
+pub trait HttpService:
+    tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+struct AcceptLoop<S> {
     listener: TcpListener,
-    router: Router,
+    router: S,
     tls: Option<TlsAcceptor>,
     builder: Arc<Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
@@ -142,7 +159,7 @@ struct AcceptLoop {
     handshake_timeout: Duration,
 }
 
-async fn accept_loop(mut loop_: AcceptLoop) {
+async fn accept_loop<S: HttpService>(mut loop_: AcceptLoop<S>) {
     loop {
         // Waiting for a permit here is the connection cap: past it, new
         // clients wait in the kernel's backlog instead of costing memory.
@@ -173,7 +190,8 @@ async fn accept_loop(mut loop_: AcceptLoop) {
         let handshake_timeout = loop_.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = router.map_request(move |mut request: Request<_>| {
+            let service = router.map_request(move |request: Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
                 request.extensions_mut().insert(ClientAddr(peer));
                 request
             });

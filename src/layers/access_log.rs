@@ -6,6 +6,7 @@
 //! user id. Headers and bodies are never logged.
 
 use std::{
+    net::IpAddr,
     sync::{
         Arc, LazyLock, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -14,14 +15,12 @@ use std::{
 };
 
 use axum::{
-    extract::{MatchedPath, Request, State},
-    http::Method,
-    middleware::Next,
-    response::Response,
+    extract::{MatchedPath, Request},
+    http::{Method, StatusCode},
 };
 use uuid::Uuid;
 
-use super::{ClientAddr, client_ip::ClientIp, request_id::RequestId};
+use super::request_id::RequestId;
 use crate::{
     audit::{AuditContext, AuditEvent, Auditor, Outcome},
     clock::Clock,
@@ -32,6 +31,8 @@ use crate::{
 /// Per-request facts that inner layers learn and the access log reports.
 #[derive(Debug, Default)]
 pub struct RequestContext {
+    /// The matched route template, recorded by `pipeline::RecordRoute`.
+    pub route: OnceLock<MatchedPath>,
     pub user_id: OnceLock<Uuid>,
     /// Set when a handler recorded its own audit event for this request.
     pub audited: AtomicBool,
@@ -63,81 +64,90 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-pub async fn access_log(State(log): State<AccessLog>, mut request: Request, next: Next) -> Response {
-    let metrics = &log.metrics;
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
-    let path = truncate(request.uri().path(), MAX_LOGGED_PATH).to_owned();
-    let client_ip = request
-        .extensions()
-        .get::<ClientIp>()
-        .map(|ip| ip.0)
-        .or_else(|| request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip()));
-    let request_id = request.extensions().get::<RequestId>().cloned();
-    let context = Arc::new(RequestContext::default());
-    request.extensions_mut().insert(context.clone());
+/// What the access log notes as a request comes in.
+pub struct Started {
+    at: Instant,
+    method: &'static str,
+    path: String,
+    client_ip: Option<IpAddr>,
+    request_id: RequestId,
+    context: Arc<RequestContext>,
+}
 
-    let response = next.run(request).await;
-
-    let latency = started.elapsed();
-    let status = response.status().as_u16();
-    metrics.traffic.record(log.clock.now(), status);
-    metrics.http_requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
-    metrics
-        .http_request_duration
-        .get_or_create(&RouteLabels { method, route: route.clone() })
-        .observe(latency.as_secs_f64());
-    // 401s come in floods (bad tokens, scanners): one event per client and
-    // route per minute; the request counter keeps the exact number.
-    let first_of_flood = status != 401 || log.defense.first_unauthorized(client_ip, &route).await;
-    if let Some((event, outcome)) = audited_status(status)
-        && !context.audited.load(Ordering::Relaxed)
-        && first_of_flood
-    {
-        log.audit.record(AuditEvent {
-            id: Uuid::now_v7(),
-            time: log.clock.now(),
-            request_id: request_id.as_ref().map(|id| id.as_str().to_owned()),
-            event: event.into(),
-            user_id: context.user_id.get().copied(),
+impl AccessLog {
+    /// Notes the request's facts and gives it a `RequestContext`.
+    pub fn start(&self, request: &mut Request, request_id: &RequestId, client_ip: Option<IpAddr>) -> Started {
+        let context = Arc::new(RequestContext::default());
+        request.extensions_mut().insert(context.clone());
+        Started {
+            at: Instant::now(),
+            method: method_label(request.method()),
+            path: truncate(request.uri().path(), MAX_LOGGED_PATH).to_owned(),
             client_ip,
-            route: Some(route.to_string()),
-            outcome,
-            detail: None,
-        });
-    }
-    // Active defence counts failed logins and refusals per client.
-    if let Some(ip) = client_ip {
-        let is_login = method == "POST" && matches!(&*route, "/auth/login" | "/auth/session");
-        if status == 429 || (is_login && status == 401) {
-            let audit = AuditContext::from_facts(
-                request_id.as_ref().map(|id| id.as_str().to_owned()),
-                Some(ip),
-                Some(route.to_string()),
-            );
-            if status == 429 {
-                log.defense.rate_limited(ip, &audit).await;
-            } else {
-                log.defense.failed_login(ip, &audit).await;
-            }
+            request_id: request_id.clone(),
+            context,
         }
     }
-    let user_id = context.user_id.get().map(Uuid::to_string);
-    tracing::info!(
-        target: "rampart::access",
-        request_id = request_id.as_ref().map(RequestId::as_str),
-        method,
-        route = &*route,
-        path,
-        status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        client_ip = client_ip.map(tracing::field::display),
-        user_id = user_id.as_deref(),
-        "request"
-    );
-    response
+
+    /// Counts, audits and logs the answered request.
+    pub async fn finish(&self, started: Started, status: StatusCode) {
+        let Started { at, method, path, client_ip, request_id, context } = started;
+        let metrics = &self.metrics;
+        let latency = at.elapsed();
+        let route = context.route.get().map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
+        let status = status.as_u16();
+        metrics.traffic.record(self.clock.now(), status);
+        metrics.http_requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
+        metrics
+            .http_request_duration
+            .get_or_create(&RouteLabels { method, route: route.clone() })
+            .observe(latency.as_secs_f64());
+        // 401s come in floods (bad tokens, scanners): one event per client and
+        // route per minute; the request counter keeps the exact number.
+        let first_of_flood = status != 401 || self.defense.first_unauthorized(client_ip, &route).await;
+        if let Some((event, outcome)) = audited_status(status)
+            && !context.audited.load(Ordering::Relaxed)
+            && first_of_flood
+        {
+            self.audit.record(AuditEvent {
+                id: Uuid::now_v7(),
+                time: self.clock.now(),
+                request_id: Some(request_id.as_str().to_owned()),
+                event: event.into(),
+                user_id: context.user_id.get().copied(),
+                client_ip,
+                route: Some(route.to_string()),
+                outcome,
+                detail: None,
+            });
+        }
+        // Active defence counts failed logins and refusals per client.
+        if let Some(ip) = client_ip {
+            let is_login = method == "POST" && matches!(&*route, "/auth/login" | "/auth/session");
+            if status == 429 || (is_login && status == 401) {
+                let audit =
+                    AuditContext::from_facts(Some(request_id.as_str().to_owned()), Some(ip), Some(route.to_string()));
+                if status == 429 {
+                    self.defense.rate_limited(ip, &audit).await;
+                } else {
+                    self.defense.failed_login(ip, &audit).await;
+                }
+            }
+        }
+        let user_id = context.user_id.get().map(Uuid::to_string);
+        tracing::info!(
+            target: "rampart::access",
+            request_id = request_id.as_str(),
+            method,
+            route = &*route,
+            path,
+            status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            client_ip = client_ip.map(tracing::field::display),
+            user_id = user_id.as_deref(),
+            "request"
+        );
+    }
 }
 
 /// Statuses that are security events in themselves (API.md "Audit events").

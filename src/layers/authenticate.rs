@@ -10,10 +10,8 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, HeaderValue, header},
-    middleware::Next,
-    response::Response,
 };
 use time::OffsetDateTime;
 
@@ -29,15 +27,16 @@ use crate::{
 /// Sessions are extended at most this often, to keep reads cheap.
 const EXTEND_GRANULARITY: time::Duration = time::Duration::minutes(1);
 
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let authentication = resolve(&state, request.headers()).await;
+/// Records who is calling as the request's `Authentication` (and, for a
+/// signed-in caller, the user id the access log reports).
+pub async fn authenticate(state: &AppState, request: &mut Request) {
+    let authentication = resolve(state, request.headers()).await;
     if let Authentication::Signed(principal) = &authentication
         && let Some(context) = request.extensions().get::<Arc<RequestContext>>()
     {
         let _ = context.user_id.set(principal.user_id);
     }
     request.extensions_mut().insert(authentication);
-    next.run(request).await
 }
 
 async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {

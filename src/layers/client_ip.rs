@@ -14,10 +14,8 @@
 use std::{net::IpAddr, str::FromStr, sync::Arc};
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, header},
-    middleware::Next,
-    response::Response,
 };
 use ipnet::IpNet;
 
@@ -54,12 +52,12 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub async fn resolve_client_ip(State(trusted): State<TrustedProxies>, mut request: Request, next: Next) -> Response {
-    if let Some(peer) = request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip()) {
-        let ip = client_ip(peer, request.headers(), &trusted);
-        request.extensions_mut().insert(ClientIp(ip));
-    }
-    next.run(request).await
+/// Resolves the client's IP and records it in the request as `ClientIp`.
+pub fn resolve(trusted: &TrustedProxies, request: &mut Request) -> Option<IpAddr> {
+    let peer = request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip())?;
+    let ip = client_ip(peer, request.headers(), trusted);
+    request.extensions_mut().insert(ClientIp(ip));
+    Some(ip)
 }
 
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {

@@ -1,9 +1,10 @@
-//! The request pipeline's middleware, outermost first as `app::router`
-//! stacks them:
+//! The request pipeline's layers, one file each, called in this order by
+//! the two services of `pipeline.rs`:
 //!
-//! request id → client IP → security headers → access log + metrics →
-//! problem rendering → blocked clients → panic catching → URI/header size
-//! limits → timeout → CORS → body limit → authenticate → rate limit → route.
+//! request id → client IP → access log + metrics (+ audit of 401/403/429/5xx,
+//! defence counting) → blocked clients → URI/header size limits → timeout →
+//! panic catching → CORS → body limit → authenticate → rate limit → route;
+//! on the way out: problem rendering → log line → security headers.
 //!
 //! Layers that answer early return `ApiError` (or a bare status that the
 //! `problem` layer fills in), so every refusal has the same problem+json body.
@@ -14,11 +15,11 @@ pub mod block;
 pub mod client_ip;
 pub mod limits;
 pub mod panic;
+pub mod pipeline;
 pub mod problem;
 pub mod rate_limit;
 pub mod request_id;
 pub mod security_headers;
-pub mod timeout;
 
 use std::net::SocketAddr;
 

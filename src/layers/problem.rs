@@ -8,18 +8,15 @@
 
 use axum::{
     body::Body,
-    extract::Request,
     http::{HeaderValue, header},
-    middleware::Next,
     response::Response,
 };
 
 use super::request_id::RequestId;
 use crate::error::{PROBLEM_CONTENT_TYPE, Problem};
 
-pub async fn render_problems(request: Request, next: Next) -> Response {
-    let request_id = request.extensions().get::<RequestId>().cloned();
-    let mut response = next.run(request).await;
+/// Gives an error response its problem+json body (see the module doc).
+pub fn render(mut response: Response, request_id: &RequestId) -> Response {
     let status = response.status();
     let problem = match response.extensions_mut().remove::<Problem>() {
         Some(problem) => problem,
@@ -35,7 +32,7 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         }
         None => return response,
     };
-    let request_id = request_id.as_ref().map(RequestId::as_str).unwrap_or("unknown");
+    let request_id = request_id.as_str();
     if let Some(cause) = &problem.internal {
         tracing::error!(request_id, status = status.as_u16(), cause = %cause, "request failed");
     }

@@ -15,9 +15,8 @@ use std::{net::IpAddr, sync::Arc};
 
 use axum::{
     body::Body,
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderValue, Method, StatusCode},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use prometheus_client::{
@@ -233,50 +232,62 @@ struct LoginEmail {
     email: Option<serde_json::Value>,
 }
 
-pub async fn rate_limit(State(limiter): State<Arc<RateLimiter>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if exempt(path) {
-        return next.run(request).await;
-    }
-    let method = request.method().clone();
-    let applicable: Vec<&Group> = limiter.groups.iter().filter(|group| group.applies(&method, path)).collect();
-    if applicable.is_empty() {
-        return next.run(request).await;
-    }
-    let ip: Option<IpAddr> = request
-        .extensions()
-        .get::<ClientIp>()
-        .map(|ip| ip.0)
-        .or_else(|| request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip()));
-    let ip_subject = ip.map_or(0, |ip| ip_subject(ip, limiter.v6_prefix));
-    let user = match request.extensions().get::<Authentication>() {
-        Some(Authentication::Signed(principal)) => Some(principal.user_id),
-        _ => None,
-    };
+/// What `admit` decided for an admitted request, for `finish`.
+pub struct Admission<'a> {
+    results: Vec<(&'a Group, Vec<LimitKey>, Decision)>,
+}
 
-    // The login group also counts per (IP, email): the email is in the body.
-    let (request, account) = if applicable.iter().any(|group| matches!(group.scope, Scope::Login)) {
-        let (parts, body) = request.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, limiter.body_limit).await else {
-            return ApiError::PayloadTooLarge.into_response();
+impl RateLimiter {
+    /// Counts the request in every group that applies: `Err` is the 429 to
+    /// answer, `Ok` gives the request back (its body re-assembled when the
+    /// login group read the email from it).
+    pub async fn admit(&self, request: Request) -> Result<(Request, Admission<'_>), Response> {
+        let none = Admission { results: Vec::new() };
+        let path = request.uri().path();
+        if exempt(path) {
+            return Ok((request, none));
+        }
+        let method = request.method();
+        let applicable: Vec<&Group> = self.groups.iter().filter(|group| group.applies(method, path)).collect();
+        if applicable.is_empty() {
+            return Ok((request, none));
+        }
+        let ip: Option<IpAddr> = request
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ip| ip.0)
+            .or_else(|| request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip()));
+        let ip_subject = ip.map_or(0, |ip| ip_subject(ip, self.v6_prefix));
+        let user = match request.extensions().get::<Authentication>() {
+            Some(Authentication::Signed(principal)) => Some(principal.user_id),
+            _ => None,
         };
-        let account = serde_json::from_slice::<LoginEmail>(&bytes)
-            .ok()
-            .and_then(|login| login.email)
-            .and_then(|email| email.as_str().map(account_subject));
-        (Request::from_parts(parts, Body::from(bytes)), account)
-    } else {
-        (request, None)
-    };
 
-    let mut results = Vec::with_capacity(applicable.len());
-    for group in &applicable {
-        let keys = limiter.keys(group, ip_subject, user, account);
-        let decision = limiter.decide(group, &keys, !group.failures_only).await;
-        results.push((*group, keys, decision));
-    }
+        // The login group also counts per (IP, email): the email is in the body.
+        let (request, account) = if applicable.iter().any(|group| matches!(group.scope, Scope::Login)) {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, self.body_limit).await else {
+                return Err(ApiError::PayloadTooLarge.into_response());
+            };
+            let account = serde_json::from_slice::<LoginEmail>(&bytes)
+                .ok()
+                .and_then(|login| login.email)
+                .and_then(|email| email.as_str().map(account_subject));
+            (Request::from_parts(parts, Body::from(bytes)), account)
+        } else {
+            (request, None)
+        };
 
-    if results.iter().any(|(_, _, decision)| !decision.allowed) {
+        let mut results = Vec::with_capacity(applicable.len());
+        for group in applicable {
+            let keys = self.keys(group, ip_subject, user, account);
+            let decision = self.decide(group, &keys, !group.failures_only).await;
+            results.push((group, keys, decision));
+        }
+        if results.iter().all(|(_, _, decision)| decision.allowed) {
+            return Ok((request, Admission { results }));
+        }
+
         let retry_after_secs = results
             .iter()
             .filter(|(_, _, decision)| !decision.allowed)
@@ -288,13 +299,13 @@ pub async fn rate_limit(State(limiter): State<Arc<RateLimiter>>, request: Reques
             if decision.allowed {
                 continue;
             }
-            limiter.limited.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
+            self.limited.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
             if let Some(key) = keys.first()
-                && limiter.first_refusal(group, key).await
+                && self.first_refusal(group, key).await
             {
-                limiter.audit.record(AuditEvent {
+                self.audit.record(AuditEvent {
                     id: uuid::Uuid::now_v7(),
-                    time: limiter.clock.now(),
+                    time: self.clock.now(),
                     request_id: request.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()),
                     event: "rate_limited".into(),
                     user_id: user,
@@ -312,18 +323,23 @@ pub async fn rate_limit(State(limiter): State<Arc<RateLimiter>>, request: Reques
         let mut response = ApiError::TooManyRequests { retry_after_secs: u64::try_from(retry_after_secs).unwrap_or(1) }
             .into_response();
         add_headers(&mut response, &results);
-        return response;
+        Err(response)
     }
 
-    let mut response = next.run(request).await;
-    let failed = response.status().is_client_error() || response.status().is_server_error();
-    for (group, keys, decision) in results.iter_mut() {
-        if group.failures_only && failed && response.status() != StatusCode::TOO_MANY_REQUESTS {
-            *decision = limiter.decide(group, keys, true).await;
+    /// Counts a failure in the groups that count only failures, and adds
+    /// the `RateLimit` headers.
+    pub async fn finish(&self, mut admission: Admission<'_>, response: &mut Response) {
+        if admission.results.is_empty() {
+            return;
         }
+        let failed = response.status().is_client_error() || response.status().is_server_error();
+        for (group, keys, decision) in admission.results.iter_mut() {
+            if group.failures_only && failed && response.status() != StatusCode::TOO_MANY_REQUESTS {
+                *decision = self.decide(group, keys, true).await;
+            }
+        }
+        add_headers(response, &admission.results);
     }
-    add_headers(&mut response, &results);
-    response
 }
 
 fn add_headers(response: &mut Response, results: &[(&Group, Vec<LimitKey>, Decision)]) {

@@ -5,7 +5,6 @@
 use axum::{
     extract::Request,
     http::{HeaderName, HeaderValue},
-    middleware::Next,
     response::Response,
 };
 
@@ -27,7 +26,9 @@ pub fn is_acceptable(value: &[u8]) -> bool {
         && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// Keeps the client's id when acceptable, otherwise mints one; the id is
+/// put in the request's headers (for handlers) and extensions (for layers).
+pub fn assign(request: &mut Request) -> RequestId {
     let id = match request.headers().get(&X_REQUEST_ID) {
         Some(value) if is_acceptable(value.as_bytes()) => value.clone(),
         _ => {
@@ -37,9 +38,12 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     };
     request.headers_mut().insert(&X_REQUEST_ID, id.clone());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(&X_REQUEST_ID, id);
-    response
+    RequestId(id)
+}
+
+/// Echoes the id on the response.
+pub fn stamp(response: &mut Response, id: RequestId) {
+    response.headers_mut().insert(&X_REQUEST_ID, id.0);
 }
 
 #[cfg(test)]

@@ -6,17 +6,13 @@
 
 use std::sync::Arc;
 
-use axum::{
-    extract::{Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, header},
-    middleware::Next,
-    response::Response,
-};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 #[derive(Clone)]
 pub struct SecurityHeaders {
     forced: Arc<HeaderMap>,
-    defaults: Arc<HeaderMap>,
+    /// `forced` plus the defaults: each response starts from a copy.
+    template: Arc<HeaderMap>,
 }
 
 impl SecurityHeaders {
@@ -45,28 +41,65 @@ impl SecurityHeaders {
             put(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains");
         }
 
-        let mut defaults = HeaderMap::new();
-        defaults.insert(
+        let mut template = forced.clone();
+        template.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         );
-        defaults.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Self { forced: Arc::new(forced), defaults: Arc::new(defaults) }
+        template.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Self { forced: Arc::new(forced), template: Arc::new(template) }
+    }
+
+    /// Gives a response the set: a copy of the template, with the
+    /// response's own headers laid over it, except the forced ones (and
+    /// `Server`/`X-Powered-By`, dropped). Copying the template and adding the
+    /// response's few headers is cheaper than inserting the set's fourteen.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let mut merged = (*self.template).clone();
+        merged.reserve(headers.len());
+        // `into_iter` names a header once, then gives its further values unnamed.
+        let mut current: Option<HeaderName> = None;
+        for (name, value) in std::mem::take(headers) {
+            match name {
+                Some(name) => {
+                    let dropped =
+                        self.forced.contains_key(&name) || name == header::SERVER || name.as_str() == "x-powered-by";
+                    current = (!dropped).then(|| name.clone());
+                    if !dropped {
+                        merged.insert(name, value);
+                    }
+                }
+                None => {
+                    if let Some(name) = &current {
+                        merged.append(name.clone(), value);
+                    }
+                }
+            }
+        }
+        *headers = merged;
     }
 }
 
-pub async fn security_headers(State(set): State<SecurityHeaders>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    for (name, value) in set.forced.iter() {
-        headers.insert(name, value.clone());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_set_is_forced_defaults_give_way_and_repeated_headers_survive() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("ALLOWALL"));
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'"));
+        headers.insert(header::SERVER, HeaderValue::from_static("leaky/1.0"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        SecurityHeaders::new(true).apply(&mut headers);
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], "default-src 'self'");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert!(headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+        assert!(!headers.contains_key(header::SERVER));
+        let cookies: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(headers.get_all(header::X_FRAME_OPTIONS).iter().count(), 1);
     }
-    for (name, value) in set.defaults.iter() {
-        if !headers.contains_key(name) {
-            headers.insert(name, value.clone());
-        }
-    }
-    headers.remove(header::SERVER);
-    headers.remove("x-powered-by");
-    response
 }

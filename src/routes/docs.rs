@@ -15,9 +15,7 @@
 use std::sync::Arc;
 
 use axum::{
-    Extension,
-    body::Bytes,
-    extract::Path,
+    extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::get,
@@ -34,10 +32,6 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
                         style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; \
                         img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
                         frame-ancestors 'none'";
-
-/// The rendered document, shared by every request.
-#[derive(Clone)]
-pub struct ApiDocument(pub Bytes);
 
 /// `/openapi.json` is an operation of the document; the docs page and its
 /// files are not (`tests/api/openapi.rs` lists them as non-API routes).
@@ -58,8 +52,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = tags::OPS,
     responses((status = 200, description = "The OpenAPI document.", body = Object))
 )]
-async fn openapi_json(Extension(document): Extension<ApiDocument>) -> Response {
-    let mut response = document.0.into_response();
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    let document = state.api_document.get().cloned().unwrap_or_default();
+    let mut response = document.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

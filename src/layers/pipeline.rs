@@ -1,0 +1,231 @@
+//! The request pipeline as two services, calling the layers of this folder
+//! in order (see `mod.rs`):
+//!
+//! - `Edge`, around everything: request id, client IP, access log and
+//!   metrics, blocked clients, size limits, timeout, panic catching, then
+//!   on the way out problem rendering, the log line and security headers;
+//! - `Gate`, just outside the router (inside CORS, so preflights pass
+//!   freely): body limit, authentication and rate limit.
+//!
+//! Why hand-written services rather than one `middleware::from_fn` per
+//! layer: each `from_fn` layer boxes and clones the whole stack inside it
+//! on every request, and that bookkeeping cost more than the work of the
+//! layers themselves (docs/performance.md). Here a request costs one boxed
+//! future per service and a few reference counts.
+
+use std::{
+    convert::Infallible,
+    net::IpAddr,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{MatchedPath, Request},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use futures_util::{FutureExt, future::BoxFuture};
+use http_body_util::Limited;
+use tower::{Layer, Service};
+
+use super::{
+    access_log::{AccessLog, RequestContext},
+    authenticate::authenticate,
+    block,
+    client_ip::{self, TrustedProxies},
+    limits::RequestLimits,
+    panic, problem, request_id,
+    security_headers::SecurityHeaders,
+};
+use crate::{app::AppState, defense::Defense, error::ApiError};
+
+/// What the outer service needs, built once.
+pub struct EdgeSettings {
+    pub trusted: TrustedProxies,
+    pub headers: SecurityHeaders,
+    pub limits: RequestLimits,
+    pub timeout: Duration,
+    /// The public listener logs and blocks; the admin listener does neither.
+    pub access_log: Option<AccessLog>,
+    pub defense: Option<Arc<Defense>>,
+}
+
+/// The outer service; see the module doc.
+#[derive(Clone)]
+pub struct Edge<S> {
+    settings: Arc<EdgeSettings>,
+    inner: S,
+}
+
+impl<S> Edge<S> {
+    pub fn new(settings: EdgeSettings, inner: S) -> Self {
+        Self { settings: Arc::new(settings), inner }
+    }
+}
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The ready service goes into the future; a fresh clone stays for next time.
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        let settings = self.settings.clone();
+        Box::pin(async move { Ok(edge(&settings, inner, request).await) })
+    }
+}
+
+async fn edge<S>(settings: &EdgeSettings, mut inner: S, mut request: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    let id = request_id::assign(&mut request);
+    let ip = client_ip::resolve(&settings.trusted, &mut request);
+    let started = settings.access_log.as_ref().map(|log| log.start(&mut request, &id, ip));
+
+    let response = match early_refusal(settings, &request, ip) {
+        Some(refusal) => refusal,
+        None => {
+            let handled = AssertUnwindSafe(inner.call(request)).catch_unwind();
+            match tokio::time::timeout(settings.timeout, handled).await {
+                Ok(Ok(Ok(response))) => response,
+                Ok(Ok(Err(never))) => match never {},
+                Ok(Err(payload)) => panic::response(payload),
+                Err(_elapsed) => ApiError::Timeout.into_response(),
+            }
+        }
+    };
+
+    let mut response = problem::render(response, &id);
+    if let (Some(log), Some(started)) = (&settings.access_log, started) {
+        log.finish(started, response.status()).await;
+    }
+    settings.headers.apply(response.headers_mut());
+    request_id::stamp(&mut response, id);
+    response
+}
+
+/// Blocked clients (403), then oversized URIs and headers (414/431).
+fn early_refusal(settings: &EdgeSettings, request: &Request, ip: Option<IpAddr>) -> Option<Response> {
+    if let Some(defense) = &settings.defense
+        && let Some(refusal) = block::refusal(defense, ip, request.uri().path())
+    {
+        return Some(refusal);
+    }
+    settings.limits.check(request).err().map(IntoResponse::into_response)
+}
+
+/// The inner service; see the module doc.
+#[derive(Clone)]
+pub struct Gate {
+    state: AppState,
+    router: Router,
+    body_limit: usize,
+}
+
+impl Gate {
+    pub fn new(state: AppState, router: Router) -> Self {
+        let body_limit = state.config.server.body_limit.as_usize();
+        Self { state, router, body_limit }
+    }
+}
+
+impl Service<Request> for Gate {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(gate(this, request).await) })
+    }
+}
+
+async fn gate(mut gate: Gate, request: Request) -> Response {
+    // A declared length past the limit is refused unread; any other body is
+    // cut off at the limit while it is read (the extractors answer 413).
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > gate.body_limit as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    let limit = gate.body_limit;
+    let mut request = request.map(|body| Body::new(Limited::new(body, limit)));
+
+    authenticate(&gate.state, &mut request).await;
+    let limiter = gate.state.rate_limiter.clone();
+    let (request, admission) = match limiter.admit(request).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
+    let mut response = match gate.router.call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    limiter.finish(admission, &mut response).await;
+    response
+}
+
+/// Records the matched route template in the request's `RequestContext`
+/// for the access log and metrics, which run outside the router. Applied
+/// with `Router::route_layer`, so unmatched requests stay unmatched.
+#[derive(Clone, Copy)]
+pub struct RecordRouteLayer;
+
+impl<S> Layer<S> for RecordRouteLayer {
+    type Service = RecordRoute<S>;
+
+    fn layer(&self, inner: S) -> RecordRoute<S> {
+        RecordRoute { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RecordRoute<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for RecordRoute<S>
+where
+    S: Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> S::Future {
+        if let (Some(context), Some(route)) =
+            (request.extensions().get::<Arc<RequestContext>>(), request.extensions().get::<MatchedPath>())
+        {
+            let _ = context.route.set(route.clone());
+        }
+        self.inner.call(request)
+    }
+}
