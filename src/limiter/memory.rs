@@ -170,6 +170,11 @@ mod tests {
         limiter::{Subject, strategy::Strategy},
     };
 
+    /// The start of an hour: windows are aligned to the epoch, so a test
+    /// started from the wall clock near a boundary would see a window end
+    /// (the eviction test once failed at 09:59:5x for that reason).
+    const START: time::OffsetDateTime = time::macros::datetime!(2026-01-01 00:00 UTC);
+
     fn key(n: u128) -> LimitKey {
         LimitKey { group: 0, subject: Subject::Ip(n), audit: false }
     }
@@ -178,7 +183,7 @@ mod tests {
     async fn concurrent_requests_admit_exactly_the_limit() {
         for strategy in [Strategy::FixedWindow, Strategy::SlidingWindow, Strategy::TokenBucket] {
             let limiter =
-                Arc::new(MemoryLimiter::new(10_000, Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()))));
+                Arc::new(MemoryLimiter::new(10_000, Arc::new(ManualClock::new(START))));
             let quota = Quota { strategy, limit: 100, window_ms: 60_000 };
             let tasks: Vec<_> = (0..1_000)
                 .map(|_| {
@@ -198,7 +203,7 @@ mod tests {
 
     #[test]
     fn memory_stays_within_the_key_cap_and_idle_keys_are_swept() {
-        let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+        let clock = ManualClock::new(START);
         let limiter = MemoryLimiter::new(SHARDS * 100, Arc::new(clock.clone()));
         let quota = Quota { strategy: Strategy::FixedWindow, limit: 5, window_ms: 1_000 };
         for n in 0..50_000 {
@@ -217,7 +222,7 @@ mod tests {
 
     #[test]
     fn an_active_key_survives_eviction_pressure_longer_than_idle_ones() {
-        let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+        let clock = ManualClock::new(START);
         let limiter = MemoryLimiter::new(SHARDS * 10, Arc::new(clock.clone()));
         let short = Quota { strategy: Strategy::FixedWindow, limit: 1, window_ms: 1_000 };
         let long = Quota { strategy: Strategy::FixedWindow, limit: 1, window_ms: 3_600_000 };
