@@ -26,10 +26,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{
-    layers::{ClientAddr, access_log::RequestContext, client_ip::ClientIp, request_id::RequestId},
-    store::Store,
-};
+use crate::{layers::access_log::RequestContext, store::Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -99,15 +96,12 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let request = parts.extensions.get::<Arc<RequestContext>>().cloned();
         Ok(Self {
-            request_id: parts.extensions.get::<RequestId>().map(|id| id.as_str().to_owned()),
-            client_ip: parts
-                .extensions
-                .get::<ClientIp>()
-                .map(|ip| ip.0)
-                .or_else(|| parts.extensions.get::<ClientAddr>().map(|addr| addr.0.ip())),
+            request_id: request.as_ref().map(|context| context.request_id.as_str().to_owned()),
+            client_ip: request.as_ref().and_then(|context| context.client_ip),
             route: parts.extensions.get::<MatchedPath>().map(|path| path.as_str().to_owned()),
-            request: parts.extensions.get::<Arc<RequestContext>>().cloned(),
+            request,
         })
     }
 }

@@ -21,9 +21,8 @@ use tokio::{
     sync::{Semaphore, watch},
 };
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
-use crate::{config::Config, layers::ClientAddr};
+use crate::config::Config;
 
 /// Room for the request line and bookkeeping on top of the header limit,
 /// so our own 414/431 checks (with problem bodies) fire before hyper's.
@@ -131,21 +130,35 @@ impl Server {
     }
 }
 
-/// What the server can serve: the public and admin services of `app`.
-pub trait HttpService:
-    tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible, Future: Send>
-    + Clone
-    + Send
-    + 'static
-{
+/// What the server can serve: the public and admin services of `app`,
+/// made once per connection by `for_peer`.
+pub trait HttpService: Clone + Send + Sync + 'static {
+    type Connection: tower::Service<
+            Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static;
+
+    fn for_peer(&self, peer: SocketAddr) -> Self::Connection;
 }
 
-impl<S> HttpService for S where
-    S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible, Future: Send>
+impl<S> HttpService for crate::layers::pipeline::Edge<S>
+where
+    S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
         + Clone
         + Send
-        + 'static
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
 {
+    type Connection = Self;
+
+    fn for_peer(&self, peer: SocketAddr) -> Self {
+        crate::layers::pipeline::Edge::for_peer(self, peer)
+    }
 }
 
 struct AcceptLoop<S> {
@@ -190,11 +203,7 @@ async fn accept_loop<S: HttpService>(mut loop_: AcceptLoop<S>) {
         let handshake_timeout = loop_.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = router.map_request(move |request: Request<hyper::body::Incoming>| {
-                let mut request = request.map(axum::body::Body::new);
-                request.extensions_mut().insert(ClientAddr(peer));
-                request
-            });
+            let service = router.for_peer(peer);
             match tls {
                 Some(acceptor) => {
                     let Some(stream) = tls_handshake(&acceptor, stream, handshake_timeout).await else {

@@ -28,14 +28,31 @@ use crate::{
     metrics::{Metrics, RequestLabels, RouteLabels},
 };
 
-/// Per-request facts that inner layers learn and the access log reports.
-#[derive(Debug, Default)]
+/// Per-request facts, in the request's extensions (one entry rather than
+/// one per fact): what the edge knows on arrival, and what inner layers
+/// learn for the access log.
+#[derive(Debug)]
 pub struct RequestContext {
+    pub request_id: RequestId,
+    /// The client, as `client_ip` resolved it (trusted proxies applied).
+    pub client_ip: Option<IpAddr>,
     /// The matched route template, recorded by `pipeline::RecordRoute`.
     pub route: OnceLock<MatchedPath>,
     pub user_id: OnceLock<Uuid>,
     /// Set when a handler recorded its own audit event for this request.
     pub audited: AtomicBool,
+}
+
+impl RequestContext {
+    pub fn new(request_id: RequestId, client_ip: Option<IpAddr>) -> Self {
+        Self {
+            request_id,
+            client_ip,
+            route: OnceLock::new(),
+            user_id: OnceLock::new(),
+            audited: AtomicBool::new(false),
+        }
+    }
 }
 
 /// What the access-log layer needs from the application.
@@ -69,29 +86,24 @@ pub struct Started {
     at: Instant,
     method: &'static str,
     path: String,
-    client_ip: Option<IpAddr>,
-    request_id: RequestId,
     context: Arc<RequestContext>,
 }
 
 impl AccessLog {
-    /// Notes the request's facts and gives it a `RequestContext`.
-    pub fn start(&self, request: &mut Request, request_id: &RequestId, client_ip: Option<IpAddr>) -> Started {
-        let context = Arc::new(RequestContext::default());
-        request.extensions_mut().insert(context.clone());
+    /// Notes what the log line needs from the request.
+    pub fn start(&self, request: &Request, context: Arc<RequestContext>) -> Started {
         Started {
             at: Instant::now(),
             method: method_label(request.method()),
             path: truncate(request.uri().path(), MAX_LOGGED_PATH).to_owned(),
-            client_ip,
-            request_id: request_id.clone(),
             context,
         }
     }
 
     /// Counts, audits and logs the answered request.
     pub async fn finish(&self, started: Started, status: StatusCode) {
-        let Started { at, method, path, client_ip, request_id, context } = started;
+        let Started { at, method, path, context } = started;
+        let (request_id, client_ip) = (&context.request_id, context.client_ip);
         let metrics = &self.metrics;
         let latency = at.elapsed();
         let route = context.route.get().map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
@@ -122,7 +134,9 @@ impl AccessLog {
             });
         }
         // Active defence counts failed logins and refusals per client.
-        if let Some(ip) = client_ip {
+        if let Some(ip) = client_ip
+            && self.defense.counts()
+        {
             let is_login = method == "POST" && matches!(&*route, "/auth/login" | "/auth/session");
             if status == 429 || (is_login && status == 401) {
                 let audit =

@@ -13,18 +13,10 @@
 
 use std::{net::IpAddr, str::FromStr, sync::Arc};
 
-use axum::{
-    extract::Request,
-    http::{HeaderMap, header},
-};
+use axum::http::{HeaderMap, header};
 use ipnet::IpNet;
 
-use super::ClientAddr;
 use crate::config::ForwardedHeader;
-
-/// The resolved client IP, in the request extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
 
 #[derive(Clone, Default)]
 pub struct TrustedProxies {
@@ -50,14 +42,6 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
-}
-
-/// Resolves the client's IP and records it in the request as `ClientIp`.
-pub fn resolve(trusted: &TrustedProxies, request: &mut Request) -> Option<IpAddr> {
-    let peer = request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip())?;
-    let ip = client_ip(peer, request.headers(), trusted);
-    request.extensions_mut().insert(ClientIp(ip));
-    Some(ip)
 }
 
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {

@@ -20,9 +20,3 @@ pub mod problem;
 pub mod rate_limit;
 pub mod request_id;
 pub mod security_headers;
-
-use std::net::SocketAddr;
-
-/// The peer of the connection a request came on, set by the server.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);

@@ -15,7 +15,7 @@
 
 use std::{
     convert::Infallible,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
@@ -24,7 +24,7 @@ use std::{
 
 use axum::{
     Router,
-    body::Body,
+    body::{Body, Bytes, HttpBody},
     extract::{MatchedPath, Request},
     http::header,
     response::{IntoResponse, Response},
@@ -55,23 +55,32 @@ pub struct EdgeSettings {
     pub defense: Option<Arc<Defense>>,
 }
 
-/// The outer service; see the module doc.
+/// The outer service; see the module doc. The server makes one per
+/// connection (`for_peer`), so the peer address needs no request extension.
 #[derive(Clone)]
 pub struct Edge<S> {
     settings: Arc<EdgeSettings>,
+    peer: Option<SocketAddr>,
     inner: S,
 }
 
-impl<S> Edge<S> {
+impl<S: Clone> Edge<S> {
     pub fn new(settings: EdgeSettings, inner: S) -> Self {
-        Self { settings: Arc::new(settings), inner }
+        Self { settings: Arc::new(settings), peer: None, inner }
+    }
+
+    /// This service for one connection from `peer`.
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self { settings: self.settings.clone(), peer: Some(peer), inner: self.inner.clone() }
     }
 }
 
-impl<S> Service<Request> for Edge<S>
+impl<S, B> Service<axum::http::Request<B>> for Edge<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -81,22 +90,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         // The ready service goes into the future; a fresh clone stays for next time.
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
         let settings = self.settings.clone();
-        Box::pin(async move { Ok(edge(&settings, inner, request).await) })
+        let peer = self.peer;
+        Box::pin(async move { Ok(edge(&settings, peer, inner, request.map(Body::new)).await) })
     }
 }
 
-async fn edge<S>(settings: &EdgeSettings, mut inner: S, mut request: Request) -> Response
+async fn edge<S>(settings: &EdgeSettings, peer: Option<SocketAddr>, mut inner: S, mut request: Request) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    let id = request_id::assign(&mut request);
-    let ip = client_ip::resolve(&settings.trusted, &mut request);
-    let started = settings.access_log.as_ref().map(|log| log.start(&mut request, &id, ip));
+    let id = request_id::assign(&request);
+    let ip = peer.map(|peer| client_ip::client_ip(peer.ip(), request.headers(), &settings.trusted));
+    let context = Arc::new(RequestContext::new(id.clone(), ip));
+    request.extensions_mut().insert(context.clone());
+    let started = settings.access_log.as_ref().map(|log| log.start(&request, context));
 
     let response = match early_refusal(settings, &request, ip) {
         Some(refusal) => refusal,

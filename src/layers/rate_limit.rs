@@ -16,7 +16,7 @@ use std::{net::IpAddr, sync::Arc};
 use axum::{
     body::Body,
     extract::Request,
-    http::{HeaderValue, Method, StatusCode},
+    http::{HeaderName, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use prometheus_client::{
@@ -25,7 +25,7 @@ use prometheus_client::{
 };
 use serde::Deserialize;
 
-use super::{ClientAddr, access_log::RequestContext, client_ip::ClientIp, request_id::RequestId};
+use super::access_log::RequestContext;
 use crate::{
     audit::{AuditEvent, Auditor, Outcome},
     auth::principal::Authentication,
@@ -56,6 +56,10 @@ struct Group {
     scope: Scope,
     /// This group's member of `RateLimit-Policy`, computed once.
     policy_item: String,
+    /// The name as an sf-string, for `RateLimit`.
+    quoted_name: String,
+    /// This group's series of `rate_limited_total`.
+    limited: Counter,
 }
 
 impl Group {
@@ -98,6 +102,7 @@ fn exempt(path: &str) -> bool {
 
 impl RateLimiter {
     pub fn new(config: &Config, backend: Arc<dyn LimiterBackend>, audit: Arc<Auditor>, clock: Arc<dyn Clock>) -> Self {
+        let limited = Family::<GroupLabels, Counter>::default();
         let groups: Vec<Group> = config
             .rate_limit
             .iter()
@@ -135,16 +140,15 @@ impl RateLimiter {
                     }),
                     scope,
                     policy_item: format!("{};q={};w={}", sf_string(name), group.limit, window_secs),
+                    quoted_name: sf_string(name),
+                    limited: limited.get_or_create(&GroupLabels { group: name.clone() }).clone(),
                 }
             })
             .collect();
         // Every series exists from the start, so rate() works from the first scrape.
-        let limited = Family::<GroupLabels, Counter>::default();
         let backend_errors = Family::<GroupLabels, Counter>::default();
         for group in &groups {
-            let labels = GroupLabels { group: group.name.clone() };
-            drop(limited.get_or_create(&labels));
-            drop(backend_errors.get_or_create(&labels));
+            drop(backend_errors.get_or_create(&GroupLabels { group: group.name.clone() }));
         }
         Self {
             groups,
@@ -160,12 +164,12 @@ impl RateLimiter {
     }
 
     /// The counters one request touches in `group`.
-    fn keys(&self, group: &Group, ip: u128, user: Option<uuid::Uuid>, account: Option<u64>) -> Vec<LimitKey> {
+    fn keys(&self, group: &Group, ip: u128, user: Option<uuid::Uuid>, account: Option<u64>) -> Keys {
         let key = |subject| LimitKey { group: group.index, subject, audit: false };
         match (&group.scope, account) {
-            (Scope::Login, Some(account)) => vec![key(Subject::IpAndAccount(ip, account)), key(Subject::Ip(ip))],
-            (Scope::Login, None) => vec![key(Subject::Ip(ip))],
-            _ => vec![key(user.map_or(Subject::Ip(ip), Subject::User))],
+            (Scope::Login, Some(account)) => Keys::two(key(Subject::IpAndAccount(ip, account)), key(Subject::Ip(ip))),
+            (Scope::Login, None) => Keys::one(key(Subject::Ip(ip))),
+            _ => Keys::one(key(user.map_or(Subject::Ip(ip), Subject::User))),
         }
     }
 
@@ -213,6 +217,32 @@ impl RateLimiter {
     }
 }
 
+/// The one or two counters of a group for one request, without a heap
+/// allocation.
+#[derive(Clone, Copy)]
+struct Keys {
+    items: [LimitKey; 2],
+    len: usize,
+}
+
+impl Keys {
+    fn one(key: LimitKey) -> Self {
+        Self { items: [key, key], len: 1 }
+    }
+
+    fn two(first: LimitKey, second: LimitKey) -> Self {
+        Self { items: [first, second], len: 2 }
+    }
+}
+
+impl std::ops::Deref for Keys {
+    type Target = [LimitKey];
+
+    fn deref(&self) -> &[LimitKey] {
+        &self.items[..self.len]
+    }
+}
+
 /// An RFC 8941 sf-string: quoted, with `"` and `\` escaped.
 fn sf_string(text: &str) -> String {
     let escaped: String = text
@@ -234,7 +264,7 @@ struct LoginEmail {
 
 /// What `admit` decided for an admitted request, for `finish`.
 pub struct Admission<'a> {
-    results: Vec<(&'a Group, Vec<LimitKey>, Decision)>,
+    results: Vec<(&'a Group, Keys, Decision)>,
 }
 
 impl RateLimiter {
@@ -252,11 +282,8 @@ impl RateLimiter {
         if applicable.is_empty() {
             return Ok((request, none));
         }
-        let ip: Option<IpAddr> = request
-            .extensions()
-            .get::<ClientIp>()
-            .map(|ip| ip.0)
-            .or_else(|| request.extensions().get::<ClientAddr>().map(|addr| addr.0.ip()));
+        let context = request.extensions().get::<Arc<RequestContext>>().cloned();
+        let ip: Option<IpAddr> = context.as_ref().and_then(|context| context.client_ip);
         let ip_subject = ip.map_or(0, |ip| ip_subject(ip, self.v6_prefix));
         let user = match request.extensions().get::<Authentication>() {
             Some(Authentication::Signed(principal)) => Some(principal.user_id),
@@ -299,14 +326,14 @@ impl RateLimiter {
             if decision.allowed {
                 continue;
             }
-            self.limited.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
+            group.limited.inc();
             if let Some(key) = keys.first()
                 && self.first_refusal(group, key).await
             {
                 self.audit.record(AuditEvent {
                     id: uuid::Uuid::now_v7(),
                     time: self.clock.now(),
-                    request_id: request.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()),
+                    request_id: context.as_ref().map(|context| context.request_id.as_str().to_owned()),
                     event: "rate_limited".into(),
                     user_id: user,
                     client_ip: ip,
@@ -316,7 +343,7 @@ impl RateLimiter {
                 });
             }
         }
-        if let Some(context) = request.extensions().get::<Arc<RequestContext>>() {
+        if let Some(context) = &context {
             // Aggregated above; the access log must not add one per request.
             context.audited.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -342,22 +369,29 @@ impl RateLimiter {
     }
 }
 
-fn add_headers(response: &mut Response, results: &[(&Group, Vec<LimitKey>, Decision)]) {
-    let policies: Vec<&str> = results.iter().map(|(group, _, _)| group.policy_item.as_str()).collect();
-    let states: Vec<String> = results
-        .iter()
-        .map(|(group, _, decision)| {
-            format!("{};r={};t={}", sf_string(&group.name), decision.remaining, seconds(decision.reset_ms))
-        })
-        .collect();
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&policies.join(", ")) {
-        headers.insert("ratelimit-policy", value);
+fn add_headers(response: &mut Response, results: &[(&Group, Keys, Decision)]) {
+    use std::fmt::Write as _;
+    let mut policy = String::with_capacity(48 * results.len());
+    let mut state = String::with_capacity(48 * results.len());
+    for (index, (group, _, decision)) in results.iter().enumerate() {
+        if index > 0 {
+            policy.push_str(", ");
+            state.push_str(", ");
+        }
+        policy.push_str(&group.policy_item);
+        let _ = write!(state, "{};r={};t={}", group.quoted_name, decision.remaining, seconds(decision.reset_ms));
     }
-    if let Ok(value) = HeaderValue::from_str(&states.join(", ")) {
-        headers.insert("ratelimit", value);
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::try_from(policy) {
+        headers.insert(&RATELIMIT_POLICY, value);
+    }
+    if let Ok(value) = HeaderValue::try_from(state) {
+        headers.insert(&RATELIMIT, value);
     }
 }
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 #[cfg(test)]
 mod tests {

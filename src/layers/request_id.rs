@@ -10,7 +10,7 @@ use axum::{
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The id of the current request, in request and response extensions.
+/// The id of the current request.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub HeaderValue);
 
@@ -26,9 +26,9 @@ pub fn is_acceptable(value: &[u8]) -> bool {
         && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Keeps the client's id when acceptable, otherwise mints one; the id is
-/// put in the request's headers (for handlers) and extensions (for layers).
-pub fn assign(request: &mut Request) -> RequestId {
+/// The client's id when acceptable, otherwise a fresh one. It travels in
+/// the request's `RequestContext`.
+pub fn assign(request: &Request) -> RequestId {
     let id = match request.headers().get(&X_REQUEST_ID) {
         Some(value) if is_acceptable(value.as_bytes()) => value.clone(),
         _ => {
@@ -36,8 +36,6 @@ pub fn assign(request: &mut Request) -> RequestId {
             HeaderValue::try_from(fresh).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
         }
     };
-    request.headers_mut().insert(&X_REQUEST_ID, id.clone());
-    request.extensions_mut().insert(RequestId(id.clone()));
     RequestId(id)
 }
 

@@ -182,8 +182,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_requests_admit_exactly_the_limit() {
         for strategy in [Strategy::FixedWindow, Strategy::SlidingWindow, Strategy::TokenBucket] {
-            let limiter =
-                Arc::new(MemoryLimiter::new(10_000, Arc::new(ManualClock::new(START))));
+            let limiter = Arc::new(MemoryLimiter::new(10_000, Arc::new(ManualClock::new(START))));
             let quota = Quota { strategy, limit: 100, window_ms: 60_000 };
             let tasks: Vec<_> = (0..1_000)
                 .map(|_| {

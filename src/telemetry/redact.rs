@@ -9,22 +9,37 @@ const SENSITIVE: [&str; 9] =
     ["password", "passwd", "token", "secret", "key", "authorization", "cookie", "credential", "session_id"];
 
 pub fn is_sensitive_name(name: &str) -> bool {
-    SENSITIVE.iter().any(|fragment| contains_ignore_ascii_case(name, fragment))
+    // One pass: only where a fragment's first letter is are fragments tried.
+    let bytes = name.as_bytes();
+    (0..bytes.len()).any(|at| {
+        let first = bytes[at].to_ascii_lowercase();
+        SENSITIVE.iter().any(|fragment| {
+            fragment.as_bytes()[0] == first
+                && bytes.len() - at >= fragment.len()
+                && bytes[at..at + fragment.len()].eq_ignore_ascii_case(fragment.as_bytes())
+        })
+    })
 }
 
-/// `haystack` contains `needle` (lower-case ASCII), ignoring ASCII case,
-/// without allocating: this runs for every field of every log line.
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack.as_bytes().windows(needle.len()).any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
+/// Whether `text` may hold a credential `scrub` would blank: one pass
+/// over the bytes, since this runs for every string of every log line.
+fn may_hold_credentials(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let at_ignoring_case = |at: usize, needle: &[u8]| {
+        bytes.len() - at >= needle.len() && bytes[at..at + needle.len()].eq_ignore_ascii_case(needle)
+    };
+    (0..bytes.len()).any(|at| match bytes[at] {
+        b'b' | b'B' => at_ignoring_case(at, b"bearer"),
+        b'r' | b'R' => at_ignoring_case(at, b"rampart_session"),
+        b'e' => bytes[at..].starts_with(b"eyJ"),
+        _ => false,
+    })
 }
 
 /// Blanks credentials found inside a free-text value: `Bearer <token>`,
 /// anything shaped like a JWT (`eyJ...`), and `rampart_session=<id>`.
 pub fn scrub(text: &str) -> Cow<'_, str> {
-    if !(contains_ignore_ascii_case(text, "bearer")
-        || text.contains("eyJ")
-        || contains_ignore_ascii_case(text, "rampart_session"))
-    {
+    if !may_hold_credentials(text) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -73,7 +88,10 @@ mod tests {
         {
             assert!(is_sensitive_name(name), "{name}");
         }
-        for name in ["request_id", "method", "route", "status", "user_id", "client_ip"] {
+        for name in ["PASSWORD", "x_Token", "apikey", "a_credentials"] {
+            assert!(is_sensitive_name(name), "{name}");
+        }
+        for name in ["request_id", "method", "route", "status", "user_id", "client_ip", "k", "passw"] {
             assert!(!is_sensitive_name(name), "{name}");
         }
     }
@@ -88,5 +106,8 @@ mod tests {
         assert_eq!(scrub("nothing to see"), "nothing to see");
         assert_eq!(scrub("ends with bearer "), "ends with bearer ");
         assert_eq!(scrub("eyJ"), "eyJ");
+        assert_eq!(scrub("AUTH: BEARER abc"), "AUTH: BEARER [REDACTED]");
+        assert_eq!(scrub("RAMPART_SESSION=abc"), "RAMPART_SESSION=[REDACTED]");
+        assert_eq!(scrub("b r e"), "b r e");
     }
 }
