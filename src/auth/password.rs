@@ -27,6 +27,20 @@ pub struct PasswordHasher {
     jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
+/// Hashing threads run at a lower scheduling priority (nice 10 on Linux):
+/// when logins and reads compete for the cores, reads go first and logins
+/// still get about a tenth of a busy core each. Failing (no permission) only
+/// costs that preference.
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
+    // 0..=99 maps onto niceness 20..=-20; 25 is niceness 10.
+    if let Ok(value) = ThreadPriorityValue::try_from(25u8)
+        && let Err(error) = set_current_thread_priority(ThreadPriority::Crossplatform(value))
+    {
+        tracing::debug!(?error, "could not lower the password hashing threads' priority");
+    }
+}
+
 impl PasswordHasher {
     pub fn new(config: &PasswordHashConfig) -> anyhow::Result<Self> {
         let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
@@ -39,6 +53,7 @@ impl PasswordHasher {
             std::thread::Builder::new()
                 .name(format!("password-hash-{index}"))
                 .spawn(move || {
+                    lower_priority();
                     loop {
                         let job = match queue.lock() {
                             Ok(receiver) => receiver.recv(),

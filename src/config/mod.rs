@@ -224,13 +224,15 @@ pub struct PasswordHashConfig {
     pub iterations: u32,
     pub parallelism: u32,
     /// Hashes computed at once; more wait, so a login flood cannot starve
-    /// the rest of the server.
+    /// the rest of the server. Default: half the cores (at least one), so
+    /// logins never hold every core while reads wait.
     pub max_concurrent: usize,
 }
 
 impl Default for PasswordHashConfig {
     fn default() -> Self {
-        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, max_concurrent: 2 }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, max_concurrent: (cores / 2).max(1) }
     }
 }
 
