@@ -17,7 +17,9 @@ pub struct SecurityHeaders {
 
 impl SecurityHeaders {
     pub fn new(hsts: bool) -> Self {
-        let mut forced = HeaderMap::new();
+        // Room for the response's own headers: a copy of a full map would
+        // grow (and rehash) at the response's first header.
+        let mut forced = HeaderMap::with_capacity(24);
         let mut put = |name: HeaderName, value: &'static str| {
             forced.insert(name, HeaderValue::from_static(value));
         };

@@ -10,9 +10,13 @@
 mod redact;
 mod writer;
 
-use std::io::Write;
+use std::{
+    cell::{Cell, RefCell},
+    io::Write,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-use tracing::{Event, Subscriber, field::Field};
+use tracing::{Event, Metadata, Subscriber, callsite::Identifier, field::Field};
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
     fmt::MakeWriter,
@@ -29,7 +33,7 @@ use crate::config::Config;
 /// the returned guard until exit: lines are written to stdout in batches by
 /// a background thread (`writer.rs`; a request never waits on the terminal
 /// or the pipe), and dropping the guard writes what is still waiting. If
-/// stdout cannot keep up, lines past 16 MiB waiting are dropped (and
+/// stdout cannot keep up, lines past 4 MiB waiting per thread are dropped (and
 /// counted) rather than slowing requests down; audit events still reach the
 /// store.
 pub fn init(config: &Config) -> anyhow::Result<BatchGuard> {
@@ -112,6 +116,8 @@ enum FieldValue<'a> {
 /// this runs for every request's access-log line.
 struct LineVisitor<'b> {
     json: bool,
+    /// Bit `i` set: field `i` of this call site has a secret-looking name.
+    sensitive: u64,
     /// The message, scrubbed, not yet encoded.
     message: &'b mut String,
     /// `,"name":value` (JSON) or ` name=value` (text) per field.
@@ -130,7 +136,11 @@ impl LineVisitor<'_> {
             return;
         }
         write_name(self.fields, self.json, name);
-        if is_sensitive_name(name) {
+        let secret = match field.index() {
+            index if index < 64 => self.sensitive >> index & 1 == 1,
+            _ => is_sensitive_name(name),
+        };
+        if secret {
             let _ = serde_json::to_writer(&mut *self.fields, REDACTED);
             return;
         }
@@ -226,7 +236,8 @@ where
             line.clear();
             message.clear();
             fields.clear();
-            event.record(&mut LineVisitor { json: self.json, message, fields, scratch });
+            let sensitive = sensitive_fields(event.metadata());
+            event.record(&mut LineVisitor { json: self.json, sensitive, message, fields, scratch });
             if let Some(scope) = ctx.event_scope(event) {
                 for span in scope.from_root() {
                     if let Some(span_fields) = span.extensions().get::<SpanFields>() {
@@ -240,7 +251,7 @@ where
             let metadata = event.metadata();
             if self.json {
                 line.extend_from_slice(b"{\"time\":\"");
-                write_time(line, time::OffsetDateTime::now_utc());
+                write_now(line);
                 line.extend_from_slice(b"\",\"level\":\"");
                 line.extend_from_slice(metadata.level().as_str().as_bytes());
                 line.extend_from_slice(b"\",\"target\":");
@@ -251,7 +262,7 @@ where
                 line.extend_from_slice(b"}\n");
             } else {
                 use std::io::Write as _;
-                write_time(line, time::OffsetDateTime::now_utc());
+                write_now(line);
                 let _ = write!(line, " {:>5} {}: {message}", metadata.level().as_str(), metadata.target());
                 line.extend_from_slice(fields);
                 line.push(b'\n');
@@ -267,33 +278,136 @@ where
     }
 }
 
+/// Which fields of an event's call site have secret-looking names, as a
+/// bit set by field index. The names of a call site never change, so each
+/// thread works this out once per call site instead of once per field of
+/// every event.
+fn sensitive_fields(metadata: &'static Metadata<'static>) -> u64 {
+    const REMEMBERED: usize = 64;
+    thread_local! {
+        static KNOWN: RefCell<Vec<(Identifier, u64)>> = const { RefCell::new(Vec::new()) };
+    }
+    let compute = || {
+        metadata
+            .fields()
+            .iter()
+            .filter(|field| field.index() < 64 && is_sensitive_name(field.name()))
+            .fold(0u64, |mask, field| mask | 1 << field.index())
+    };
+    let callsite = metadata.callsite();
+    KNOWN
+        .try_with(|cell| {
+            let Ok(mut known) = cell.try_borrow_mut() else { return compute() };
+            if let Some((_, mask)) = known.iter().find(|(id, _)| *id == callsite) {
+                return *mask;
+            }
+            let mask = compute();
+            if known.len() < REMEMBERED {
+                known.push((callsite, mask));
+            }
+            mask
+        })
+        .unwrap_or_else(|_| compute())
+}
+
 /// RFC 3339 in UTC with nanoseconds (`2026-11-28T08:40:07.226642157Z`),
 /// written digit by digit: `time`'s formatter allocated for every line.
+#[cfg(test)]
 fn write_time(out: &mut Vec<u8>, now: time::OffsetDateTime) {
-    fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
-        for position in (0..width).rev() {
-            out.push(b'0' + ((value / 10u32.pow(position)) % 10) as u8);
+    out.extend_from_slice(&seconds_prefix(now));
+    write_fraction(out, now.nanosecond());
+}
+
+/// The current time as `write_time` writes it. Each thread keeps the
+/// text up to the second, so most lines only write the fraction.
+fn write_now(out: &mut Vec<u8>) {
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (seconds, nanos) = (since_epoch.as_secs(), since_epoch.subsec_nanos());
+    let prefix = SECOND
+        .try_with(|cell| {
+            let (cached_second, cached_prefix) = cell.get();
+            if cached_second == seconds {
+                return cached_prefix;
+            }
+            let prefix = prefix_of(seconds);
+            cell.set((seconds, prefix));
+            prefix
+        })
+        .unwrap_or_else(|_| prefix_of(seconds));
+    out.extend_from_slice(&prefix);
+    write_fraction(out, nanos);
+}
+
+fn prefix_of(unix_seconds: u64) -> [u8; 19] {
+    let at = i64::try_from(unix_seconds)
+        .ok()
+        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    seconds_prefix(at)
+}
+
+/// `2026-11-28T08:40:07`
+fn seconds_prefix(at: time::OffsetDateTime) -> [u8; 19] {
+    fn digits(out: &mut [u8], value: u32) {
+        let mut value = value;
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
         }
     }
-    digits(out, u32::try_from(now.year()).unwrap_or(0), 4);
-    out.push(b'-');
-    digits(out, u32::from(u8::from(now.month())), 2);
-    out.push(b'-');
-    digits(out, u32::from(now.day()), 2);
-    out.push(b'T');
-    digits(out, u32::from(now.hour()), 2);
-    out.push(b':');
-    digits(out, u32::from(now.minute()), 2);
-    out.push(b':');
-    digits(out, u32::from(now.second()), 2);
-    out.push(b'.');
-    digits(out, now.nanosecond(), 9);
-    out.push(b'Z');
+    let mut text = *b"0000-00-00T00:00:00";
+    digits(&mut text[0..4], u32::try_from(at.year()).unwrap_or(0));
+    digits(&mut text[5..7], u32::from(u8::from(at.month())));
+    digits(&mut text[8..10], u32::from(at.day()));
+    digits(&mut text[11..13], u32::from(at.hour()));
+    digits(&mut text[14..16], u32::from(at.minute()));
+    digits(&mut text[17..19], u32::from(at.second()));
+    text
+}
+
+/// `.226642157Z`
+fn write_fraction(out: &mut Vec<u8>, nanos: u32) {
+    let mut text = *b".000000000Z";
+    let mut value = nanos;
+    for slot in text[1..10].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(&text);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::write_time;
+    use super::*;
+
+    #[test]
+    fn the_current_time_is_written_as_its_rfc3339_form() {
+        for _ in 0..3 {
+            let mut cached = Vec::new();
+            write_now(&mut cached);
+            let parsed = time::OffsetDateTime::parse(
+                std::str::from_utf8(&cached).unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            let mut direct = Vec::new();
+            write_time(&mut direct, parsed);
+            assert_eq!(cached, direct);
+            assert!((time::OffsetDateTime::now_utc() - parsed).abs() < time::Duration::seconds(5));
+        }
+    }
+
+    #[test]
+    fn secret_field_names_are_found_once_per_call_site() {
+        let callsite = tracing::callsite!(name: "test", kind: tracing::metadata::Kind::EVENT, fields: user, api_token, route, session_id);
+        let metadata = tracing::Callsite::metadata(callsite);
+        let mask = sensitive_fields(metadata);
+        assert_eq!(mask, 0b1010);
+        assert_eq!(sensitive_fields(metadata), mask);
+    }
 
     #[test]
     fn times_are_rfc3339_with_nanoseconds() {
