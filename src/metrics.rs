@@ -5,7 +5,13 @@
 //! raw paths, and unmatched requests share one label, so an attacker cannot
 //! grow the series count.
 
-use std::sync::Arc;
+use std::{
+    cell::RefCell,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use crate::{
     audit::Auditor, defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels,
@@ -30,6 +36,24 @@ pub struct RouteLabels {
     pub route: Arc<str>,
 }
 
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Series handles a thread keeps (`Metrics::observe_request`).
+const CACHED_SERIES: usize = 64;
+
+struct CachedSeries {
+    metrics: u64,
+    method: &'static str,
+    status: u16,
+    route: Box<str>,
+    requests: Counter,
+    duration: Histogram,
+}
+
+thread_local! {
+    static SERIES: RefCell<Vec<CachedSeries>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Latency buckets from 0.5 ms to 10 s: an API request lives in this range.
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -40,6 +64,9 @@ pub struct OutcomeLabels {
 }
 
 pub struct Metrics {
+    /// Tells apart the `Metrics` of several servers in one process, for the
+    /// per-thread series cache.
+    id: u64,
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_request_duration: Family<RouteLabels, Histogram>,
@@ -112,6 +139,7 @@ impl Metrics {
         let active_sessions = Gauge::default();
         registry.register("active_sessions", "Browser sessions in force", active_sessions.clone());
         Self {
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             http_requests,
             http_request_duration,
@@ -122,11 +150,97 @@ impl Metrics {
         }
     }
 
+    /// Counts one answered request and its latency. The series handles of
+    /// recent (route, method, status) triples are kept per thread: looking
+    /// them up in the families takes a shared lock and two label hashes,
+    /// which cost more than the counting itself.
+    pub fn observe_request(&self, method: &'static str, route: &str, status: u16, latency_seconds: f64) {
+        let families = (self.id, &self.http_requests, &self.http_request_duration);
+        observe_request(families, method, route, status, latency_seconds);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+fn observe_request(
+    (id, http_requests, http_request_duration): (u64, &Family<RequestLabels, Counter>, &Family<RouteLabels, Histogram>),
+    method: &'static str,
+    route: &str,
+    status: u16,
+    latency_seconds: f64,
+) {
+    let lookup = || {
+        let route: Arc<str> = Arc::from(route);
+        let requests = http_requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).clone();
+        let duration = http_request_duration.get_or_create(&RouteLabels { method, route }).clone();
+        (requests, duration)
+    };
+    let cached = SERIES.try_with(|cell| {
+        let Ok(mut series) = cell.try_borrow_mut() else { return false };
+        let found = series.iter().find(|entry| {
+            entry.metrics == id && entry.status == status && entry.method == method && &*entry.route == route
+        });
+        let entry = match found {
+            Some(entry) => entry,
+            None => {
+                let (requests, duration) = lookup();
+                let entry = CachedSeries { metrics: id, method, status, route: Box::from(route), requests, duration };
+                // Bounded: past the limit, the oldest half makes room.
+                if series.len() >= CACHED_SERIES {
+                    series.drain(..CACHED_SERIES / 2);
+                }
+                series.push(entry);
+                let Some(entry) = series.last() else { return false };
+                entry
+            }
+        };
+        entry.requests.inc();
+        entry.duration.observe(latency_seconds);
+        true
+    });
+    if cached != Ok(true) {
+        let (requests, duration) = lookup();
+        requests.inc();
+        duration.observe(latency_seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn families() -> (Family<RequestLabels, Counter>, Family<RouteLabels, Histogram>) {
+        (Family::default(), Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)))
+    }
+
+    #[test]
+    fn cached_series_count_into_their_own_families() {
+        let (first, second) = (families(), families());
+        for _ in 0..3 {
+            observe_request((1_000_001, &first.0, &first.1), "GET", "/health", 200, 0.001);
+            observe_request((1_000_002, &second.0, &second.1), "GET", "/health", 200, 0.001);
+            observe_request((1_000_001, &first.0, &first.1), "GET", "/health", 404, 0.001);
+        }
+        // Enough other series to push the first ones out of the cache.
+        for n in 0..2 * CACHED_SERIES {
+            observe_request((1_000_002, &second.0, &second.1), "POST", &format!("/r/{n}"), 201, 0.001);
+        }
+        observe_request((1_000_001, &first.0, &first.1), "GET", "/health", 200, 0.001);
+        let count = |family: &Family<RequestLabels, Counter>, status| {
+            family.get_or_create(&RequestLabels { method: "GET", route: Arc::from("/health"), status }).get()
+        };
+        assert_eq!((count(&first.0, 200), count(&first.0, 404)), (4, 3));
+        assert_eq!((count(&second.0, 200), count(&second.0, 404)), (3, 0));
+        let mut text = String::new();
+        let mut registry = Registry::default();
+        registry.register("seconds", "", first.1.clone());
+        encode(&mut text, &registry).unwrap();
+        assert!(text.contains(r#"seconds_count{method="GET",route="/health"} 7"#), "{text}");
     }
 }

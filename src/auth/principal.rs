@@ -16,7 +16,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::secret;
-use crate::{domain::Role, error::ApiError};
+use std::sync::Arc;
+
+use crate::{domain::Role, error::ApiError, layers::access_log::RequestContext};
 
 pub const SESSION_COOKIE: &str = "rampart_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -93,7 +95,8 @@ fn check_csrf(parts: &Parts, principal: &Principal) -> Result<(), ApiError> {
 }
 
 fn caller_from(parts: &Parts) -> Result<Caller, ApiError> {
-    match parts.extensions.get::<Authentication>() {
+    let context = parts.extensions.get::<Arc<RequestContext>>();
+    match context.and_then(|context| context.authentication.get()) {
         None | Some(Authentication::Guest) => Ok(Caller::Guest),
         Some(Authentication::Invalid { token_sent }) => Err(ApiError::Unauthorized { token_sent: *token_sent }),
         Some(Authentication::Unavailable) => Err(ApiError::Unavailable),

@@ -8,7 +8,7 @@
 use std::{
     net::IpAddr,
     sync::{
-        Arc, LazyLock, OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Instant,
@@ -16,16 +16,17 @@ use std::{
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{Method, StatusCode},
+    http::{Method, StatusCode, Uri},
 };
 use uuid::Uuid;
 
 use super::request_id::RequestId;
 use crate::{
     audit::{AuditContext, AuditEvent, Auditor, Outcome},
+    auth::principal::Authentication,
     clock::Clock,
     defense::Defense,
-    metrics::{Metrics, RequestLabels, RouteLabels},
+    metrics::Metrics,
 };
 
 /// Per-request facts, in the request's extensions (one entry rather than
@@ -38,18 +39,27 @@ pub struct RequestContext {
     pub client_ip: Option<IpAddr>,
     /// The matched route template, recorded by `pipeline::RecordRoute`.
     pub route: OnceLock<MatchedPath>,
-    pub user_id: OnceLock<Uuid>,
+    /// Who is calling, set by `authenticate` (unset: a guest).
+    pub authentication: OnceLock<Authentication>,
     /// Set when a handler recorded its own audit event for this request.
     pub audited: AtomicBool,
 }
 
 impl RequestContext {
+    /// The signed-in user, if any.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self.authentication.get() {
+            Some(Authentication::Signed(principal)) => Some(principal.user_id),
+            _ => None,
+        }
+    }
+
     pub fn new(request_id: RequestId, client_ip: Option<IpAddr>) -> Self {
         Self {
             request_id,
             client_ip,
             route: OnceLock::new(),
-            user_id: OnceLock::new(),
+            authentication: OnceLock::new(),
             audited: AtomicBool::new(false),
         }
     }
@@ -64,7 +74,7 @@ pub struct AccessLog {
     pub defense: Arc<Defense>,
 }
 
-static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("<unmatched>"));
+const UNMATCHED: &str = "<unmatched>";
 const MAX_LOGGED_PATH: usize = 256;
 
 /// Known methods by name; anything else shares one label.
@@ -85,38 +95,31 @@ fn method_label(method: &Method) -> &'static str {
 pub struct Started {
     at: Instant,
     method: &'static str,
-    path: String,
+    /// The whole URI: a cheap copy (shared bytes); only its path is logged.
+    uri: Uri,
     context: Arc<RequestContext>,
 }
 
 impl AccessLog {
     /// Notes what the log line needs from the request.
     pub fn start(&self, request: &Request, context: Arc<RequestContext>) -> Started {
-        Started {
-            at: Instant::now(),
-            method: method_label(request.method()),
-            path: truncate(request.uri().path(), MAX_LOGGED_PATH).to_owned(),
-            context,
-        }
+        Started { at: Instant::now(), method: method_label(request.method()), uri: request.uri().clone(), context }
     }
 
     /// Counts, audits and logs the answered request.
     pub async fn finish(&self, started: Started, status: StatusCode) {
-        let Started { at, method, path, context } = started;
+        let Started { at, method, uri, context } = started;
+        let path = truncate(uri.path(), MAX_LOGGED_PATH);
         let (request_id, client_ip) = (&context.request_id, context.client_ip);
         let metrics = &self.metrics;
         let latency = at.elapsed();
-        let route = context.route.get().map_or_else(|| UNMATCHED.clone(), |path| Arc::from(path.as_str()));
+        let route = context.route.get().map_or(UNMATCHED, |path| path.as_str());
         let status = status.as_u16();
-        metrics.traffic.record(self.clock.now(), status);
-        metrics.http_requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
-        metrics
-            .http_request_duration
-            .get_or_create(&RouteLabels { method, route: route.clone() })
-            .observe(latency.as_secs_f64());
+        metrics.traffic.record(self.clock.unix_millis(), status);
+        metrics.observe_request(method, route, status, latency.as_secs_f64());
         // 401s come in floods (bad tokens, scanners): one event per client and
         // route per minute; the request counter keeps the exact number.
-        let first_of_flood = status != 401 || self.defense.first_unauthorized(client_ip, &route).await;
+        let first_of_flood = status != 401 || self.defense.first_unauthorized(client_ip, route).await;
         if let Some((event, outcome)) = audited_status(status)
             && !context.audited.load(Ordering::Relaxed)
             && first_of_flood
@@ -126,7 +129,7 @@ impl AccessLog {
                 time: self.clock.now(),
                 request_id: Some(request_id.as_str().to_owned()),
                 event: event.into(),
-                user_id: context.user_id.get().copied(),
+                user_id: context.user_id(),
                 client_ip,
                 route: Some(route.to_string()),
                 outcome,
@@ -137,7 +140,7 @@ impl AccessLog {
         if let Some(ip) = client_ip
             && self.defense.counts()
         {
-            let is_login = method == "POST" && matches!(&*route, "/auth/login" | "/auth/session");
+            let is_login = method == "POST" && matches!(route, "/auth/login" | "/auth/session");
             if status == 429 || (is_login && status == 401) {
                 let audit =
                     AuditContext::from_facts(Some(request_id.as_str().to_owned()), Some(ip), Some(route.to_string()));
@@ -148,12 +151,12 @@ impl AccessLog {
                 }
             }
         }
-        let user_id = context.user_id.get().map(Uuid::to_string);
+        let user_id = context.user_id().map(|id| id.to_string());
         tracing::info!(
             target: "rampart::access",
             request_id = request_id.as_str(),
             method,
-            route = &*route,
+            route,
             path,
             status,
             latency_ms = latency.as_secs_f64() * 1000.0,

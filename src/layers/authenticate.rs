@@ -7,12 +7,7 @@
 //! extend its idle timeout. What this layer decides is only *who* is
 //! calling; the `Caller`/`CurrentUser` extractors turn it into 401/403.
 
-use std::sync::Arc;
-
-use axum::{
-    extract::Request,
-    http::{HeaderMap, HeaderValue, header},
-};
+use axum::http::{HeaderMap, HeaderValue, header};
 use time::OffsetDateTime;
 
 use super::access_log::RequestContext;
@@ -27,21 +22,16 @@ use crate::{
 /// Sessions are extended at most this often, to keep reads cheap.
 const EXTEND_GRANULARITY: time::Duration = time::Duration::minutes(1);
 
-/// Records who is calling as the request's `Authentication` (and, for a
-/// signed-in caller, the user id the access log reports).
-pub async fn authenticate(state: &AppState, request: &mut Request) {
-    let authentication = resolve(state, request.headers()).await;
-    if let Authentication::Signed(principal) = &authentication
-        && let Some(context) = request.extensions().get::<Arc<RequestContext>>()
-    {
-        let _ = context.user_id.set(principal.user_id);
-    }
-    request.extensions_mut().insert(authentication);
+/// Records who is calling in the request's `RequestContext`, where the
+/// extractors, the rate limiter and the access log find it.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, context: &RequestContext) {
+    let authentication = resolve(state, headers).await;
+    let _ = context.authentication.set(authentication);
 }
 
 async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
-    let now = state.clock.now();
     if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let now = state.clock.now();
         let Some(token) = bearer_token(value) else {
             return Authentication::Invalid { token_sent: false };
         };
@@ -60,7 +50,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
         };
     }
     match session_cookie(headers) {
-        Some(session_id) => resolve_session(state, session_id, now).await,
+        Some(session_id) => resolve_session(state, session_id, state.clock.now()).await,
         None => Authentication::Guest,
     }
 }

@@ -184,10 +184,12 @@ async fn gate(mut gate: Gate, request: Request) -> Response {
     if declared.is_some_and(|length| length > gate.body_limit as u64) {
         return ApiError::PayloadTooLarge.into_response();
     }
-    let limit = gate.body_limit;
-    let mut request = request.map(|body| Body::new(Limited::new(body, limit)));
+    let (parts, body) = request.into_parts();
+    if let Some(context) = parts.extensions.get::<Arc<RequestContext>>() {
+        authenticate(&gate.state, &parts.headers, context).await;
+    }
+    let request = Request::from_parts(parts, Body::new(Limited::new(body, gate.body_limit)));
 
-    authenticate(&gate.state, &mut request).await;
     let limiter = gate.state.rate_limiter.clone();
     let (request, admission) = match limiter.admit(request).await {
         Ok(admitted) => admitted,

@@ -28,7 +28,6 @@ use serde::Deserialize;
 use super::access_log::RequestContext;
 use crate::{
     audit::{AuditEvent, Auditor, Outcome},
-    auth::principal::Authentication,
     clock::Clock,
     config::{Config, CountMode, OnBackendError, RateLimitStrategy},
     error::ApiError,
@@ -285,10 +284,7 @@ impl RateLimiter {
         let context = request.extensions().get::<Arc<RequestContext>>().cloned();
         let ip: Option<IpAddr> = context.as_ref().and_then(|context| context.client_ip);
         let ip_subject = ip.map_or(0, |ip| ip_subject(ip, self.v6_prefix));
-        let user = match request.extensions().get::<Authentication>() {
-            Some(Authentication::Signed(principal)) => Some(principal.user_id),
-            _ => None,
-        };
+        let user = context.as_ref().and_then(|context| context.user_id());
 
         // The login group also counts per (IP, email): the email is in the body.
         let (request, account) = if applicable.iter().any(|group| matches!(group.scope, Scope::Login)) {

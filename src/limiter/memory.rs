@@ -63,7 +63,7 @@ pub struct MemoryLimiter {
 }
 
 pub fn millis(clock: &dyn Clock) -> Millis {
-    i64::try_from(clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    clock.unix_millis()
 }
 
 impl MemoryLimiter {

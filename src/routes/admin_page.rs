@@ -111,8 +111,8 @@ impl Default for TrafficStats {
 }
 
 impl TrafficStats {
-    pub fn record(&self, now: OffsetDateTime, status: u16) {
-        let minute = now.unix_timestamp().div_euclid(60);
+    pub fn record(&self, unix_millis: i64, status: u16) {
+        let minute = unix_millis.div_euclid(60_000);
         let slot = &self.slots[usize::try_from(minute.rem_euclid(60)).unwrap_or(0)];
         let seen = slot.minute.load(Ordering::Relaxed);
         if seen != minute && slot.minute.compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
@@ -177,9 +177,10 @@ mod tests {
         let stats = TrafficStats::default();
         // A whole minute (29,999,999 × 60 s).
         let start = OffsetDateTime::from_unix_timestamp(1_799_999_940).expect("time");
-        stats.record(start, 200);
-        stats.record(start, 401);
-        stats.record(start + time::Duration::minutes(1), 429);
+        let millis = |at: OffsetDateTime| (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        stats.record(millis(start), 200);
+        stats.record(millis(start), 401);
+        stats.record(millis(start + time::Duration::minutes(1)), 429);
         let hour = stats.last_hour(start + time::Duration::minutes(1));
         assert_eq!(hour.len(), 60);
         let (previous, current) = (&hour[58], &hour[59]);
@@ -187,7 +188,7 @@ mod tests {
         assert_eq!((current.requests, current.rate_limited), (1, 1));
         // An hour later the first minute's slot holds the new minute: the
         // window shows minute 1 (still in it) and minute 60, nothing else.
-        stats.record(start + time::Duration::minutes(60), 200);
+        stats.record(millis(start + time::Duration::minutes(60)), 200);
         let later = stats.last_hour(start + time::Duration::minutes(60));
         assert_eq!((later[0].requests, later[59].requests), (1, 1));
         assert!(later[1..59].iter().all(|m| m.requests == 0));
