@@ -27,6 +27,7 @@ use crate::{
     clock::Clock,
     defense::Defense,
     metrics::Metrics,
+    telemetry::AccessLine,
 };
 
 /// Per-request facts, in the request's extensions (one entry rather than
@@ -151,19 +152,17 @@ impl AccessLog {
                 }
             }
         }
-        let user_id = context.user_id().map(|id| id.to_string());
-        tracing::info!(
-            target: "rampart::access",
-            request_id = request_id.as_str(),
+        AccessLine {
+            request_id: request_id.as_str(),
             method,
             route,
             path,
             status,
-            latency_ms = latency.as_secs_f64() * 1000.0,
-            client_ip = client_ip.map(tracing::field::display),
-            user_id = user_id.as_deref(),
-            "request"
-        );
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            client_ip,
+            user_id: context.user_id(),
+        }
+        .log();
     }
 }
 

@@ -7,6 +7,7 @@
 //! and any value that carries a bearer token, a JWT or a session cookie is
 //! scrubbed. Code should still never log such things; this catches mistakes.
 
+mod access;
 mod redact;
 mod writer;
 
@@ -24,10 +25,11 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
+pub use access::AccessLine;
 pub use redact::{REDACTED, is_sensitive_name, scrub};
 pub use writer::{BatchGuard, BatchWriter};
 
-use crate::config::Config;
+use crate::{clock::rfc3339_seconds, config::Config};
 
 /// Installs the process-wide subscriber. Call once, from `main`, and keep
 /// the returned guard until exit: lines are written to stdout in batches by
@@ -39,8 +41,9 @@ use crate::config::Config;
 pub fn init(config: &Config) -> anyhow::Result<BatchGuard> {
     let filter = EnvFilter::try_new(&config.log.level).map_err(|error| anyhow::anyhow!("log.level: {error}"))?;
     let (writer, guard) = BatchWriter::spawn(std::io::stdout())?;
-    let subscriber = Registry::default().with(filter).with(RedactingLayer::new(config.json_logs(), writer));
+    let subscriber = Registry::default().with(filter).with(RedactingLayer::new(config.json_logs(), writer.clone()));
     tracing::subscriber::set_global_default(subscriber)?;
+    access::write_directly_to(config.json_logs(), writer);
     Ok(guard)
 }
 
@@ -146,7 +149,10 @@ impl LineVisitor<'_> {
         }
         let out = &mut *self.fields;
         let _ = match value {
-            FieldValue::Text(text) => serde_json::to_writer(out, &*scrub(text)),
+            FieldValue::Text(text) => {
+                write_json_str(out, &scrub(text));
+                Ok(())
+            }
             FieldValue::Signed(number) => serde_json::to_writer(out, &number),
             FieldValue::Unsigned(number) => serde_json::to_writer(out, &number),
             FieldValue::Float(number) => serde_json::to_writer(out, &number),
@@ -155,10 +161,23 @@ impl LineVisitor<'_> {
     }
 }
 
+/// `value` as a JSON string. Most log values need no escaping; those are
+/// copied as they are (serde_json's escaper goes byte by byte through its
+/// formatter), the others go through serde_json.
+fn write_json_str(out: &mut Vec<u8>, value: &str) {
+    if value.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\' && byte != 0x7f) {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+}
+
 fn write_name(out: &mut Vec<u8>, json: bool, name: &str) {
     if json {
         out.push(b',');
-        let _ = serde_json::to_writer(&mut *out, name);
+        write_json_str(out, name);
         out.push(b':');
     } else {
         out.push(b' ');
@@ -249,24 +268,7 @@ where
                 }
             }
             let metadata = event.metadata();
-            if self.json {
-                line.extend_from_slice(b"{\"time\":\"");
-                write_now(line);
-                line.extend_from_slice(b"\",\"level\":\"");
-                line.extend_from_slice(metadata.level().as_str().as_bytes());
-                line.extend_from_slice(b"\",\"target\":");
-                let _ = serde_json::to_writer(&mut *line, metadata.target());
-                line.extend_from_slice(b",\"message\":");
-                let _ = serde_json::to_writer(&mut *line, message.as_str());
-                line.extend_from_slice(fields);
-                line.extend_from_slice(b"}\n");
-            } else {
-                use std::io::Write as _;
-                write_now(line);
-                let _ = write!(line, " {:>5} {}: {message}", metadata.level().as_str(), metadata.target());
-                line.extend_from_slice(fields);
-                line.push(b'\n');
-            }
+            frame(line, self.json, metadata.level().as_str(), metadata.target(), message, fields);
             // A failed log write must not take a request down with it.
             let _ = self.make_writer.make_writer().write_all(line);
         };
@@ -275,6 +277,34 @@ where
         if reused != Ok(true) {
             write(&mut LineBuffers::default());
         }
+    }
+}
+
+/// Puts a line together: time, level, target and message, then the
+/// fields already written (`,"name":value` or ` name=value`).
+fn frame(line: &mut Vec<u8>, json: bool, level: &str, target: &str, message: &str, fields: &[u8]) {
+    if json {
+        line.extend_from_slice(b"{\"time\":\"");
+        write_now(line);
+        line.extend_from_slice(b"\",\"level\":\"");
+        line.extend_from_slice(level.as_bytes());
+        line.extend_from_slice(b"\",\"target\":");
+        write_json_str(line, target);
+        line.extend_from_slice(b",\"message\":");
+        write_json_str(line, message);
+        line.extend_from_slice(fields);
+        line.extend_from_slice(b"}\n");
+    } else {
+        write_now(line);
+        // ` {level:>5} {target}: {message}`, without `fmt`.
+        line.resize(line.len() + 6 - level.len().min(5), b' ');
+        line.extend_from_slice(level.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(target.as_bytes());
+        line.extend_from_slice(b": ");
+        line.extend_from_slice(message.as_bytes());
+        line.extend_from_slice(fields);
+        line.push(b'\n');
     }
 }
 
@@ -314,7 +344,7 @@ fn sensitive_fields(metadata: &'static Metadata<'static>) -> u64 {
 /// written digit by digit: `time`'s formatter allocated for every line.
 #[cfg(test)]
 fn write_time(out: &mut Vec<u8>, now: time::OffsetDateTime) {
-    out.extend_from_slice(&seconds_prefix(now));
+    out.extend_from_slice(&rfc3339_seconds(now));
     write_fraction(out, now.nanosecond());
 }
 
@@ -346,26 +376,7 @@ fn prefix_of(unix_seconds: u64) -> [u8; 19] {
         .ok()
         .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    seconds_prefix(at)
-}
-
-/// `2026-11-28T08:40:07`
-fn seconds_prefix(at: time::OffsetDateTime) -> [u8; 19] {
-    fn digits(out: &mut [u8], value: u32) {
-        let mut value = value;
-        for slot in out.iter_mut().rev() {
-            *slot = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    }
-    let mut text = *b"0000-00-00T00:00:00";
-    digits(&mut text[0..4], u32::try_from(at.year()).unwrap_or(0));
-    digits(&mut text[5..7], u32::from(u8::from(at.month())));
-    digits(&mut text[8..10], u32::from(at.day()));
-    digits(&mut text[11..13], u32::from(at.hour()));
-    digits(&mut text[14..16], u32::from(at.minute()));
-    digits(&mut text[17..19], u32::from(at.second()));
-    text
+    rfc3339_seconds(at)
 }
 
 /// `.226642157Z`
