@@ -63,7 +63,7 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
     let mut nanos = at.nanosecond();
     if nanos != 0 {
         let mut width = 9;
-        while nanos % 10 == 0 {
+        while nanos.is_multiple_of(10) {
             nanos /= 10;
             width -= 1;
         }
