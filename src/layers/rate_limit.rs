@@ -87,6 +87,9 @@ pub struct RateLimiter {
     body_limit: usize,
     audit: Arc<Auditor>,
     clock: Arc<dyn Clock>,
+    /// `RateLimit-Policy` by set of groups, for up to 8 groups (see
+    /// `add_headers`): the policies never change.
+    policies: Vec<Option<HeaderValue>>,
     /// 429s answered, by group.
     pub limited: Family<GroupLabels, Counter>,
     /// Decisions the backend could not make, by group.
@@ -149,8 +152,14 @@ impl RateLimiter {
         for group in &groups {
             drop(backend_errors.get_or_create(&GroupLabels { group: group.name.clone() }));
         }
+        let policies = if groups.len() <= 8 {
+            (0..1u64 << groups.len()).map(|set| policy_header(&groups, set)).collect()
+        } else {
+            Vec::new()
+        };
         Self {
             groups,
+            policies,
             backend,
             v6_prefix: config.server.ipv6_prefix,
             body_limit: config.server.body_limit.as_usize(),
@@ -345,7 +354,7 @@ impl RateLimiter {
         }
         let mut response = ApiError::TooManyRequests { retry_after_secs: u64::try_from(retry_after_secs).unwrap_or(1) }
             .into_response();
-        add_headers(&mut response, &results);
+        self.add_headers(&mut response, &results);
         Err(response)
     }
 
@@ -361,29 +370,63 @@ impl RateLimiter {
                 *decision = self.decide(group, keys, true).await;
             }
         }
-        add_headers(response, &admission.results);
+        self.add_headers(response, &admission.results);
     }
 }
 
-fn add_headers(response: &mut Response, results: &[(&Group, Keys, Decision)]) {
-    use std::fmt::Write as _;
-    let mut policy = String::with_capacity(48 * results.len());
-    let mut state = String::with_capacity(48 * results.len());
-    for (index, (group, _, decision)) in results.iter().enumerate() {
-        if index > 0 {
-            policy.push_str(", ");
-            state.push_str(", ");
+/// `RateLimit-Policy` for a set of groups (bit `i`: group `i`).
+fn policy_header(groups: &[Group], set: u64) -> Option<HeaderValue> {
+    let items: Vec<&str> = groups
+        .iter()
+        .filter(|group| group.index < 64 && set >> group.index & 1 == 1)
+        .map(|group| group.policy_item.as_str())
+        .collect();
+    HeaderValue::try_from(items.join(", ")).ok()
+}
+
+impl RateLimiter {
+    fn add_headers(&self, response: &mut Response, results: &[(&Group, Keys, Decision)]) {
+        let set =
+            results.iter().fold(0u64, |set, (group, _, _)| set | 1u64.checked_shl(group.index.into()).unwrap_or(0));
+        let policy = match self.policies.get(usize::try_from(set).unwrap_or(usize::MAX)) {
+            Some(value) => value.clone(),
+            None => policy_header(&self.groups, set),
+        };
+        let mut state = String::with_capacity(32 * results.len());
+        for (index, (group, _, decision)) in results.iter().enumerate() {
+            if index > 0 {
+                state.push_str(", ");
+            }
+            state.push_str(&group.quoted_name);
+            state.push_str(";r=");
+            push_number(&mut state, u64::from(decision.remaining));
+            state.push_str(";t=");
+            push_number(&mut state, seconds(decision.reset_ms).unsigned_abs());
         }
-        policy.push_str(&group.policy_item);
-        let _ = write!(state, "{};r={};t={}", group.quoted_name, decision.remaining, seconds(decision.reset_ms));
+        let headers = response.headers_mut();
+        if let Some(value) = policy {
+            headers.insert(&RATELIMIT_POLICY, value);
+        }
+        if let Ok(value) = HeaderValue::try_from(state) {
+            headers.insert(&RATELIMIT, value);
+        }
     }
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::try_from(policy) {
-        headers.insert(&RATELIMIT_POLICY, value);
+}
+
+/// Decimal digits without `fmt`.
+fn push_number(out: &mut String, number: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = number;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
     }
-    if let Ok(value) = HeaderValue::try_from(state) {
-        headers.insert(&RATELIMIT, value);
-    }
+    out.extend(digits[at..].iter().map(|&digit| char::from(digit)));
 }
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -391,7 +434,16 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 #[cfg(test)]
 mod tests {
-    use super::sf_string;
+    use super::{push_number, sf_string};
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for number in [0, 7, 10, 99, 840, 1_000_000_007, u64::MAX] {
+            let mut out = String::new();
+            push_number(&mut out, number);
+            assert_eq!(out, number.to_string());
+        }
+    }
 
     #[test]
     fn names_become_structured_field_strings() {
