@@ -9,10 +9,10 @@ pub struct Post {
     pub title: String,
     pub body: String,
     pub author_id: Uuid,
-    #[serde(with = "crate::clock::rfc3339_text")]
+    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
-    #[serde(with = "crate::clock::rfc3339_text")]
+    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
 }

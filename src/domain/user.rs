@@ -16,7 +16,7 @@ pub struct User {
     #[schema(required = true)]
     pub department: Option<String>,
     pub disabled: bool,
-    #[serde(with = "crate::clock::rfc3339_text")]
+    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
 }

@@ -11,6 +11,7 @@ use axum::{
     routing::get,
 };
 use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -45,7 +46,7 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "healthy",
         uptime_seconds: state.started.elapsed().as_secs(),
-        timestamp: crate::clock::rfc3339(state.clock.now()),
+        timestamp: state.clock.now().format(&Rfc3339).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION"),
     })
 }

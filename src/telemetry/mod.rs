@@ -29,7 +29,7 @@ pub use access::AccessLine;
 pub use redact::{REDACTED, is_sensitive_name, scrub};
 pub use writer::{BatchGuard, BatchWriter};
 
-use crate::{clock::rfc3339_seconds, config::Config};
+use crate::config::Config;
 
 /// Installs the process-wide subscriber. Call once, from `main`, and keep
 /// the returned guard until exit: lines are written to stdout in batches by
@@ -377,6 +377,29 @@ fn prefix_of(unix_seconds: u64) -> [u8; 19] {
         .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     rfc3339_seconds(at)
+}
+
+/// `2026-11-28T08:40:07`: the RFC 3339 text of `at` (in UTC) up to the
+/// second, for log lines (which add their own nine-digit fraction).
+fn rfc3339_seconds(at: time::OffsetDateTime) -> [u8; 19] {
+    fn digits(out: &mut [u8], value: u32) {
+        let mut value = value;
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let (year, month, day) = at.to_calendar_date();
+    let (hour, minute, second) = at.to_hms();
+    let mut text = *b"0000-00-00T00:00:00";
+    digits(&mut text[0..4], u32::try_from(year).unwrap_or(0));
+    digits(&mut text[5..7], u32::from(u8::from(month)));
+    digits(&mut text[8..10], u32::from(day));
+    digits(&mut text[11..13], u32::from(hour));
+    digits(&mut text[14..16], u32::from(minute));
+    digits(&mut text[17..19], u32::from(second));
+    text
 }
 
 /// `.226642157Z`
