@@ -23,6 +23,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod defense;
 pub mod domain;
 pub mod error;

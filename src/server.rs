@@ -1,9 +1,9 @@
 //! Listening sockets, TLS and the connection loop.
 //!
 //! Connections are served by hyper directly (not `axum::serve`) because the
-//! contract needs knobs axum does not expose: a header-read timeout against
-//! slowloris clients, a cap on header buffer size, a cap on open
-//! connections, and TLS on the same loop. Shutdown is graceful: on the
+//! contract needs knobs axum does not expose: an idle limit against
+//! slowloris clients (`connection.rs`), a cap on header buffer size, a cap
+//! on open connections, and TLS on the same loop. Shutdown is graceful: on the
 //! signal the loops stop accepting, in-flight requests finish (up to
 //! `server.shutdown_timeout`), then the process exits.
 
@@ -22,7 +22,10 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    connection::{Activity, Watched, serve_until_idle},
+};
 
 /// Room for the request line and bookkeeping on top of the header limit,
 /// so our own 414/431 checks (with problem bodies) fire before hyper's.
@@ -76,11 +79,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .max_buf_size(self.max_buf_size);
+        // No hyper header-read timeout: `connection::serve_until_idle`
+        // closes connections stuck in their headers, more cheaply.
+        builder.http1().max_buf_size(self.max_buf_size);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -98,7 +99,7 @@ impl Server {
             graceful: graceful.clone(),
             stop: stop_rx.clone(),
             permits: permits.clone(),
-            handshake_timeout: self.header_read_timeout,
+            idle_limit: self.header_read_timeout,
         });
         let admin_loop = accept_loop(AcceptLoop {
             listener: self.admin,
@@ -108,7 +109,7 @@ impl Server {
             graceful: graceful.clone(),
             stop: stop_rx,
             permits,
-            handshake_timeout: self.header_read_timeout,
+            idle_limit: self.header_read_timeout,
         });
         let public_task = tokio::spawn(public_loop);
         let admin_task = tokio::spawn(admin_loop);
@@ -131,7 +132,7 @@ impl Server {
 }
 
 /// What the server can serve: the public and admin services of `app`,
-/// made once per connection by `for_peer`.
+/// made once per connection by `for_connection`.
 pub trait HttpService: Clone + Send + Sync + 'static {
     type Connection: tower::Service<
             Request<hyper::body::Incoming>,
@@ -142,7 +143,7 @@ pub trait HttpService: Clone + Send + Sync + 'static {
         + Send
         + 'static;
 
-    fn for_peer(&self, peer: SocketAddr) -> Self::Connection;
+    fn for_connection(&self, peer: SocketAddr, activity: Arc<Activity>) -> Self::Connection;
 }
 
 impl<S> HttpService for crate::layers::pipeline::Edge<S>
@@ -156,8 +157,8 @@ where
 {
     type Connection = Self;
 
-    fn for_peer(&self, peer: SocketAddr) -> Self {
-        crate::layers::pipeline::Edge::for_peer(self, peer)
+    fn for_connection(&self, peer: SocketAddr, activity: Arc<Activity>) -> Self {
+        crate::layers::pipeline::Edge::for_connection(self, peer, activity)
     }
 }
 
@@ -169,7 +170,9 @@ struct AcceptLoop<S> {
     graceful: Arc<GracefulShutdown>,
     stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
-    handshake_timeout: Duration,
+    /// `server.header_read_timeout`: the TLS handshake's limit, and how long
+    /// a connection may do nothing (`connection.rs`).
+    idle_limit: Duration,
 }
 
 async fn accept_loop<S: HttpService>(mut loop_: AcceptLoop<S>) {
@@ -200,18 +203,20 @@ async fn accept_loop<S: HttpService>(mut loop_: AcceptLoop<S>) {
         let builder = loop_.builder.clone();
         let watcher = loop_.graceful.watcher();
         let tls = loop_.tls.clone();
-        let handshake_timeout = loop_.handshake_timeout;
+        let idle_limit = loop_.idle_limit;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = router.for_peer(peer);
+            let activity = Arc::new(Activity::default());
+            let service = router.for_connection(peer, activity.clone());
+            let watch = (activity, idle_limit);
             match tls {
                 Some(acceptor) => {
-                    let Some(stream) = tls_handshake(&acceptor, stream, handshake_timeout).await else {
+                    let Some(stream) = tls_handshake(&acceptor, stream, idle_limit).await else {
                         return;
                     };
-                    serve_connection(&builder, watcher, TokioIo::new(stream), service).await;
+                    serve_connection(&builder, watcher, TokioIo::new(stream), service, watch).await;
                 }
-                None => serve_connection(&builder, watcher, TokioIo::new(stream), service).await,
+                None => serve_connection(&builder, watcher, TokioIo::new(stream), service, watch).await,
             }
         });
     }
@@ -240,6 +245,7 @@ async fn serve_connection<I, S>(
     watcher: hyper_util::server::graceful::Watcher,
     io: I,
     service: S,
+    (activity, idle_limit): (Arc<Activity>, Duration),
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: tower::Service<
@@ -251,10 +257,13 @@ async fn serve_connection<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let io = Watched::new(io, activity.clone());
     let connection = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();
-    if let Err(error) = watcher.watch(connection).await {
+    match serve_until_idle(watcher.watch(connection), &activity, idle_limit).await {
         // Clients that vanish or send garbage end up here; not our error.
-        tracing::debug!(cause = %error, "connection ended with an error");
+        Some(Err(error)) => tracing::debug!(cause = %error, "connection ended with an error"),
+        Some(Ok(())) => {}
+        None => tracing::debug!("idle connection closed"),
     }
 }
 

@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub environment: Environment,
     pub body_limit: ByteSize,
     pub data_dir: PathBuf,
+    /// How long a connection may hold no request and take no response
+    /// bytes (slowloris, idle keep-alive); also the TLS handshake's limit.
     pub header_read_timeout: HumanDuration,
     pub request_timeout: HumanDuration,
     pub shutdown_timeout: HumanDuration,

@@ -42,7 +42,7 @@ use super::{
     panic, problem, request_id,
     security_headers::SecurityHeaders,
 };
-use crate::{app::AppState, defense::Defense, error::ApiError};
+use crate::{app::AppState, connection::Activity, defense::Defense, error::ApiError};
 
 /// What the outer service needs, built once.
 pub struct EdgeSettings {
@@ -56,22 +56,25 @@ pub struct EdgeSettings {
 }
 
 /// The outer service; see the module doc. The server makes one per
-/// connection (`for_peer`), so the peer address needs no request extension.
+/// connection (`for_connection`), so the peer address needs no request
+/// extension, and requests in progress keep the connection from being
+/// closed as idle (`connection.rs`).
 #[derive(Clone)]
 pub struct Edge<S> {
     settings: Arc<EdgeSettings>,
     peer: Option<SocketAddr>,
+    activity: Option<Arc<Activity>>,
     inner: S,
 }
 
 impl<S: Clone> Edge<S> {
     pub fn new(settings: EdgeSettings, inner: S) -> Self {
-        Self { settings: Arc::new(settings), peer: None, inner }
+        Self { settings: Arc::new(settings), peer: None, activity: None, inner }
     }
 
     /// This service for one connection from `peer`.
-    pub fn for_peer(&self, peer: SocketAddr) -> Self {
-        Self { settings: self.settings.clone(), peer: Some(peer), inner: self.inner.clone() }
+    pub fn for_connection(&self, peer: SocketAddr, activity: Arc<Activity>) -> Self {
+        Self { settings: self.settings.clone(), peer: Some(peer), activity: Some(activity), inner: self.inner.clone() }
     }
 }
 
@@ -96,7 +99,12 @@ where
         let inner = std::mem::replace(&mut self.inner, inner);
         let settings = self.settings.clone();
         let peer = self.peer;
-        Box::pin(async move { Ok(edge(&settings, peer, inner, request.map(Body::new)).await) })
+        let busy = self.activity.as_ref().map(Activity::begin);
+        Box::pin(async move {
+            let response = edge(&settings, peer, inner, request.map(Body::new)).await;
+            drop(busy);
+            Ok(response)
+        })
     }
 }
 

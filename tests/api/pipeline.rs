@@ -218,12 +218,31 @@ async fn cors_is_closed_unless_origins_are_configured() {
 }
 
 #[tokio::test]
+async fn a_request_outlasting_the_idle_limit_is_answered_then_the_idle_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_with(|options| {
+        options.config.server.header_read_timeout = "200ms".parse().unwrap();
+        options.config.server.request_timeout = "1s".parse().unwrap();
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    stream.write_all(b"GET /test/slow HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    // The request is in progress for 1 s, five idle limits: the connection
+    // stays, the timeout answers, then the now idle connection is closed.
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "the idle connection should be closed after the answer");
+    let text = String::from_utf8_lossy(&buffer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+}
+
+#[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_with(|options| options.config.server.header_read_timeout = "300ms".parse().unwrap()).await;
     let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
     stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
-    // hyper's own timer enforces this; the bound only keeps a failure from hanging.
+    // The idle watch closes it within 1.5 × the limit; the bound only keeps a failure from hanging.
     let mut buffer = Vec::new();
     let closed = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
     assert!(closed.is_ok(), "the server should close a connection stuck in its headers");
