@@ -32,11 +32,23 @@ pub fn assign(request: &Request) -> RequestId {
     let id = match request.headers().get(&X_REQUEST_ID) {
         Some(value) if is_acceptable(value.as_bytes()) => value.clone(),
         _ => {
-            let fresh = uuid::Uuid::now_v7().hyphenated().to_string();
-            HeaderValue::try_from(fresh).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+            let fresh = fresh_id();
+            let mut text = uuid::Uuid::encode_buffer();
+            let text = fresh.hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
         }
     };
     RequestId(id)
+}
+
+/// A UUIDv7 from the system time and the thread's random generator:
+/// `Uuid::now_v7` keeps one process-wide context (for strictly increasing
+/// ids within a millisecond), which both workers contend for; a request id
+/// needs to be unique and roughly time-ordered, not strictly ordered.
+fn fresh_id() -> uuid::Uuid {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+    uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid()
 }
 
 /// Echoes the id on the response.
@@ -46,7 +58,18 @@ pub fn stamp(response: &mut Response, id: RequestId) {
 
 #[cfg(test)]
 mod tests {
-    use super::is_acceptable;
+    use super::{fresh_id, is_acceptable};
+
+    #[test]
+    fn fresh_ids_are_distinct_current_uuid_v7s() {
+        let ids: std::collections::HashSet<_> = (0..1000).map(|_| fresh_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        let id = fresh_id();
+        assert_eq!(id.get_version_num(), 7);
+        let (seconds, _) = id.get_timestamp().expect("v7 has a time").to_unix();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(now.abs_diff(seconds) <= 2);
+    }
 
     #[test]
     fn only_short_safe_ids_are_kept() {
