@@ -229,18 +229,7 @@ impl<'a> MakeWriter<'a> for BatchWriter {
 mod tests {
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::Captured as Sink;
 
     #[test]
     fn every_line_is_written_in_order_by_the_time_the_guard_drops() {
