@@ -27,13 +27,13 @@ pub struct PasswordHasher {
     jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
-/// Hashing threads run at a lower scheduling priority (nice 10 on Linux):
+/// Hashing threads run at a lower scheduling priority (nice 9 on Linux):
 /// when logins and reads compete for the cores, reads go first and logins
 /// still get about a tenth of a busy core each. Failing (no permission) only
 /// costs that preference.
 fn lower_priority() {
     use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
-    // 0..=99 maps onto niceness 20..=-20; 25 is niceness 10.
+    // 0..=99 maps onto niceness 19..=-20; 25 is niceness 9 (seen with `ps -L -o ni`).
     if let Ok(value) = ThreadPriorityValue::try_from(25u8)
         && let Err(error) = set_current_thread_priority(ThreadPriority::Crossplatform(value))
     {

@@ -190,7 +190,7 @@ impl RateLimiter {
                 Err(error) => {
                     self.backend_errors.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
                     // At most one line per 10 s: a dead backend must not flood the log.
-                    let now = crate::limiter::memory::millis(&*self.clock);
+                    let now = self.clock.unix_millis();
                     let last = self.last_error_log.load(std::sync::atomic::Ordering::Relaxed);
                     if now - last >= 10_000
                         && self

@@ -8,6 +8,11 @@ use axum::{
     response::Response,
 };
 
+use crate::{
+    auth::tokens::uuid_v7_at,
+    clock::{Clock, SystemClock},
+};
+
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of the current request.
@@ -32,23 +37,16 @@ pub fn assign(request: &Request) -> RequestId {
     let id = match request.headers().get(&X_REQUEST_ID) {
         Some(value) if is_acceptable(value.as_bytes()) => value.clone(),
         _ => {
-            let fresh = fresh_id();
+            // `Uuid::now_v7` keeps one process-wide context (strictly
+            // increasing ids) that the workers contend for; a request id
+            // needs to be unique and roughly time-ordered, nothing more.
+            let fresh = uuid_v7_at(SystemClock.now());
             let mut text = uuid::Uuid::encode_buffer();
             let text = fresh.hyphenated().encode_lower(&mut text);
             HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
         }
     };
     RequestId(id)
-}
-
-/// A UUIDv7 from the system time and the thread's random generator:
-/// `Uuid::now_v7` keeps one process-wide context (for strictly increasing
-/// ids within a millisecond), which both workers contend for; a request id
-/// needs to be unique and roughly time-ordered, not strictly ordered.
-fn fresh_id() -> uuid::Uuid {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
-    uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid()
 }
 
 /// Echoes the id on the response.
@@ -58,7 +56,12 @@ pub fn stamp(response: &mut Response, id: RequestId) {
 
 #[cfg(test)]
 mod tests {
-    use super::{fresh_id, is_acceptable};
+    use super::{assign, is_acceptable};
+
+    fn fresh_id() -> uuid::Uuid {
+        let request = axum::extract::Request::new(axum::body::Body::empty());
+        uuid::Uuid::parse_str(assign(&request).as_str()).unwrap()
+    }
 
     #[test]
     fn fresh_ids_are_distinct_current_uuid_v7s() {

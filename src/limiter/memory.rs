@@ -62,10 +62,6 @@ pub struct MemoryLimiter {
     clock: Arc<dyn Clock>,
 }
 
-pub fn millis(clock: &dyn Clock) -> Millis {
-    clock.unix_millis()
-}
-
 impl MemoryLimiter {
     pub fn new(max_keys: usize, clock: Arc<dyn Clock>) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
@@ -93,7 +89,7 @@ impl MemoryLimiter {
 
     /// Drops every idle key.
     pub fn sweep(&self) {
-        let now = millis(&*self.clock);
+        let now = self.clock.unix_millis();
         for shard in self.shards.iter() {
             lock(shard).retain(|_, entry| entry.idle_at > now);
         }
@@ -114,7 +110,7 @@ impl MemoryLimiter {
 
     /// The decision itself; synchronous, one shard lock.
     pub fn decide_now(&self, key: &LimitKey, quota: &Quota, consume: bool) -> Decision {
-        let now = millis(&*self.clock);
+        let now = self.clock.unix_millis();
         let fingerprint = self.fingerprint(key);
         let index = usize::try_from(fingerprint % SHARDS as u64).unwrap_or(0);
         let mut shard = lock(&self.shards[index]);

@@ -13,7 +13,6 @@ use crate::{
     clock::Clock,
     limiter::{
         BackendError, LimitKey, LimiterBackend, Subject,
-        memory::millis,
         strategy::{Decision, Quota, State, Strategy},
     },
 };
@@ -114,7 +113,7 @@ impl RedisLimiter {
 #[async_trait]
 impl LimiterBackend for RedisLimiter {
     async fn decide(&self, key: &LimitKey, quota: &Quota, consume: bool) -> Result<Decision, BackendError> {
-        let now = millis(&*self.clock);
+        let now = self.clock.unix_millis();
         let script = match quota.strategy {
             Strategy::FixedWindow => &*FIXED,
             Strategy::SlidingWindow => &*SLIDING,

@@ -13,7 +13,7 @@ use std::{io::Write as _, net::IpAddr, sync::OnceLock};
 use tracing_subscriber::fmt::MakeWriter;
 use uuid::Uuid;
 
-use super::{BUFFERS, BatchWriter, LineBuffers, frame, scrub, write_json_str, write_name};
+use super::{BatchWriter, LineBuffers, frame, scrub, with_line_buffers, write_json_str, write_name};
 
 pub const TARGET: &str = "rampart::access";
 
@@ -78,10 +78,7 @@ impl AccessLine<'_> {
             // A failed log write must not take a request down with it.
             let _ = writer.make_writer().write_all(&buffers.line);
         };
-        let reused = BUFFERS.try_with(|cell| cell.try_borrow_mut().map(|mut buffers| write(&mut buffers)).is_ok());
-        if reused != Ok(true) {
-            write(&mut LineBuffers::default());
-        }
+        with_line_buffers(write);
     }
 
     /// The whole line, in `buffers.line`.

@@ -222,7 +222,21 @@ struct LineBuffers {
 }
 
 thread_local! {
-    static BUFFERS: std::cell::RefCell<LineBuffers> = std::cell::RefCell::new(LineBuffers::default());
+    static BUFFERS: RefCell<LineBuffers> = RefCell::new(LineBuffers::default());
+}
+
+/// Runs `write` with this thread's buffers, or fresh ones on re-entry (a
+/// subscriber logging while it logs) or during thread teardown.
+fn with_line_buffers(write: impl FnOnce(&mut LineBuffers)) {
+    let mut write = Some(write);
+    let _ = BUFFERS.try_with(|cell| {
+        if let (Ok(mut buffers), Some(write)) = (cell.try_borrow_mut(), write.take()) {
+            write(&mut buffers);
+        }
+    });
+    if let Some(write) = write {
+        write(&mut LineBuffers::default());
+    }
 }
 
 impl<S, W> Layer<S> for RedactingLayer<W>
@@ -272,11 +286,7 @@ where
             // A failed log write must not take a request down with it.
             let _ = self.make_writer.make_writer().write_all(line);
         };
-        // Re-entry (a subscriber logging while it logs) gets fresh buffers.
-        let reused = BUFFERS.try_with(|cell| cell.try_borrow_mut().map(|mut buffers| write(&mut buffers)).is_ok());
-        if reused != Ok(true) {
-            write(&mut LineBuffers::default());
-        }
+        with_line_buffers(write);
     }
 }
 
@@ -379,7 +389,7 @@ fn prefix_of(unix_seconds: u64) -> [u8; 19] {
     rfc3339_seconds(at)
 }
 
-/// `2026-11-28T08:40:07`: the RFC 3339 text of `at` (in UTC) up to the
+/// `2026-11-28T08:40:07`: the RFC 3339 text of `at` (a UTC time) up to the
 /// second, for log lines (which add their own nine-digit fraction).
 fn rfc3339_seconds(at: time::OffsetDateTime) -> [u8; 19] {
     fn digits(out: &mut [u8], value: u32) {
@@ -389,7 +399,6 @@ fn rfc3339_seconds(at: time::OffsetDateTime) -> [u8; 19] {
             value /= 10;
         }
     }
-    let at = at.to_offset(time::UtcOffset::UTC);
     let (year, month, day) = at.to_calendar_date();
     let (hour, minute, second) = at.to_hms();
     let mut text = *b"0000-00-00T00:00:00";
