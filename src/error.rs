@@ -228,8 +228,14 @@ impl Problem {
             request_id,
             errors: self.errors.as_deref(),
         };
+        // Room for the whole body at once (`to_vec` starts at 128 bytes and
+        // would grow for nearly every problem).
+        let mut out = Vec::with_capacity(192 + self.detail.len() + request_id.len());
         // Serialising plain strings and numbers cannot fail.
-        serde_json::to_vec(&body).unwrap_or_default()
+        match serde_json::to_writer(&mut out, &body) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 }
 
