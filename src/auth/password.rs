@@ -27,12 +27,24 @@ pub struct PasswordHasher {
     jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
-/// Hashing threads run at a lower scheduling priority (nice 9 on Linux):
-/// when logins and reads compete for the cores, reads go first and logins
-/// still get about a tenth of a busy core each. Failing (no permission) only
-/// costs that preference.
+/// Hashing threads run only on otherwise idle CPU (Linux `SCHED_IDLE`):
+/// any request that wakes up takes the core at once, so logins never hold
+/// reads back, and a machine with spare cores still hashes on all of them.
+/// Elsewhere (or if refused) they fall back to a lower nice value; failing
+/// both only costs that preference.
 fn lower_priority() {
     use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        // `Min` is the only priority SCHED_IDLE takes (0).
+        if set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle).is_ok() {
+            return;
+        }
+    }
     // 0..=99 maps onto niceness 19..=-20; 25 is niceness 9 (seen with `ps -L -o ni`).
     if let Ok(value) = ThreadPriorityValue::try_from(25u8)
         && let Err(error) = set_current_thread_priority(ThreadPriority::Crossplatform(value))
@@ -155,6 +167,32 @@ mod tests {
         let stronger = PasswordHasher::new(&PasswordHashConfig { memory_kib: 128, ..cheap() }).expect("params");
         assert!(stronger.needs_rehash(&phc));
         assert!(stronger.verify(&password, &phc).await.expect("old hashes still verify"));
+    }
+
+    /// Field 41 of `/proc/thread-self/stat` is the scheduling policy;
+    /// 5 is `SCHED_IDLE`. Each job reports the policy of the thread it ran on.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_only_on_idle_cpu() {
+        let hasher = PasswordHasher::new(&cheap()).expect("params");
+        let policy_of_worker = || {
+            hasher.run_blocking(|| {
+                let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+                // The command name (field 2) may hold spaces; count after its ')'.
+                let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+                let policy = after_name.split_whitespace().nth(41 - 3).unwrap_or_default().to_owned();
+                let name = std::thread::current().name().unwrap_or_default().to_owned();
+                Ok((name, policy))
+            })
+        };
+        let (first, second) = tokio::join!(policy_of_worker(), policy_of_worker());
+        for (name, policy) in [first.expect("job ran"), second.expect("job ran")] {
+            assert!(name.starts_with("password-hash-"), "{name}");
+            assert_eq!(policy, "5", "{name} runs under SCHED_IDLE");
+        }
+        let request_thread_policy = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let after_name = request_thread_policy.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        assert_eq!(after_name.split_whitespace().nth(41 - 3), Some("0"), "other threads keep SCHED_OTHER");
     }
 
     #[tokio::test]

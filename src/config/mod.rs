@@ -225,8 +225,10 @@ pub struct PasswordHashConfig {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
-    /// Hashes computed at once; more wait, so a login flood cannot starve
-    /// the rest of the server. Default: half the cores (at least one), so
+    /// Hashes computed at once; more wait, so memory stays bounded under a
+    /// login flood. Default on Linux: one per core, since hashing threads
+    /// run only on idle CPU there (`SCHED_IDLE`, `auth/password.rs`) and
+    /// cannot hold reads back; elsewhere half the cores (at least one), so
     /// logins never hold every core while reads wait.
     pub max_concurrent: usize,
 }
@@ -234,7 +236,8 @@ pub struct PasswordHashConfig {
 impl Default for PasswordHashConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, max_concurrent: (cores / 2).max(1) }
+        let max_concurrent = if cfg!(target_os = "linux") { cores } else { (cores / 2).max(1) };
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, max_concurrent }
     }
 }
 
