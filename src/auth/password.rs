@@ -169,20 +169,25 @@ mod tests {
         assert!(stronger.verify(&password, &phc).await.expect("old hashes still verify"));
     }
 
-    /// Field 41 of `/proc/thread-self/stat` is the scheduling policy;
-    /// 5 is `SCHED_IDLE`. Each job reports the policy of the thread it ran on.
+    /// The scheduling policy of the calling thread: field 41 of
+    /// `/proc/thread-self/stat` (0 is `SCHED_OTHER`, 5 `SCHED_IDLE`).
+    #[cfg(target_os = "linux")]
+    fn current_thread_policy() -> String {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        // The command name (field 2) may hold spaces; fields after its ')' start at 3.
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        after_name.split_whitespace().nth(41 - 3).unwrap_or_default().to_owned()
+    }
+
+    /// Each job reports the name and policy of the thread it ran on.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hashing_threads_run_only_on_idle_cpu() {
         let hasher = PasswordHasher::new(&cheap()).expect("params");
         let policy_of_worker = || {
             hasher.run_blocking(|| {
-                let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-                // The command name (field 2) may hold spaces; count after its ')'.
-                let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-                let policy = after_name.split_whitespace().nth(41 - 3).unwrap_or_default().to_owned();
                 let name = std::thread::current().name().unwrap_or_default().to_owned();
-                Ok((name, policy))
+                Ok((name, current_thread_policy()))
             })
         };
         let (first, second) = tokio::join!(policy_of_worker(), policy_of_worker());
@@ -190,9 +195,7 @@ mod tests {
             assert!(name.starts_with("password-hash-"), "{name}");
             assert_eq!(policy, "5", "{name} runs under SCHED_IDLE");
         }
-        let request_thread_policy = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
-        let after_name = request_thread_policy.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        assert_eq!(after_name.split_whitespace().nth(41 - 3), Some("0"), "other threads keep SCHED_OTHER");
+        assert_eq!(current_thread_policy(), "0", "other threads keep SCHED_OTHER");
     }
 
     #[tokio::test]
