@@ -180,10 +180,7 @@ impl LimiterBackend for MemoryLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        clock::ManualClock,
-        limiter::{Subject, strategy::Strategy},
-    };
+    use crate::{clock::ManualClock, limiter::strategy::Strategy};
 
     /// The start of an hour: windows are aligned to the epoch, so a test
     /// started from the wall clock near a boundary would see a window end
