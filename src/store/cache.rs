@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -17,7 +17,8 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::domain::{Post, User};
+use super::PostsPage;
+use crate::domain::User;
 
 const TTL: Duration = Duration::from_secs(1);
 /// Past this many entries the cache starts over (a burst of distinct users
@@ -55,7 +56,7 @@ struct CachedPage {
     read: Instant,
     generation: u64,
     limit: u32,
-    posts: Vec<Post>,
+    page: Arc<PostsPage>,
 }
 
 /// The newest posts (the first page, `before = None`) for one `limit`.
@@ -69,24 +70,24 @@ pub struct LatestPostsCache {
 
 impl LatestPostsCache {
     /// The cached page, or the generation to hand to `put` after reading.
-    pub fn get(&self, limit: u32) -> Result<Vec<Post>, u64> {
+    pub fn get(&self, limit: u32) -> Result<Arc<PostsPage>, u64> {
         let generation = self.generation.load(Ordering::Acquire);
-        if let Ok(page) = self.page.lock()
-            && let Some(cached) = page.as_ref()
+        if let Ok(cached) = self.page.lock()
+            && let Some(cached) = cached.as_ref()
             && cached.generation == generation
             && cached.limit == limit
             && cached.read.elapsed() < TTL
         {
-            return Ok(cached.posts.clone());
+            return Ok(cached.page.clone());
         }
         Err(generation)
     }
 
-    pub fn put(&self, generation: u64, limit: u32, posts: &[Post]) {
-        if let Ok(mut page) = self.page.lock()
+    pub fn put(&self, generation: u64, limit: u32, page: &Arc<PostsPage>) {
+        if let Ok(mut cached) = self.page.lock()
             && self.generation.load(Ordering::Acquire) == generation
         {
-            *page = Some(CachedPage { read: Instant::now(), generation, limit, posts: posts.to_vec() });
+            *cached = Some(CachedPage { read: Instant::now(), generation, limit, page: page.clone() });
         }
     }
 

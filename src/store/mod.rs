@@ -12,9 +12,13 @@ mod cache;
 mod postgres;
 mod sqlite;
 
-use std::sync::Arc;
+use std::{
+    ops::Deref,
+    sync::{Arc, OnceLock},
+};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -45,6 +49,32 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             other => StoreError::Other(other.into()),
         }
+    }
+}
+
+/// A page of posts as the store read it, shared rather than copied: the
+/// cached newest page goes to every reader as it is. `rendered` is for the
+/// API to keep its JSON of this exact snapshot, so that a cached page is
+/// serialised once rather than per request (serialising twenty posts was
+/// two thirds of `GET /api/posts`: docs/performance.md). The store never
+/// reads it.
+#[derive(Debug, Default)]
+pub struct PostsPage {
+    pub posts: Vec<Post>,
+    pub rendered: OnceLock<Bytes>,
+}
+
+impl PostsPage {
+    pub fn new(posts: Vec<Post>) -> Arc<Self> {
+        Arc::new(Self { posts, rendered: OnceLock::new() })
+    }
+}
+
+impl Deref for PostsPage {
+    type Target = [Post];
+
+    fn deref(&self) -> &[Post] {
+        &self.posts
     }
 }
 
@@ -299,7 +329,7 @@ pub trait Store: Send + Sync + 'static {
     async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError>;
     async fn delete_post(&self, id: Uuid) -> Result<(), StoreError>;
     /// Newest first, older than `before`, at most `limit`.
-    async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError>;
+    async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Arc<PostsPage>, StoreError>;
     async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError>;
 
     // Blocks.

@@ -4,7 +4,7 @@
 //! (UUID, TIMESTAMPTZ, BYTEA). Every connection gets a statement timeout,
 //! so a stuck query cannot hold a request (or a pool slot) forever.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, RefreshTokenRecord, RefreshUse,
-    Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, PostsPage, RefreshTokenRecord,
+    RefreshUse, Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
     cache::{LatestPostsCache, UserCache},
 };
 use crate::{
@@ -701,7 +701,7 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
-    async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Vec<Post>, StoreError> {
+    async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Arc<PostsPage>, StoreError> {
         let generation = match before {
             None => match self.latest_posts.get(limit) {
                 Ok(posts) => return Ok(posts),
@@ -717,11 +717,11 @@ impl Store for PostgresStore {
         }
         query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
         let rows = query.build().fetch_all(&self.pool).await?;
-        let posts = rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?;
+        let page = PostsPage::new(rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?);
         if let Some(generation) = generation {
-            self.latest_posts.put(generation, limit, &posts);
+            self.latest_posts.put(generation, limit, &page);
         }
-        Ok(posts)
+        Ok(page)
     }
 
     async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {

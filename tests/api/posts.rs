@@ -114,6 +114,53 @@ async fn signed_in_users_create_posts_and_guests_may_not() {
     assert_eq!(list["items"].as_array().unwrap().len(), 3, "the guest's post was not stored");
 }
 
+/// The newest page is cached and its JSON kept (`PostsPage`): every write
+/// shows in the very next read, and pages still chain by cursor.
+#[tokio::test]
+async fn the_list_shows_each_write_at_once_and_pages_by_cursor() {
+    let world = World::new().await;
+    let app = &world.app;
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for title in ["first", "second", "third"] {
+            ids.push(create_post(app, &world.user, title).await["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    };
+    let titles = |list: &Value| -> Vec<String> {
+        list["items"].as_array().unwrap().iter().map(|post| post["title"].as_str().unwrap().to_owned()).collect()
+    };
+    let first = app.get("/api/posts?limit=2").await;
+    assert_eq!(first.header("content-type"), Some("application/json"));
+    assert_eq!(titles(&first.json()), ["third", "second"]);
+    assert_eq!(app.get("/api/posts?limit=2").await.body, first.body, "a repeated read is the same page");
+
+    let renamed = world
+        .call(
+            Actor::User,
+            reqwest::Method::PUT,
+            &format!("/api/posts/{}", ids[2]),
+            Some(json!({"title": "renamed", "body": "b"})),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    let page = app.get("/api/posts?limit=2").await.json();
+    assert_eq!(titles(&page), ["renamed", "second"]);
+
+    let cursor = page["next_cursor"].as_str().expect("a third post remains");
+    let rest = app.get(&format!("/api/posts?limit=2&cursor={cursor}")).await.json();
+    assert_eq!(titles(&rest), ["first"]);
+    assert!(rest["next_cursor"].is_null());
+
+    let deleted = world.call(Actor::Admin, reqwest::Method::DELETE, &format!("/api/posts/{}", ids[2]), None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let page = app.get("/api/posts?limit=2").await.json();
+    assert_eq!(titles(&page), ["second", "first"]);
+    assert!(page["next_cursor"].is_null());
+    create_post(app, &world.user, "fourth").await;
+    assert_eq!(titles(&app.get("/api/posts?limit=2").await.json()), ["fourth", "second"]);
+}
+
 #[tokio::test]
 async fn updates_follow_ownership_department_and_role() {
     let world = World::new().await;
