@@ -1,10 +1,11 @@
 //! Operations: `/health` (always cheap, never touches the database),
 //! `/ready` (checks the database) and `/metrics` (admin listener only).
 
-use std::time::Duration;
+use std::{cell::RefCell, time::Duration};
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
@@ -40,15 +41,35 @@ struct Health {
 }
 
 /// Liveness: answers without touching the database. Never rate limited,
-/// and reachable even by a blocked client.
+/// and reachable even by a blocked client. The time is given to the whole
+/// second, so the body changes once a second and each worker thread keeps
+/// the last one it rendered: load balancers poll this often.
 #[utoipa::path(get, path = "/health", tag = tags::OPS, responses((status = 200, body = Health)))]
-async fn health(State(state): State<AppState>) -> Json<Health> {
-    Json(Health {
-        status: "healthy",
-        uptime_seconds: state.started.elapsed().as_secs(),
-        timestamp: state.clock.now().format(&Rfc3339).unwrap_or_default(),
-        version: env!("CARGO_PKG_VERSION"),
-    })
+async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let key = (now.unix_timestamp(), state.started.elapsed().as_secs());
+    let cached =
+        LAST_HEALTH.with_borrow(|last| last.as_ref().filter(|(at, _)| *at == key).map(|(_, body)| body.clone()));
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let health = Health {
+                status: "healthy",
+                uptime_seconds: key.1,
+                timestamp: now.replace_nanosecond(0).unwrap_or(now).format(&Rfc3339).map_err(anyhow::Error::from)?,
+                version: env!("CARGO_PKG_VERSION"),
+            };
+            let body = Bytes::from(serde_json::to_vec(&health).map_err(anyhow::Error::from)?);
+            LAST_HEALTH.set(Some((key, body.clone())));
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+}
+
+thread_local! {
+    /// The last `/health` body this thread rendered, by (Unix second, uptime second).
+    static LAST_HEALTH: RefCell<Option<((i64, u64), Bytes)>> = const { RefCell::new(None) };
 }
 
 #[derive(Serialize, ToSchema)]

@@ -18,6 +18,26 @@ async fn health_reports_status_uptime_time_and_version() {
     assert!(timestamp.ends_with('Z') && timestamp.contains('T'), "{timestamp}");
 }
 
+/// The body is kept per second (`routes/ops.rs`), so it must still follow
+/// the (injected) clock: the same second gives the same time, the next one
+/// a new time.
+#[tokio::test]
+async fn health_time_follows_the_clock_to_the_second() {
+    use time::format_description::well_known::Rfc3339;
+    let start = time::OffsetDateTime::now_utc().replace_nanosecond(250_000_000).unwrap();
+    let clock = rampart::clock::ManualClock::new(start);
+    let app = spawn_with(|options| options.clock = Arc::new(clock.clone())).await;
+    let time_now = || async { app.get("/health").await.json()["timestamp"].as_str().unwrap().to_owned() };
+    let second = |at: time::OffsetDateTime| at.replace_nanosecond(0).unwrap().format(&Rfc3339).unwrap();
+    assert_eq!(time_now().await, second(start));
+    clock.advance(time::Duration::milliseconds(700));
+    assert_eq!(time_now().await, second(start), "same second");
+    clock.advance(time::Duration::milliseconds(100));
+    assert_eq!(time_now().await, second(start + time::Duration::seconds(1)));
+    clock.advance(time::Duration::hours(1));
+    assert_eq!(time_now().await, second(start + time::Duration::milliseconds(3_600_800)));
+}
+
 #[tokio::test]
 async fn ready_checks_the_database() {
     let app = spawn_app().await;
