@@ -86,9 +86,12 @@ pub struct AuditEvent {
 /// `unauthorized`/`forbidden` event for the same request.
 #[derive(Debug, Clone, Default)]
 pub struct AuditContext {
-    pub request_id: Option<String>,
     pub client_ip: Option<IpAddr>,
-    pub route: Option<String>,
+    /// Given by `from_facts`; in a handler read from `request` only when an
+    /// event is made (most requests make none, so they copy nothing).
+    request_id: Option<String>,
+    route: Option<String>,
+    matched: Option<MatchedPath>,
     request: Option<Arc<RequestContext>>,
 }
 
@@ -98,9 +101,10 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let request = parts.extensions.get::<Arc<RequestContext>>().cloned();
         Ok(Self {
-            request_id: request.as_ref().map(|context| context.request_id.as_str().to_owned()),
             client_ip: request.as_ref().and_then(|context| context.client_ip),
-            route: parts.extensions.get::<MatchedPath>().map(|path| path.as_str().to_owned()),
+            request_id: None,
+            route: None,
+            matched: parts.extensions.get::<MatchedPath>().cloned(),
             request,
         })
     }
@@ -109,7 +113,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
 impl AuditContext {
     /// A context built from facts, for layers that have no extractor.
     pub fn from_facts(request_id: Option<String>, client_ip: Option<IpAddr>, route: Option<String>) -> Self {
-        Self { request_id, client_ip, route, request: None }
+        Self { client_ip, request_id, route, matched: None, request: None }
     }
 
     pub fn event(
@@ -125,11 +129,14 @@ impl AuditContext {
         AuditEvent {
             id: Uuid::now_v7(),
             time: now,
-            request_id: self.request_id.clone(),
+            request_id: self
+                .request_id
+                .clone()
+                .or_else(|| self.request.as_ref().map(|context| context.request_id.as_str().to_owned())),
             event: Cow::Borrowed(event),
             user_id,
             client_ip: self.client_ip,
-            route: self.route.clone(),
+            route: self.route.clone().or_else(|| self.matched.as_ref().map(|path| path.as_str().to_owned())),
             outcome,
             detail: None,
         }
