@@ -7,7 +7,7 @@
 //! Rotation: the current key signs; keys listed in `auth.previous_key_files`
 //! keep verifying until their tokens have expired.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
@@ -206,9 +206,10 @@ fn key_algorithm(algorithm: Algorithm) -> KeyAlgorithm {
 /// a client presenting the same token again skips the signature check
 /// (≈ 40 µs for EdDSA). Time claims are re-checked on every hit and the
 /// revocation check is the caller's, as always. Bounded: a full shard is
-/// emptied (entries are cheap to recompute).
+/// emptied (entries are cheap to recompute). Claims are shared, so a hit
+/// copies no strings.
 pub struct VerifiedTokens {
-    shards: Vec<std::sync::Mutex<HashMap<[u8; 32], AccessClaims>>>,
+    shards: Vec<std::sync::Mutex<HashMap<[u8; 32], Arc<AccessClaims>>>>,
     per_shard: usize,
 }
 
@@ -219,7 +220,7 @@ impl VerifiedTokens {
     }
 
     /// Verifies through the cache.
-    pub fn verify(&self, keys: &TokenKeys, token: &str, now: OffsetDateTime) -> Result<AccessClaims, TokenError> {
+    pub fn verify(&self, keys: &TokenKeys, token: &str, now: OffsetDateTime) -> Result<Arc<AccessClaims>, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
@@ -230,7 +231,7 @@ impl VerifiedTokens {
             check_times(&claims, now)?;
             return Ok(claims);
         }
-        let claims = keys.verify(token, now)?;
+        let claims = Arc::new(keys.verify(token, now)?);
         let mut entries = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if entries.len() >= self.per_shard {
             entries.clear();
@@ -332,8 +333,8 @@ mod tests {
         let keys = ring(JwtAlgorithm::EdDSA, &key(JwtAlgorithm::EdDSA), &[]);
         let cache = VerifiedTokens::new(32);
         let (token, claims) = keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
-        assert_eq!(cache.verify(&keys, &token, now), Ok(claims.clone()));
-        assert_eq!(cache.verify(&keys, &token, now), Ok(claims), "a hit");
+        assert_eq!(cache.verify(&keys, &token, now), Ok(Arc::new(claims.clone())));
+        assert_eq!(cache.verify(&keys, &token, now), Ok(Arc::new(claims)), "a hit");
         assert_eq!(
             cache.verify(&keys, &token, now + time::Duration::hours(1)),
             Err(TokenError::Expired),

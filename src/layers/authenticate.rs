@@ -39,7 +39,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
             Ok(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
                 user_id: claims.sub,
                 role: claims.role,
-                department: claims.dept,
+                department: claims.dept.clone(),
                 credential: Credential::Bearer {
                     jti: claims.jti,
                     family: claims.fam,
