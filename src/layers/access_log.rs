@@ -11,7 +11,7 @@ use std::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -107,23 +107,66 @@ impl AccessLog {
         Started { at: Instant::now(), method: method_label(request.method()), uri: request.uri().clone(), context }
     }
 
-    /// Counts, audits and logs the answered request.
+    /// Counts, audits and logs the answered request. Most requests need
+    /// nothing asynchronous; the few that do (401s, and 429s and failed
+    /// logins while active defence counts) take a boxed path, so the
+    /// pipeline's per-request future does not carry that state for all.
     pub async fn finish(&self, started: Started, status: StatusCode) {
-        let Started { at, method, uri, context } = started;
+        let latency = started.at.elapsed();
+        let status = status.as_u16();
+        let is_login = started.method == "POST"
+            && started
+                .context
+                .route
+                .get()
+                .is_some_and(|route| matches!(route.as_str(), "/auth/login" | "/auth/session"));
+        let defended = started.context.client_ip.is_some()
+            && self.defense.counts()
+            && (status == 429 || (is_login && status == 401));
+        if status == 401 || defended {
+            Box::pin(self.finish_watched(started, latency, status, is_login)).await;
+        } else {
+            self.record(started, latency, status, true);
+        }
+    }
+
+    /// `finish` for requests active defence watches: 401 floods are audited
+    /// once per client and route a minute, and refusals are counted per IP.
+    async fn finish_watched(&self, started: Started, latency: Duration, status: u16, is_login: bool) {
+        let context = started.context.clone();
+        let route = context.route.get().map_or(UNMATCHED, |path| path.as_str());
+        let first_of_flood = status != 401 || self.defense.first_unauthorized(context.client_ip, route).await;
+        self.record(started, latency, status, first_of_flood);
+        if let Some(ip) = context.client_ip
+            && self.defense.counts()
+            && (status == 429 || (is_login && status == 401))
+        {
+            let audit = AuditContext::from_facts(
+                Some(context.request_id.as_str().to_owned()),
+                Some(ip),
+                Some(route.to_string()),
+            );
+            if status == 429 {
+                self.defense.rate_limited(ip, &audit).await;
+            } else {
+                self.defense.failed_login(ip, &audit).await;
+            }
+        }
+    }
+
+    /// Metrics, the audit event of the status (unless the handler made one,
+    /// or `audit` is false) and the log line.
+    fn record(&self, started: Started, latency: Duration, status: u16, audit: bool) {
+        let Started { method, uri, context, .. } = started;
         let path = truncate(uri.path(), MAX_LOGGED_PATH);
         let (request_id, client_ip) = (&context.request_id, context.client_ip);
         let metrics = &self.metrics;
-        let latency = at.elapsed();
         let route = context.route.get().map_or(UNMATCHED, |path| path.as_str());
-        let status = status.as_u16();
         metrics.traffic.record(self.clock.unix_millis(), status);
         metrics.observe_request(method, route, status, latency.as_secs_f64());
-        // 401s come in floods (bad tokens, scanners): one event per client and
-        // route per minute; the request counter keeps the exact number.
-        let first_of_flood = status != 401 || self.defense.first_unauthorized(client_ip, route).await;
         if let Some((event, outcome)) = audited_status(status)
             && !context.audited.load(Ordering::Relaxed)
-            && first_of_flood
+            && audit
         {
             self.audit.record(AuditEvent {
                 id: Uuid::now_v7(),
@@ -136,21 +179,6 @@ impl AccessLog {
                 outcome,
                 detail: None,
             });
-        }
-        // Active defence counts failed logins and refusals per client.
-        if let Some(ip) = client_ip
-            && self.defense.counts()
-        {
-            let is_login = method == "POST" && matches!(route, "/auth/login" | "/auth/session");
-            if status == 429 || (is_login && status == 401) {
-                let audit =
-                    AuditContext::from_facts(Some(request_id.as_str().to_owned()), Some(ip), Some(route.to_string()));
-                if status == 429 {
-                    self.defense.rate_limited(ip, &audit).await;
-                } else {
-                    self.defense.failed_login(ip, &audit).await;
-                }
-            }
         }
         AccessLine {
             request_id: request_id.as_str(),
