@@ -185,7 +185,11 @@ impl RateLimiter {
     async fn decide(&self, group: &Group, keys: &[LimitKey], consume: bool) -> Decision {
         let mut merged = Decision { allowed: true, remaining: group.quota.limit, reset_ms: 0, retry_after_ms: 0 };
         for key in keys {
-            let decision = match self.backend.decide(key, &group.quota, consume).await {
+            let answer = match self.backend.decide_at_once(key, &group.quota, consume) {
+                Some(decision) => Ok(decision),
+                None => self.backend.decide(key, &group.quota, consume).await,
+            };
+            let decision = match answer {
                 Ok(decision) => decision,
                 Err(error) => {
                     self.backend_errors.get_or_create(&GroupLabels { group: group.name.clone() }).inc();

@@ -175,6 +175,10 @@ impl LimiterBackend for MemoryLimiter {
     async fn decide(&self, key: &LimitKey, quota: &Quota, consume: bool) -> Result<Decision, BackendError> {
         Ok(self.decide_now(key, quota, consume))
     }
+
+    fn decide_at_once(&self, key: &LimitKey, quota: &Quota, consume: bool) -> Option<Decision> {
+        Some(self.decide_now(key, quota, consume))
+    }
 }
 
 #[cfg(test)]

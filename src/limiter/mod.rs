@@ -43,6 +43,13 @@ pub trait LimiterBackend: Send + Sync + 'static {
     /// Decides one request for `key`; with `consume`, an allowed request
     /// is counted. Atomic per key.
     async fn decide(&self, key: &LimitKey, quota: &Quota, consume: bool) -> Result<Decision, BackendError>;
+
+    /// `decide` without waiting, for a backend that never waits (memory):
+    /// the caller then skips the boxed future `decide` costs. `None` (the
+    /// default, as for Redis) sends the caller to `decide`.
+    fn decide_at_once(&self, _key: &LimitKey, _quota: &Quota, _consume: bool) -> Option<Decision> {
+        None
+    }
 }
 
 /// An IP as a counter subject: IPv4 (and IPv4-mapped IPv6) as is, IPv6 cut
