@@ -23,19 +23,29 @@ use crate::{
 const EXTEND_GRANULARITY: time::Duration = time::Duration::minutes(1);
 
 /// Records who is calling in the request's `RequestContext`, where the
-/// extractors, the rate limiter and the access log find it.
+/// extractors, the rate limiter and the access log find it. Only a session
+/// needs the store; that path is boxed, so the pipeline's per-request
+/// future stays small for tokens and guests.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap, context: &RequestContext) {
-    let authentication = resolve(state, headers).await;
+    let authentication = match resolve_at_once(state, headers) {
+        Some(authentication) => authentication,
+        None => match session_cookie(headers) {
+            Some(session_id) => Box::pin(resolve_session(state, session_id, state.clock.now())).await,
+            None => Authentication::Guest,
+        },
+    };
     let _ = context.authentication.set(authentication);
 }
 
-async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
+/// A bearer token's caller, or a guest when no credential was sent;
+/// `None` when there is a session cookie to look up.
+fn resolve_at_once(state: &AppState, headers: &HeaderMap) -> Option<Authentication> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let now = state.clock.now();
         let Some(token) = bearer_token(value) else {
-            return Authentication::Invalid { token_sent: false };
+            return Some(Authentication::Invalid { token_sent: false });
         };
-        return match state.verified_tokens.verify(&state.tokens, token, now) {
+        return Some(match state.verified_tokens.verify(&state.tokens, token, now) {
             Ok(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
                 user_id: claims.sub,
                 role: claims.role,
@@ -47,12 +57,9 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
                 },
             }),
             _ => Authentication::Invalid { token_sent: true },
-        };
+        });
     }
-    match session_cookie(headers) {
-        Some(session_id) => resolve_session(state, session_id, state.clock.now()).await,
-        None => Authentication::Guest,
-    }
+    session_cookie(headers).is_none().then_some(Authentication::Guest)
 }
 
 async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime) -> Authentication {

@@ -42,7 +42,12 @@ use super::{
     panic, problem, request_id,
     security_headers::SecurityHeaders,
 };
-use crate::{app::AppState, connection::Activity, defense::Defense, error::ApiError};
+use crate::{
+    app::AppState,
+    connection::{Activity, Busy},
+    defense::Defense,
+    error::ApiError,
+};
 
 /// What the outer service needs, built once.
 pub struct EdgeSettings {
@@ -97,21 +102,25 @@ where
         // The ready service goes into the future; a fresh clone stays for next time.
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        let settings = self.settings.clone();
-        let peer = self.peer;
         let busy = self.activity.as_ref().map(Activity::begin);
-        Box::pin(async move {
-            let response = edge(&settings, peer, inner, request.map(Body::new)).await;
-            drop(busy);
-            Ok(response)
-        })
+        // `edge` itself is the boxed future: a wrapping `async` block would
+        // hold a second copy of its arguments and be copied once more.
+        Box::pin(edge(self.settings.clone(), self.peer, inner, request.map(Body::new), busy))
     }
 }
 
-async fn edge<S>(settings: &EdgeSettings, peer: Option<SocketAddr>, mut inner: S, mut request: Request) -> Response
+/// `busy` marks the connection active until the response is made.
+async fn edge<S>(
+    settings: Arc<EdgeSettings>,
+    peer: Option<SocketAddr>,
+    mut inner: S,
+    mut request: Request,
+    busy: Option<Busy>,
+) -> Result<Response, Infallible>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
+    let settings = &*settings;
     let id = request_id::assign(&request);
     let ip = peer.map(|peer| client_ip::client_ip(peer.ip(), request.headers(), &settings.trusted));
     let context = Arc::new(RequestContext::new(id.clone(), ip));
@@ -137,7 +146,8 @@ where
     }
     settings.headers.apply(response.headers_mut());
     request_id::stamp(&mut response, id);
-    response
+    drop(busy);
+    Ok(response)
 }
 
 /// Blocked clients (403), then oversized URIs and headers (414/431).
@@ -176,12 +186,11 @@ impl Service<Request> for Gate {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(gate(this, request).await) })
+        Box::pin(gate(self.clone(), request))
     }
 }
 
-async fn gate(mut gate: Gate, request: Request) -> Response {
+async fn gate(mut gate: Gate, request: Request) -> Result<Response, Infallible> {
     // A declared length past the limit is refused unread; any other body is
     // cut off at the limit while it is read (the extractors answer 413).
     let declared = request
@@ -190,7 +199,7 @@ async fn gate(mut gate: Gate, request: Request) -> Response {
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.parse::<u64>().ok());
     if declared.is_some_and(|length| length > gate.body_limit as u64) {
-        return ApiError::PayloadTooLarge.into_response();
+        return Ok(ApiError::PayloadTooLarge.into_response());
     }
     let (parts, body) = request.into_parts();
     if let Some(context) = parts.extensions.get::<Arc<RequestContext>>() {
@@ -201,14 +210,14 @@ async fn gate(mut gate: Gate, request: Request) -> Response {
     let limiter = gate.state.rate_limiter.clone();
     let (request, admission) = match limiter.admit(request).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Ok(refusal),
     };
     let mut response = match gate.router.call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
     limiter.finish(admission, &mut response).await;
-    response
+    Ok(response)
 }
 
 /// Records the matched route template in the request's `RequestContext`
