@@ -486,10 +486,16 @@ async fn a_user_read_just_before_a_change_is_never_served_stale() {
         store.change_user(user.id, &changes).await.unwrap();
         let read = store.user_by_id(user.id).await.unwrap();
         assert_eq!((read.role, read.disabled), (Role::Manager, true));
+        let snapshot = store.user_snapshot(user.id).await.unwrap();
+        assert_eq!(snapshot.value, read, "the snapshot is the same user");
+        assert!(std::sync::Arc::ptr_eq(&snapshot, &store.user_snapshot(user.id).await.unwrap()), "cached, shared");
         store.rename_user(user.id, &UserName::parse("New Name").unwrap()).await.unwrap();
         assert_eq!(store.user_by_id(user.id).await.unwrap().name, "New Name");
+        let renamed = store.user_snapshot(user.id).await.unwrap();
+        assert!(renamed.name == "New Name" && !std::sync::Arc::ptr_eq(&snapshot, &renamed), "a write makes a new one");
         store.delete_user(user.id).await.unwrap();
         assert!(matches!(store.user_by_id(user.id).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.user_snapshot(user.id).await, Err(StoreError::NotFound)));
     })
     .await;
 }

@@ -12,3 +12,27 @@ pub mod ops;
 pub mod pages;
 pub mod posts;
 pub mod users;
+
+use axum::{
+    body::Bytes,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{error::ApiError, store::Snapshot};
+
+/// A 200 JSON response showing `snapshot`, serialised once per snapshot and
+/// kept in it (`store::Snapshot`): `shape` makes what the API shows of the
+/// snapshot's value, and must depend on nothing else that can change.
+pub fn snapshot_json<T, S: Serialize>(snapshot: &Snapshot<T>, shape: impl FnOnce() -> S) -> Result<Response, ApiError> {
+    let body = match snapshot.rendered.get() {
+        Some(body) => body.clone(),
+        None => {
+            let body = Bytes::from(serde_json::to_vec(&shape()).map_err(anyhow::Error::from)?);
+            let _ = snapshot.rendered.set(body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+}

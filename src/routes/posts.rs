@@ -5,7 +5,6 @@
 
 use axum::{
     Json,
-    body::Bytes,
     extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -86,18 +85,8 @@ async fn list_posts(
 ) -> Result<Response, ApiError> {
     state.authorize(&caller, Action::ListPosts, Resource::Posts, &audit)?;
     let rows = state.store.list_posts(page.after, page.limit + 1).await?;
-    // The JSON depends only on the rows and the limit, which the store's
-    // page is read for: a cached page is rendered once (see `PostsPage`).
-    let body = match rows.rendered.get() {
-        Some(body) => body.clone(),
-        None => {
-            let list = List::from_rows(rows.iter().collect(), page.limit, |post| post.id);
-            let body = Bytes::from(serde_json::to_vec(&list).map_err(anyhow::Error::from)?);
-            let _ = rows.rendered.set(body.clone());
-            body
-        }
-    };
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+    // The body depends only on the rows and the limit they were read for.
+    super::snapshot_json(&rows, || List::from_rows(rows.iter().collect(), page.limit, |post| post.id))
 }
 
 /// One post.

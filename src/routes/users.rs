@@ -101,8 +101,15 @@ async fn read_profile(
     State(state): State<AppState>,
     audit: AuditContext,
     CurrentUser(principal): CurrentUser,
-) -> Result<Json<User>, ApiError> {
-    Ok(Json(own_user(&state, principal, &audit).await?))
+) -> Result<Response, ApiError> {
+    // `own_user` on the shared snapshot: read on every call, its JSON is kept.
+    let user = match state.store.user_snapshot(principal.user_id).await {
+        Ok(user) => user,
+        Err(StoreError::NotFound) => return Err(ApiError::Unauthorized { token_sent: true }),
+        Err(other) => return Err(other.into()),
+    };
+    state.authorize(&Caller::User(principal), Action::ManageOwnAccount, Resource::User(&user), &audit)?;
+    super::snapshot_json(&user, || &user.value)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -17,7 +17,7 @@ use std::{
 
 use uuid::Uuid;
 
-use super::PostsPage;
+use super::{PostsPage, Snapshot};
 use crate::domain::User;
 
 const TTL: Duration = Duration::from_secs(1);
@@ -25,18 +25,20 @@ const TTL: Duration = Duration::from_secs(1);
 /// must not grow memory).
 const MAX_ENTRIES: usize = 10_000;
 
+type SharedUser = Arc<Snapshot<User>>;
+
 #[derive(Default)]
 pub struct UserCache {
-    entries: Mutex<HashMap<Uuid, (Instant, User)>>,
+    entries: Mutex<HashMap<Uuid, (Instant, SharedUser)>>,
 }
 
 impl UserCache {
-    pub fn get(&self, id: Uuid) -> Option<User> {
+    pub fn get(&self, id: Uuid) -> Option<SharedUser> {
         let entries = self.entries.lock().ok()?;
         entries.get(&id).filter(|(read, _)| read.elapsed() < TTL).map(|(_, user)| user.clone())
     }
 
-    pub fn put(&self, user: &User) {
+    pub fn put(&self, user: &SharedUser) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();

@@ -52,31 +52,34 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A page of posts as the store read it, shared rather than copied: the
-/// cached newest page goes to every reader as it is. `rendered` is for the
-/// API to keep its JSON of this exact snapshot, so that a cached page is
-/// serialised once rather than per request (serialising twenty posts was
-/// two thirds of `GET /api/posts`: docs/performance.md). The store never
-/// reads it.
+/// What the store read, shared rather than copied: a cached value goes to
+/// every reader as it is. `rendered` is for the API to keep its JSON of
+/// this exact value, so that a cached one is serialised once rather than
+/// per request (twenty posts were two thirds of `GET /api/posts`:
+/// docs/performance.md). The store never reads it; a write makes a new
+/// snapshot, so a kept body never outlives the data it shows.
 #[derive(Debug, Default)]
-pub struct PostsPage {
-    pub posts: Vec<Post>,
+pub struct Snapshot<T> {
+    pub value: T,
     pub rendered: OnceLock<Bytes>,
 }
 
-impl PostsPage {
-    pub fn new(posts: Vec<Post>) -> Arc<Self> {
-        Arc::new(Self { posts, rendered: OnceLock::new() })
+impl<T> Snapshot<T> {
+    pub fn new(value: T) -> Arc<Self> {
+        Arc::new(Self { value, rendered: OnceLock::new() })
     }
 }
 
-impl Deref for PostsPage {
-    type Target = [Post];
+impl<T> Deref for Snapshot<T> {
+    type Target = T;
 
-    fn deref(&self) -> &[Post] {
-        &self.posts
+    fn deref(&self) -> &T {
+        &self.value
     }
 }
+
+/// A page of posts, newest first (`Store::list_posts`).
+pub type PostsPage = Snapshot<Vec<Post>>;
 
 /// An account at an OAuth/OIDC provider, named by the provider's stable
 /// subject identifier.
@@ -276,6 +279,9 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with `Conflict("email")` when the email is taken, in any case.
     async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError>;
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError>;
+    /// `user_by_id`, shared (from the 1 s cache when it has the user): for
+    /// `GET /api/profile`, which keeps its JSON in the snapshot.
+    async fn user_snapshot(&self, id: Uuid) -> Result<Arc<Snapshot<User>>, StoreError>;
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
     async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError>;
     async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError>;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     AuditFilter, AuditRow, Block, BlockRow, DashboardCounts, Identity, OAuthFlow, PostsPage, RefreshTokenRecord,
-    RefreshUse, Revocation, RevocationKind, SessionRecord, Store, StoreError, UserChanges, UserCredentials,
+    RefreshUse, Revocation, RevocationKind, SessionRecord, Snapshot, Store, StoreError, UserChanges, UserCredentials,
     cache::{LatestPostsCache, UserCache},
 };
 use crate::{
@@ -186,6 +186,10 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
+        Ok(self.user_snapshot(id).await?.value.clone())
+    }
+
+    async fn user_snapshot(&self, id: Uuid) -> Result<Arc<Snapshot<User>>, StoreError> {
         if let Some(user) = self.users.get(id) {
             return Ok(user);
         }
@@ -193,7 +197,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
-        let user = user_from_row(&row)?;
+        let user = Snapshot::new(user_from_row(&row)?);
         self.users.put(&user);
         Ok(user)
     }

@@ -25,6 +25,11 @@ async fn profile_can_be_read_and_renamed_but_nothing_else() {
         .await;
     assert_eq!(renamed.status, 200);
     assert_eq!(renamed.json()["name"], "Uma U.");
+    // The profile's JSON is kept with the cached user: a rename shows at once.
+    let read = app.get_as("/api/profile", &token).await;
+    assert_eq!(read.header("content-type"), Some("application/json"));
+    assert_eq!(read.json()["name"], "Uma U.");
+    assert_eq!(read.json(), renamed.json(), "the same account as PATCH answered");
 
     for field in ["role", "email", "department"] {
         let body = json!({"name": "X", field: "admin"});
