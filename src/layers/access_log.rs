@@ -124,7 +124,7 @@ impl AccessLog {
             && self.defense.counts()
             && (status == 429 || (is_login && status == 401));
         if status == 401 || defended {
-            Box::pin(self.finish_watched(started, latency, status, is_login)).await;
+            Box::pin(self.finish_watched(started, latency, status, defended)).await;
         } else {
             self.record(started, latency, status, true);
         }
@@ -132,15 +132,12 @@ impl AccessLog {
 
     /// `finish` for requests active defence watches: 401 floods are audited
     /// once per client and route a minute, and refusals are counted per IP.
-    async fn finish_watched(&self, started: Started, latency: Duration, status: u16, is_login: bool) {
+    async fn finish_watched(&self, started: Started, latency: Duration, status: u16, defended: bool) {
         let context = started.context.clone();
         let route = context.route.get().map_or(UNMATCHED, |path| path.as_str());
         let first_of_flood = status != 401 || self.defense.first_unauthorized(context.client_ip, route).await;
         self.record(started, latency, status, first_of_flood);
-        if let Some(ip) = context.client_ip
-            && self.defense.counts()
-            && (status == 429 || (is_login && status == 401))
-        {
+        if defended && let Some(ip) = context.client_ip {
             let audit = AuditContext::from_facts(
                 Some(context.request_id.as_str().to_owned()),
                 Some(ip),
