@@ -28,24 +28,27 @@ const EXTEND_GRANULARITY: time::Duration = time::Duration::minutes(1);
 /// future stays small for tokens and guests.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap, context: &RequestContext) {
     let authentication = match resolve_at_once(state, headers) {
-        Some(authentication) => authentication,
-        None => match session_cookie(headers) {
-            Some(session_id) => Box::pin(resolve_session(state, session_id, state.clock.now())).await,
-            None => Authentication::Guest,
-        },
+        Presented::Decided(authentication) => authentication,
+        Presented::Session(session_id) => Box::pin(resolve_session(state, session_id, state.clock.now())).await,
     };
     let _ = context.authentication.set(authentication);
 }
 
-/// A bearer token's caller, or a guest when no credential was sent;
-/// `None` when there is a session cookie to look up.
-fn resolve_at_once(state: &AppState, headers: &HeaderMap) -> Option<Authentication> {
+/// What the request's credentials settle without the store.
+enum Presented<'h> {
+    /// A bearer token's caller (or its refusal), or a guest.
+    Decided(Authentication),
+    /// A session cookie's id, to look up.
+    Session(&'h str),
+}
+
+fn resolve_at_once<'h>(state: &AppState, headers: &'h HeaderMap) -> Presented<'h> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let now = state.clock.now();
         let Some(token) = bearer_token(value) else {
-            return Some(Authentication::Invalid { token_sent: false });
+            return Presented::Decided(Authentication::Invalid { token_sent: false });
         };
-        return Some(match state.verified_tokens.verify(&state.tokens, token, now) {
+        return Presented::Decided(match state.verified_tokens.verify(&state.tokens, token, now) {
             Ok(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
                 user_id: claims.sub,
                 role: claims.role,
@@ -59,7 +62,10 @@ fn resolve_at_once(state: &AppState, headers: &HeaderMap) -> Option<Authenticati
             _ => Authentication::Invalid { token_sent: true },
         });
     }
-    session_cookie(headers).is_none().then_some(Authentication::Guest)
+    match session_cookie(headers) {
+        Some(session_id) => Presented::Session(session_id),
+        None => Presented::Decided(Authentication::Guest),
+    }
 }
 
 async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime) -> Authentication {
