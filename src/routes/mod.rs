@@ -29,10 +29,20 @@ pub fn snapshot_json<T, S: Serialize>(snapshot: &Snapshot<T>, shape: impl FnOnce
     let body = match snapshot.rendered.get() {
         Some(body) => body.clone(),
         None => {
-            let body = Bytes::from(serde_json::to_vec(&shape()).map_err(anyhow::Error::from)?);
+            let body = render_json(&shape())?;
             let _ = snapshot.rendered.set(body.clone());
             body
         }
     };
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+    Ok(json_response(body))
+}
+
+/// `value` as JSON bytes, to keep and answer with `json_response`.
+pub fn render_json(value: &impl Serialize) -> Result<Bytes, ApiError> {
+    Ok(Bytes::from(serde_json::to_vec(value).map_err(anyhow::Error::from)?))
+}
+
+/// A 200 response of JSON rendered before (what `Json` would answer).
+pub fn json_response(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }

@@ -59,12 +59,12 @@ async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
                 timestamp: now.replace_nanosecond(0).unwrap_or(now).format(&Rfc3339).map_err(anyhow::Error::from)?,
                 version: env!("CARGO_PKG_VERSION"),
             };
-            let body = Bytes::from(serde_json::to_vec(&health).map_err(anyhow::Error::from)?);
+            let body = super::render_json(&health)?;
             LAST_HEALTH.set(Some((key, body.clone())));
             body
         }
     };
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+    Ok(super::json_response(body))
 }
 
 thread_local! {

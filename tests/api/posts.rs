@@ -120,13 +120,10 @@ async fn signed_in_users_create_posts_and_guests_may_not() {
 async fn the_list_shows_each_write_at_once_and_pages_by_cursor() {
     let world = World::new().await;
     let app = &world.app;
-    let ids: Vec<String> = {
-        let mut ids = Vec::new();
-        for title in ["first", "second", "third"] {
-            ids.push(create_post(app, &world.user, title).await["id"].as_str().unwrap().to_owned());
-        }
-        ids
-    };
+    let mut ids = Vec::new();
+    for title in ["first", "second", "third"] {
+        ids.push(create_post(app, &world.user, title).await["id"].as_str().unwrap().to_owned());
+    }
     let titles = |list: &Value| -> Vec<String> {
         list["items"].as_array().unwrap().iter().map(|post| post["title"].as_str().unwrap().to_owned()).collect()
     };
