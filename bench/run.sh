@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load benchmark: Rampart (release, default configuration, every layer on,
 # rate limits raised so they are evaluated but never trip) against the
-# framework ceiling (../shared/peers/bare-axum), same wrk settings, A B A B.
+# framework ceiling (../shared/peers/bare-axum), same wrk settings, A B A B;
+# for S1-S3 and S5 also the floor (bench/floor: the ceiling sending the
+# response bytes API.md requires, nothing else), the best reachable ratio.
 #
 #   bench/run.sh            full run (2 s warm-up, 8 s measured per run)
 #   MEASURE=3 bench/run.sh  shorter runs
@@ -32,6 +34,10 @@ cp -r "$PEER_SRC" "$WORK/bare-axum"
 chmod -R u+w "$WORK/bare-axum"
 CARGO_TARGET_DIR="$ROOT/target/bench-peer" cargo build --release --quiet --manifest-path "$WORK/bare-axum/Cargo.toml"
 PEER="$ROOT/target/bench-peer/release/bare-axum"
+# The floor (bench/floor): the ceiling sending the response bytes API.md
+# requires and doing nothing else; floor/ceiling bounds Rampart's ratio.
+CARGO_TARGET_DIR="$ROOT/target/bench-peer" cargo build --release --quiet --manifest-path bench/floor/Cargo.toml
+FLOOR="$ROOT/target/bench-peer/release/floor"
 
 wait_for() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
@@ -45,11 +51,13 @@ start_rampart() { # $1 port, $2 admin port, $3 global limit, $4 dir
   wait_for "http://127.0.0.1:$1/health"
 }
 
-R=18080; P=18090; F=18180
+R=18080; P=18090; F=18180; L=18095
 start_rampart $R 19080 1000000000 "$WORK/rampart"
 start_rampart $F 19180 1 "$WORK/flood"
 PORT=$P "$PEER" 2>/dev/null & PIDS+=($!)
 wait_for "http://127.0.0.1:$P/health"
+PORT=$L "$FLOOR" 2>/dev/null & PIDS+=($!)
+wait_for "http://127.0.0.1:$L/health"
 
 echo "seeding a user and 20 posts" >&2
 (cd "$WORK/rampart" && RAMPART_PASSWORD="violet pancake orbit nine" RAMPART_SERVER__BIND=127.0.0.1:0 \
@@ -81,13 +89,17 @@ for round in 1 2; do
   echo "round $round: S1-S3" >&2
   record S1 rampart $round "$(run "http://127.0.0.1:$R/health" 64)"
   record S1 ceiling $round "$(run "http://127.0.0.1:$P/health" 64)"
+  record S1 floor $round "$(run "http://127.0.0.1:$L/health" 64)"
   record S2 rampart $round "$(run "http://127.0.0.1:$R/api/profile" 64 GET '' "$TOKEN")"
   record S2 ceiling $round "$(run "http://127.0.0.1:$P/api/profile" 64 GET '' "$TOKEN")"
+  record S2 floor $round "$(run "http://127.0.0.1:$L/api/profile" 64 GET '' "$TOKEN")"
   record S3 rampart $round "$(run "http://127.0.0.1:$R/api/posts" 64)"
   record S3 ceiling $round "$(run "http://127.0.0.1:$P/api/posts" 64)"
+  record S3 floor $round "$(run "http://127.0.0.1:$L/api/posts" 64)"
   echo "round $round: S4-S6" >&2
   record S4 rampart $round "$(run "http://127.0.0.1:$R/auth/login" 8 POST "$LOGIN")"
   record S5 rampart $round "$(run "http://127.0.0.1:$F/api/posts" 64)"
+  record S5 floor $round "$(run "http://127.0.0.1:$L/flood" 64)"
   # S6: S2 while S4 runs at the same time.
   (BENCH_METHOD=POST BENCH_BODY="$LOGIN" wrk -t1 -c8 -d"$((WARMUP + MEASURE + 1))s" -s bench/report.lua \
     "http://127.0.0.1:$R/auth/login" >/dev/null) &
@@ -117,7 +129,7 @@ def mean(scenario, target, key):
 out = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "machine": f"{platform.machine()} {os.cpu_count()} cores",
        "rss_rampart_kib_after": int(sys.argv[2]), "runs": rows, "summary": {}}
 for s in ["S1", "S2", "S3", "S4", "S5", "S6", "S7idle", "S7"]:
-    out["summary"][s] = {t: {k: mean(s, t, k) for k in ["rps", "p50_ms", "p99_ms", "non_2xx"]} for t in ["rampart", "ceiling"]}
+    out["summary"][s] = {t: {k: mean(s, t, k) for k in ["rps", "p50_ms", "p99_ms", "non_2xx"]} for t in ["rampart", "ceiling", "floor"]}
 print(json.dumps(out, indent=2))
 PY
 
@@ -128,24 +140,28 @@ def f(x, fmt="{:.0f}"): return "—" if x is None else fmt.format(x)
 ceiling_s1 = d["S1"]["ceiling"]["rps"]
 s2_idle_p99 = d["S2"]["rampart"]["p99_ms"]
 targets = {"S1": ("S1 ceiling", 0.85), "S2": ("S2 ceiling", 0.75), "S3": ("S3 ceiling", 0.5), "S5": ("S1 ceiling", 0.9)}
-print("| scenario | rampart req/s | p50 ms | p99 ms | ceiling req/s | ratio | target |")
-print("|---|---|---|---|---|---|---|")
+# The floor column: the same ratio for bench/floor, which sends the bytes
+# API.md requires and does nothing else; no server that honours API.md
+# can do much better than it on this machine.
+print("| scenario | rampart req/s | p50 ms | p99 ms | ceiling req/s | ratio | target | floor ratio |")
+print("|---|---|---|---|---|---|---|---|")
 for s, name in [("S1", "GET /health"), ("S2", "GET /api/profile (Bearer)"), ("S3", "GET /api/posts (guest, 20 posts)"),
                 ("S4", "POST /auth/login (-c8)"), ("S5", "flood, 429s"), ("S6", "S2 while S4 runs")]:
-    r = d[s]["rampart"]; c = d[s]["ceiling"]
-    ratio = target = ""
+    r = d[s]["rampart"]; c = d[s]["ceiling"]; fl = d[s]["floor"]
+    ratio = target = floor = ""
     if s in targets:
         base_name, want = targets[s]
         base = ceiling_s1 if base_name == "S1 ceiling" else c["rps"]
         ratio = f(r["rps"] / base, "{:.2f}") if base else "—"
+        floor = f(fl["rps"] / base, "{:.2f}") if base and fl["rps"] else "—"
         target = f"≥ {want} × {base_name}"
     if s == "S4":
         target = "≥ 70 logins/s"
     if s == "S6":
         ratio = f(r["p99_ms"] / s2_idle_p99, "{:.2f}") + " × S2 p99"
         target = "p99 ≤ 2 × S2 idle p99"
-    print(f"| {s} {name} | {f(r['rps'])} | {f(r['p50_ms'], '{:.2f}')} | {f(r['p99_ms'], '{:.2f}')} | {f(c['rps'])} | {ratio} | {target} |")
+    print(f"| {s} {name} | {f(r['rps'])} | {f(r['p50_ms'], '{:.2f}')} | {f(r['p99_ms'], '{:.2f}')} | {f(c['rps'])} | {ratio} | {target} | {floor} |")
 idle = d["S7idle"]["rampart"]; flood = d["S7"]["rampart"]
 print(f"| S7 GET /api/posts (-c4) during a 401 flood | {f(flood['rps'])} | {f(flood['p50_ms'], '{:.2f}')} | {f(flood['p99_ms'], '{:.2f}')} | — | "
-      f"{f(flood['p99_ms'] / idle['p99_ms'], '{:.2f}')} × idle p99 ({f(idle['p99_ms'], '{:.2f}')} ms) | p99 ≤ 2 × idle p99 |")
+      f"{f(flood['p99_ms'] / idle['p99_ms'], '{:.2f}')} × idle p99 ({f(idle['p99_ms'], '{:.2f}')} ms) | p99 ≤ 2 × idle p99 | |")
 PY
