@@ -20,7 +20,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::{json, store::StoreError};
 
 /// A field-level validation failure, reported under `errors`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -220,17 +220,32 @@ impl Problem {
 
     /// The JSON body, with the request id the problem belongs to.
     pub fn to_body(&self, request_id: &str) -> Vec<u8> {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        // Room for the whole body at once (`to_vec` starts at 128 bytes and
+        // would grow for nearly every problem).
+        let mut out = Vec::with_capacity(192 + self.detail.len() + request_id.len());
+        if self.errors.is_none() {
+            // Floods of 401s and 429s are made of these: written directly,
+            // the bytes serde_json makes of `ProblemBody` (tested).
+            out.extend_from_slice(br#"{"type":"about:blank","title":"#);
+            json::write_str(&mut out, title);
+            out.extend_from_slice(br#","status":"#);
+            out.extend_from_slice(self.status.as_str().as_bytes());
+            out.extend_from_slice(br#","detail":"#);
+            json::write_str(&mut out, &self.detail);
+            out.extend_from_slice(br#","request_id":"#);
+            json::write_str(&mut out, request_id);
+            out.push(b'}');
+            return out;
+        }
         let body = ProblemBody {
             kind: "about:blank",
-            title: self.status.canonical_reason().unwrap_or("Error"),
+            title,
             status: self.status.as_u16(),
             detail: &self.detail,
             request_id,
             errors: self.errors.as_deref(),
         };
-        // Room for the whole body at once (`to_vec` starts at 128 bytes and
-        // would grow for nearly every problem).
-        let mut out = Vec::with_capacity(192 + self.detail.len() + request_id.len());
         // Serialising plain strings and numbers cannot fail.
         match serde_json::to_writer(&mut out, &body) {
             Ok(()) => out,
@@ -264,6 +279,28 @@ mod tests {
         assert_eq!(json["status"], 404);
         assert_eq!(json["request_id"], "abc");
         assert!(json.get("errors").is_none());
+    }
+
+    #[test]
+    fn the_direct_body_is_what_serde_makes_of_the_problem() {
+        let statuses = [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS, StatusCode::from_u16(599).unwrap()];
+        let details = ["Valid credentials are required.", "quote \" back\\slash\nnew line \u{1} ünï", ""];
+        for (status, detail) in statuses.into_iter().zip(details) {
+            let problem = Problem { status, detail: detail.into(), errors: None, internal: None };
+            for request_id in ["01a22331-5fd7-7c0e-9365-1747380a5c76", "r\"id"] {
+                let expected = serde_json::to_vec(&ProblemBody {
+                    kind: "about:blank",
+                    title: status.canonical_reason().unwrap_or("Error"),
+                    status: status.as_u16(),
+                    detail,
+                    request_id,
+                    errors: None,
+                })
+                .unwrap();
+                let body = problem.to_body(request_id);
+                assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(expected).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod error;
 pub mod extract;
 pub mod fs;
 pub mod housekeeping;
+pub mod json;
 pub mod layers;
 pub mod limiter;
 pub mod metrics;

@@ -225,7 +225,11 @@ impl RateLimiter {
     async fn first_refusal(&self, group: &Group, key: &LimitKey) -> bool {
         let marker = LimitKey { audit: true, ..*key };
         let once = Quota { strategy: Strategy::FixedWindow, limit: 1, window_ms: group.quota.window_ms };
-        self.backend.decide(&marker, &once, true).await.map(|d| d.allowed).unwrap_or(false)
+        let answer = match self.backend.decide_at_once(&marker, &once, true) {
+            Some(decision) => Ok(decision),
+            None => self.backend.decide(&marker, &once, true).await,
+        };
+        answer.map(|decision| decision.allowed).unwrap_or(false)
     }
 }
 

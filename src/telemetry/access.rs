@@ -13,7 +13,8 @@ use std::{io::Write as _, net::IpAddr, sync::OnceLock};
 use tracing_subscriber::fmt::MakeWriter;
 use uuid::Uuid;
 
-use super::{BatchWriter, LineBuffers, frame, scrub, with_line_buffers, write_json_str, write_name};
+use super::{BatchWriter, LineBuffers, frame, scrub, with_line_buffers, write_name};
+use crate::json;
 
 pub const TARGET: &str = "rampart::access";
 
@@ -88,7 +89,7 @@ impl AccessLine<'_> {
         fields.clear();
         let text = |fields: &mut Vec<u8>, name: &str, value: &str| {
             write_name(fields, json, name);
-            write_json_str(fields, value);
+            json::write_str(fields, value);
         };
         text(fields, "request_id", &scrub(self.request_id));
         text(fields, "method", self.method);

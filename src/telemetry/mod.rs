@@ -29,7 +29,7 @@ pub use access::AccessLine;
 pub use redact::{REDACTED, is_sensitive_name, scrub};
 pub use writer::{BatchGuard, BatchWriter};
 
-use crate::config::Config;
+use crate::{config::Config, json};
 
 /// Installs the process-wide subscriber. Call once, from `main`, and keep
 /// the returned guard until exit: lines are written to stdout in batches by
@@ -150,7 +150,7 @@ impl LineVisitor<'_> {
         let out = &mut *self.fields;
         let _ = match value {
             FieldValue::Text(text) => {
-                write_json_str(out, &scrub(text));
+                json::write_str(out, &scrub(text));
                 Ok(())
             }
             FieldValue::Signed(number) => serde_json::to_writer(out, &number),
@@ -161,23 +161,10 @@ impl LineVisitor<'_> {
     }
 }
 
-/// `value` as a JSON string. Most log values need no escaping; those are
-/// copied as they are (serde_json's escaper goes byte by byte through its
-/// formatter), the others go through serde_json.
-fn write_json_str(out: &mut Vec<u8>, value: &str) {
-    if value.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\' && byte != 0x7f) {
-        out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *out, value);
-    }
-}
-
 fn write_name(out: &mut Vec<u8>, json: bool, name: &str) {
     if json {
         out.push(b',');
-        write_json_str(out, name);
+        json::write_str(out, name);
         out.push(b':');
     } else {
         out.push(b' ');
@@ -299,9 +286,9 @@ fn frame(line: &mut Vec<u8>, json: bool, level: &str, target: &str, message: &st
         line.extend_from_slice(b"\",\"level\":\"");
         line.extend_from_slice(level.as_bytes());
         line.extend_from_slice(b"\",\"target\":");
-        write_json_str(line, target);
+        json::write_str(line, target);
         line.extend_from_slice(b",\"message\":");
-        write_json_str(line, message);
+        json::write_str(line, message);
         line.extend_from_slice(fields);
         line.extend_from_slice(b"}\n");
     } else {
