@@ -421,13 +421,13 @@ impl Authorizer {
         self.engine.is_authorized(&request, policies, &entities).decision() == Decision::Allow
     }
 
-    /// `Ok` when allowed. Denied: 401 for guests; 403 for users, audited as
-    /// `forbidden` with the action and resource. Every decision is counted.
     /// Counts a decision in `decisions` (`rampart_authz_decisions_total`).
     fn count(&self, action: Action, allowed: bool) {
         self.counters[action as usize][usize::from(!allowed)].inc();
     }
 
+    /// `Ok` when allowed. Denied: 401 for guests; 403 for users, audited as
+    /// `forbidden` with the action and resource. Every decision is counted.
     pub fn authorize(
         &self,
         caller: &Caller,

@@ -14,7 +14,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use uuid::Uuid;
 
 use super::{BatchWriter, LineBuffers, frame, scrub, with_line_buffers, write_name};
-use crate::json;
+use crate::json::write_str as write_json_str;
 
 pub const TARGET: &str = "rampart::access";
 
@@ -89,7 +89,7 @@ impl AccessLine<'_> {
         fields.clear();
         let text = |fields: &mut Vec<u8>, name: &str, value: &str| {
             write_name(fields, json, name);
-            json::write_str(fields, value);
+            write_json_str(fields, value);
         };
         text(fields, "request_id", &scrub(self.request_id));
         text(fields, "method", self.method);

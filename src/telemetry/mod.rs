@@ -29,7 +29,7 @@ pub use access::AccessLine;
 pub use redact::{REDACTED, is_sensitive_name, scrub};
 pub use writer::{BatchGuard, BatchWriter};
 
-use crate::{config::Config, json};
+use crate::{config::Config, json::write_str as write_json_str};
 
 /// Installs the process-wide subscriber. Call once, from `main`, and keep
 /// the returned guard until exit: lines are written to stdout in batches by
@@ -150,7 +150,7 @@ impl LineVisitor<'_> {
         let out = &mut *self.fields;
         let _ = match value {
             FieldValue::Text(text) => {
-                json::write_str(out, &scrub(text));
+                write_json_str(out, &scrub(text));
                 Ok(())
             }
             FieldValue::Signed(number) => serde_json::to_writer(out, &number),
@@ -164,7 +164,7 @@ impl LineVisitor<'_> {
 fn write_name(out: &mut Vec<u8>, json: bool, name: &str) {
     if json {
         out.push(b',');
-        json::write_str(out, name);
+        write_json_str(out, name);
         out.push(b':');
     } else {
         out.push(b' ');
@@ -286,9 +286,9 @@ fn frame(line: &mut Vec<u8>, json: bool, level: &str, target: &str, message: &st
         line.extend_from_slice(b"\",\"level\":\"");
         line.extend_from_slice(level.as_bytes());
         line.extend_from_slice(b"\",\"target\":");
-        json::write_str(line, target);
+        write_json_str(line, target);
         line.extend_from_slice(b",\"message\":");
-        json::write_str(line, message);
+        write_json_str(line, message);
         line.extend_from_slice(fields);
         line.extend_from_slice(b"}\n");
     } else {
