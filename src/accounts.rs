@@ -284,7 +284,15 @@ pub async fn sign_in_with_provider(
         .or_else(|| UserName::parse(email.as_str().split('@').next().unwrap_or_default()).ok())
         .ok_or_else(|| anyhow::anyhow!("no usable name for a new account"))?;
     let new_user = NewUser { email, name, role: Role::User, department: None, password_hash: None };
-    match store.create_user_with_identity(new_user, &identity).await {
+    // The account and its link land together or not at all.
+    let created = async {
+        let mut work = store.begin().await?;
+        let user = work.create_user(new_user).await?;
+        work.link_identity(&identity, user.id).await?;
+        work.commit().await?;
+        Ok::<_, StoreError>(user)
+    };
+    match created.await {
         Ok(user) => Ok(Ok((user, ProviderSignIn::Created))),
         // The email was taken between the lookup and the insert.
         Err(StoreError::Conflict(_)) => Ok(Err(ProviderRefusal::EmailNotVerified)),

@@ -44,7 +44,7 @@ use crate::{
     policy::{Action, Authorizer, Resource},
     routes,
     shared::{Redis, RedisLimiter, RedisRevocations, RedisSessions},
-    store::{SessionStore, SqlSessions, Store},
+    store::{SessionStore, Store},
 };
 
 /// Verified access tokens kept to skip repeated signature checks.
@@ -137,7 +137,7 @@ impl AppState {
             None => {
                 let counters = Arc::new(MemoryLimiter::new(config.server.rate_limit_max_keys, clock.clone()));
                 counters.spawn_sweeper();
-                (counters, local_revocations, Arc::new(SqlSessions(store.clone())))
+                (counters, local_revocations, store.clone() as Arc<dyn SessionStore>)
             }
         };
         let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;

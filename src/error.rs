@@ -126,6 +126,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => Self::NotFound,
             StoreError::Conflict(what) => Self::Conflict(what.into()),
+            StoreError::LastActiveAdmin => Self::Conflict("This would leave no active admin.".into()),
             StoreError::Other(cause) => Self::Internal(cause),
         }
     }

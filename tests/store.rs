@@ -8,16 +8,17 @@ use std::{future::Future, sync::Arc};
 
 use rampart::{
     audit::{AuditEvent, Outcome},
-    domain::{Email, NewUser, PostBody, PostTitle, Role, UserName},
+    domain::{Email, NewUser, PostBody, PostTitle, Role, User, UserName},
     store::{
-        AuditFilter, Block, Identity, OAuthFlow, PostgresStore, RefreshTokenRecord, RefreshUse, Revocation,
-        RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
+        AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshTokenRecord, RefreshUse,
+        Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
     },
 };
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-/// Runs `check` against both backends, each on a fresh database.
+/// Runs `check` against both backends, each on a fresh database, behind the
+/// read caches as the server runs them.
 async fn on_every_backend<F, Fut>(check: F)
 where
     F: Fn(Arc<dyn Store>) -> Fut,
@@ -26,15 +27,15 @@ where
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::connect(&format!("sqlite://{}/store.db", dir.path().display()), 4).await.unwrap();
     sqlite.migrate().await.unwrap();
-    check(Arc::new(sqlite)).await;
+    check(Arc::new(CachedStore::new(sqlite))).await;
 
     match std::env::var("TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => {
             let schema = format!("rampart_test_{}", Uuid::new_v4().simple());
-            let postgres = Arc::new(PostgresStore::connect(&url, 4, Some(&schema)).await.unwrap());
+            let postgres = Arc::new(CachedStore::new(PostgresStore::connect(&url, 4, Some(&schema)).await.unwrap()));
             postgres.migrate().await.unwrap();
             check(postgres.clone()).await;
-            postgres.drop_schema(&schema).await.unwrap();
+            postgres.inner().drop_schema(&schema).await.unwrap();
         }
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but TEST_POSTGRES_URL is not set"),
         _ => eprintln!("PostgreSQL half skipped: TEST_POSTGRES_URL is not set"),
@@ -49,6 +50,15 @@ fn new_user(email: &str, role: Role, department: Option<&str>) -> NewUser {
         department: department.map(str::to_owned),
         password_hash: Some("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()),
     }
+}
+
+/// A password-less user and their provider link, in one unit of work.
+async fn create_with_identity(store: &dyn Store, new_user: NewUser, identity: &Identity) -> Result<User, StoreError> {
+    let mut work = store.begin().await?;
+    let user = work.create_user(new_user).await?;
+    work.link_identity(identity, user.id).await?;
+    work.commit().await?;
+    Ok(user)
 }
 
 fn hash(n: u8) -> [u8; 32] {
@@ -427,17 +437,17 @@ async fn oauth_identities_link_once_and_new_accounts_are_atomic() {
         assert!(store.user_by_identity(&google).await.unwrap().is_none());
 
         let password_less = NewUser { password_hash: None, ..new_user("new@example.com", Role::User, None) };
-        let created = store.create_user_with_identity(password_less, &google).await.unwrap();
+        let created = create_with_identity(&*store, password_less, &google).await.unwrap();
         assert_eq!(store.user_by_identity(&google).await.unwrap().unwrap().id, created.id);
         assert!(store.password_hash(created.id).await.unwrap().is_none(), "no password until the user sets one");
 
         // A taken email leaves neither a user nor a link behind.
         let gitlab = Identity { provider: "gitlab".into(), subject: "9".into() };
-        let taken = store.create_user_with_identity(new_user("NEW@example.com", Role::User, None), &gitlab).await;
+        let taken = create_with_identity(&*store, new_user("NEW@example.com", Role::User, None), &gitlab).await;
         assert!(matches!(taken, Err(StoreError::Conflict("email"))));
         assert!(store.user_by_identity(&gitlab).await.unwrap().is_none());
         // A linked subject cannot create a second user, and rolls back the user.
-        let again = store.create_user_with_identity(new_user("third@example.com", Role::User, None), &google).await;
+        let again = create_with_identity(&*store, new_user("third@example.com", Role::User, None), &google).await;
         assert!(matches!(again, Err(StoreError::Conflict("identity"))));
         assert_eq!(store.list_users(None, 100).await.unwrap().len(), 3);
 
@@ -486,16 +496,16 @@ async fn a_user_read_just_before_a_change_is_never_served_stale() {
         store.change_user(user.id, &changes).await.unwrap();
         let read = store.user_by_id(user.id).await.unwrap();
         assert_eq!((read.role, read.disabled), (Role::Manager, true));
-        let snapshot = store.user_snapshot(user.id).await.unwrap();
-        assert_eq!(snapshot.value, read, "the snapshot is the same user");
-        assert!(std::sync::Arc::ptr_eq(&snapshot, &store.user_snapshot(user.id).await.unwrap()), "cached, shared");
+        let snapshot = store.user_shared(user.id).await.unwrap();
+        assert_eq!(*snapshot, read, "the shared value is the same user");
+        assert!(std::sync::Arc::ptr_eq(&snapshot, &store.user_shared(user.id).await.unwrap()), "cached, shared");
         store.rename_user(user.id, &UserName::parse("New Name").unwrap()).await.unwrap();
         assert_eq!(store.user_by_id(user.id).await.unwrap().name, "New Name");
-        let renamed = store.user_snapshot(user.id).await.unwrap();
+        let renamed = store.user_shared(user.id).await.unwrap();
         assert!(renamed.name == "New Name" && !std::sync::Arc::ptr_eq(&snapshot, &renamed), "a write makes a new one");
         store.delete_user(user.id).await.unwrap();
         assert!(matches!(store.user_by_id(user.id).await, Err(StoreError::NotFound)));
-        assert!(matches!(store.user_snapshot(user.id).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.user_shared(user.id).await, Err(StoreError::NotFound)));
     })
     .await;
 }
@@ -518,6 +528,103 @@ async fn the_newest_posts_reflect_every_write_at_once() {
         assert_eq!(store.list_posts(None, 10).await.unwrap().len(), 1);
         store.delete_user(author.id).await.unwrap();
         assert!(store.list_posts(None, 10).await.unwrap().is_empty(), "a deleted author's posts go too");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_unit_of_work_lands_whole_or_not_at_all() {
+    on_every_backend(|store| async move {
+        let github = Identity { provider: "github".into(), subject: "77".into() };
+        let event = AuditEvent {
+            id: Uuid::now_v7(),
+            time: OffsetDateTime::now_utc(),
+            request_id: None,
+            event: "signup".into(),
+            user_id: None,
+            client_ip: None,
+            route: None,
+            outcome: Outcome::Success,
+            detail: None,
+        };
+
+        let mut abandoned = store.begin().await.unwrap();
+        let user = abandoned.create_user(new_user("uow@example.com", Role::User, None)).await.unwrap();
+        abandoned.link_identity(&github, user.id).await.unwrap();
+        abandoned.insert_audit_events(std::slice::from_ref(&event)).await.unwrap();
+        drop(abandoned);
+        assert!(matches!(store.user_by_id(user.id).await, Err(StoreError::NotFound)), "dropped: no user");
+        assert!(store.user_by_identity(&github).await.unwrap().is_none(), "dropped: no link");
+        let events = store.list_audit_events(&AuditFilter::default(), None, 10).await.unwrap();
+        assert!(events.is_empty(), "dropped: no audit row");
+
+        let mut work = store.begin().await.unwrap();
+        let user = work.create_user(new_user("uow@example.com", Role::User, None)).await.unwrap();
+        work.link_identity(&github, user.id).await.unwrap();
+        work.insert_audit_events(std::slice::from_ref(&event)).await.unwrap();
+        work.commit().await.unwrap();
+        assert_eq!(store.user_by_id(user.id).await.unwrap(), user);
+        assert_eq!(store.user_by_identity(&github).await.unwrap().unwrap().id, user.id);
+        assert_eq!(store.list_audit_events(&AuditFilter::default(), None, 10).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_last_active_admin_cannot_be_demoted_disabled_or_deleted() {
+    on_every_backend(|store| async move {
+        let only = store.create_user(new_user("only@example.com", Role::Admin, None)).await.unwrap();
+        let demote = UserChanges { role: Some(Role::User), ..Default::default() };
+        let disable = UserChanges { disabled: Some(true), ..Default::default() };
+        assert!(matches!(store.change_user(only.id, &demote).await, Err(StoreError::LastActiveAdmin)));
+        assert!(matches!(store.change_user(only.id, &disable).await, Err(StoreError::LastActiveAdmin)));
+        assert!(matches!(store.delete_user(only.id).await, Err(StoreError::LastActiveAdmin)));
+        // What keeps them an admin is still allowed.
+        let moved = UserChanges { department: Some(Some("ops".into())), ..Default::default() };
+        assert_eq!(store.change_user(only.id, &moved).await.unwrap().department.as_deref(), Some("ops"));
+        assert_eq!(store.user_by_id(only.id).await.unwrap().role, Role::Admin);
+        // A disabled admin does not count, and can go.
+        let second = store.create_user(new_user("second@example.com", Role::Admin, None)).await.unwrap();
+        store.change_user(second.id, &disable).await.unwrap();
+        assert!(matches!(store.change_user(only.id, &demote).await, Err(StoreError::LastActiveAdmin)));
+        store.delete_user(second.id).await.unwrap();
+        assert_eq!(store.count_active_admins().await.unwrap(), 1);
+    })
+    .await;
+}
+
+/// Two admins each take the other's rights at the same moment, many times:
+/// exactly one may win each time, so one active admin always remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_demotions_never_remove_the_last_active_admin() {
+    on_every_backend(|store| async move {
+        let demote = UserChanges { role: Some(Role::User), ..Default::default() };
+        let disable = UserChanges { disabled: Some(true), ..Default::default() };
+        // Each round races the previous round's survivor against a new admin.
+        let mut survivor = store.create_user(new_user("first@example.com", Role::Admin, None)).await.unwrap();
+        for round in 0..24 {
+            let newcomer =
+                store.create_user(new_user(&format!("admin{round}@example.com"), Role::Admin, None)).await.unwrap();
+            assert_eq!(store.count_active_admins().await.unwrap(), 2);
+            let take_rights = |id: Uuid, how: usize| {
+                let store = store.clone();
+                let (demote, disable) = (demote.clone(), disable.clone());
+                tokio::spawn(async move {
+                    match how % 3 {
+                        0 => store.change_user(id, &demote).await.map(drop),
+                        1 => store.change_user(id, &disable).await.map(drop),
+                        _ => store.delete_user(id).await,
+                    }
+                })
+            };
+            let (first, second) = tokio::join!(take_rights(survivor.id, round), take_rights(newcomer.id, round / 3));
+            let (first, second) = (first.unwrap(), second.unwrap());
+            let refused = [&first, &second].into_iter().filter(|r| matches!(r, Err(StoreError::LastActiveAdmin)));
+            assert_eq!(refused.count(), 1, "round {round}: exactly one is refused: {first:?} {second:?}");
+            assert!(first.is_ok() || second.is_ok(), "round {round}: {first:?} {second:?}");
+            assert_eq!(store.count_active_admins().await.unwrap(), 1, "round {round}");
+            survivor = if first.is_err() { survivor } else { newcomer };
+        }
     })
     .await;
 }

@@ -35,6 +35,15 @@ impl FromStr for Role {
     }
 }
 
+/// For rows read by the store.
+impl TryFrom<String> for Role {
+    type Error = &'static str;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

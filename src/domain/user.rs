@@ -6,12 +6,13 @@ use super::{Email, Role, UserName};
 
 /// A user as the API shows it. It has no password field at all, so no
 /// serialisation of a `User` can leak one.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema, sqlx::FromRow)]
 pub struct User {
     pub id: Uuid,
     /// As entered at sign-up, trimmed; unique without regard to case.
     pub email: String,
     pub name: String,
+    #[sqlx(try_from = "String")]
     pub role: Role,
     #[schema(required = true)]
     pub department: Option<String>,

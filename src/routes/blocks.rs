@@ -7,7 +7,8 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -22,7 +23,7 @@ use crate::{
     extract::{JsonBody, List, Page},
     openapi::{self, tags},
     policy::{Action, Resource},
-    store::{Block, StoreError},
+    store::{self, StoreError},
 };
 
 /// Blocks longer than this are cut to it (a block for ever is not a
@@ -38,6 +39,34 @@ pub fn parse_block_duration(text: &str) -> Result<Duration, &'static str> {
     match HumanDuration::parse_saturating(text) {
         Ok(duration) if !duration.0.is_zero() => Ok(duration.0.min(MAX_BLOCK)),
         _ => Err("must be a duration such as \"15m\" or \"24h\""),
+    }
+}
+
+/// A blocked client, as the API shows it.
+#[derive(Serialize, ToSchema)]
+struct Block {
+    id: Uuid,
+    /// An IP or CIDR, normalised (`203.0.113.7`, `2001:db8::/64`).
+    ip: String,
+    reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(schema_with = openapi::date_time)]
+    created_at: OffsetDateTime,
+    /// `null`: the block never ends.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(schema_with = openapi::nullable_date_time, required = true)]
+    expires_at: Option<OffsetDateTime>,
+}
+
+impl From<store::Block> for Block {
+    fn from(block: store::Block) -> Self {
+        Self {
+            id: block.id,
+            ip: block.ip,
+            reason: block.reason,
+            created_at: block.created_at,
+            expires_at: block.expires_at,
+        }
     }
 }
 
@@ -62,6 +91,7 @@ async fn list_blocks(
 ) -> Result<Json<List<Block>>, ApiError> {
     state.authorize(&caller, Action::ManageBlocks, Resource::AdminArea, &audit)?;
     let rows = state.store.list_blocks(state.clock.now(), page.after, page.limit + 1).await?;
+    let rows = rows.into_iter().map(Block::from).collect();
     Ok(Json(List::from_rows(rows, page.limit, |block| block.id)))
 }
 
@@ -121,7 +151,7 @@ async fn add_block(
         return Err(ApiError::Conflict("This block would include your own address.".into()));
     }
     let block = state.defense.block(network, reason, duration, &audit).await?;
-    Ok((StatusCode::CREATED, Json(block)))
+    Ok((StatusCode::CREATED, Json(block.into())))
 }
 
 /// Lifts a block.

@@ -13,6 +13,8 @@ pub mod pages;
 pub mod posts;
 pub mod users;
 
+use std::{cell::RefCell, collections::HashMap, sync::Arc, thread::LocalKey};
+
 use axum::{
     body::Bytes,
     http::{HeaderValue, header},
@@ -20,20 +22,45 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{error::ApiError, store::Snapshot};
+use crate::error::ApiError;
 
-/// A 200 JSON response showing `snapshot`, serialised once per snapshot and
-/// kept in it (`store::Snapshot`): `shape` makes what the API shows of the
-/// snapshot's value, and must depend on nothing else that can change.
-pub fn snapshot_json<T, S: Serialize>(snapshot: &Snapshot<T>, shape: impl FnOnce() -> S) -> Result<Response, ApiError> {
-    let body = match snapshot.rendered.get() {
-        Some(body) => body.clone(),
-        None => {
-            let body = render_json(&shape())?;
-            let _ = snapshot.rendered.set(body.clone());
-            body
+/// JSON bodies of values the store shares: while a read is cached the store
+/// hands out the same `Arc` again (`store::CachedStore`), so its body is
+/// rendered once and reused; a write makes a new value and so a new body.
+/// Each route keeps one per worker thread (`thread_local!`), so the hot path
+/// takes no lock. Holding the `Arc` keeps its address from being reused
+/// while it is a key here.
+pub struct RenderedBodies<T> {
+    bodies: HashMap<usize, (Arc<T>, Bytes)>,
+    capacity: usize,
+}
+
+impl<T> RenderedBodies<T> {
+    /// At most `capacity` bodies; past that the memory starts over.
+    pub fn new(capacity: usize) -> Self {
+        Self { bodies: HashMap::new(), capacity }
+    }
+}
+
+/// A 200 JSON response showing `value`, rendered once per shared value:
+/// `render` makes the body (with `render_json`) and must depend on nothing
+/// else that can change.
+pub fn shared_json<T: 'static>(
+    memory: &'static LocalKey<RefCell<RenderedBodies<T>>>,
+    value: &Arc<T>,
+    render: impl FnOnce(&T) -> Result<Bytes, ApiError>,
+) -> Result<Response, ApiError> {
+    let key = Arc::as_ptr(value) as usize;
+    if let Some(body) = memory.with_borrow(|memory| memory.bodies.get(&key).map(|(_, body)| body.clone())) {
+        return Ok(json_response(body));
+    }
+    let body = render(value)?;
+    memory.with_borrow_mut(|memory| {
+        if memory.bodies.len() >= memory.capacity {
+            memory.bodies.clear();
         }
-    };
+        memory.bodies.insert(key, (value.clone(), body.clone()));
+    });
     Ok(json_response(body))
 }
 

@@ -3,6 +3,8 @@
 //! resource (a missing post is 404 for everyone allowed to see posts), ask
 //! `authorize`, validate and store.
 
+use std::cell::RefCell;
+
 use axum::{
     Json,
     extract::{Path, State},
@@ -24,7 +26,8 @@ use crate::{
     extract::{JsonBody, List, Page},
     openapi::{self, tags},
     policy::{Action, Resource},
-    store::{DashboardCounts, StoreError},
+    routes::RenderedBodies,
+    store::{PostsPage, StoreError},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -85,8 +88,15 @@ async fn list_posts(
 ) -> Result<Response, ApiError> {
     state.authorize(&caller, Action::ListPosts, Resource::Posts, &audit)?;
     let rows = state.store.list_posts(page.after, page.limit + 1).await?;
-    // The body depends only on the rows and the limit they were read for.
-    super::snapshot_json(&rows, || List::from_rows(rows.iter().collect(), page.limit, |post| post.id))
+    // The body depends only on the rows and the limit they were read for,
+    // and a shared page is only ever read for one limit.
+    super::shared_json(&POSTS_PAGE_BODIES, &rows, |rows| {
+        super::render_json(&List::from_rows(rows.iter().collect(), page.limit, |post| post.id))
+    })
+}
+
+thread_local! {
+    static POSTS_PAGE_BODIES: RefCell<RenderedBodies<PostsPage>> = RefCell::new(RenderedBodies::new(64));
 }
 
 /// One post.
@@ -198,8 +208,13 @@ async fn delete_post(
 
 #[derive(Serialize, ToSchema)]
 struct Dashboard {
-    #[serde(flatten)]
-    counts: DashboardCounts,
+    users: u64,
+    admins: u64,
+    managers: u64,
+    plain_users: u64,
+    disabled_users: u64,
+    posts: u64,
+    active_sessions: u64,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(schema_with = openapi::date_time)]
     generated_at: OffsetDateTime,
@@ -223,5 +238,15 @@ async fn dashboard(
 ) -> Result<Json<Dashboard>, ApiError> {
     state.authorize(&caller, Action::ViewDashboard, Resource::AdminArea, &audit)?;
     let now = state.clock.now();
-    Ok(Json(Dashboard { counts: state.store.dashboard_counts(now).await?, generated_at: now }))
+    let counts = state.store.dashboard_counts(now).await?;
+    Ok(Json(Dashboard {
+        users: counts.users,
+        admins: counts.admins,
+        managers: counts.managers,
+        plain_users: counts.plain_users,
+        disabled_users: counts.disabled_users,
+        posts: counts.posts,
+        active_sessions: counts.active_sessions,
+        generated_at: now,
+    }))
 }

@@ -1,6 +1,8 @@
 //! `/api/profile*` (the caller's own account) and the admin user routes.
 //! Every decision goes through `policy::authorize`; no role checks here.
 
+use std::cell::RefCell;
+
 use axum::{
     Json,
     extract::{Path, State},
@@ -23,7 +25,10 @@ use crate::{
     extract::{JsonBody, List, Page},
     openapi::{self, tags},
     policy::{Action, Resource},
-    routes::auth::{cleared_cookie, with_cookie},
+    routes::{
+        RenderedBodies,
+        auth::{cleared_cookie, with_cookie},
+    },
     store::{StoreError, UserChanges},
 };
 
@@ -102,14 +107,18 @@ async fn read_profile(
     audit: AuditContext,
     CurrentUser(principal): CurrentUser,
 ) -> Result<Response, ApiError> {
-    // `own_user` on the shared snapshot: read on every call, its JSON is kept.
-    let user = match state.store.user_snapshot(principal.user_id).await {
+    // The shared user: read on every call, its JSON rendered once per value.
+    let user = match state.store.user_shared(principal.user_id).await {
         Ok(user) => user,
         Err(StoreError::NotFound) => return Err(ApiError::Unauthorized { token_sent: true }),
         Err(other) => return Err(other.into()),
     };
     state.authorize(&Caller::User(principal), Action::ManageOwnAccount, Resource::User(&user), &audit)?;
-    super::snapshot_json(&user, || &user.value)
+    super::shared_json(&PROFILE_BODIES, &user, super::render_json)
+}
+
+thread_local! {
+    static PROFILE_BODIES: RefCell<RenderedBodies<User>> = RefCell::new(RenderedBodies::new(1024));
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -282,13 +291,9 @@ async fn update_user(
         other => other,
     };
     let before = target_user(&state, &caller, Action::UpdateUser, id, &audit).await?;
-    let loses_admin = before.role == Role::Admin
-        && !before.disabled
-        && (update.role.is_some_and(|role| role != Role::Admin) || update.disabled == Some(true));
-    if loses_admin && state.store.count_active_admins().await? <= 1 {
-        return Err(ApiError::Conflict("This would leave no active admin.".into()));
-    }
     let changes = UserChanges { role: update.role, department, disabled: update.disabled };
+    // The store refuses to demote or disable the last active admin, as one
+    // step with the write (`StoreError::LastActiveAdmin`).
     let after = state.store.change_user(id, &changes).await?;
     let role_changed = after.role != before.role;
     if role_changed || after.department != before.department || (after.disabled && !before.disabled) {
@@ -326,11 +331,15 @@ async fn delete_user(
         return Err(ApiError::Unauthorized { token_sent: false });
     }
     let id = parse_id(&id)?;
-    let user = target_user(&state, &caller, Action::DeleteUser, id, &audit).await?;
-    if user.role == Role::Admin && !user.disabled && state.store.count_active_admins().await? <= 1 {
-        return Err(ApiError::Conflict("The last active admin cannot be deleted.".into()));
+    target_user(&state, &caller, Action::DeleteUser, id, &audit).await?;
+    match state.store.delete_user(id).await {
+        Ok(()) => {}
+        Err(StoreError::LastActiveAdmin) => {
+            return Err(ApiError::Conflict("The last active admin cannot be deleted.".into()));
+        }
+        Err(other) => return Err(other.into()),
     }
+    // Access tokens outlive the row: revoke them too.
     accounts::revoke_everything(&state, id).await?;
-    state.store.delete_user(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,10 +1,15 @@
-//! Short-lived read caches inside the store, so that the hottest reads skip
-//! a database round trip (on SQLite also two thread hand-offs): users by id
-//! (a profile, a session's owner) and the first page of posts. Entries live
-//! `TTL`; this instance's own writes drop them at once, another instance's
-//! writes show here after at most `TTL`. Nothing that refuses access
-//! depends on them: tokens and sessions are checked against the revocation
-//! list on every request.
+//! `CachedStore`: short-lived read caches around any `Store`, so that the
+//! hottest reads skip a database round trip (on SQLite also two thread
+//! hand-offs): users by id (a profile, a session's owner) and the first
+//! page of posts.
+//!
+//! Entries live `TTL`; every write through this wrapper drops what it
+//! could have changed at once, here and only here; another instance's
+//! writes show after at most `TTL`. Nothing that refuses access depends on
+//! these caches: tokens and sessions are checked against the revocation
+//! list on every request. A cached value is handed out as the same `Arc`
+//! until it is dropped, which the API uses to render its JSON once per
+//! value (`routes::SharedJson`).
 
 use std::{
     collections::HashMap,
@@ -15,30 +20,68 @@ use std::{
     time::{Duration, Instant},
 };
 
+use async_trait::async_trait;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{PostsPage, Snapshot};
-use crate::domain::User;
+use super::{
+    AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore, OAuthFlow, PostStore,
+    PostsPage, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError, TokenStore,
+    UnitOfWork, UserChanges, UserCredentials, UserStore,
+};
+use crate::{
+    audit::AuditEvent,
+    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User, UserName},
+};
 
 const TTL: Duration = Duration::from_secs(1);
-/// Past this many entries the cache starts over (a burst of distinct users
-/// must not grow memory).
+/// Past this many entries the user cache starts over (a burst of distinct
+/// users must not grow memory).
 const MAX_ENTRIES: usize = 10_000;
 
-type SharedUser = Arc<Snapshot<User>>;
+/// A store with read caches in front of it.
+pub struct CachedStore<S> {
+    inner: S,
+    caches: Arc<Caches>,
+}
 
 #[derive(Default)]
-pub struct UserCache {
-    entries: Mutex<HashMap<Uuid, (Instant, SharedUser)>>,
+struct Caches {
+    users: UserCache,
+    latest_posts: LatestPostsCache,
+}
+
+impl Caches {
+    /// After a write whose reach is not known (a unit of work).
+    fn forget_everything(&self) {
+        self.users.clear();
+        self.latest_posts.invalidate();
+    }
+}
+
+impl<S: Store> CachedStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner, caches: Arc::default() }
+    }
+
+    /// The store behind the caches (for backend-only operations in tests).
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+#[derive(Default)]
+struct UserCache {
+    entries: Mutex<HashMap<Uuid, (Instant, Arc<User>)>>,
 }
 
 impl UserCache {
-    pub fn get(&self, id: Uuid) -> Option<SharedUser> {
+    fn get(&self, id: Uuid) -> Option<Arc<User>> {
         let entries = self.entries.lock().ok()?;
         entries.get(&id).filter(|(read, _)| read.elapsed() < TTL).map(|(_, user)| user.clone())
     }
 
-    pub fn put(&self, user: &SharedUser) {
+    fn put(&self, user: &Arc<User>) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
@@ -47,9 +90,15 @@ impl UserCache {
         }
     }
 
-    pub fn forget(&self, id: Uuid) {
+    fn forget(&self, id: Uuid) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(&id);
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
         }
     }
 }
@@ -65,14 +114,14 @@ struct CachedPage {
 /// A read that started before a write must not store what it saw, so each
 /// write bumps a generation and `put` only keeps rows of the current one.
 #[derive(Default)]
-pub struct LatestPostsCache {
+struct LatestPostsCache {
     generation: AtomicU64,
     page: Mutex<Option<CachedPage>>,
 }
 
 impl LatestPostsCache {
     /// The cached page, or the generation to hand to `put` after reading.
-    pub fn get(&self, limit: u32) -> Result<Arc<PostsPage>, u64> {
+    fn get(&self, limit: u32) -> Result<Arc<PostsPage>, u64> {
         let generation = self.generation.load(Ordering::Acquire);
         if let Ok(cached) = self.page.lock()
             && let Some(cached) = cached.as_ref()
@@ -85,7 +134,7 @@ impl LatestPostsCache {
         Err(generation)
     }
 
-    pub fn put(&self, generation: u64, limit: u32, page: &Arc<PostsPage>) {
+    fn put(&self, generation: u64, limit: u32, page: &Arc<PostsPage>) {
         if let Ok(mut cached) = self.page.lock()
             && self.generation.load(Ordering::Acquire) == generation
         {
@@ -94,10 +143,262 @@ impl LatestPostsCache {
     }
 
     /// After any write to posts (or to users, whose deletion removes posts).
-    pub fn invalidate(&self) {
+    fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut page) = self.page.lock() {
             *page = None;
         }
+    }
+}
+
+#[async_trait]
+impl<S: Store> UserStore for CachedStore<S> {
+    async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError> {
+        self.inner.create_user(new_user).await
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
+        Ok(User::clone(&*self.user_shared(id).await?))
+    }
+
+    async fn user_shared(&self, id: Uuid) -> Result<Arc<User>, StoreError> {
+        if let Some(user) = self.caches.users.get(id) {
+            return Ok(user);
+        }
+        let user = self.inner.user_shared(id).await?;
+        self.caches.users.put(&user);
+        Ok(user)
+    }
+
+    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
+        self.inner.credentials_by_email(email).await
+    }
+
+    async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        self.inner.password_hash(id).await
+    }
+
+    async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError> {
+        self.inner.set_password_hash(id, phc).await
+    }
+
+    // A read that ran during a write may have cached the old row, so each
+    // write forgets the user after it lands, not before.
+    async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
+        let result = self.inner.rename_user(id, name).await;
+        self.caches.users.forget(id);
+        result
+    }
+
+    async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+        let result = self.inner.change_user(id, changes).await;
+        self.caches.users.forget(id);
+        result
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        let result = self.inner.delete_user(id).await;
+        self.caches.users.forget(id);
+        self.caches.latest_posts.invalidate();
+        result
+    }
+
+    async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError> {
+        self.inner.list_users(after, limit).await
+    }
+
+    async fn count_admins(&self) -> Result<u64, StoreError> {
+        self.inner.count_admins().await
+    }
+
+    async fn count_active_admins(&self) -> Result<u64, StoreError> {
+        self.inner.count_active_admins().await
+    }
+}
+
+#[async_trait]
+impl<S: Store> PostStore for CachedStore<S> {
+    async fn create_post(&self, author_id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
+        let result = self.inner.create_post(author_id, title, body).await;
+        self.caches.latest_posts.invalidate();
+        result
+    }
+
+    async fn post_by_id(&self, id: Uuid) -> Result<PostWithAuthor, StoreError> {
+        self.inner.post_by_id(id).await
+    }
+
+    async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
+        let result = self.inner.update_post(id, title, body).await;
+        self.caches.latest_posts.invalidate();
+        result
+    }
+
+    async fn delete_post(&self, id: Uuid) -> Result<(), StoreError> {
+        let result = self.inner.delete_post(id).await;
+        self.caches.latest_posts.invalidate();
+        result
+    }
+
+    async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Arc<PostsPage>, StoreError> {
+        if before.is_some() {
+            return self.inner.list_posts(before, limit).await;
+        }
+        let generation = match self.caches.latest_posts.get(limit) {
+            Ok(page) => return Ok(page),
+            Err(generation) => generation,
+        };
+        let page = self.inner.list_posts(None, limit).await?;
+        self.caches.latest_posts.put(generation, limit, &page);
+        Ok(page)
+    }
+}
+
+/// A unit of work whose commit drops every cached read.
+struct CachedUnitOfWork {
+    inner: Box<dyn UnitOfWork>,
+    caches: Arc<Caches>,
+}
+
+#[async_trait]
+impl UnitOfWork for CachedUnitOfWork {
+    async fn create_user(&mut self, new_user: NewUser) -> Result<User, StoreError> {
+        self.inner.create_user(new_user).await
+    }
+
+    async fn link_identity(&mut self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
+        self.inner.link_identity(identity, user_id).await
+    }
+
+    async fn insert_audit_events(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.inner.insert_audit_events(events).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let result = self.inner.commit().await;
+        self.caches.forget_everything();
+        result
+    }
+}
+
+// The aggregates below have no cache: they pass straight through.
+
+#[async_trait]
+impl<S: Store> Store for CachedStore<S> {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.purge_expired(now).await
+    }
+
+    async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.inner.count_active_sessions(now).await
+    }
+
+    async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {
+        self.inner.dashboard_counts(now).await
+    }
+
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError> {
+        Ok(Box::new(CachedUnitOfWork { inner: self.inner.begin().await?, caches: self.caches.clone() }))
+    }
+}
+
+#[async_trait]
+impl<S: Store> TokenStore for CachedStore<S> {
+    async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError> {
+        self.inner.insert_refresh_token(record).await
+    }
+    async fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> Result<RefreshUse, StoreError> {
+        self.inner.use_refresh_token(token_hash, now).await
+    }
+    async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.revoke_refresh_family(family_id, now).await
+    }
+    async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.revoke_user_refresh_tokens(user_id, now).await
+    }
+    async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        self.inner.insert_revocation(revocation).await
+    }
+    async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError> {
+        self.inner.active_revocations(now).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> SessionStore for CachedStore<S> {
+    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.inner.insert_session(record).await
+    }
+    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.session(id_hash).await
+    }
+    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.extend_session(id_hash, idle_expires_at).await
+    }
+    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.inner.delete_session(id_hash).await
+    }
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError> {
+        self.inner.delete_user_sessions(user_id).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> AuditStore for CachedStore<S> {
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.inner.insert_audit_events(events).await
+    }
+    async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.inner.purge_audit_events(before).await
+    }
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.list_audit_events(filter, before, limit).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> BlockStore for CachedStore<S> {
+    async fn insert_block(&self, block: &Block) -> Result<(), StoreError> {
+        self.inner.insert_block(block).await
+    }
+    async fn delete_block(&self, id: Uuid) -> Result<Block, StoreError> {
+        self.inner.delete_block(id).await
+    }
+    async fn list_blocks(
+        &self,
+        now: OffsetDateTime,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Block>, StoreError> {
+        self.inner.list_blocks(now, before, limit).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> IdentityStore for CachedStore<S> {
+    async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError> {
+        self.inner.user_by_identity(identity).await
+    }
+    async fn link_identity(&self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
+        self.inner.link_identity(identity, user_id).await
+    }
+    async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError> {
+        self.inner.insert_oauth_flow(flow).await
+    }
+    async fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Result<Option<OAuthFlow>, StoreError> {
+        self.inner.take_oauth_flow(id_hash, now).await
     }
 }

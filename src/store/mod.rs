@@ -1,29 +1,37 @@
-//! Durable data behind one trait, so handlers never know which database
-//! they talk to.
+//! Durable data behind traits, so handlers never know which database they
+//! talk to.
 //!
-//! `Store` speaks domain types and returns `StoreError`; it never imports
-//! axum and never builds HTTP errors. SQLite (`sqlite.rs`) is the embedded
-//! default; PostgreSQL (`postgres.rs`, chosen by a `postgres://` URL) is
-//! for several instances. Both are held to one conformance suite
-//! (`tests/store.rs`). Migrations are embedded per backend under
-//! `migrations/<backend>/`.
+//! One trait per aggregate (`UserStore`, `TokenStore`, `SessionStore`,
+//! `PostStore`, `AuditStore`, `BlockStore`, `IdentityStore`); `Store` is
+//! all of them plus what spans them (migrations, purging, dashboard counts,
+//! a `UnitOfWork`). Every method speaks domain types and returns
+//! `StoreError`; nothing here imports axum or builds HTTP errors.
+//!
+//! The SQL is written once (`sql.rs`, `$N` placeholders, which sqlx binds by
+//! number on SQLite too) and instantiated for SQLite (`sqlite.rs`, the
+//! embedded default) and PostgreSQL (`postgres.rs`, chosen by a
+//! `postgres://` URL, for several instances); each of those two files holds
+//! only its dialect: connecting, migrations, how a write transaction takes
+//! its locks. `CachedStore` (`cache.rs`) wraps either with the short read
+//! caches; it is the only place that knows them. Both backends are held to
+//! one conformance suite (`tests/store.rs`). Migrations are embedded per
+//! backend under `migrations/<backend>/`.
 
 mod cache;
 mod postgres;
+mod sql;
 mod sqlite;
 
-use std::{
-    ops::Deref,
-    sync::{Arc, OnceLock},
-};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use cache::CachedStore;
 pub use postgres::PostgresStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 use crate::{
@@ -39,6 +47,9 @@ pub enum StoreError {
     /// A uniqueness rule was broken; names the field, e.g. `"email"`.
     #[error("conflict on {0}")]
     Conflict(&'static str),
+    /// The change would leave no active admin (see `UserStore::change_user`).
+    #[error("the last active admin")]
+    LastActiveAdmin,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -52,34 +63,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// What the store read, shared rather than copied: a cached value goes to
-/// every reader as it is. `rendered` is for the API to keep its JSON of
-/// this exact value, so that a cached one is serialised once rather than
-/// per request (twenty posts were two thirds of `GET /api/posts`:
-/// docs/performance.md). The store never reads it; a write makes a new
-/// snapshot, so a kept body never outlives the data it shows.
-#[derive(Debug, Default)]
-pub struct Snapshot<T> {
-    pub value: T,
-    pub rendered: OnceLock<Bytes>,
-}
-
-impl<T> Snapshot<T> {
-    pub fn new(value: T) -> Arc<Self> {
-        Arc::new(Self { value, rendered: OnceLock::new() })
-    }
-}
-
-impl<T> Deref for Snapshot<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
-
-/// A page of posts, newest first (`Store::list_posts`).
-pub type PostsPage = Snapshot<Vec<Post>>;
+/// A page of posts, newest first (`PostStore::list_posts`), shared: a cached
+/// page goes to every reader as it is.
+pub type PostsPage = Vec<Post>;
 
 /// An account at an OAuth/OIDC provider, named by the provider's stable
 /// subject identifier.
@@ -91,10 +77,12 @@ pub struct Identity {
 
 /// A sign-in in progress at a provider (see `auth::oauth`). Secrets of the
 /// browser side (flow id, `state`) are kept only as hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OAuthFlow {
+    #[sqlx(try_from = "Vec<u8>")]
     pub id_hash: [u8; 32],
     pub provider: String,
+    #[sqlx(try_from = "Vec<u8>")]
     pub state_hash: [u8; 32],
     pub pkce_verifier: String,
     /// Empty for plain OAuth 2.0 providers, which have no ID token.
@@ -104,8 +92,9 @@ pub struct OAuthFlow {
 }
 
 /// A user together with the password hash that only login may see.
-#[derive(Debug)]
+#[derive(Debug, sqlx::FromRow)]
 pub struct UserCredentials {
+    #[sqlx(flatten)]
     pub user: User,
     pub password_hash: Option<String>,
 }
@@ -141,10 +130,12 @@ pub enum RefreshUse {
 }
 
 /// A browser session as stored: hashes of its id and CSRF token only.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
+    #[sqlx(try_from = "Vec<u8>")]
     pub id_hash: [u8; 32],
     pub user_id: Uuid,
+    #[sqlx(try_from = "Vec<u8>")]
     pub csrf_hash: [u8; 32],
     pub created_at: OffsetDateTime,
     pub idle_expires_at: OffsetDateTime,
@@ -171,8 +162,22 @@ impl RevocationKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl TryFrom<String> for RevocationKind {
+    type Error = String;
+
+    fn try_from(kind: String) -> Result<Self, String> {
+        match kind.as_str() {
+            "token" => Ok(Self::Token),
+            "family" => Ok(Self::Family),
+            "user" => Ok(Self::User),
+            _ => Err(format!("unknown revocation kind {kind:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Revocation {
+    #[sqlx(try_from = "String")]
     pub kind: RevocationKind,
     pub subject: Uuid,
     /// For `User`: the moment before which everything is void.
@@ -182,7 +187,7 @@ pub struct Revocation {
 }
 
 /// Counts for the admin dashboard.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DashboardCounts {
     pub users: u64,
     pub admins: u64,
@@ -204,157 +209,84 @@ pub struct AuditFilter {
 }
 
 /// A blocked client: an address or a network.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Block {
     pub id: Uuid,
     /// An IP or CIDR, normalised (`203.0.113.7`, `2001:db8::/64`).
     pub ip: String,
     pub reason: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(schema_with = crate::openapi::date_time)]
     pub created_at: OffsetDateTime,
-    /// `null`: the block never ends.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(schema_with = crate::openapi::nullable_date_time, required = true)]
+    /// `None`: the block never ends.
     pub expires_at: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-pub struct BlockRow {
-    id: Uuid,
-    ip: String,
-    reason: String,
-    created_at: OffsetDateTime,
-    expires_at: Option<OffsetDateTime>,
-}
-
-impl From<BlockRow> for Block {
-    fn from(row: BlockRow) -> Self {
-        Self { id: row.id, ip: row.ip, reason: row.reason, created_at: row.created_at, expires_at: row.expires_at }
-    }
-}
-
-/// An audit row as both backends read it.
-#[derive(Debug, sqlx::FromRow)]
-pub struct AuditRow {
-    id: Uuid,
-    time: OffsetDateTime,
-    request_id: Option<String>,
-    event: String,
-    user_id: Option<Uuid>,
-    client_ip: Option<String>,
-    route: Option<String>,
-    outcome: String,
-    detail: Option<String>,
-}
-
-impl TryFrom<AuditRow> for AuditEvent {
-    type Error = StoreError;
-
-    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
-        let outcome = crate::audit::Outcome::parse(&row.outcome)
-            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("audit_events.outcome holds {:?}", row.outcome)))?;
-        Ok(AuditEvent {
-            id: row.id,
-            time: row.time,
-            request_id: row.request_id,
-            event: row.event.into(),
-            user_id: row.user_id,
-            client_ip: row.client_ip.and_then(|ip| ip.parse().ok()),
-            route: row.route,
-            outcome,
-            detail: row.detail,
-        })
-    }
-}
-
+/// Accounts. The "last active admin" rule lives here, as one atomic step:
+/// two concurrent demotions of the last two admins cannot both pass.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Applies pending migrations; safe to call on every start.
-    async fn migrate(&self) -> Result<(), StoreError>;
-    /// One round trip, for `/ready`.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    // Users.
+pub trait UserStore: Send + Sync {
     /// Fails with `Conflict("email")` when the email is taken, in any case.
     async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError>;
     async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError>;
-    /// `user_by_id`, shared (from the 1 s cache when it has the user): for
-    /// `GET /api/profile`, which keeps its JSON in the snapshot.
-    async fn user_snapshot(&self, id: Uuid) -> Result<Arc<Snapshot<User>>, StoreError>;
+    /// `user_by_id`, shared: the same `Arc` while a cached copy is current,
+    /// a new one after any write to the user.
+    async fn user_shared(&self, id: Uuid) -> Result<Arc<User>, StoreError>;
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
     async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError>;
     async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError>;
     async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError>;
+    /// Applies an admin's change; `LastActiveAdmin` when it would demote or
+    /// disable the only active admin.
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError>;
+    /// `LastActiveAdmin` when `id` is the only active admin.
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError>;
     /// Users ordered by id (creation order), after `after`, at most `limit`.
     async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError>;
     async fn count_admins(&self) -> Result<u64, StoreError>;
     /// Admins that are not disabled: the ones who can still administer.
     async fn count_active_admins(&self) -> Result<u64, StoreError>;
+}
 
-    // Refresh tokens.
+/// Refresh tokens and the durable copy of the in-memory revocation list.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError>;
     /// Atomically spends the token if it is live, and says what it found.
     async fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> Result<RefreshUse, StoreError>;
     async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError>;
     async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError>;
+    async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
+    async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError>;
+}
 
-    // Sessions.
+/// Where browser sessions live: the SQL store by default, Redis
+/// (`shared::RedisSessions`) when configured, so that every instance sees
+/// them.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError>;
     async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError>;
     async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError>;
     async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError>;
     async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError>;
+}
 
-    // Revocations (the durable copy of the in-memory list).
-    async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
-    async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError>;
-    /// Drops revocations, sessions, refresh tokens and OAuth flows that can no
-    /// longer matter.
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
-
-    // OAuth identities and flows.
-    /// The user linked to a provider account, if any.
-    async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError>;
-    /// Links a provider account to an existing user; `Conflict("identity")`
-    /// when that provider account is already linked.
-    async fn link_identity(&self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError>;
-    /// Creates a password-less user and its link in one transaction.
-    async fn create_user_with_identity(&self, new_user: NewUser, identity: &Identity) -> Result<User, StoreError>;
-    async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError>;
-    /// Deletes the flow and returns it when it has not expired: each flow
-    /// can be finished once.
-    async fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Result<Option<OAuthFlow>, StoreError>;
-
-    // Posts.
+#[async_trait]
+pub trait PostStore: Send + Sync {
     async fn create_post(&self, author_id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError>;
     /// The post and its author's department and role (for the policy).
     async fn post_by_id(&self, id: Uuid) -> Result<PostWithAuthor, StoreError>;
     async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError>;
     async fn delete_post(&self, id: Uuid) -> Result<(), StoreError>;
-    /// Newest first, older than `before`, at most `limit`.
+    /// Newest first, older than `before`, at most `limit`; shared like
+    /// `UserStore::user_shared`.
     async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Arc<PostsPage>, StoreError>;
-    async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError>;
+}
 
-    // Blocks.
-    async fn insert_block(&self, block: &Block) -> Result<(), StoreError>;
-    async fn delete_block(&self, id: Uuid) -> Result<Block, StoreError>;
-    /// Blocks in force at `now`, newest first, after `before`.
-    async fn list_blocks(
-        &self,
-        now: OffsetDateTime,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<Block>, StoreError>;
-
-    // Audit.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// Deletes audit events older than `before`; returns how many.
     async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
-    /// Sessions in force at `now` in the SQL store.
-    async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
     /// Newest first, matching every filter given, older than `before`.
     async fn list_audit_events(
         &self,
@@ -364,37 +296,62 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
-/// Where browser sessions live: the SQL store by default (`SqlSessions`),
-/// Redis when configured, so that sessions are shared by every instance.
 #[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
-    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError>;
-    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError>;
-    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError>;
-    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError>;
-    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError>;
+pub trait BlockStore: Send + Sync {
+    async fn insert_block(&self, block: &Block) -> Result<(), StoreError>;
+    async fn delete_block(&self, id: Uuid) -> Result<Block, StoreError>;
+    /// Blocks in force at `now`, newest first, after `before`.
+    async fn list_blocks(
+        &self,
+        now: OffsetDateTime,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Block>, StoreError>;
 }
 
-/// Sessions in the SQL store's `sessions` table.
-pub struct SqlSessions(pub Arc<dyn Store>);
-
+/// OAuth identities (provider, subject) → user, and single-use sign-in flows.
 #[async_trait]
-impl SessionStore for SqlSessions {
-    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.0.insert_session(record).await
-    }
-    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
-        self.0.session(id_hash).await
-    }
-    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError> {
-        self.0.extend_session(id_hash, idle_expires_at).await
-    }
-    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError> {
-        self.0.delete_session(id_hash).await
-    }
-    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError> {
-        self.0.delete_user_sessions(user_id).await
-    }
+pub trait IdentityStore: Send + Sync {
+    /// The user linked to a provider account, if any.
+    async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError>;
+    /// Links a provider account to an existing user; `Conflict("identity")`
+    /// when that provider account is already linked.
+    async fn link_identity(&self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError>;
+    async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError>;
+    /// Deletes the flow and returns it when it has not expired: each flow
+    /// can be finished once.
+    async fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Result<Option<OAuthFlow>, StoreError>;
+}
+
+/// Every aggregate, plus what spans them.
+#[async_trait]
+pub trait Store: UserStore + TokenStore + SessionStore + PostStore + AuditStore + BlockStore + IdentityStore {
+    /// Applies pending migrations; safe to call on every start.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// One round trip, for `/ready`.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Drops revocations, sessions, refresh tokens and OAuth flows that can no
+    /// longer matter.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
+    /// Sessions in force at `now` in the SQL store.
+    async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+    async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError>;
+    /// One transaction across aggregates: every write in it lands, or none.
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError>;
+}
+
+/// Writes that must land together (a user and their provider link; later,
+/// an outbox row with what caused it). Dropped without `commit`, nothing
+/// it wrote remains.
+#[async_trait]
+pub trait UnitOfWork: Send {
+    /// As `UserStore::create_user`.
+    async fn create_user(&mut self, new_user: NewUser) -> Result<User, StoreError>;
+    /// As `IdentityStore::link_identity`.
+    async fn link_identity(&mut self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError>;
+    /// As `AuditStore::insert_audit_events`.
+    async fn insert_audit_events(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 /// "Now" as the stores record it: to the microsecond, the precision
@@ -404,12 +361,12 @@ pub fn now_stored() -> OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
 }
 
-/// Opens the store that `database.url` names.
+/// Opens the store that `database.url` names, with its read caches.
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.url.expose_secret();
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, config.max_connections).await?))
+        Ok(Arc::new(CachedStore::new(SqliteStore::connect(url, config.max_connections).await?)))
     } else {
-        Ok(Arc::new(PostgresStore::connect(url, config.max_connections, None).await?))
+        Ok(Arc::new(CachedStore::new(PostgresStore::connect(url, config.max_connections, None).await?)))
     }
 }

@@ -1,0 +1,797 @@
+//! The SQL of both backends, written once.
+//!
+//! Every query uses `$N` placeholders, which PostgreSQL requires and sqlx
+//! binds by number on SQLite too, and only SQL both understand (`FALSE`,
+//! `FILTER`, `CAST`, `RETURNING`, `ON CONFLICT`). `sql_store!` instantiates
+//! the trait impls for one `sqlx::Database`, given the one SQL fragment that
+//! differs (the name of `GREATEST`); the rest of what differs lives in that
+//! backend's file as its `Dialect` (migrations, how an admin change takes
+//! its write lock) and its `connect`.
+//! Rows are read through `FromRow` structs, which are generic over the
+//! database already.
+
+use std::{str::FromStr, sync::Arc};
+
+use async_trait::async_trait;
+use sqlx::{Database, Pool, Transaction, migrate::Migrator};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore, OAuthFlow, PostStore,
+    PostsPage, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError, TokenStore,
+    UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
+};
+use crate::{
+    audit::{AuditEvent, Outcome},
+    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
+};
+
+/// A SQL database behind the store traits; `SqliteStore` and
+/// `PostgresStore` name its two instances.
+pub struct SqlStore<DB: Database> {
+    pub(super) pool: Pool<DB>,
+}
+
+/// Writes in one transaction (`Store::begin`).
+pub struct SqlUnitOfWork<DB: Database> {
+    pub(super) transaction: Transaction<'static, DB>,
+}
+
+/// What one backend's SQL or locking needs that the other's does not.
+pub trait Dialect: Database {
+    /// This backend's migrations (`migrations/<backend>/`).
+    const MIGRATOR: Migrator;
+
+    /// Starts a transaction that may demote, disable or delete an admin, so
+    /// that no other such transaction runs between its count of active
+    /// admins and its write: without this, two concurrent demotions of the
+    /// last two admins would both see two and both pass.
+    fn begin_admin_change(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
+}
+
+#[derive(sqlx::FromRow)]
+struct PostWithAuthorRow {
+    #[sqlx(flatten)]
+    post: Post,
+    author_department: Option<String>,
+    author_role: Option<String>,
+}
+
+impl From<PostWithAuthorRow> for PostWithAuthor {
+    fn from(row: PostWithAuthorRow) -> Self {
+        PostWithAuthor {
+            post: row.post,
+            author_department: row.author_department,
+            author_role: row.author_role.and_then(|role| Role::from_str(&role).ok()),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: Uuid,
+    time: OffsetDateTime,
+    request_id: Option<String>,
+    event: String,
+    user_id: Option<Uuid>,
+    client_ip: Option<String>,
+    route: Option<String>,
+    outcome: String,
+    detail: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        let outcome = Outcome::parse(&row.outcome)
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("audit_events.outcome holds {:?}", row.outcome)))?;
+        Ok(AuditEvent {
+            id: row.id,
+            time: row.time,
+            request_id: row.request_id,
+            event: row.event.into(),
+            user_id: row.user_id,
+            client_ip: row.client_ip.and_then(|ip| ip.parse().ok()),
+            route: row.route,
+            outcome,
+            detail: row.detail,
+        })
+    }
+}
+
+/// The user a new account becomes, before it is written.
+fn user_to_create(new_user: &NewUser) -> User {
+    User {
+        id: Uuid::now_v7(),
+        email: new_user.email.as_str().to_owned(),
+        name: new_user.name.as_str().to_owned(),
+        role: new_user.role,
+        department: new_user.department.clone(),
+        disabled: false,
+        created_at: now_stored(),
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Whether `changes` take admin rights from an active admin.
+fn loses_admin(role: Role, disabled: bool, changes: &UserChanges) -> bool {
+    role == Role::Admin
+        && !disabled
+        && (changes.role.is_some_and(|role| role != Role::Admin) || changes.disabled == Some(true))
+}
+
+/// `prefix`, the user columns, `suffix`: one literal, so the query text
+/// stays `&'static str`.
+macro_rules! concat_users {
+    ($prefix:literal, $suffix:literal) => {
+        concat!($prefix, "id, email, name, role, department, disabled, created_at", $suffix)
+    };
+}
+
+/// The store traits for `SqlStore<$db>`; `$greatest` is the dialect's name
+/// for the larger of two values (`MAX` in SQLite, `GREATEST` in PostgreSQL).
+macro_rules! sql_store {
+    ($db:ty, greatest = $greatest:literal) => {
+        impl SqlStore<$db> {
+            async fn insert_user(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                new_user: NewUser,
+            ) -> Result<User, StoreError> {
+                let user = user_to_create(&new_user);
+                let result = sqlx::query(
+                    "INSERT INTO users (id, email, email_key, name, role, department, password_hash, disabled, \
+                                        created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8)",
+                )
+                .bind(user.id)
+                .bind(&user.email)
+                .bind(new_user.email.key())
+                .bind(&user.name)
+                .bind(user.role.as_str())
+                .bind(&user.department)
+                .bind(&new_user.password_hash)
+                .bind(user.created_at)
+                .execute(connection)
+                .await;
+                match result {
+                    Ok(_) => Ok(user),
+                    Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("email")),
+                    Err(error) => Err(error.into()),
+                }
+            }
+
+            async fn insert_identity(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                identity: &Identity,
+                user_id: Uuid,
+            ) -> Result<(), StoreError> {
+                let result = sqlx::query(
+                    "INSERT INTO oauth_identities (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&identity.provider)
+                .bind(&identity.subject)
+                .bind(user_id)
+                .bind(now_stored())
+                .execute(connection)
+                .await;
+                match result {
+                    Ok(_) => Ok(()),
+                    Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("identity")),
+                    Err(error) => Err(error.into()),
+                }
+            }
+
+            async fn insert_audit(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                events: &[AuditEvent],
+            ) -> Result<(), StoreError> {
+                for event in events {
+                    sqlx::query(
+                        "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome, \
+                                                   detail) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(event.id)
+                    .bind(event.time)
+                    .bind(&event.request_id)
+                    .bind(event.event.as_ref())
+                    .bind(event.user_id)
+                    .bind(event.client_ip.map(|ip| ip.to_string()))
+                    .bind(&event.route)
+                    .bind(event.outcome.as_str())
+                    .bind(&event.detail)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            /// The role and state of `id` inside an admin change, and how
+            /// many admins are active.
+            async fn admin_standing(
+                transaction: &mut Transaction<'static, $db>,
+                id: Uuid,
+            ) -> Result<(Role, bool, u64), StoreError> {
+                let (role, disabled): (String, bool) = sqlx::query_as("SELECT role, disabled FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut **transaction)
+                    .await?;
+                let active: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
+                        .fetch_one(&mut **transaction)
+                        .await?;
+                let role = Role::from_str(&role).map_err(|_| anyhow::anyhow!("users.role holds {role:?}"))?;
+                Ok((role, disabled, count(active)))
+            }
+        }
+
+        #[async_trait]
+        impl UserStore for SqlStore<$db> {
+            async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError> {
+                Self::insert_user(&mut *self.pool.acquire().await?, new_user).await
+            }
+
+            async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
+                Ok(sqlx::query_as(concat_users!("SELECT ", " FROM users WHERE id = $1"))
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn user_shared(&self, id: Uuid) -> Result<Arc<User>, StoreError> {
+                Ok(Arc::new(self.user_by_id(id).await?))
+            }
+
+            async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
+                Ok(sqlx::query_as(concat_users!("SELECT ", ", password_hash FROM users WHERE email_key = $1"))
+                    .bind(email.key())
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+                Ok(sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError> {
+                let done = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                    .bind(phc)
+                    .bind(now_stored())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+            }
+
+            async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
+                Ok(sqlx::query_as(concat_users!(
+                    "UPDATE users SET name = $1, updated_at = $2 WHERE id = $3 RETURNING ",
+                    ""
+                ))
+                .bind(name.as_str())
+                .bind(now_stored())
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+                let mut transaction = <$db as Dialect>::begin_admin_change(&self.pool).await?;
+                let (role, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
+                if loses_admin(role, disabled, changes) && active_admins <= 1 {
+                    return Err(StoreError::LastActiveAdmin);
+                }
+                let user: User = sqlx::query_as(concat_users!(
+                    "UPDATE users SET role = COALESCE(CAST($1 AS TEXT), role), \
+                                      department = CASE WHEN CAST($2 AS BOOLEAN) THEN $3 ELSE department END, \
+                                      disabled = COALESCE(CAST($4 AS BOOLEAN), disabled), \
+                                      updated_at = $5 \
+                     WHERE id = $6 RETURNING ",
+                    ""
+                ))
+                .bind(changes.role.map(Role::as_str))
+                .bind(changes.department.is_some())
+                .bind(changes.department.clone().flatten())
+                .bind(changes.disabled)
+                .bind(now_stored())
+                .bind(id)
+                .fetch_one(&mut *transaction)
+                .await?;
+                transaction.commit().await?;
+                Ok(user)
+            }
+
+            async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+                let mut transaction = <$db as Dialect>::begin_admin_change(&self.pool).await?;
+                let (role, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
+                if role == Role::Admin && !disabled && active_admins <= 1 {
+                    return Err(StoreError::LastActiveAdmin);
+                }
+                sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *transaction).await?;
+                transaction.commit().await?;
+                Ok(())
+            }
+
+            async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat_users!("SELECT ", " FROM users WHERE 1 = 1"));
+                if let Some(after) = after {
+                    query.push(" AND id > ").push_bind(after);
+                }
+                query.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+                Ok(query.build_query_as().fetch_all(&self.pool).await?)
+            }
+
+            async fn count_admins(&self) -> Result<u64, StoreError> {
+                let admins: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetch_one(&self.pool).await?;
+                Ok(count(admins))
+            }
+
+            async fn count_active_admins(&self) -> Result<u64, StoreError> {
+                let admins: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(count(admins))
+            }
+        }
+
+        #[async_trait]
+        impl TokenStore for SqlStore<$db> {
+            async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&record.token_hash[..])
+                .bind(record.family_id)
+                .bind(record.user_id)
+                .bind(record.issued_at)
+                .bind(record.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn use_refresh_token(
+                &self,
+                token_hash: &[u8; 32],
+                now: OffsetDateTime,
+            ) -> Result<RefreshUse, StoreError> {
+                // The conditional UPDATE is the single-use guarantee: of two
+                // concurrent uses, exactly one changes the row.
+                let spent: Option<(Uuid, Uuid)> = sqlx::query_as(
+                    "UPDATE refresh_tokens SET used_at = $1 \
+                     WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+                     RETURNING family_id, user_id",
+                )
+                .bind(now)
+                .bind(&token_hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+                if let Some((family_id, user_id)) = spent {
+                    return Ok(RefreshUse::Rotated { family_id, user_id });
+                }
+                let found: Option<(Uuid, Uuid, Option<OffsetDateTime>)> =
+                    sqlx::query_as("SELECT family_id, user_id, used_at FROM refresh_tokens WHERE token_hash = $1")
+                        .bind(&token_hash[..])
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(match found {
+                    Some((family_id, user_id, Some(_))) => RefreshUse::Reused { family_id, user_id },
+                    _ => RefreshUse::Invalid,
+                })
+            }
+
+            async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+                sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(family_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+                sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO revocations (kind, subject, revoked_before, expires_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (kind, subject) DO UPDATE SET revoked_before = excluded.revoked_before, \
+                     expires_at = ",
+                    $greatest,
+                    "(revocations.expires_at, excluded.expires_at)"
+                ))
+                .bind(revocation.kind.as_str())
+                .bind(revocation.subject)
+                .bind(revocation.revoked_before)
+                .bind(revocation.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT kind, subject, revoked_before, expires_at FROM revocations WHERE expires_at > $1",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+        }
+
+        #[async_trait]
+        impl SessionStore for SqlStore<$db> {
+            async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO sessions (id_hash, user_id, csrf_hash, created_at, idle_expires_at, \
+                                           absolute_expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&record.id_hash[..])
+                .bind(record.user_id)
+                .bind(&record.csrf_hash[..])
+                .bind(record.created_at)
+                .bind(record.idle_expires_at)
+                .bind(record.absolute_expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id_hash, user_id, csrf_hash, created_at, idle_expires_at, absolute_expires_at \
+                     FROM sessions WHERE id_hash = $1",
+                )
+                .bind(&id_hash[..])
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn extend_session(
+                &self,
+                id_hash: &[u8; 32],
+                idle_expires_at: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query("UPDATE sessions SET idle_expires_at = $1 WHERE id_hash = $2")
+                    .bind(idle_expires_at)
+                    .bind(&id_hash[..])
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&id_hash[..]).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl PostStore for SqlStore<$db> {
+            async fn create_post(
+                &self,
+                author_id: Uuid,
+                title: &PostTitle,
+                body: &PostBody,
+            ) -> Result<Post, StoreError> {
+                let now = now_stored();
+                let post = Post {
+                    id: Uuid::now_v7(),
+                    title: title.as_str().to_owned(),
+                    body: body.as_str().to_owned(),
+                    author_id,
+                    created_at: now,
+                    updated_at: now,
+                };
+                sqlx::query(
+                    "INSERT INTO posts (id, author_id, title, body, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(post.id)
+                .bind(post.author_id)
+                .bind(&post.title)
+                .bind(&post.body)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(post)
+            }
+
+            async fn post_by_id(&self, id: Uuid) -> Result<PostWithAuthor, StoreError> {
+                let row: PostWithAuthorRow = sqlx::query_as(
+                    "SELECT p.id, p.title, p.body, p.author_id, p.created_at, p.updated_at, \
+                            u.department AS author_department, u.role AS author_role \
+                     FROM posts p LEFT JOIN users u ON u.id = p.author_id WHERE p.id = $1",
+                )
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.into())
+            }
+
+            async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
+                Ok(sqlx::query_as(
+                    "UPDATE posts SET title = $1, body = $2, updated_at = $3 WHERE id = $4 \
+                     RETURNING id, title, body, author_id, created_at, updated_at",
+                )
+                .bind(title.as_str())
+                .bind(body.as_str())
+                .bind(now_stored())
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn delete_post(&self, id: Uuid) -> Result<(), StoreError> {
+                let done = sqlx::query("DELETE FROM posts WHERE id = $1").bind(id).execute(&self.pool).await?;
+                if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+            }
+
+            async fn list_posts(&self, before: Option<Uuid>, limit: u32) -> Result<Arc<PostsPage>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, title, body, author_id, created_at, updated_at FROM posts WHERE 1 = 1",
+                );
+                if let Some(before) = before {
+                    query.push(" AND id < ").push_bind(before);
+                }
+                query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+                Ok(Arc::new(query.build_query_as().fetch_all(&self.pool).await?))
+            }
+        }
+
+        #[async_trait]
+        impl AuditStore for SqlStore<$db> {
+            async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+                let mut transaction = self.pool.begin().await?;
+                Self::insert_audit(&mut transaction, events).await?;
+                transaction.commit().await?;
+                Ok(())
+            }
+
+            async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+                let done =
+                    sqlx::query("DELETE FROM audit_events WHERE time < $1").bind(before).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn list_audit_events(
+                &self,
+                filter: &AuditFilter,
+                before: Option<Uuid>,
+                limit: u32,
+            ) -> Result<Vec<AuditEvent>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, time, request_id, event, user_id, client_ip, route, outcome, detail \
+                     FROM audit_events WHERE 1 = 1",
+                );
+                if let Some(event) = &filter.event {
+                    query.push(" AND event = ").push_bind(event.clone());
+                }
+                if let Some(user_id) = filter.user_id {
+                    query.push(" AND user_id = ").push_bind(user_id);
+                }
+                if let Some(ip) = filter.client_ip {
+                    query.push(" AND client_ip = ").push_bind(ip.to_string());
+                }
+                if let Some(from) = filter.from {
+                    query.push(" AND time >= ").push_bind(from);
+                }
+                if let Some(to) = filter.to {
+                    query.push(" AND time <= ").push_bind(to);
+                }
+                if let Some(before) = before {
+                    query.push(" AND id < ").push_bind(before);
+                }
+                query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+                let rows: Vec<AuditRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(AuditEvent::try_from).collect()
+            }
+        }
+
+        #[async_trait]
+        impl BlockStore for SqlStore<$db> {
+            async fn insert_block(&self, block: &Block) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO blocks (id, ip, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(block.id)
+                    .bind(&block.ip)
+                    .bind(&block.reason)
+                    .bind(block.created_at)
+                    .bind(block.expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_block(&self, id: Uuid) -> Result<Block, StoreError> {
+                Ok(sqlx::query_as("DELETE FROM blocks WHERE id = $1 RETURNING id, ip, reason, created_at, expires_at")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn list_blocks(
+                &self,
+                now: OffsetDateTime,
+                before: Option<Uuid>,
+                limit: u32,
+            ) -> Result<Vec<Block>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, ip, reason, created_at, expires_at FROM blocks \
+                     WHERE (expires_at IS NULL OR expires_at > ",
+                );
+                query.push_bind(now).push(")");
+                if let Some(before) = before {
+                    query.push(" AND id < ").push_bind(before);
+                }
+                query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+                Ok(query.build_query_as().fetch_all(&self.pool).await?)
+            }
+        }
+
+        #[async_trait]
+        impl IdentityStore for SqlStore<$db> {
+            async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT u.id, u.email, u.name, u.role, u.department, u.disabled, u.created_at \
+                     FROM oauth_identities i JOIN users u ON u.id = i.user_id \
+                     WHERE i.provider = $1 AND i.subject = $2",
+                )
+                .bind(&identity.provider)
+                .bind(&identity.subject)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn link_identity(&self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
+                Self::insert_identity(&mut *self.pool.acquire().await?, identity, user_id).await
+            }
+
+            async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO oauth_flows (id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, \
+                                              expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&flow.id_hash[..])
+                .bind(&flow.provider)
+                .bind(&flow.state_hash[..])
+                .bind(&flow.pkce_verifier)
+                .bind(&flow.nonce)
+                .bind(&flow.redirect_to)
+                .bind(flow.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_oauth_flow(
+                &self,
+                id_hash: &[u8; 32],
+                now: OffsetDateTime,
+            ) -> Result<Option<OAuthFlow>, StoreError> {
+                let flow: Option<OAuthFlow> = sqlx::query_as(
+                    "DELETE FROM oauth_flows WHERE id_hash = $1 \
+                     RETURNING id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, expires_at",
+                )
+                .bind(&id_hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(flow.filter(|flow| flow.expires_at > now))
+            }
+        }
+
+        #[async_trait]
+        impl Store for SqlStore<$db> {
+            async fn migrate(&self) -> Result<(), StoreError> {
+                <$db as Dialect>::MIGRATOR.run(&self.pool).await.map_err(anyhow::Error::from)?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+                for statement in [
+                    "DELETE FROM revocations WHERE expires_at <= $1",
+                    "DELETE FROM sessions WHERE idle_expires_at <= $1 OR absolute_expires_at <= $1",
+                    "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+                    "DELETE FROM oauth_flows WHERE expires_at <= $1",
+                ] {
+                    sqlx::query(statement).bind(now).execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+                let sessions: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sessions WHERE idle_expires_at > $1 AND absolute_expires_at > $1",
+                )
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(count(sessions))
+            }
+
+            async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {
+                let (users, admins, managers, plain_users, disabled): (i64, i64, i64, i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), \
+                            COUNT(*) FILTER (WHERE role = 'admin'), \
+                            COUNT(*) FILTER (WHERE role = 'manager'), \
+                            COUNT(*) FILTER (WHERE role = 'user'), \
+                            COUNT(*) FILTER (WHERE disabled) \
+                     FROM users",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                let posts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM posts").fetch_one(&self.pool).await?;
+                Ok(DashboardCounts {
+                    users: count(users),
+                    admins: count(admins),
+                    managers: count(managers),
+                    plain_users: count(plain_users),
+                    disabled_users: count(disabled),
+                    posts: count(posts),
+                    active_sessions: self.count_active_sessions(now).await?,
+                })
+            }
+
+            async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError> {
+                Ok(Box::new(SqlUnitOfWork { transaction: self.pool.begin().await? }))
+            }
+        }
+
+        #[async_trait]
+        impl UnitOfWork for SqlUnitOfWork<$db> {
+            async fn create_user(&mut self, new_user: NewUser) -> Result<User, StoreError> {
+                SqlStore::<$db>::insert_user(&mut self.transaction, new_user).await
+            }
+
+            async fn link_identity(&mut self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
+                SqlStore::<$db>::insert_identity(&mut self.transaction, identity, user_id).await
+            }
+
+            async fn insert_audit_events(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+                SqlStore::<$db>::insert_audit(&mut self.transaction, events).await
+            }
+
+            async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+                self.transaction.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+sql_store!(sqlx::Sqlite, greatest = "MAX");
+sql_store!(sqlx::Postgres, greatest = "GREATEST");
