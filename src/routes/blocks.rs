@@ -49,7 +49,7 @@ pub fn parse_block_duration(text: &str) -> Result<Duration, &'static str> {
     security(("bearer" = []), ("cookie" = [])),
     params(Page),
     responses(
-        (status = 200, body = List<Block>),
+        (status = 200, description = "A page of blocks in force, newest first.", body = List<Block>),
         (status = 400, description = "A malformed `limit` or `cursor`."),
         (status = 403, description = "Only admins may manage blocks."),
     )

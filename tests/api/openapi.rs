@@ -173,3 +173,18 @@ async fn the_document_and_the_docs_page_carry_the_security_headers() {
     app.get("/docs/oauth2-redirect.html").await.assert_problem(404);
     app.get("/docs/no-such-file.js").await.assert_problem(404);
 }
+
+/// Every response object has the `description` OpenAPI requires.
+#[tokio::test]
+async fn every_response_has_a_description() {
+    let app = spawn_app().await;
+    let document = app.get("/openapi.json").await.json();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(!description.trim().is_empty(), "{method} {path} {status} has no description");
+            }
+        }
+    }
+}
