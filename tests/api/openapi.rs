@@ -240,3 +240,14 @@ async fn every_response_has_a_description() {
         }
     }
 }
+
+/// The licence is the crate's, as an SPDX expression (OpenAPI 3.1's
+/// `identifier`).
+#[tokio::test]
+async fn the_document_names_the_crates_license() {
+    let app = spawn_app().await;
+    let document = app.get("/openapi.json").await.json();
+    let license = &document["info"]["license"];
+    assert_eq!(license, &serde_json::json!({"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"}));
+    assert_eq!(license["identifier"], env!("CARGO_PKG_LICENSE"));
+}
