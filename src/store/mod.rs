@@ -56,8 +56,9 @@ impl From<sqlx::Error> for StoreError {
 /// every reader as it is. `rendered` is for the API to keep its JSON of
 /// this exact value, so that a cached one is serialised once rather than
 /// per request (twenty posts were two thirds of `GET /api/posts`:
-/// docs/performance.md). The store never reads it; a write makes a new
-/// snapshot, so a kept body never outlives the data it shows.
+/// docs/performance.md, "Design choices and what they saved"). The store
+/// never reads it; a write makes a new snapshot, so a kept body never
+/// outlives the data it shows.
 #[derive(Debug, Default)]
 pub struct Snapshot<T> {
     pub value: T,
