@@ -46,7 +46,7 @@ pub mod tags {
                        (`application/problem+json`). Signed-in callers send `Authorization: Bearer <access JWT>` \
                        or the `rampart_session` cookie; cookie-authenticated POST, PUT, PATCH and DELETE requests \
                        also need `X-CSRF-Token`.",
-        license(name = "Proprietary")
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
     tags(
         (name = "operations", description = "Health and readiness, and this document."),

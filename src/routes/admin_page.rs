@@ -159,7 +159,7 @@ impl TrafficStats {
     tag = tags::ADMIN,
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = Stats),
+        (status = 200, description = "Requests per minute over the last hour.", body = Stats),
         (status = 403, description = "Only admins may see the statistics."),
     )
 )]

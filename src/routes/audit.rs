@@ -86,7 +86,7 @@ fn filter_from(uri: &Uri) -> Result<AuditFilter, ApiError> {
     security(("bearer" = []), ("cookie" = [])),
     params(Page, AuditQuery),
     responses(
-        (status = 200, body = List<AuditEvent>),
+        (status = 200, description = "A page of audit events, newest first.", body = List<AuditEvent>),
         (status = 400, description = "A malformed filter, `limit` or `cursor`, named in `errors`."),
         (status = 403, description = "Only admins may read the audit trail."),
     )

@@ -78,7 +78,7 @@ impl From<store::Block> for Block {
     security(("bearer" = []), ("cookie" = [])),
     params(Page),
     responses(
-        (status = 200, body = List<Block>),
+        (status = 200, description = "A page of blocks in force, newest first.", body = List<Block>),
         (status = 400, description = "A malformed `limit` or `cursor`."),
         (status = 403, description = "Only admins may manage blocks."),
     )

@@ -44,7 +44,12 @@ struct Health {
 /// and reachable even by a blocked client. The time is given to the whole
 /// second, so the body changes once a second and each worker thread keeps
 /// the last one it rendered: load balancers poll this often.
-#[utoipa::path(get, path = "/health", tag = tags::OPS, responses((status = 200, body = Health)))]
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = tags::OPS,
+    responses((status = 200, description = "The server is up.", body = Health))
+)]
 async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let key = (now.unix_timestamp(), state.started.elapsed().as_secs());
@@ -91,7 +96,7 @@ struct Ready {
     path = "/ready",
     tag = tags::OPS,
     responses(
-        (status = 200, body = Ready),
+        (status = 200, description = "The database (and Redis, when configured) answered.", body = Ready),
         (status = 503, description = "The database or Redis did not answer."),
     )
 )]

@@ -75,7 +75,7 @@ async fn load_post(state: &AppState, id: &str) -> Result<PostWithAuthor, ApiErro
     security((), ("bearer" = []), ("cookie" = [])),
     params(Page),
     responses(
-        (status = 200, body = List<Post>),
+        (status = 200, description = "A page of posts, newest first.", body = List<Post>),
         (status = 400, description = "A malformed `limit` or `cursor`."),
         (status = 403, description = "The policy does not allow it (the built-in one lets everyone read)."),
     )
@@ -107,7 +107,7 @@ thread_local! {
     security((), ("bearer" = []), ("cookie" = [])),
     params(("id" = Uuid, Path, description = "The post's id; a malformed one is 404.")),
     responses(
-        (status = 200, body = Post),
+        (status = 200, description = "The post.", body = Post),
         (status = 403, description = "The policy does not allow it (the built-in one lets everyone read)."),
         (status = 404, description = "No post has this id."),
     )
@@ -227,7 +227,7 @@ struct Dashboard {
     tag = tags::ADMIN,
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = Dashboard),
+        (status = 200, description = "Counts of users, posts and sessions.", body = Dashboard),
         (status = 403, description = "Only admins may see the dashboard."),
     )
 )]

@@ -98,7 +98,7 @@ async fn own_user(state: &AppState, principal: Principal, audit: &AuditContext) 
     tag = tags::USERS,
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = User),
+        (status = 200, description = "The caller's account.", body = User),
         (status = 403, description = "The policy does not let this account manage itself."),
     )
 )]
@@ -219,7 +219,7 @@ async fn change_password(
     security(("bearer" = []), ("cookie" = [])),
     params(Page),
     responses(
-        (status = 200, body = List<User>),
+        (status = 200, description = "A page of users.", body = List<User>),
         (status = 400, description = "A malformed `limit` or `cursor`."),
         (status = 403, description = "Only admins may list users."),
     )

@@ -1,5 +1,11 @@
-//! `/openapi.json` describes exactly the router's routes, and `/docs` shows
-//! it under a strict CSP.
+//! `/openapi.json` describes exactly the router's routes, is valid OpenAPI
+//! 3.1, and `/docs` shows it under a strict CSP.
+//!
+//! Validity is checked by `openapi-spec-validator` (PyPI, pinned in
+//! `tests/openapi/requirements.txt`), which carries the official OpenAPI 3.1
+//! schema: `.ci/run` installs it into a virtualenv and names it in
+//! `OPENAPI_SPEC_VALIDATOR`; otherwise it is looked up on `PATH`. Skipped on
+//! a laptop without it, failed under CI=true.
 //!
 //! The route table is read from the router itself: axum has no public
 //! listing, so the paths come from its `Debug` output (which names every
@@ -9,7 +15,7 @@
 //! axum's `Debug` output changes shape, the parse finds no paths and the
 //! test fails loudly rather than passing on an empty table.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -172,4 +178,76 @@ async fn the_document_and_the_docs_page_carry_the_security_headers() {
     assert!(script.body.contains("\"validatorUrl\": \"none\""), "{}", script.body);
     app.get("/docs/oauth2-redirect.html").await.assert_problem(404);
     app.get("/docs/no-such-file.js").await.assert_problem(404);
+}
+
+/// The validator named by `OPENAPI_SPEC_VALIDATOR`, else the one on `PATH`;
+/// under CI=true its absence fails the test instead.
+fn spec_validator() -> Option<PathBuf> {
+    if let Some(named) = std::env::var_os("OPENAPI_SPEC_VALIDATOR") {
+        let named = PathBuf::from(named);
+        assert!(named.is_file(), "OPENAPI_SPEC_VALIDATOR names {}, which does not exist", named.display());
+        return Some(named);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join("openapi-spec-validator")).find(|path| path.is_file())
+    });
+    if on_path.is_some() {
+        return on_path;
+    }
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but openapi-spec-validator is missing");
+    eprintln!(
+        "skipped: needs openapi-spec-validator on PATH, or \
+         OPENAPI_SPEC_VALIDATOR=\"$(bash tests/openapi/install.sh)\""
+    );
+    None
+}
+
+#[tokio::test]
+async fn the_served_document_passes_the_official_openapi_3_1_schema() {
+    let Some(validator) = spec_validator() else { return };
+    let app = spawn_app().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status, 200);
+    // The bytes as served, not a re-serialisation of them.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, &response.body).unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&validator)
+            .args(["--schema", "3.1", "--validation-errors", "all"])
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|error| panic!("{} does not run: {error}", validator.display()))
+    })
+    .await
+    .unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && report.contains(": OK"), "not valid OpenAPI 3.1:\n{report}");
+}
+
+/// What the validator also finds, checked without it: every response
+/// object has the `description` OpenAPI requires.
+#[tokio::test]
+async fn every_response_has_a_description() {
+    let app = spawn_app().await;
+    let document = app.get("/openapi.json").await.json();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(!description.trim().is_empty(), "{method} {path} {status} has no description");
+            }
+        }
+    }
+}
+
+/// The licence is the crate's, as an SPDX expression (OpenAPI 3.1's
+/// `identifier`).
+#[tokio::test]
+async fn the_document_names_the_crates_license() {
+    let app = spawn_app().await;
+    let document = app.get("/openapi.json").await.json();
+    let license = &document["info"]["license"];
+    assert_eq!(license, &serde_json::json!({"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"}));
+    assert_eq!(license["identifier"], env!("CARGO_PKG_LICENSE"));
 }
