@@ -10,7 +10,6 @@ use axum::{
 };
 use tower::{Layer, util::Either};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
-use utoipa_axum::router::OpenApiRouter;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -42,7 +41,8 @@ use crate::{
     metrics::Metrics,
     openapi,
     policy::{Action, Authorizer, Resource},
-    routes,
+    route_class::{RouteClass, RouteClasses},
+    routes::{self, RouteParts, Routes},
     shared::{Redis, RedisLimiter, RedisRevocations, RedisSessions},
     store::{SessionStore, SqlSessions, Store},
 };
@@ -208,12 +208,16 @@ impl AppState {
 }
 
 /// Every public route, each registered together with its OpenAPI
-/// description (`utoipa_axum::routes!`); `split_for_parts` gives the axum
-/// router and the document, which therefore list the same operations.
-/// Adding a route module is one `merge` here; adding a documented route is
-/// one `.routes(routes!(handler))` in its module.
-pub fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::base())
+/// description (`utoipa_axum::routes!`) and, where it has one, its route
+/// class; `into_parts` gives the axum router, the document (which
+/// therefore lists the same operations) and the classes. Adding a route
+/// module is one `merge` here; adding a documented route is one
+/// `.routes(routes!(handler))` in its module.
+pub fn public_routes() -> Routes {
+    Routes::with_openapi(openapi::base())
+        // The API namespace, routed or not: 404s and 405s there count in
+        // the `api` group too.
+        .class_under("/api/", RouteClass::Api)
         .merge(routes::ops::router())
         .merge(routes::auth::router())
         .merge(routes::oauth::router())
@@ -242,8 +246,8 @@ pub fn router(state: AppState) -> PublicService {
 /// for routes that panic or echo).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> PublicService {
     let config = &state.config;
-    let (routes, document) = public_routes().split_for_parts();
-    let _ = state.api_document.set(Bytes::from(openapi::finish(document).to_string()));
+    let RouteParts { router: routes, document, classes } = public_routes().into_parts();
+    let _ = state.api_document.set(Bytes::from(openapi::finish(document, &classes).to_string()));
     let routes: Router =
         routes.merge(extra).route_layer(RecordRouteLayer).fallback(not_found).with_state(state.clone());
     let gate = Gate::new(state.clone(), routes);
@@ -268,6 +272,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> PublicService {
             defense: state.defense.clone(),
         }),
         defense: Some(state.defense.clone()),
+        route_classes: classes,
     };
     Edge::new(settings, inner)
 }
@@ -283,6 +288,8 @@ pub fn admin_router(state: AppState) -> AdminService {
         timeout: config.server.request_timeout.0,
         access_log: None,
         defense: None,
+        // Nothing on the admin listener reads a class: no limits, no blocks.
+        route_classes: RouteClasses::default(),
     };
     Edge::new(settings, routes::ops::admin_router().fallback(not_found).with_state(state))
 }

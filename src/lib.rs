@@ -36,6 +36,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod route_class;
 pub mod routes;
 pub mod server;
 pub mod shared;

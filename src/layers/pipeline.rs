@@ -47,6 +47,7 @@ use crate::{
     connection::{Activity, Busy},
     defense::Defense,
     error::ApiError,
+    route_class::{RouteClass, RouteClasses},
 };
 
 /// What the outer service needs, built once.
@@ -58,6 +59,9 @@ pub struct EdgeSettings {
     /// The public listener logs and blocks; the admin listener does neither.
     pub access_log: Option<AccessLog>,
     pub defense: Option<Arc<Defense>>,
+    /// The routers' route classes, looked up once per request into its
+    /// `RequestContext`.
+    pub route_classes: RouteClasses,
 }
 
 /// The outer service; see the module doc. The server makes one per
@@ -123,11 +127,12 @@ where
     let settings = &*settings;
     let id = request_id::assign(&request);
     let ip = peer.map(|peer| client_ip::client_ip(peer.ip(), request.headers(), &settings.trusted));
-    let context = Arc::new(RequestContext::new(id.clone(), ip));
+    let route_class = settings.route_classes.classify(request.uri().path());
+    let context = Arc::new(RequestContext::new(id.clone(), ip, route_class));
     request.extensions_mut().insert(context.clone());
     let started = settings.access_log.as_ref().map(|log| log.start(&request, context));
 
-    let response = match early_refusal(settings, &request, ip) {
+    let response = match early_refusal(settings, &request, ip, route_class) {
         Some(refusal) => refusal,
         None => {
             let handled = AssertUnwindSafe(inner.call(request)).catch_unwind();
@@ -151,9 +156,14 @@ where
 }
 
 /// Blocked clients (403), then oversized URIs and headers (414/431).
-fn early_refusal(settings: &EdgeSettings, request: &Request, ip: Option<IpAddr>) -> Option<Response> {
+fn early_refusal(
+    settings: &EdgeSettings,
+    request: &Request,
+    ip: Option<IpAddr>,
+    route_class: RouteClass,
+) -> Option<Response> {
     if let Some(defense) = &settings.defense
-        && let Some(refusal) = block::refusal(defense, ip, request.uri().path())
+        && let Some(refusal) = block::refusal(defense, ip, route_class)
     {
         return Some(refusal);
     }
@@ -205,13 +215,12 @@ async fn gate(mut gate: Gate, request: Request) -> Result<Response, Infallible> 
     if let Some(context) = parts.extensions.get::<Arc<RequestContext>>() {
         authenticate(&gate.state, &parts.headers, context).await;
     }
-    let request = Request::from_parts(parts, Body::new(Limited::new(body, gate.body_limit)));
-
     let limiter = gate.state.rate_limiter.clone();
-    let (request, admission) = match limiter.admit(request).await {
-        Ok(admitted) => admitted,
+    let admission = match limiter.admit(&parts).await {
+        Ok(admission) => admission,
         Err(refusal) => return Ok(refusal),
     };
+    let request = Request::from_parts(parts, Body::new(Limited::new(body, gate.body_limit)));
     let mut response = match gate.router.call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
