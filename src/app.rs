@@ -1,5 +1,6 @@
-//! `AppState` and the router with its layer stack: the request pipeline in
-//! one place, outermost layer first (tower's `ServiceBuilder` order).
+//! `AppState`, and the public and admin services: the routes wrapped in
+//! the pipeline (`layers::pipeline`; its stage order is
+//! `layers::pipeline::STAGES`).
 
 use std::{sync::Arc, time::Instant};
 

@@ -1,11 +1,10 @@
-//! The request pipeline as two services, calling the layers of this folder
-//! in order (see `mod.rs`):
+//! The request pipeline as two services calling the layers of this folder
+//! in the order `STAGES` lists, the one place that order is written down
+//! (`layers/mod.rs`, `app.rs` and ARCHITECTURE.md point here):
 //!
-//! - `Edge`, around everything: request id, client IP, access log and
-//!   metrics, blocked clients, size limits, timeout, panic catching, then
-//!   on the way out problem rendering, the log line and security headers;
+//! - `Edge`, around everything, made per connection;
 //! - `Gate`, just outside the router (inside CORS, so preflights pass
-//!   freely): body limit, authentication and rate limit.
+//!   freely).
 //!
 //! Why hand-written services rather than one `middleware::from_fn` per
 //! layer: each `from_fn` layer boxes and clones the whole stack inside it
@@ -50,6 +49,57 @@ use crate::{
     route_class::{RouteClass, RouteClasses},
 };
 
+/// Which part of the pipeline runs a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// `Edge`, on the way in, or on the way out once the response is made.
+    Edge,
+    /// The CORS layer between `Edge` and `Gate` (`app::router_with`), when
+    /// `server.cors_origins` is set.
+    Cors,
+    /// `Gate`, on the way in, or on the way out of the router.
+    Gate,
+    /// The router, its `RecordRoute` route layer and the handler.
+    Router,
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage {
+    pub name: &'static str,
+    pub runner: Runner,
+    /// What it does, and where.
+    pub work: &'static str,
+}
+
+const fn stage(name: &'static str, runner: Runner, work: &'static str) -> Stage {
+    Stage { name, runner, work }
+}
+
+/// The pipeline, outermost first: a request passes these stages in this
+/// order; its response passes the stages named "… out" on the way back.
+/// The order matters where a stage refuses early: a blocked client is
+/// refused before authentication or rate limiting counts it, and signed-in
+/// callers are rate limited by user id because authentication comes first.
+pub const STAGES: [Stage; 16] = [
+    stage("request id", Runner::Edge, "keep a safe client X-Request-Id or mint one (request_id.rs)"),
+    stage("client IP", Runner::Edge, "the socket peer, or the forwarded client behind trusted proxies (client_ip.rs)"),
+    stage("route class", Runner::Edge, "the path's RouteClass, as the routers declared it, into the RequestContext"),
+    stage("access log in", Runner::Edge, "note the start time, method and URI (access_log.rs)"),
+    stage("blocked clients", Runner::Edge, "403 for a blocked client where the route class is blockable (block.rs)"),
+    stage("size limits", Runner::Edge, "414 for a long URI, 431 for large headers (limits.rs)"),
+    stage("timeout", Runner::Edge, "503 past server.request_timeout"),
+    stage("panic catching", Runner::Edge, "a panic becomes a 500 (panic.rs)"),
+    stage("CORS", Runner::Cors, "preflights answered, CORS headers added, when origins are configured"),
+    stage("body limit", Runner::Gate, "413 by Content-Length; any other body is cut off as it is read"),
+    stage("authenticate", Runner::Gate, "bearer token, then session cookie, into the context (authenticate.rs)"),
+    stage("rate limit", Runner::Gate, "429 or admitted; on the way out failure counting and RateLimit fields"),
+    stage("route", Runner::Router, "record the matched route, run the handler; 404 and 405 otherwise"),
+    stage("problem out", Runner::Edge, "render every error as problem+json with the request id (problem.rs)"),
+    stage("access log out", Runner::Edge, "metrics, audit of 401/403/429/5xx, defence counting, the log line"),
+    stage("headers out", Runner::Edge, "the security headers and X-Request-Id (security_headers.rs, request_id.rs)"),
+];
+
 /// What the outer service needs, built once.
 pub struct EdgeSettings {
     pub trusted: TrustedProxies,
@@ -64,7 +114,7 @@ pub struct EdgeSettings {
     pub route_classes: RouteClasses,
 }
 
-/// The outer service; see the module doc. The server makes one per
+/// The outer service: the `Runner::Edge` stages of `STAGES`. The server makes one per
 /// connection (`for_connection`), so the peer address needs no request
 /// extension, and requests in progress keep the connection from being
 /// closed as idle (`connection.rs`).
@@ -170,7 +220,7 @@ fn early_refusal(
     settings.limits.check(request).err().map(IntoResponse::into_response)
 }
 
-/// The inner service; see the module doc.
+/// The inner service: the `Runner::Gate` stages of `STAGES`.
 #[derive(Clone)]
 pub struct Gate {
     state: AppState,
