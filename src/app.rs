@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    audit::{AuditContext, Auditor},
+    audit::{AuditContext, Auditor, Outcome},
     auth::{
         keys,
         oauth::OAuthProviders,
@@ -41,7 +41,7 @@ use crate::{
     limiter::{LimiterBackend, memory::MemoryLimiter},
     metrics::Metrics,
     openapi,
-    policy::{Action, Authorizer, Resource},
+    policy::{Action, Authorizer, Decision, Resource},
     route_class::{RouteClass, RouteClasses},
     routes::{self, RouteParts, Routes},
     shared::{Redis, RedisLimiter, RedisRevocations, RedisSessions},
@@ -183,7 +183,9 @@ impl AppState {
         Ok(hash.clone())
     }
 
-    /// Asks the policy; see `Authorizer::authorize`.
+    /// Asks the policy; see `Authorizer::authorize`. A denied guest gets
+    /// 401; a denied user 403, audited as `forbidden` with the action and
+    /// resource.
     pub fn authorize(
         &self,
         caller: &Caller,
@@ -191,7 +193,17 @@ impl AppState {
         resource: Resource<'_>,
         audit: &AuditContext,
     ) -> Result<(), ApiError> {
-        self.authorizer.authorize(caller, action, resource, (&self.audit, audit, &*self.clock))
+        let denial = match self.authorizer.authorize(caller, action, resource) {
+            Decision::Allow => return Ok(()),
+            Decision::Deny(denial) => denial,
+        };
+        let Some(user_id) = denial.user_id else {
+            return Err(ApiError::Unauthorized { token_sent: false });
+        };
+        let mut event = audit.event(self.clock.now(), "forbidden", Some(user_id), Outcome::Denied);
+        event.detail = Some(denial.detail());
+        self.audit.record(event);
+        Err(ApiError::forbidden("You are not allowed to do this."))
     }
 
     /// Whether cookies get `Secure`: over TLS, or behind a TLS proxy in production.
