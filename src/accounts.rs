@@ -13,6 +13,7 @@ use crate::{
     auth::{oauth::ProviderAccount, password::PasswordHasher, secret},
     domain::{Email, NewUser, Password, Role, User, UserName},
     error::{ApiError, FieldError},
+    layers::rate_limit::SignInRequest,
     metrics::OutcomeLabels,
     store::{Identity, RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
 };
@@ -65,17 +66,21 @@ pub async fn create_account(
 }
 
 /// Checks an email and password the same way whatever the outcome: the
-/// throttle first, then one Argon2 verification (against a dummy hash when
-/// there is no usable account), then the verdict. Unknown email, wrong
-/// password, disabled account and password-less account all end in the same
-/// `InvalidCredentials`. A success re-hashes the password when the
-/// configured parameters changed.
+/// login rate limit per (IP, email) and the throttle first, then one Argon2
+/// verification (against a dummy hash when there is no usable account),
+/// then the verdict. Unknown email, wrong password, disabled account and
+/// password-less account all end in the same `InvalidCredentials`. A
+/// success re-hashes the password when the configured parameters changed.
 pub async fn verify_login(
     state: &AppState,
     audit: &AuditContext,
+    sign_in: &SignInRequest,
     email: &str,
     password: &SecretString,
 ) -> Result<User, ApiError> {
+    // The login group's per-IP count was made before the handler; the
+    // per-(IP, email) one needs the email, known only now.
+    state.rate_limiter.admit_sign_in(sign_in, email).await?;
     let account_key = email.trim().to_lowercase();
     if let Err(retry_after_secs) = state.throttle.check(&account_key) {
         state.audit.record(audit.event(state.clock.now(), "login_failure", None, Outcome::Denied));
@@ -109,6 +114,7 @@ pub async fn verify_login(
         }
         user => {
             state.throttle.record_failure(&account_key);
+            state.rate_limiter.count_failed_sign_in(sign_in, email).await;
             state.audit.record(audit.event(now, "login_failure", user.map(|u| u.id), Outcome::Failure));
             state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
             Err(ApiError::InvalidCredentials)

@@ -1,5 +1,6 @@
-//! `AppState` and the router with its layer stack: the request pipeline in
-//! one place, outermost layer first (tower's `ServiceBuilder` order).
+//! `AppState`, and the public and admin services: the routes wrapped in
+//! the pipeline (`layers::pipeline`; its stage order is
+//! `layers::pipeline::STAGES`).
 
 use std::{sync::Arc, time::Instant};
 
@@ -10,12 +11,11 @@ use axum::{
 };
 use tower::{Layer, util::Either};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
-use utoipa_axum::router::OpenApiRouter;
 
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    audit::{AuditContext, Auditor},
+    audit::{AuditContext, Auditor, Outcome},
     auth::{
         keys,
         oauth::OAuthProviders,
@@ -41,8 +41,9 @@ use crate::{
     limiter::{LimiterBackend, memory::MemoryLimiter},
     metrics::Metrics,
     openapi,
-    policy::{Action, Authorizer, Resource},
-    routes,
+    policy::{Action, Authorizer, Decision, Resource},
+    route_class::{RouteClass, RouteClasses},
+    routes::{self, RouteParts, Routes},
     shared::{Redis, RedisLimiter, RedisRevocations, RedisSessions},
     store::{SessionStore, Store},
 };
@@ -182,7 +183,9 @@ impl AppState {
         Ok(hash.clone())
     }
 
-    /// Asks the policy; see `Authorizer::authorize`.
+    /// Asks the policy; see `Authorizer::authorize`. A denied guest gets
+    /// 401; a denied user 403, audited as `forbidden` with the action and
+    /// resource.
     pub fn authorize(
         &self,
         caller: &Caller,
@@ -190,7 +193,17 @@ impl AppState {
         resource: Resource<'_>,
         audit: &AuditContext,
     ) -> Result<(), ApiError> {
-        self.authorizer.authorize(caller, action, resource, (&self.audit, audit, &*self.clock))
+        let denial = match self.authorizer.authorize(caller, action, resource) {
+            Decision::Allow => return Ok(()),
+            Decision::Deny(denial) => denial,
+        };
+        let Some(user_id) = denial.user_id else {
+            return Err(ApiError::Unauthorized { token_sent: false });
+        };
+        let mut event = audit.event(self.clock.now(), "forbidden", Some(user_id), Outcome::Denied);
+        event.detail = Some(denial.detail());
+        self.audit.record(event);
+        Err(ApiError::forbidden("You are not allowed to do this."))
     }
 
     /// Whether cookies get `Secure`: over TLS, or behind a TLS proxy in production.
@@ -208,12 +221,16 @@ impl AppState {
 }
 
 /// Every public route, each registered together with its OpenAPI
-/// description (`utoipa_axum::routes!`); `split_for_parts` gives the axum
-/// router and the document, which therefore list the same operations.
-/// Adding a route module is one `merge` here; adding a documented route is
-/// one `.routes(routes!(handler))` in its module.
-pub fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::base())
+/// description (`utoipa_axum::routes!`) and, where it has one, its route
+/// class; `into_parts` gives the axum router, the document (which
+/// therefore lists the same operations) and the classes. Adding a route
+/// module is one `merge` here; adding a documented route is one
+/// `.routes(routes!(handler))` in its module.
+pub fn public_routes() -> Routes {
+    Routes::with_openapi(openapi::base())
+        // The API namespace, routed or not: 404s and 405s there count in
+        // the `api` group too.
+        .class_under("/api/", RouteClass::Api)
         .merge(routes::ops::router())
         .merge(routes::auth::router())
         .merge(routes::oauth::router())
@@ -242,8 +259,8 @@ pub fn router(state: AppState) -> PublicService {
 /// for routes that panic or echo).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> PublicService {
     let config = &state.config;
-    let (routes, document) = public_routes().split_for_parts();
-    let _ = state.api_document.set(Bytes::from(openapi::finish(document).to_string()));
+    let RouteParts { router: routes, document, classes } = public_routes().into_parts();
+    let _ = state.api_document.set(Bytes::from(openapi::finish(document, &classes).to_string()));
     let routes: Router =
         routes.merge(extra).route_layer(RecordRouteLayer).fallback(not_found).with_state(state.clone());
     let gate = Gate::new(state.clone(), routes);
@@ -268,6 +285,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> PublicService {
             defense: state.defense.clone(),
         }),
         defense: Some(state.defense.clone()),
+        route_classes: classes,
     };
     Edge::new(settings, inner)
 }
@@ -283,6 +301,8 @@ pub fn admin_router(state: AppState) -> AdminService {
         timeout: config.server.request_timeout.0,
         access_log: None,
         defense: None,
+        // Nothing on the admin listener reads a class: no limits, no blocks.
+        route_classes: RouteClasses::default(),
     };
     Edge::new(settings, routes::ops::admin_router().fallback(not_found).with_state(state))
 }

@@ -2,8 +2,9 @@
 //!
 //! The modules in request order:
 //! - `server`: listeners, TLS (`tls`), connection limits, graceful shutdown;
-//! - `layers`: request id → security headers → access log → problem
-//!   rendering → panic catching → size limits → timeout → CORS → body limit;
+//! - `layers`: the pipeline around the routes, in the order
+//!   `layers::pipeline::STAGES` lists; `route_class` is how the routers tell
+//!   it which routes it treats differently;
 //! - `routes`: the handlers, with `extract::JsonBody` for input and
 //!   `domain` types for validated values; each is registered with its
 //!   OpenAPI description, which `openapi` completes and `/openapi.json` serves;
@@ -36,6 +37,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod route_class;
 pub mod routes;
 pub mod server;
 pub mod shared;

@@ -8,9 +8,9 @@
 //! responses, the errors its handler returns, its parameters and its
 //! security. `finish` then adds what the layer stack does to every route,
 //! from the same rules the layers follow: `X-Request-Id` on every response,
-//! the rate-limit fields and 429 (except `/health` and `/ready`), 403 for a
-//! blocked client (except `/health`), 400/413/415 wherever a JSON body is
-//! read, 401 with `WWW-Authenticate` wherever credentials are looked at,
+//! the rate-limit fields and 429 where the route class is rate limited, 403
+//! for a blocked client where it is blockable (`RouteClass`, declared by
+//! the routers), 400/413/415 wherever a JSON body is read, 401 with `WWW-Authenticate` wherever credentials are looked at,
 //! and the problem+json body of every error.
 //!
 //! The schema helpers below turn the domain rules (`PostTitle`, `Email`,
@@ -27,7 +27,10 @@ use utoipa::{
     },
 };
 
-use crate::error::{FieldError, ProblemBody};
+use crate::{
+    error::{FieldError, ProblemBody},
+    route_class::{RouteClass, RouteClasses},
+};
 
 /// The tag of each group of operations, in the order the docs page shows them.
 pub mod tags {
@@ -67,16 +70,12 @@ pub fn base() -> utoipa::openapi::OpenApi {
 // Security requirement names, as `#[utoipa::path(security(...))]` uses them.
 // An operation open to guests lists `()` first.
 
-/// Paths the rate limiter exempts (`layers::rate_limit`).
-const RATE_LIMIT_EXEMPT: [&str; 2] = ["/health", "/ready"];
-/// The one path a blocked client may still reach (`layers::block`).
-const BLOCK_EXEMPT: &str = "/health";
-
 const PROBLEM: &str = "application/problem+json";
 
 /// The final document: `doc` (the routes' descriptions) plus what the layer
-/// stack adds to every operation (see the module documentation).
-pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
+/// stack adds to every operation (see the module documentation), by the
+/// route classes the routers declared, as the layers read them.
+pub fn finish(doc: utoipa::openapi::OpenApi, classes: &RouteClasses) -> Value {
     let mut doc = serde_json::to_value(doc).unwrap_or_default();
     let Some(root) = doc.as_object_mut() else {
         return doc;
@@ -88,9 +87,10 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
     if let Some(paths) = root.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else { continue };
+            let class = classes.classify(path);
             for (method, operation) in item.iter_mut() {
                 if let Some(operation) = operation.as_object_mut() {
-                    complete_operation(path, method, operation);
+                    complete_operation(class, method, operation);
                 }
             }
         }
@@ -123,15 +123,15 @@ fn security_schemes() -> Value {
 }
 
 /// What the layers add to one operation.
-fn complete_operation(path: &str, method: &str, operation: &mut Map<String, Value>) {
+fn complete_operation(class: RouteClass, method: &str, operation: &mut Map<String, Value>) {
     let has_body = operation.contains_key("requestBody");
     let looks_at_credentials = operation
         .get("security")
         .and_then(Value::as_array)
         .is_some_and(|requirements| requirements.iter().any(|r| r.as_object().is_some_and(|r| !r.is_empty())));
     let unsafe_method = matches!(method, "post" | "put" | "patch" | "delete");
-    let rate_limited = !RATE_LIMIT_EXEMPT.contains(&path);
-    let blockable = path != BLOCK_EXEMPT;
+    let rate_limited = class.rate_limited();
+    let blockable = class.blockable();
 
     let responses = operation.entry("responses").or_insert_with(|| json!({}));
     let Some(responses) = responses.as_object_mut() else { return };

@@ -27,6 +27,7 @@ use crate::{
     clock::Clock,
     defense::Defense,
     metrics::Metrics,
+    route_class::RouteClass,
     telemetry::AccessLine,
 };
 
@@ -38,6 +39,9 @@ pub struct RequestContext {
     pub request_id: RequestId,
     /// The client, as `client_ip` resolved it (trusted proxies applied).
     pub client_ip: Option<IpAddr>,
+    /// How the pipeline treats the route of the request's path, as the
+    /// routers declared it.
+    pub route_class: RouteClass,
     /// The matched route template, recorded by `pipeline::RecordRoute`.
     pub route: OnceLock<MatchedPath>,
     /// Who is calling, set by `authenticate` (unset: a guest).
@@ -55,10 +59,11 @@ impl RequestContext {
         }
     }
 
-    pub fn new(request_id: RequestId, client_ip: Option<IpAddr>) -> Self {
+    pub fn new(request_id: RequestId, client_ip: Option<IpAddr>, route_class: RouteClass) -> Self {
         Self {
             request_id,
             client_ip,
+            route_class,
             route: OnceLock::new(),
             authentication: OnceLock::new(),
             audited: AtomicBool::new(false),
@@ -96,6 +101,8 @@ fn method_label(method: &Method) -> &'static str {
 pub struct Started {
     at: Instant,
     method: &'static str,
+    /// A password sign-in, whose 401 is a failed login for active defence.
+    sign_in: bool,
     /// The whole URI: a cheap copy (shared bytes); only its path is logged.
     uri: Uri,
     context: Arc<RequestContext>,
@@ -104,7 +111,13 @@ pub struct Started {
 impl AccessLog {
     /// Notes what the log line needs from the request.
     pub fn start(&self, request: &Request, context: Arc<RequestContext>) -> Started {
-        Started { at: Instant::now(), method: method_label(request.method()), uri: request.uri().clone(), context }
+        Started {
+            at: Instant::now(),
+            method: method_label(request.method()),
+            sign_in: context.route_class.signs_in(request.method()),
+            uri: request.uri().clone(),
+            context,
+        }
     }
 
     /// Counts, audits and logs the answered request. Most requests need
@@ -114,15 +127,9 @@ impl AccessLog {
     pub async fn finish(&self, started: Started, status: StatusCode) {
         let latency = started.at.elapsed();
         let status = status.as_u16();
-        let is_login = started.method == "POST"
-            && started
-                .context
-                .route
-                .get()
-                .is_some_and(|route| matches!(route.as_str(), "/auth/login" | "/auth/session"));
         let defended = started.context.client_ip.is_some()
             && self.defense.counts()
-            && (status == 429 || (is_login && status == 401));
+            && (status == 429 || (started.sign_in && status == 401));
         if status == 401 || defended {
             Box::pin(self.finish_watched(started, latency, status, defended)).await;
         } else {

@@ -1,15 +1,16 @@
-//! Blocked clients get 403 on every route but `/health`, before any other
+//! Blocked clients get 403 on every route a blocked client may not reach
+//! (`RouteClass::blockable`: all but the liveness check), before any other
 //! work (no authentication, no rate-limit counting, no handler).
 
 use std::net::IpAddr;
 
 use axum::response::{IntoResponse, Response};
 
-use crate::{defense::Defense, error::ApiError};
+use crate::{defense::Defense, error::ApiError, route_class::RouteClass};
 
 /// The 403 for a blocked client, if this one is.
-pub fn refusal(defense: &Defense, ip: Option<IpAddr>, path: &str) -> Option<Response> {
+pub fn refusal(defense: &Defense, ip: Option<IpAddr>, route_class: RouteClass) -> Option<Response> {
     let ip = ip?;
-    (path != "/health" && defense.is_blocked(ip))
+    (route_class.blockable() && defense.is_blocked(ip))
         .then(|| ApiError::forbidden("This client is blocked.").into_response())
 }

@@ -1,10 +1,6 @@
-//! The request pipeline's layers, one file each, called in this order by
-//! the two services of `pipeline.rs`:
-//!
-//! request id → client IP → access log + metrics (+ audit of 401/403/429/5xx,
-//! defence counting) → blocked clients → URI/header size limits → timeout →
-//! panic catching → CORS → body limit → authenticate → rate limit → route;
-//! on the way out: problem rendering → log line → security headers.
+//! The request pipeline's layers, one file each, called by the two
+//! services of `pipeline.rs` in the order `pipeline::STAGES` lists (the
+//! one place that order is written down).
 //!
 //! Layers that answer early return `ApiError` (or a bare status that the
 //! `problem` layer fills in), so every refusal has the same problem+json body.

@@ -1,11 +1,10 @@
-//! The request pipeline as two services, calling the layers of this folder
-//! in order (see `mod.rs`):
+//! The request pipeline as two services calling the layers of this folder
+//! in the order `STAGES` lists, the one place that order is written down
+//! (`layers/mod.rs`, `app.rs` and ARCHITECTURE.md point here):
 //!
-//! - `Edge`, around everything: request id, client IP, access log and
-//!   metrics, blocked clients, size limits, timeout, panic catching, then
-//!   on the way out problem rendering, the log line and security headers;
+//! - `Edge`, around everything, made per connection;
 //! - `Gate`, just outside the router (inside CORS, so preflights pass
-//!   freely): body limit, authentication and rate limit.
+//!   freely).
 //!
 //! Why hand-written services rather than one `middleware::from_fn` per
 //! layer: each `from_fn` layer boxes and clones the whole stack inside it
@@ -48,7 +47,59 @@ use crate::{
     connection::{Activity, Busy},
     defense::Defense,
     error::ApiError,
+    route_class::{RouteClass, RouteClasses},
 };
+
+/// Which part of the pipeline runs a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// `Edge`, on the way in, or on the way out once the response is made.
+    Edge,
+    /// The CORS layer between `Edge` and `Gate` (`app::router_with`), when
+    /// `server.cors_origins` is set.
+    Cors,
+    /// `Gate`, on the way in, or on the way out of the router.
+    Gate,
+    /// The router, its `RecordRoute` route layer and the handler.
+    Router,
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage {
+    pub name: &'static str,
+    pub runner: Runner,
+    /// What it does, and where.
+    pub work: &'static str,
+}
+
+const fn stage(name: &'static str, runner: Runner, work: &'static str) -> Stage {
+    Stage { name, runner, work }
+}
+
+/// The pipeline, outermost first: a request passes these stages in this
+/// order; its response passes the stages named "… out" on the way back.
+/// The order matters where a stage refuses early: a blocked client is
+/// refused before authentication or rate limiting counts it, and signed-in
+/// callers are rate limited by user id because authentication comes first.
+pub const STAGES: [Stage; 16] = [
+    stage("request id", Runner::Edge, "keep a safe client X-Request-Id or mint one (request_id.rs)"),
+    stage("client IP", Runner::Edge, "the socket peer, or the forwarded client behind trusted proxies (client_ip.rs)"),
+    stage("route class", Runner::Edge, "the path's RouteClass, as the routers declared it, into the RequestContext"),
+    stage("access log in", Runner::Edge, "note the start time, method and URI (access_log.rs)"),
+    stage("blocked clients", Runner::Edge, "403 for a blocked client where the route class is blockable (block.rs)"),
+    stage("size limits", Runner::Edge, "414 for a long URI, 431 for large headers (limits.rs)"),
+    stage("timeout", Runner::Edge, "503 past server.request_timeout"),
+    stage("panic catching", Runner::Edge, "a panic becomes a 500 (panic.rs)"),
+    stage("CORS", Runner::Cors, "preflights answered, CORS headers added, when origins are configured"),
+    stage("body limit", Runner::Gate, "413 by Content-Length; any other body is cut off as it is read"),
+    stage("authenticate", Runner::Gate, "bearer token, then session cookie, into the context (authenticate.rs)"),
+    stage("rate limit", Runner::Gate, "429 or admitted; on the way out failure counting and RateLimit fields"),
+    stage("route", Runner::Router, "record the matched route, run the handler; 404 and 405 otherwise"),
+    stage("problem out", Runner::Edge, "render every error as problem+json with the request id (problem.rs)"),
+    stage("access log out", Runner::Edge, "metrics, audit of 401/403/429/5xx, defence counting, the log line"),
+    stage("headers out", Runner::Edge, "the security headers and X-Request-Id (security_headers.rs, request_id.rs)"),
+];
 
 /// What the outer service needs, built once.
 pub struct EdgeSettings {
@@ -59,9 +110,12 @@ pub struct EdgeSettings {
     /// The public listener logs and blocks; the admin listener does neither.
     pub access_log: Option<AccessLog>,
     pub defense: Option<Arc<Defense>>,
+    /// The routers' route classes, looked up once per request into its
+    /// `RequestContext`.
+    pub route_classes: RouteClasses,
 }
 
-/// The outer service; see the module doc. The server makes one per
+/// The outer service: the `Runner::Edge` stages of `STAGES`. The server makes one per
 /// connection (`for_connection`), so the peer address needs no request
 /// extension, and requests in progress keep the connection from being
 /// closed as idle (`connection.rs`).
@@ -124,11 +178,12 @@ where
     let settings = &*settings;
     let id = request_id::assign(&request);
     let ip = peer.map(|peer| client_ip::client_ip(peer.ip(), request.headers(), &settings.trusted));
-    let context = Arc::new(RequestContext::new(id.clone(), ip));
+    let route_class = settings.route_classes.classify(request.uri().path());
+    let context = Arc::new(RequestContext::new(id.clone(), ip, route_class));
     request.extensions_mut().insert(context.clone());
     let started = settings.access_log.as_ref().map(|log| log.start(&request, context));
 
-    let response = match early_refusal(settings, &request, ip) {
+    let response = match early_refusal(settings, &request, ip, route_class) {
         Some(refusal) => refusal,
         None => {
             let handled = AssertUnwindSafe(inner.call(request)).catch_unwind();
@@ -152,16 +207,21 @@ where
 }
 
 /// Blocked clients (403), then oversized URIs and headers (414/431).
-fn early_refusal(settings: &EdgeSettings, request: &Request, ip: Option<IpAddr>) -> Option<Response> {
+fn early_refusal(
+    settings: &EdgeSettings,
+    request: &Request,
+    ip: Option<IpAddr>,
+    route_class: RouteClass,
+) -> Option<Response> {
     if let Some(defense) = &settings.defense
-        && let Some(refusal) = block::refusal(defense, ip, request.uri().path())
+        && let Some(refusal) = block::refusal(defense, ip, route_class)
     {
         return Some(refusal);
     }
     settings.limits.check(request).err().map(IntoResponse::into_response)
 }
 
-/// The inner service; see the module doc.
+/// The inner service: the `Runner::Gate` stages of `STAGES`.
 #[derive(Clone)]
 pub struct Gate {
     state: AppState,
@@ -206,13 +266,12 @@ async fn gate(mut gate: Gate, request: Request) -> Result<Response, Infallible> 
     if let Some(context) = parts.extensions.get::<Arc<RequestContext>>() {
         authenticate(&gate.state, &parts.headers, context).await;
     }
-    let request = Request::from_parts(parts, Body::new(Limited::new(body, gate.body_limit)));
-
     let limiter = gate.state.rate_limiter.clone();
-    let (request, admission) = match limiter.admit(request).await {
-        Ok(admitted) => admitted,
+    let admission = match limiter.admit(&parts).await {
+        Ok(admission) => admission,
         Err(refusal) => return Ok(refusal),
     };
+    let request = Request::from_parts(parts, Body::new(Limited::new(body, gate.body_limit)));
     let mut response = match gate.router.call(request).await {
         Ok(response) => response,
         Err(never) => match never {},

@@ -1,29 +1,32 @@
 //! Rate limits per route group (API.md "Rate limiting"): `global` on every
-//! route but the health checks, `login` on `POST /auth/login` and
-//! `POST /auth/session`, `api` on `/api/*`, and groups added by path prefix
-//! and method in configuration.
+//! route that is rate limited at all (`RouteClass::rate_limited`: not the
+//! health checks), `login` on sign-ins (`RouteClass::signs_in`), `api` on
+//! the API namespace (`RouteClass::in_api_group`), and groups added by path
+//! prefix and method in configuration. Which route is which is declared by
+//! the routers, not here.
 //!
 //! Keys: the user id for signed-in callers, else the client IP (IPv6 by
-//! prefix); the login group counts both (IP, email) and IP. Every limited
-//! response carries `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-
-//! ratelimit-headers-10 syntax) listing every group that applied; a refusal
-//! is a 429 problem with `Retry-After`, decided from memory (or Redis)
-//! before the handler runs. 429s are audited once per key and window, not
-//! once per request, so a flood cannot flood the audit trail.
+//! prefix); the login group counts the IP here, before the handler, and
+//! (IP, email) in `accounts::verify_login` through `admit_sign_in`, once
+//! the handler has read the email: this layer never reads a body. Every
+//! limited response carries `RateLimit-Policy` and `RateLimit`
+//! (draft-ietf-httpapi-ratelimit-headers-10 syntax) listing every group
+//! that applied; a refusal is a 429 problem with `Retry-After`, decided
+//! from memory (or Redis) before the handler runs (or, for (IP, email),
+//! before the password is checked). 429s are audited once per key and
+//! window, not once per request, so a flood cannot flood the audit trail.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
-    body::Body,
-    extract::Request,
-    http::{HeaderName, HeaderValue, Method, StatusCode},
+    extract::FromRequestParts,
+    http::{HeaderName, HeaderValue, Method, StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
 };
-use serde::Deserialize;
 
 use super::access_log::RequestContext;
 use crate::{
@@ -35,6 +38,7 @@ use crate::{
         LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
         strategy::{Decision, Quota, Strategy},
     },
+    route_class::RouteClass,
 };
 
 #[derive(Debug, Clone)]
@@ -62,11 +66,11 @@ struct Group {
 }
 
 impl Group {
-    fn applies(&self, method: &Method, path: &str) -> bool {
+    fn applies(&self, method: &Method, path: &str, class: RouteClass) -> bool {
         match &self.scope {
             Scope::Everything => true,
-            Scope::Login => *method == Method::POST && (path == "/auth/login" || path == "/auth/session"),
-            Scope::Api => path.starts_with("/api/"),
+            Scope::Login => class.signs_in(method),
+            Scope::Api => class.in_api_group(),
             Scope::Paths { prefixes, methods } => {
                 prefixes.iter().any(|prefix| path.starts_with(prefix.as_str()))
                     && (methods.is_empty() || methods.contains(method))
@@ -84,7 +88,6 @@ pub struct RateLimiter {
     groups: Vec<Group>,
     backend: Arc<dyn LimiterBackend>,
     v6_prefix: u8,
-    body_limit: usize,
     audit: Arc<Auditor>,
     clock: Arc<dyn Clock>,
     /// `RateLimit-Policy` by set of groups, for up to 8 groups (see
@@ -95,11 +98,6 @@ pub struct RateLimiter {
     /// Decisions the backend could not make, by group.
     pub backend_errors: Family<GroupLabels, Counter>,
     last_error_log: std::sync::atomic::AtomicI64,
-}
-
-/// Paths never limited: load balancers must always reach them.
-fn exempt(path: &str) -> bool {
-    matches!(path, "/health" | "/ready")
 }
 
 impl RateLimiter {
@@ -162,7 +160,6 @@ impl RateLimiter {
             policies,
             backend,
             v6_prefix: config.server.ipv6_prefix,
-            body_limit: config.server.body_limit.as_usize(),
             audit,
             clock,
             limited,
@@ -171,54 +168,53 @@ impl RateLimiter {
         }
     }
 
-    /// The counters one request touches in `group`.
-    fn keys(&self, group: &Group, ip: u128, user: Option<uuid::Uuid>, account: Option<u64>) -> Keys {
-        let key = |subject| LimitKey { group: group.index, subject, audit: false };
-        match (&group.scope, account) {
-            (Scope::Login, Some(account)) => Keys::two(key(Subject::IpAndAccount(ip, account)), key(Subject::Ip(ip))),
-            (Scope::Login, None) => Keys::one(key(Subject::Ip(ip))),
-            _ => Keys::one(key(user.map_or(Subject::Ip(ip), Subject::User))),
-        }
+    /// The counter one request touches in `group` before the handler: the
+    /// login group counts sign-ins per IP whoever is signed in.
+    fn key(&self, group: &Group, ip: u128, user: Option<uuid::Uuid>) -> LimitKey {
+        let subject = match group.scope {
+            Scope::Login => Subject::Ip(ip),
+            _ => user.map_or(Subject::Ip(ip), Subject::User),
+        };
+        LimitKey { group: group.index, subject, audit: false }
     }
 
-    /// One group's decision over its keys: allowed only if every key is.
-    async fn decide(&self, group: &Group, keys: &[LimitKey], consume: bool) -> Decision {
-        let mut merged = Decision { allowed: true, remaining: group.quota.limit, reset_ms: 0, retry_after_ms: 0 };
-        for key in keys {
-            let answer = match self.backend.decide_at_once(key, &group.quota, consume) {
-                Some(decision) => Ok(decision),
-                None => self.backend.decide(key, &group.quota, consume).await,
-            };
-            let decision = match answer {
-                Ok(decision) => decision,
-                Err(error) => {
-                    self.backend_errors.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
-                    // At most one line per 10 s: a dead backend must not flood the log.
-                    let now = self.clock.unix_millis();
-                    let last = self.last_error_log.load(std::sync::atomic::Ordering::Relaxed);
-                    if now - last >= 10_000
-                        && self
-                            .last_error_log
-                            .compare_exchange(
-                                last,
-                                now,
-                                std::sync::atomic::Ordering::Relaxed,
-                                std::sync::atomic::Ordering::Relaxed,
-                            )
-                            .is_ok()
-                    {
-                        tracing::warn!(group = %group.name, cause = %error, "rate-limit backend error; applying on_backend_error");
-                    }
-                    let allowed = group.on_backend_error == OnBackendError::Allow;
-                    Decision { allowed, remaining: 0, reset_ms: 1000, retry_after_ms: 1000 }
+    /// One group's decision for one key.
+    async fn decide(&self, group: &Group, key: &LimitKey, consume: bool) -> Decision {
+        let answer = match self.backend.decide_at_once(key, &group.quota, consume) {
+            Some(decision) => Ok(decision),
+            None => self.backend.decide(key, &group.quota, consume).await,
+        };
+        let decision = match answer {
+            Ok(decision) => decision,
+            Err(error) => {
+                self.backend_errors.get_or_create(&GroupLabels { group: group.name.clone() }).inc();
+                // At most one line per 10 s: a dead backend must not flood the log.
+                let now = self.clock.unix_millis();
+                let last = self.last_error_log.load(std::sync::atomic::Ordering::Relaxed);
+                if now - last >= 10_000
+                    && self
+                        .last_error_log
+                        .compare_exchange(
+                            last,
+                            now,
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                        )
+                        .is_ok()
+                {
+                    tracing::warn!(group = %group.name, cause = %error, "rate-limit backend error; applying on_backend_error");
                 }
-            };
-            merged.allowed &= decision.allowed;
-            merged.remaining = merged.remaining.min(decision.remaining);
-            merged.reset_ms = merged.reset_ms.max(decision.reset_ms);
-            merged.retry_after_ms = merged.retry_after_ms.max(decision.retry_after_ms);
+                let allowed = group.on_backend_error == OnBackendError::Allow;
+                Decision { allowed, remaining: 0, reset_ms: 1000, retry_after_ms: 1000 }
+            }
+        };
+        // The header fields count down from the quota and never go back in time.
+        Decision {
+            remaining: decision.remaining.min(group.quota.limit),
+            reset_ms: decision.reset_ms.max(0),
+            retry_after_ms: decision.retry_after_ms.max(0),
+            ..decision
         }
-        merged
     }
 
     /// True the first time a key is refused in its window.
@@ -231,31 +227,46 @@ impl RateLimiter {
         };
         answer.map(|decision| decision.allowed).unwrap_or(false)
     }
-}
 
-/// The one or two counters of a group for one request, without a heap
-/// allocation.
-#[derive(Clone, Copy)]
-struct Keys {
-    items: [LimitKey; 2],
-    len: usize,
-}
-
-impl Keys {
-    fn one(key: LimitKey) -> Self {
-        Self { items: [key, key], len: 1 }
+    /// Counts a refusal by `group` and audits it when it is the first for
+    /// `key` in this window. `route` gives the path for the event, made only
+    /// then: a flood's other refusals cost no copy.
+    async fn note_refusal(
+        &self,
+        group: &Group,
+        key: &LimitKey,
+        context: Option<&RequestContext>,
+        route: impl FnOnce() -> String,
+    ) {
+        group.limited.inc();
+        if self.first_refusal(group, key).await {
+            self.audit.record(AuditEvent {
+                id: uuid::Uuid::now_v7(),
+                time: self.clock.now(),
+                request_id: context.map(|context| context.request_id.as_str().to_owned()),
+                event: "rate_limited".into(),
+                user_id: context.and_then(RequestContext::user_id),
+                client_ip: context.and_then(|context| context.client_ip),
+                route: Some(route()),
+                outcome: Outcome::Denied,
+                detail: Some(format!("group {}", group.name)),
+            });
+        }
+        if let Some(context) = context {
+            // Audited (or aggregated) here: the access log must not add one per request.
+            context.audited.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
-    fn two(first: LimitKey, second: LimitKey) -> Self {
-        Self { items: [first, second], len: 2 }
+    fn ip_subject(&self, context: Option<&RequestContext>) -> u128 {
+        context.and_then(|context| context.client_ip).map_or(0, |ip| ip_subject(ip, self.v6_prefix))
     }
-}
 
-impl std::ops::Deref for Keys {
-    type Target = [LimitKey];
-
-    fn deref(&self) -> &[LimitKey] {
-        &self.items[..self.len]
+    /// The login group and its counter for `email` from this request's client.
+    fn sign_in_key(&self, context: Option<&RequestContext>, email: &str) -> Option<(&Group, LimitKey)> {
+        let group = self.groups.iter().find(|group| matches!(group.scope, Scope::Login))?;
+        let subject = Subject::IpAndAccount(self.ip_subject(context), account_subject(email));
+        Some((group, LimitKey { group: group.index, subject, audit: false }))
     }
 }
 
@@ -273,59 +284,38 @@ fn seconds(ms: i64) -> i64 {
     (ms.max(0) + 999) / 1000
 }
 
-#[derive(Deserialize)]
-struct LoginEmail {
-    email: Option<serde_json::Value>,
-}
-
 /// What `admit` decided for an admitted request, for `finish`.
 pub struct Admission<'a> {
-    results: Vec<(&'a Group, Keys, Decision)>,
+    results: Vec<(&'a Group, LimitKey, Decision)>,
 }
 
 impl RateLimiter {
-    /// Counts the request in every group that applies: `Err` is the 429 to
-    /// answer, `Ok` gives the request back (its body re-assembled when the
-    /// login group read the email from it).
-    pub async fn admit(&self, request: Request) -> Result<(Request, Admission<'_>), Response> {
+    /// Counts the request (its head: the body is never read) in every
+    /// group that applies, by the route class in its `RequestContext`, its
+    /// method and path: `Err` is the 429 to answer.
+    pub async fn admit(&self, request: &Parts) -> Result<Admission<'_>, Response> {
         let none = Admission { results: Vec::new() };
-        let path = request.uri().path();
-        if exempt(path) {
-            return Ok((request, none));
+        let context = request.extensions.get::<Arc<RequestContext>>().map(|context| &**context);
+        let class = context.map_or(RouteClass::Normal, |context| context.route_class);
+        if !class.rate_limited() {
+            return Ok(none);
         }
-        let method = request.method();
-        let applicable: Vec<&Group> = self.groups.iter().filter(|group| group.applies(method, path)).collect();
+        let (method, path) = (&request.method, request.uri.path());
+        let applicable: Vec<&Group> = self.groups.iter().filter(|group| group.applies(method, path, class)).collect();
         if applicable.is_empty() {
-            return Ok((request, none));
+            return Ok(none);
         }
-        let context = request.extensions().get::<Arc<RequestContext>>().cloned();
-        let ip: Option<IpAddr> = context.as_ref().and_then(|context| context.client_ip);
-        let ip_subject = ip.map_or(0, |ip| ip_subject(ip, self.v6_prefix));
-        let user = context.as_ref().and_then(|context| context.user_id());
-
-        // The login group also counts per (IP, email): the email is in the body.
-        let (request, account) = if applicable.iter().any(|group| matches!(group.scope, Scope::Login)) {
-            let (parts, body) = request.into_parts();
-            let Ok(bytes) = axum::body::to_bytes(body, self.body_limit).await else {
-                return Err(ApiError::PayloadTooLarge.into_response());
-            };
-            let account = serde_json::from_slice::<LoginEmail>(&bytes)
-                .ok()
-                .and_then(|login| login.email)
-                .and_then(|email| email.as_str().map(account_subject));
-            (Request::from_parts(parts, Body::from(bytes)), account)
-        } else {
-            (request, None)
-        };
+        let ip_subject = self.ip_subject(context);
+        let user = context.and_then(RequestContext::user_id);
 
         let mut results = Vec::with_capacity(applicable.len());
         for group in applicable {
-            let keys = self.keys(group, ip_subject, user, account);
-            let decision = self.decide(group, &keys, !group.failures_only).await;
-            results.push((group, keys, decision));
+            let key = self.key(group, ip_subject, user);
+            let decision = self.decide(group, &key, !group.failures_only).await;
+            results.push((group, key, decision));
         }
         if results.iter().all(|(_, _, decision)| decision.allowed) {
-            return Ok((request, Admission { results }));
+            return Ok(Admission { results });
         }
 
         let retry_after_secs = results
@@ -335,30 +325,10 @@ impl RateLimiter {
             .max()
             .unwrap_or(1)
             .max(1);
-        for (group, keys, decision) in &results {
-            if decision.allowed {
-                continue;
+        for (group, key, decision) in &results {
+            if !decision.allowed {
+                self.note_refusal(group, key, context, || path.chars().take(256).collect()).await;
             }
-            group.limited.inc();
-            if let Some(key) = keys.first()
-                && self.first_refusal(group, key).await
-            {
-                self.audit.record(AuditEvent {
-                    id: uuid::Uuid::now_v7(),
-                    time: self.clock.now(),
-                    request_id: context.as_ref().map(|context| context.request_id.as_str().to_owned()),
-                    event: "rate_limited".into(),
-                    user_id: user,
-                    client_ip: ip,
-                    route: Some(request.uri().path().chars().take(256).collect()),
-                    outcome: Outcome::Denied,
-                    detail: Some(format!("group {}", group.name)),
-                });
-            }
-        }
-        if let Some(context) = &context {
-            // Aggregated above; the access log must not add one per request.
-            context.audited.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let mut response = ApiError::TooManyRequests { retry_after_secs: u64::try_from(retry_after_secs).unwrap_or(1) }
             .into_response();
@@ -373,12 +343,57 @@ impl RateLimiter {
             return;
         }
         let failed = response.status().is_client_error() || response.status().is_server_error();
-        for (group, keys, decision) in admission.results.iter_mut() {
+        for (group, key, decision) in admission.results.iter_mut() {
             if group.failures_only && failed && response.status() != StatusCode::TOO_MANY_REQUESTS {
-                *decision = self.decide(group, keys, true).await;
+                *decision = self.decide(group, key, true).await;
             }
         }
         self.add_headers(response, &admission.results);
+    }
+
+    /// The login group's count per (IP, email), for `accounts::verify_login`
+    /// once it knows the email: `Err` is the 429 to answer. The IP was
+    /// counted by `admit`, and the response's `RateLimit` fields show that
+    /// count: an (IP, email) count is made only on sign-ins the IP's count
+    /// admitted (and counted), so it is never the larger of the two.
+    pub async fn admit_sign_in(&self, request: &SignInRequest, email: &str) -> Result<(), ApiError> {
+        let context = request.0.as_deref();
+        let Some((group, key)) = self.sign_in_key(context, email) else {
+            return Ok(());
+        };
+        let decision = self.decide(group, &key, !group.failures_only).await;
+        if decision.allowed {
+            return Ok(());
+        }
+        let route =
+            || context.and_then(|context| context.route.get()).map_or_else(String::new, |route| route.as_str().into());
+        self.note_refusal(group, &key, context, route).await;
+        let retry_after_secs = u64::try_from(seconds(decision.retry_after_ms).max(1)).unwrap_or(1);
+        Err(ApiError::TooManyRequests { retry_after_secs })
+    }
+
+    /// Counts a failed sign-in per (IP, email) when the login group counts
+    /// only failures.
+    pub async fn count_failed_sign_in(&self, request: &SignInRequest, email: &str) {
+        if let Some((group, key)) = self.sign_in_key(request.0.as_deref(), email)
+            && group.failures_only
+        {
+            self.decide(group, &key, true).await;
+        }
+    }
+}
+
+/// The request a password sign-in arrives in, as `admit_sign_in` needs it
+/// (client IP, caller, request id, route): an extractor that never fails,
+/// so the sign-in handlers can hand it to `accounts::verify_login`.
+#[derive(Clone, Default)]
+pub struct SignInRequest(Option<Arc<RequestContext>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for SignInRequest {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Self(parts.extensions.get::<Arc<RequestContext>>().cloned()))
     }
 }
 
@@ -393,7 +408,7 @@ fn policy_header(groups: &[Group], set: u64) -> Option<HeaderValue> {
 }
 
 impl RateLimiter {
-    fn add_headers(&self, response: &mut Response, results: &[(&Group, Keys, Decision)]) {
+    fn add_headers(&self, response: &mut Response, results: &[(&Group, LimitKey, Decision)]) {
         let set =
             results.iter().fold(0u64, |set, (group, _, _)| set | 1u64.checked_shl(group.index.into()).unwrap_or(0));
         let policy = match self.policies.get(usize::try_from(set).unwrap_or(usize::MAX)) {
@@ -442,7 +457,79 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 #[cfg(test)]
 mod tests {
-    use super::{push_number, sf_string};
+    use std::net::IpAddr;
+
+    use axum::http::HeaderValue;
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::{
+        clock::ManualClock,
+        layers::request_id::RequestId,
+        limiter::memory::MemoryLimiter,
+        store::{self, Store},
+    };
+
+    /// A limiter with the default groups but `login` at `limit`, on memory
+    /// counters and a stopped clock, auditing into a throwaway database.
+    async fn limiter(dir: &tempfile::TempDir, limit: u32, count: CountMode) -> (RateLimiter, Arc<dyn Store>) {
+        let mut config = Config::defaults();
+        config.database.url = SecretString::from(format!("sqlite://{}/audit.db", dir.path().display()));
+        let login = config.rate_limit.get_mut("login").expect("built-in group");
+        login.limit = limit;
+        login.count = count;
+        let store = store::open(&config.database).await.expect("store");
+        store.migrate().await.expect("migrations");
+        let clock: Arc<dyn Clock> =
+            Arc::new(ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time")));
+        let backend = Arc::new(MemoryLimiter::new(1_000, clock.clone()));
+        let audit = Arc::new(Auditor::spawn(store.clone()));
+        (RateLimiter::new(&config, backend, audit, clock), store)
+    }
+
+    fn from(ip: &str) -> SignInRequest {
+        let ip: IpAddr = ip.parse().expect("ip");
+        let id = RequestId(HeaderValue::from_static("test"));
+        SignInRequest(Some(Arc::new(RequestContext::new(id, Some(ip), RouteClass::SignIn))))
+    }
+
+    fn refused(answer: Result<(), ApiError>) -> bool {
+        matches!(answer, Err(ApiError::TooManyRequests { retry_after_secs }) if retry_after_secs >= 1)
+    }
+
+    #[tokio::test]
+    async fn sign_ins_are_counted_per_ip_and_email() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (limiter, _store) = limiter(&dir, 2, CountMode::All).await;
+        let first = from("198.51.100.1");
+        for _ in 0..2 {
+            assert!(limiter.admit_sign_in(&first, "ada@example.com").await.is_ok());
+        }
+        assert!(refused(limiter.admit_sign_in(&first, "ada@example.com").await));
+        assert!(refused(limiter.admit_sign_in(&first, " Ada@Example.com").await), "emails compare like emails");
+        assert!(limiter.admit_sign_in(&first, "bob@example.com").await.is_ok(), "another email");
+        assert!(limiter.admit_sign_in(&from("198.51.100.2"), "ada@example.com").await.is_ok(), "another IP");
+        let refusals = limiter.limited.get_or_create(&GroupLabels { group: "login".into() }).get();
+        assert_eq!(refusals, 2);
+        assert!(
+            first.0.as_ref().is_some_and(|context| context.audited.load(std::sync::atomic::Ordering::Relaxed)),
+            "the access log adds no event of its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn counting_failures_only_counts_failed_sign_ins() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (limiter, _store) = limiter(&dir, 2, CountMode::Failures).await;
+        let client = from("198.51.100.1");
+        for _ in 0..5 {
+            assert!(limiter.admit_sign_in(&client, "ada@example.com").await.is_ok(), "nothing failed yet");
+        }
+        limiter.count_failed_sign_in(&client, "ada@example.com").await;
+        limiter.count_failed_sign_in(&client, "ada@example.com").await;
+        assert!(refused(limiter.admit_sign_in(&client, "ada@example.com").await));
+        assert!(limiter.admit_sign_in(&client, "bob@example.com").await.is_ok());
+    }
 
     #[test]
     fn numbers_are_written_in_decimal() {

@@ -8,8 +8,15 @@
 //! the schema before it is used: at start (an invalid one stops the start
 //! with the file, line and Cedar's message), by `rampart config check`, and
 //! on reload (SIGHUP), where an invalid policy is refused and the old one
-//! stays in force. Denials of signed-in callers are 403 and audited with the
-//! action and resource; guests get 401.
+//! stays in force.
+//!
+//! A decision is made from one `DecisionInput` (the principal's attributes,
+//! the action, the resource's attributes) and nothing else: Cedar's request
+//! and entities are built from it, and remembered decisions are keyed by
+//! it. The answer is a `Decision`; a denial says who was denied and what
+//! they tried, and `AppState::authorize` turns it into 401 (a guest) or an
+//! audited 403. This module knows nothing of HTTP: it imports no error,
+//! app, layer, route or OpenAPI type.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,19 +26,16 @@ use std::{
 };
 
 use cedar_policy::{
-    Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression,
-    Schema, ValidationMode, Validator,
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use prometheus_client::{encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family};
 use uuid::Uuid;
 
 use crate::{
-    audit::{AuditContext, Auditor, Outcome},
     auth::principal::Caller,
-    clock::Clock,
     domain::{PostWithAuthor, Role, User},
-    error::ApiError,
 };
 
 const SCHEMA: &str = include_str!("schema.cedarschema");
@@ -110,6 +114,31 @@ impl Resource<'_> {
     }
 }
 
+/// The policy's answer to one request.
+#[must_use]
+#[derive(Debug)]
+pub enum Decision<'a> {
+    Allow,
+    Deny(Denial<'a>),
+}
+
+/// A denied request: who was denied and what they tried, for the caller
+/// to answer and audit.
+#[derive(Debug)]
+pub struct Denial<'a> {
+    /// The signed-in user denied; `None` for a guest.
+    pub user_id: Option<Uuid>,
+    pub action: Action,
+    pub resource: Resource<'a>,
+}
+
+impl Denial<'_> {
+    /// What was tried, for the audit event: `UpdatePost on Post <id>`.
+    pub fn detail(&self) -> String {
+        format!("{} on {}", self.action.as_str(), self.resource.describe())
+    }
+}
+
 /// A policy that could not be loaded; each line names file, line and column.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -147,7 +176,7 @@ pub struct Authorizer {
 /// A loaded policy and the decisions made with it.
 struct Loaded {
     policies: PolicySet,
-    decisions: Mutex<HashMap<DecisionKey, bool>>,
+    decisions: Mutex<HashMap<DecisionInput, bool>>,
 }
 
 /// Decisions kept per policy; past this many the memory starts over.
@@ -158,54 +187,81 @@ impl Loaded {
         Self { policies, decisions: Mutex::new(HashMap::new()) }
     }
 
-    fn remembered(&self, key: &DecisionKey) -> Option<bool> {
-        self.decisions.lock().ok()?.get(key).copied()
+    fn remembered(&self, input: &DecisionInput) -> Option<bool> {
+        self.decisions.lock().ok()?.get(input).copied()
     }
 
-    fn remember(&self, key: DecisionKey, allowed: bool) {
+    fn remember(&self, input: DecisionInput, allowed: bool) {
         if let Ok(mut decisions) = self.decisions.lock() {
             if decisions.len() >= MAX_REMEMBERED_DECISIONS {
                 decisions.clear();
             }
-            decisions.insert(key, allowed);
+            decisions.insert(input, allowed);
         }
     }
 }
 
-/// Everything a decision is made from: the principal's and the resource's
-/// attributes exactly as `decide` puts them into Cedar entities.
-#[derive(Hash, PartialEq, Eq)]
-struct DecisionKey {
+/// Everything a decision is made from. `Authorizer::decide` builds Cedar's
+/// request and entities from this value alone, and remembered decisions
+/// are keyed by the whole value, so a remembered answer is always one
+/// Cedar gave for exactly this input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionInput {
+    principal: PrincipalInput,
     action: Action,
-    principal: Option<(Uuid, Role, Option<String>)>,
-    resource: ResourceKey,
+    resource: ResourceInput,
 }
 
-#[derive(Hash, PartialEq, Eq)]
-enum ResourceKey {
+/// A user's attributes as Cedar's `User` entity holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct UserAttributes {
+    id: Uuid,
+    role: Role,
+    department: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PrincipalInput {
+    Guest,
+    User(UserAttributes),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ResourceInput {
     Posts,
     Users,
     AdminArea,
-    User(Uuid, Role, Option<String>),
+    User(UserAttributes),
     Post { id: Uuid, author: Uuid, author_department: Option<String>, author_role: Option<Role> },
 }
 
-impl DecisionKey {
-    fn new(caller: &Caller, action: Action, resource: &Resource<'_>) -> Self {
-        let principal = caller.user().map(|p| (p.user_id, p.role, p.department.clone()));
+impl DecisionInput {
+    fn new(caller: &Caller, action: Action, resource: Resource<'_>) -> Self {
+        let principal = match caller {
+            Caller::Guest => PrincipalInput::Guest,
+            Caller::User(principal) => PrincipalInput::User(UserAttributes {
+                id: principal.user_id,
+                role: principal.role,
+                department: principal.department.clone(),
+            }),
+        };
         let resource = match resource {
-            Resource::Posts => ResourceKey::Posts,
-            Resource::Users => ResourceKey::Users,
-            Resource::AdminArea => ResourceKey::AdminArea,
-            Resource::User(user) => ResourceKey::User(user.id, user.role, user.department.clone()),
-            Resource::Post(post) => ResourceKey::Post {
+            Resource::Posts => ResourceInput::Posts,
+            Resource::Users => ResourceInput::Users,
+            Resource::AdminArea => ResourceInput::AdminArea,
+            Resource::User(user) => ResourceInput::User(UserAttributes {
+                id: user.id,
+                role: user.role,
+                department: user.department.clone(),
+            }),
+            Resource::Post(post) => ResourceInput::Post {
                 id: post.post.id,
                 author: post.post.author_id,
                 author_department: post.author_department.clone(),
                 author_role: post.author_role,
             },
         };
-        Self { action, principal, resource }
+        Self { principal, action, resource }
     }
 }
 
@@ -330,26 +386,26 @@ impl Authorizer {
         EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
     }
 
-    fn user_entity(&self, id: Uuid, role: &str, department: Option<&str>) -> Option<Entity> {
-        let mut attributes = HashMap::from([("role".to_owned(), RestrictedExpression::new_string(role.to_owned()))]);
-        if let Some(department) = department {
-            attributes.insert("department".into(), RestrictedExpression::new_string(department.to_owned()));
+    fn user_entity(&self, user: &UserAttributes) -> Option<Entity> {
+        let mut attributes =
+            HashMap::from([("role".to_owned(), RestrictedExpression::new_string(user.role.as_str().to_owned()))]);
+        if let Some(department) = &user.department {
+            attributes.insert("department".into(), RestrictedExpression::new_string(department.clone()));
         }
-        Entity::new(self.uid(&self.types.user, &id.to_string()), attributes, HashSet::new()).ok()
+        Entity::new(self.uid(&self.types.user, &user.id.to_string()), attributes, HashSet::new()).ok()
     }
 
-    /// The decision alone, without audit or errors (also for benches).
-    /// Remembered per exact input (see `DecisionKey`) until the policy is
-    /// reloaded: Cedar's answer is a function of the policy, the request and
-    /// the entities, and those are built from nothing but the key.
+    /// The decision alone, without counting (also for benches). Remembered
+    /// per `DecisionInput` until the policy is reloaded: Cedar's answer is a
+    /// function of the policy and the input.
     pub fn is_allowed(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
         let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        let key = DecisionKey::new(caller, action, &resource);
-        if let Some(allowed) = loaded.remembered(&key) {
+        let input = DecisionInput::new(caller, action, resource);
+        if let Some(allowed) = loaded.remembered(&input) {
             return allowed;
         }
-        let allowed = self.decide(&loaded.policies, caller, action, resource);
-        loaded.remember(key, allowed);
+        let allowed = self.decide(&loaded.policies, &input);
+        loaded.remember(input, allowed);
         allowed
     }
 
@@ -357,17 +413,16 @@ impl Authorizer {
     #[doc(hidden)]
     pub fn is_allowed_uncached(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
         let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        self.decide(&loaded.policies, caller, action, resource)
+        self.decide(&loaded.policies, &DecisionInput::new(caller, action, resource))
     }
 
-    fn decide(&self, policies: &PolicySet, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
+    /// Asks Cedar, with a request and entities built from `input` only.
+    fn decide(&self, policies: &PolicySet, input: &DecisionInput) -> bool {
         let mut entities = Vec::with_capacity(2);
-        let principal = match caller {
-            Caller::Guest => self.uid(&self.types.guest, "guest"),
-            Caller::User(principal) => {
-                let Some(entity) =
-                    self.user_entity(principal.user_id, principal.role.as_str(), principal.department.as_deref())
-                else {
+        let principal = match &input.principal {
+            PrincipalInput::Guest => self.uid(&self.types.guest, "guest"),
+            PrincipalInput::User(user) => {
+                let Some(entity) = self.user_entity(user) else {
                     return false;
                 };
                 let uid = entity.uid();
@@ -375,29 +430,29 @@ impl Authorizer {
                 uid
             }
         };
-        let resource_uid = match resource {
-            Resource::Posts => self.uid(&self.types.posts, "all"),
-            Resource::Users => self.uid(&self.types.users, "all"),
-            Resource::AdminArea => self.uid(&self.types.admin_area, "dashboard"),
-            Resource::User(user) => {
+        let resource = match &input.resource {
+            ResourceInput::Posts => self.uid(&self.types.posts, "all"),
+            ResourceInput::Users => self.uid(&self.types.users, "all"),
+            ResourceInput::AdminArea => self.uid(&self.types.admin_area, "dashboard"),
+            ResourceInput::User(user) => {
                 let uid = self.uid(&self.types.user, &user.id.to_string());
                 if uid != principal {
-                    let Some(entity) = self.user_entity(user.id, user.role.as_str(), user.department.as_deref()) else {
+                    let Some(entity) = self.user_entity(user) else {
                         return false;
                     };
                     entities.push(entity);
                 }
                 uid
             }
-            Resource::Post(post) => {
-                let uid = self.uid(&self.types.post, &post.post.id.to_string());
-                let author = self.uid(&self.types.user, &post.post.author_id.to_string());
+            ResourceInput::Post { id, author, author_department, author_role } => {
+                let uid = self.uid(&self.types.post, &id.to_string());
+                let author = self.uid(&self.types.user, &author.to_string());
                 let mut attributes =
                     HashMap::from([("author".to_owned(), RestrictedExpression::new_entity_uid(author))]);
-                if let Some(department) = &post.author_department {
+                if let Some(department) = author_department {
                     attributes.insert("author_department".into(), RestrictedExpression::new_string(department.clone()));
                 }
-                if let Some(role) = post.author_role {
+                if let Some(role) = author_role {
                     attributes.insert("author_role".into(), RestrictedExpression::new_string(role.as_str().to_owned()));
                 }
                 let Ok(entity) = Entity::new(uid.clone(), attributes, HashSet::new()) else {
@@ -407,7 +462,7 @@ impl Authorizer {
                 uid
             }
         };
-        let Some(action_uid) = self.action_uids.get(&action) else {
+        let Some(action) = self.action_uids.get(&input.action) else {
             return false;
         };
         // Entities are built from our own typed values, so schema checks on
@@ -415,10 +470,10 @@ impl Authorizer {
         let Ok(entities) = Entities::from_entities(entities, None) else {
             return false;
         };
-        let Ok(request) = Request::new(principal, action_uid.clone(), resource_uid, Context::empty(), None) else {
+        let Ok(request) = Request::new(principal, action.clone(), resource, Context::empty(), None) else {
             return false;
         };
-        self.engine.is_authorized(&request, policies, &entities).decision() == Decision::Allow
+        self.engine.is_authorized(&request, policies, &entities).decision() == cedar_policy::Decision::Allow
     }
 
     /// Counts a decision in `decisions` (`rampart_authz_decisions_total`).
@@ -426,30 +481,16 @@ impl Authorizer {
         self.counters[action as usize][usize::from(!allowed)].inc();
     }
 
-    /// `Ok` when allowed. Denied: 401 for guests; 403 for users, audited as
-    /// `forbidden` with the action and resource. Every decision is counted.
-    pub fn authorize(
-        &self,
-        caller: &Caller,
-        action: Action,
-        resource: Resource<'_>,
-        audit: (&Auditor, &AuditContext, &dyn Clock),
-    ) -> Result<(), ApiError> {
+    /// May `caller` do `action` on `resource`? Every decision is counted;
+    /// what a denial becomes (401, 403, an audit event) is the caller's
+    /// business (`AppState::authorize`).
+    pub fn authorize<'a>(&self, caller: &Caller, action: Action, resource: Resource<'a>) -> Decision<'a> {
         let allowed = self.is_allowed(caller, action, resource);
         self.count(action, allowed);
         if allowed {
-            return Ok(());
+            return Decision::Allow;
         }
-        match caller {
-            Caller::Guest => Err(ApiError::Unauthorized { token_sent: false }),
-            Caller::User(principal) => {
-                let (auditor, context, clock) = audit;
-                let mut event = context.event(clock.now(), "forbidden", Some(principal.user_id), Outcome::Denied);
-                event.detail = Some(format!("{} on {}", action.as_str(), resource.describe()));
-                auditor.record(event);
-                Err(ApiError::forbidden("You are not allowed to do this."))
-            }
-        }
+        Decision::Deny(Denial { user_id: caller.user().map(|principal| principal.user_id), action, resource })
     }
 }
 
@@ -460,7 +501,7 @@ mod tests {
     use super::*;
     use crate::{
         auth::principal::{Credential, Principal},
-        domain::{Post, Role},
+        domain::Post,
     };
 
     fn caller(role: Role, department: Option<&str>) -> (Caller, Uuid) {
@@ -540,6 +581,179 @@ mod tests {
             };
             assert_eq!((count("allow"), count("deny")), (1, 2), "{action:?}");
         }
+    }
+
+    /// Every role, by a match that stops compiling when a role is added.
+    fn every_role() -> [Role; 3] {
+        let roles = [Role::Admin, Role::Manager, Role::User];
+        for role in roles {
+            match role {
+                Role::Admin | Role::Manager | Role::User => {}
+            }
+        }
+        roles
+    }
+
+    /// The answer remembered for this exact input, if any.
+    fn remembered(authorizer: &Authorizer, caller: &Caller, action: Action, resource: Resource<'_>) -> Option<bool> {
+        let loaded = authorizer.policies.read().expect("lock").clone();
+        loaded.remembered(&DecisionInput::new(caller, action, resource))
+    }
+
+    #[test]
+    fn remembered_decisions_agree_with_cedar_over_every_role_department_owner_action_and_resource() {
+        let authorizer = Authorizer::load(Path::new("")).expect("built-in policy");
+        // Fixed ids: one person whose role or department changes must not
+        // get an answer remembered for their old attributes.
+        let me = Uuid::from_u128(1);
+        let someone_else = Uuid::from_u128(2);
+        let departments = [None, Some("sales"), Some("support")];
+        let now = OffsetDateTime::UNIX_EPOCH;
+
+        let mut callers = vec![Caller::Guest];
+        for role in every_role() {
+            for department in departments {
+                callers.push(Caller::User(Principal {
+                    user_id: me,
+                    role,
+                    department: department.map(str::to_owned),
+                    credential: Credential::Session { id_hash: [0; 32], csrf_hash: [0; 32] },
+                }));
+            }
+        }
+        let mut users = Vec::new();
+        let mut posts = Vec::new();
+        for owner in [me, someone_else] {
+            for role in every_role() {
+                for department in departments {
+                    users.push(User {
+                        id: owner,
+                        email: "person@example.com".into(),
+                        name: "Person".into(),
+                        role,
+                        department: department.map(str::to_owned),
+                        disabled: false,
+                        created_at: now,
+                    });
+                }
+            }
+            for author_role in every_role().map(Some).into_iter().chain([None]) {
+                for department in departments {
+                    posts.push(PostWithAuthor {
+                        post: Post {
+                            id: Uuid::from_u128(3),
+                            title: "t".into(),
+                            body: "b".into(),
+                            author_id: owner,
+                            created_at: now,
+                            updated_at: now,
+                        },
+                        author_department: department.map(str::to_owned),
+                        author_role,
+                    });
+                }
+            }
+        }
+        let mut resources = vec![Resource::Posts, Resource::Users, Resource::AdminArea];
+        resources.extend(users.iter().map(Resource::User));
+        resources.extend(posts.iter().map(Resource::Post));
+
+        let (mut allowed, mut denied) = (0, 0);
+        for caller in &callers {
+            for action in Action::ALL {
+                for resource in &resources {
+                    let cedar = authorizer.is_allowed_uncached(caller, action, *resource);
+                    let first = authorizer.is_allowed(caller, action, *resource);
+                    assert_eq!(
+                        remembered(&authorizer, caller, action, *resource),
+                        Some(first),
+                        "{caller:?} {action:?} {resource:?}: the first answer is remembered"
+                    );
+                    let second = authorizer.is_allowed(caller, action, *resource);
+                    assert_eq!((first, second), (cedar, cedar), "{caller:?} {action:?} {resource:?}");
+                    if cedar {
+                        allowed += 1;
+                    } else {
+                        denied += 1;
+                    }
+                }
+            }
+        }
+        assert!(allowed > 100 && denied > 100, "a grid that tells answers apart: {allowed} allowed, {denied} denied");
+    }
+
+    #[test]
+    fn a_denial_says_who_was_denied_and_what_they_tried() {
+        let authorizer = Authorizer::load(Path::new("")).expect("built-in policy");
+        let (user, user_id) = caller(Role::User, None);
+        let elsewhere = post(Uuid::from_u128(9), None);
+        match authorizer.authorize(&user, Action::DeletePost, Resource::Post(&elsewhere)) {
+            Decision::Deny(denial) => {
+                assert_eq!(denial.user_id, Some(user_id));
+                assert_eq!(denial.detail(), format!("DeletePost on Post {}", elsewhere.post.id));
+            }
+            Decision::Allow => panic!("a user may not delete posts"),
+        }
+        match authorizer.authorize(&Caller::Guest, Action::CreatePost, Resource::Posts) {
+            Decision::Deny(denial) => assert_eq!(denial.user_id, None, "a guest"),
+            Decision::Allow => panic!("guests may not write"),
+        }
+        assert!(matches!(authorizer.authorize(&user, Action::ListPosts, Resource::Posts), Decision::Allow));
+    }
+
+    /// The modules a `use crate::...` or `crate::...` path in `source`
+    /// names, grouped imports (`crate::{a, b::c}`) included.
+    fn crate_modules_named(source: &str) -> Vec<String> {
+        let mut modules = Vec::new();
+        for (at, _) in source.match_indices("crate::") {
+            let rest = &source[at + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let (mut depth, mut item_start) = (0, 0);
+                for (index, character) in group.char_indices() {
+                    match character {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            modules.push(group[item_start..index].to_owned());
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            modules.push(group[item_start..index].to_owned());
+                            item_start = index + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                modules.push(rest.to_owned());
+            }
+        }
+        modules
+            .iter()
+            .map(|item| {
+                let item = item.trim_start();
+                let end = item.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(item.len());
+                item[..end].to_owned()
+            })
+            .filter(|module| !module.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_policy_imports_nothing_of_http() {
+        let code = include_str!("mod.rs").split("#[cfg(test)]").next().unwrap_or_default();
+        let named = crate_modules_named(code);
+        assert!(named.contains(&"domain".to_owned()), "the reader finds the imports: {named:?}");
+        for module in ["error", "app", "layers", "routes", "openapi"] {
+            assert!(!named.iter().any(|name| name == module), "src/policy/ imports crate::{module}");
+        }
+    }
+
+    #[test]
+    fn imports_are_read_grouped_or_not() {
+        let source =
+            "use crate::{auth::principal::Caller, domain::{Role, User}};\nlet x = crate::error::ApiError::Gone;";
+        assert_eq!(crate_modules_named(source), ["auth", "domain", "error"]);
     }
 
     #[test]

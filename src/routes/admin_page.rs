@@ -16,8 +16,9 @@ use axum::{
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 
+use super::Routes;
 use crate::{
     app::AppState,
     audit::AuditContext,
@@ -38,8 +39,8 @@ pub(crate) const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-
 
 /// The page and its files are not API operations: they are registered
 /// without OpenAPI descriptions (`tests/api/openapi.rs` lists them).
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/admin", get(page))
         .route("/admin/admin.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/admin/admin.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))

@@ -3,9 +3,10 @@
 
 use axum::{Json, extract::State, http::Uri};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::Routes;
 use crate::{
     app::AppState,
     audit::{AuditContext, AuditEvent},
@@ -17,8 +18,8 @@ use crate::{
     store::AuditFilter,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_events))
+pub fn router() -> Routes {
+    Routes::new().routes(routes!(list_events))
 }
 
 /// The filters, for the OpenAPI document (`filter_from` reads them).

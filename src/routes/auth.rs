@@ -10,9 +10,10 @@ use axum::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::Routes;
 use crate::{
     accounts::{self, AccountRequest, TokenPair},
     app::AppState,
@@ -24,20 +25,22 @@ use crate::{
     domain::{Role, User},
     error::ApiError,
     extract::JsonBody,
-    layers::authenticate::session_cookie,
+    layers::{authenticate::session_cookie, rate_limit::SignInRequest},
     metrics::OutcomeLabels,
     openapi::{self, tags},
+    route_class::RouteClass,
     store::{RefreshUse, Revocation, RevocationKind, SessionRecord},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub fn router() -> Routes {
+    Routes::new()
         .routes(routes!(signup))
-        .routes(routes!(login))
+        .routes_of(RouteClass::SignIn, routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(logout_all))
-        .routes(routes!(create_session, delete_session))
+        // One path: POST signs in, DELETE signs out (`RouteClass::SignIn`).
+        .routes_of(RouteClass::SignIn, routes!(create_session, delete_session))
         .routes(routes!(jwks))
 }
 
@@ -107,9 +110,10 @@ struct LoginRequest {
 async fn login(
     State(state): State<AppState>,
     audit: AuditContext,
+    sign_in: SignInRequest,
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    let user = accounts::verify_login(&state, &audit, &request.email, &request.password).await?;
+    let user = accounts::verify_login(&state, &audit, &sign_in, &request.email, &request.password).await?;
     Ok(Json(accounts::issue_tokens(&state, user, Uuid::now_v7()).await?))
 }
 
@@ -253,10 +257,11 @@ struct SessionCreated {
 async fn create_session(
     State(state): State<AppState>,
     audit: AuditContext,
+    sign_in: SignInRequest,
     headers: HeaderMap,
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let user = accounts::verify_login(&state, &audit, &request.email, &request.password).await?;
+    let user = accounts::verify_login(&state, &audit, &sign_in, &request.email, &request.password).await?;
     let (cookie, csrf_token) = open_session(&state, &headers, user.id).await?;
     Ok(with_cookie(Json(SessionCreated { user, csrf_token }).into_response(), &cookie))
 }

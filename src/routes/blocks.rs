@@ -10,9 +10,10 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::Routes;
 use crate::{
     app::AppState,
     audit::AuditContext,
@@ -30,8 +31,8 @@ use crate::{
 /// number `OffsetDateTime` can add).
 pub const MAX_BLOCK: Duration = Duration::from_secs(3650 * 86_400);
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_blocks, add_block)).routes(routes!(lift_block))
+pub fn router() -> Routes {
+    Routes::new().routes(routes!(list_blocks, add_block)).routes(routes!(lift_block))
 }
 
 /// A block's `duration`: a non-zero `HumanDuration`, at most `MAX_BLOCK`.

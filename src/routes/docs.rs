@@ -20,9 +20,10 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::get,
 };
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 use utoipa_swagger_ui::Config;
 
+use super::Routes;
 use crate::{app::AppState, error::ApiError, openapi::tags};
 
 /// The page may load its own files and fetch the document; nothing else.
@@ -35,10 +36,10 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
 
 /// `/openapi.json` is an operation of the document; the docs page and its
 /// files are not (`tests/api/openapi.rs` lists them as non-API routes).
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> Routes {
     let config = Arc::new(Config::new(["/openapi.json"]).validator_url("none").query_config_enabled(false));
     let index_config = config.clone();
-    OpenApiRouter::new()
+    Routes::new()
         .routes(routes!(openapi_json))
         .route("/docs", get(|| async { Redirect::permanent("/docs/") }))
         .route("/docs/", get(move || async move { docs_file("", index_config) }))

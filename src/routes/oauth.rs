@@ -16,8 +16,9 @@ use axum::{
 };
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 
+use super::Routes;
 use crate::{
     accounts::{self, ProviderRefusal},
     app::AppState,
@@ -40,8 +41,8 @@ pub const CSRF_COOKIE: &str = "rampart_csrf";
 const FLOW_TTL_SECS: i64 = 600;
 const DEFAULT_LANDING: &str = "/account";
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(start)).routes(routes!(callback))
+pub fn router() -> Routes {
+    Routes::new().routes(routes!(start)).routes(routes!(callback))
 }
 
 #[derive(Deserialize)]

@@ -14,14 +14,15 @@ use axum::{
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 
-use crate::{app::AppState, error::ApiError, openapi::tags};
+use super::Routes;
+use crate::{app::AppState, error::ApiError, openapi::tags, route_class::RouteClass};
 
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready))
+pub fn router() -> Routes {
+    Routes::new().routes_of(RouteClass::Liveness, routes!(health)).routes_of(RouteClass::Readiness, routes!(ready))
 }
 
 /// Routes of the admin listener.

@@ -13,8 +13,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use utoipa_axum::router::OpenApiRouter;
 
+use super::Routes;
 use crate::{
     app::AppState,
     auth::principal::Caller,
@@ -28,8 +28,8 @@ const ACCOUNT_SCRIPT: &str = include_str!("pages/account.js");
 
 /// Pages for people, not API operations: registered without OpenAPI
 /// descriptions (`tests/api/openapi.rs` lists them).
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/login", get(login))
         .route("/account", get(account))
         .route("/pages/pages.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))

@@ -14,9 +14,10 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::Routes;
 use crate::{
     app::AppState,
     audit::AuditContext,
@@ -30,8 +31,8 @@ use crate::{
     store::{PostsPage, StoreError},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub fn router() -> Routes {
+    Routes::new()
         .routes(routes!(list_posts, create_post))
         .routes(routes!(read_post, update_post, delete_post))
         .routes(routes!(dashboard))

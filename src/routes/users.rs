@@ -12,9 +12,10 @@ use axum::{
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::Routes;
 use crate::{
     accounts,
     app::AppState,
@@ -32,8 +33,8 @@ use crate::{
     store::{StoreError, UserChanges},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub fn router() -> Routes {
+    Routes::new()
         .routes(routes!(read_profile, update_profile))
         .routes(routes!(change_password))
         .routes(routes!(list_users))

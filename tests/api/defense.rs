@@ -180,3 +180,19 @@ async fn a_block_longer_than_ten_years_counts_as_ten_years() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_blocked_client_reaches_the_liveness_check_but_not_the_readiness_check() {
+    let (webhook, _) = receiver().await;
+    let app = spawn_with(|options| defended(options, &webhook)).await;
+    let admin = app.token_for(&app.users.admin).await;
+    let blocked = app
+        .send(app.client.post(app.url("/api/admin/blocks")).bearer_auth(&admin).json(&json!({"ip": "192.0.2.0/24"})))
+        .await;
+    assert_eq!(blocked.status, 201, "{}", blocked.body);
+    let client = "192.0.2.10";
+    assert_eq!(from(&app, client, app.client.get(app.url("/health"))).await.status, 200);
+    assert_eq!(from(&app, client, app.client.head(app.url("/health"))).await.status, 200, "any method");
+    from(&app, client, app.client.get(app.url("/ready"))).await.assert_problem(403);
+    from(&app, client, app.client.get(app.url("/health/"))).await.assert_problem(403);
+}

@@ -5,7 +5,7 @@
 use rampart::config::{CountMode, RateLimitGroup};
 use serde_json::{Value, json};
 
-use crate::helpers::{SpawnOptions, TestApp, TestResponse, spawn_with};
+use crate::helpers::{SpawnOptions, TestApp, TestResponse, spawn_app, spawn_with};
 
 /// Sets a group's limit and freezes the clock at the start of a window, so
 /// no test straddles a window boundary.
@@ -170,6 +170,46 @@ async fn health_checks_are_exempt_and_unknown_routes_count() {
     app.get("/no/such/route").await.assert_problem(429);
     app.get("/api/posts").await.assert_problem(429);
     assert_eq!(app.get("/ready").await.status, 200);
+}
+
+#[tokio::test]
+async fn every_path_in_the_api_namespace_counts_in_the_api_group_routed_or_not() {
+    let app = spawn_with(|options| limit(options, "api", 2, "1m")).await;
+    let unrouted = app.get("/api/no/such/route").await;
+    unrouted.assert_problem(404);
+    assert!(unrouted.header("ratelimit-policy").unwrap().contains("\"api\";q=2;w=60"));
+    let wrong_method = app.request(reqwest::Method::PUT, "/api/posts").await;
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method.header("ratelimit-policy").unwrap().contains("\"api\""));
+    app.get("/api/posts").await.assert_problem(429);
+    let outside = app.get("/openapi.json").await;
+    assert_eq!(outside.status, 200);
+    assert!(!outside.header("ratelimit-policy").unwrap().contains("\"api\""), "the api group is the namespace's");
+}
+
+#[tokio::test]
+async fn only_a_post_to_a_sign_in_route_is_in_the_login_group() {
+    let app = spawn_app().await;
+    let sign_in = app.post_json("/auth/session", &json!({"email": "a@example.com", "password": "not it at all"})).await;
+    assert_eq!(sign_in.status, 401);
+    assert!(sign_in.header("ratelimit-policy").unwrap().contains("\"login\""));
+    let sign_out = app.request(reqwest::Method::DELETE, "/auth/session").await;
+    assert!(!sign_out.header("ratelimit-policy").unwrap().contains("\"login\""), "DELETE signs out");
+    let elsewhere = app.post_json("/auth/refresh", &json!({"refresh_token": "rt_nothing"})).await;
+    assert!(!elsewhere.header("ratelimit-policy").unwrap().contains("\"login\""));
+}
+
+#[tokio::test]
+async fn health_checks_are_exempt_whatever_the_method() {
+    let app = spawn_with(|options| limit(options, "global", 1, "15m")).await;
+    for _ in 0..3 {
+        for path in ["/health", "/ready"] {
+            let response = app.request(reqwest::Method::POST, path).await;
+            assert_eq!(response.status, 405, "{path}");
+            assert!(response.header("ratelimit").is_none(), "{path}");
+        }
+    }
+    assert_eq!(app.get("/api/posts").await.status, 200, "the exempt requests used none of the budget");
 }
 
 #[tokio::test]
