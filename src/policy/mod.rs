@@ -701,61 +701,6 @@ mod tests {
         assert!(matches!(authorizer.authorize(&user, Action::ListPosts, Resource::Posts), Decision::Allow));
     }
 
-    /// The modules a `use crate::...` or `crate::...` path in `source`
-    /// names, grouped imports (`crate::{a, b::c}`) included.
-    fn crate_modules_named(source: &str) -> Vec<String> {
-        let mut modules = Vec::new();
-        for (at, _) in source.match_indices("crate::") {
-            let rest = &source[at + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                let (mut depth, mut item_start) = (0, 0);
-                for (index, character) in group.char_indices() {
-                    match character {
-                        '{' => depth += 1,
-                        '}' if depth == 0 => {
-                            modules.push(group[item_start..index].to_owned());
-                            break;
-                        }
-                        '}' => depth -= 1,
-                        ',' if depth == 0 => {
-                            modules.push(group[item_start..index].to_owned());
-                            item_start = index + 1;
-                        }
-                        _ => {}
-                    }
-                }
-            } else {
-                modules.push(rest.to_owned());
-            }
-        }
-        modules
-            .iter()
-            .map(|item| {
-                let item = item.trim_start();
-                let end = item.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(item.len());
-                item[..end].to_owned()
-            })
-            .filter(|module| !module.is_empty())
-            .collect()
-    }
-
-    #[test]
-    fn the_policy_imports_nothing_of_http() {
-        let code = include_str!("mod.rs").split("#[cfg(test)]").next().unwrap_or_default();
-        let named = crate_modules_named(code);
-        assert!(named.contains(&"domain".to_owned()), "the reader finds the imports: {named:?}");
-        for module in ["error", "app", "layers", "routes", "openapi"] {
-            assert!(!named.iter().any(|name| name == module), "src/policy/ imports crate::{module}");
-        }
-    }
-
-    #[test]
-    fn imports_are_read_grouped_or_not() {
-        let source =
-            "use crate::{auth::principal::Caller, domain::{Role, User}};\nlet x = crate::error::ApiError::Gone;";
-        assert_eq!(crate_modules_named(source), ["auth", "domain", "error"]);
-    }
-
     #[test]
     fn a_broken_policy_is_reported_with_its_line() {
         let text = "permit (principal, action, resource);\n\npermit (principal, action, resource) when { resource.nope == 1 };\n";
