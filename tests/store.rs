@@ -61,6 +61,12 @@ async fn create_with_identity(store: &dyn Store, new_user: NewUser, identity: &I
     Ok(user)
 }
 
+/// Admins that are not disabled, as the last-admin rule counts them.
+async fn active_admins(store: &dyn Store) -> usize {
+    let users = store.list_users(None, 1000).await.unwrap();
+    users.iter().filter(|user| user.role == Role::Admin && !user.disabled).count()
+}
+
 fn hash(n: u8) -> [u8; 32] {
     [n; 32]
 }
@@ -124,7 +130,7 @@ async fn admin_changes_apply_only_what_is_given() {
         let a2 = store.create_user(new_user("a2@example.com", Role::Admin, None)).await.unwrap();
         assert_eq!(store.count_admins().await.unwrap(), 2);
         store.change_user(a2.id, &UserChanges { disabled: Some(true), ..Default::default() }).await.unwrap();
-        assert_eq!(store.count_active_admins().await.unwrap(), 1);
+        assert_eq!(active_admins(&*store).await, 1);
     })
     .await;
 }
@@ -588,7 +594,7 @@ async fn the_last_active_admin_cannot_be_demoted_disabled_or_deleted() {
         store.change_user(second.id, &disable).await.unwrap();
         assert!(matches!(store.change_user(only.id, &demote).await, Err(StoreError::LastActiveAdmin)));
         store.delete_user(second.id).await.unwrap();
-        assert_eq!(store.count_active_admins().await.unwrap(), 1);
+        assert_eq!(active_admins(&*store).await, 1);
     })
     .await;
 }
@@ -605,7 +611,7 @@ async fn concurrent_demotions_never_remove_the_last_active_admin() {
         for round in 0..24 {
             let newcomer =
                 store.create_user(new_user(&format!("admin{round}@example.com"), Role::Admin, None)).await.unwrap();
-            assert_eq!(store.count_active_admins().await.unwrap(), 2);
+            assert_eq!(active_admins(&*store).await, 2);
             let take_rights = |id: Uuid, how: usize| {
                 let store = store.clone();
                 let (demote, disable) = (demote.clone(), disable.clone());
@@ -622,7 +628,7 @@ async fn concurrent_demotions_never_remove_the_last_active_admin() {
             let refused = [&first, &second].into_iter().filter(|r| matches!(r, Err(StoreError::LastActiveAdmin)));
             assert_eq!(refused.count(), 1, "round {round}: exactly one is refused: {first:?} {second:?}");
             assert!(first.is_ok() || second.is_ok(), "round {round}: {first:?} {second:?}");
-            assert_eq!(store.count_active_admins().await.unwrap(), 1, "round {round}");
+            assert_eq!(active_admins(&*store).await, 1, "round {round}");
             survivor = if first.is_err() { survivor } else { newcomer };
         }
     })

@@ -151,16 +151,29 @@ impl LatestPostsCache {
     }
 }
 
-#[async_trait]
-impl<S: Store> UserStore for CachedStore<S> {
-    async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError> {
-        self.inner.create_user(new_user).await
-    }
+/// `impl $trait for CachedStore<S>`: the methods listed by signature pass
+/// straight through to the inner store; the items after them are the ones
+/// this wrapper caches or invalidates.
+macro_rules! cached_store_impl {
+    ($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* } $($own:item)*) => {
+        #[async_trait]
+        impl<S: Store> $trait for CachedStore<S> {
+            $(async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                self.inner.$name($($arg),*).await
+            })*
+            $($own)*
+        }
+    };
+}
 
-    async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
-        Ok(User::clone(&*self.user_shared(id).await?))
-    }
-
+cached_store_impl!(UserStore {
+    fn create_user(&self, new_user: NewUser) -> User;
+    fn credentials_by_email(&self, email: &Email) -> Option<UserCredentials>;
+    fn password_hash(&self, id: Uuid) -> Option<String>;
+    fn set_password_hash(&self, id: Uuid, phc: &str) -> ();
+    fn list_users(&self, after: Option<Uuid>, limit: u32) -> Vec<User>;
+    fn count_admins(&self) -> u64;
+}
     async fn user_shared(&self, id: Uuid) -> Result<Arc<User>, StoreError> {
         if let Some(user) = self.caches.users.get(id) {
             return Ok(user);
@@ -168,18 +181,6 @@ impl<S: Store> UserStore for CachedStore<S> {
         let user = self.inner.user_shared(id).await?;
         self.caches.users.put(&user);
         Ok(user)
-    }
-
-    async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
-        self.inner.credentials_by_email(email).await
-    }
-
-    async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError> {
-        self.inner.password_hash(id).await
-    }
-
-    async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError> {
-        self.inner.set_password_hash(id, phc).await
     }
 
     // A read that ran during a write may have cached the old row, so each
@@ -202,30 +203,15 @@ impl<S: Store> UserStore for CachedStore<S> {
         self.caches.latest_posts.invalidate();
         result
     }
+);
 
-    async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError> {
-        self.inner.list_users(after, limit).await
-    }
-
-    async fn count_admins(&self) -> Result<u64, StoreError> {
-        self.inner.count_admins().await
-    }
-
-    async fn count_active_admins(&self) -> Result<u64, StoreError> {
-        self.inner.count_active_admins().await
-    }
+cached_store_impl!(PostStore {
+    fn post_by_id(&self, id: Uuid) -> PostWithAuthor;
 }
-
-#[async_trait]
-impl<S: Store> PostStore for CachedStore<S> {
     async fn create_post(&self, author_id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
         let result = self.inner.create_post(author_id, title, body).await;
         self.caches.latest_posts.invalidate();
         result
-    }
-
-    async fn post_by_id(&self, id: Uuid) -> Result<PostWithAuthor, StoreError> {
-        self.inner.post_by_id(id).await
     }
 
     async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
@@ -252,7 +238,57 @@ impl<S: Store> PostStore for CachedStore<S> {
         self.caches.latest_posts.put(generation, limit, &page);
         Ok(page)
     }
+);
+
+cached_store_impl!(Store {
+    fn migrate(&self) -> ();
+    fn ping(&self) -> ();
+    fn purge_expired(&self, now: OffsetDateTime) -> ();
+    fn count_active_sessions(&self, now: OffsetDateTime) -> u64;
+    fn dashboard_counts(&self, now: OffsetDateTime) -> DashboardCounts;
 }
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError> {
+        Ok(Box::new(CachedUnitOfWork { inner: self.inner.begin().await?, caches: self.caches.clone() }))
+    }
+);
+
+// The aggregates below have no cache: they pass straight through.
+
+cached_store_impl!(TokenStore {
+    fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> ();
+    fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> RefreshUse;
+    fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> ();
+    fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> ();
+    fn insert_revocation(&self, revocation: &Revocation) -> ();
+    fn active_revocations(&self, now: OffsetDateTime) -> Vec<Revocation>;
+});
+
+cached_store_impl!(SessionStore {
+    fn insert_session(&self, record: &SessionRecord) -> ();
+    fn session(&self, id_hash: &[u8; 32]) -> Option<SessionRecord>;
+    fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> ();
+    fn delete_session(&self, id_hash: &[u8; 32]) -> ();
+    fn delete_user_sessions(&self, user_id: Uuid) -> ();
+});
+
+cached_store_impl!(AuditStore {
+    fn insert_audit_events(&self, events: &[AuditEvent]) -> ();
+    fn purge_audit_events(&self, before: OffsetDateTime) -> u64;
+    fn list_audit_events(&self, filter: &AuditFilter, before: Option<Uuid>, limit: u32) -> Vec<AuditEvent>;
+});
+
+cached_store_impl!(BlockStore {
+    fn insert_block(&self, block: &Block) -> ();
+    fn delete_block(&self, id: Uuid) -> Block;
+    fn list_blocks(&self, now: OffsetDateTime, before: Option<Uuid>, limit: u32) -> Vec<Block>;
+});
+
+cached_store_impl!(IdentityStore {
+    fn user_by_identity(&self, identity: &Identity) -> Option<User>;
+    fn link_identity(&self, identity: &Identity, user_id: Uuid) -> ();
+    fn insert_oauth_flow(&self, flow: &OAuthFlow) -> ();
+    fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Option<OAuthFlow>;
+});
 
 /// A unit of work whose commit drops every cached read.
 struct CachedUnitOfWork {
@@ -278,127 +314,5 @@ impl UnitOfWork for CachedUnitOfWork {
         let result = self.inner.commit().await;
         self.caches.forget_everything();
         result
-    }
-}
-
-// The aggregates below have no cache: they pass straight through.
-
-#[async_trait]
-impl<S: Store> Store for CachedStore<S> {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        self.inner.migrate().await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError> {
-        self.inner.purge_expired(now).await
-    }
-
-    async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.inner.count_active_sessions(now).await
-    }
-
-    async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {
-        self.inner.dashboard_counts(now).await
-    }
-
-    async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError> {
-        Ok(Box::new(CachedUnitOfWork { inner: self.inner.begin().await?, caches: self.caches.clone() }))
-    }
-}
-
-#[async_trait]
-impl<S: Store> TokenStore for CachedStore<S> {
-    async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError> {
-        self.inner.insert_refresh_token(record).await
-    }
-    async fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> Result<RefreshUse, StoreError> {
-        self.inner.use_refresh_token(token_hash, now).await
-    }
-    async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
-        self.inner.revoke_refresh_family(family_id, now).await
-    }
-    async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
-        self.inner.revoke_user_refresh_tokens(user_id, now).await
-    }
-    async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
-        self.inner.insert_revocation(revocation).await
-    }
-    async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError> {
-        self.inner.active_revocations(now).await
-    }
-}
-
-#[async_trait]
-impl<S: Store> SessionStore for CachedStore<S> {
-    async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.inner.insert_session(record).await
-    }
-    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.session(id_hash).await
-    }
-    async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError> {
-        self.inner.extend_session(id_hash, idle_expires_at).await
-    }
-    async fn delete_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError> {
-        self.inner.delete_session(id_hash).await
-    }
-    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<(), StoreError> {
-        self.inner.delete_user_sessions(user_id).await
-    }
-}
-
-#[async_trait]
-impl<S: Store> AuditStore for CachedStore<S> {
-    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        self.inner.insert_audit_events(events).await
-    }
-    async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        self.inner.purge_audit_events(before).await
-    }
-    async fn list_audit_events(
-        &self,
-        filter: &AuditFilter,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.list_audit_events(filter, before, limit).await
-    }
-}
-
-#[async_trait]
-impl<S: Store> BlockStore for CachedStore<S> {
-    async fn insert_block(&self, block: &Block) -> Result<(), StoreError> {
-        self.inner.insert_block(block).await
-    }
-    async fn delete_block(&self, id: Uuid) -> Result<Block, StoreError> {
-        self.inner.delete_block(id).await
-    }
-    async fn list_blocks(
-        &self,
-        now: OffsetDateTime,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<Block>, StoreError> {
-        self.inner.list_blocks(now, before, limit).await
-    }
-}
-
-#[async_trait]
-impl<S: Store> IdentityStore for CachedStore<S> {
-    async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError> {
-        self.inner.user_by_identity(identity).await
-    }
-    async fn link_identity(&self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
-        self.inner.link_identity(identity, user_id).await
-    }
-    async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError> {
-        self.inner.insert_oauth_flow(flow).await
-    }
-    async fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Result<Option<OAuthFlow>, StoreError> {
-        self.inner.take_oauth_flow(id_hash, now).await
     }
 }

@@ -226,10 +226,12 @@ pub struct Block {
 pub trait UserStore: Send + Sync {
     /// Fails with `Conflict("email")` when the email is taken, in any case.
     async fn create_user(&self, new_user: NewUser) -> Result<User, StoreError>;
-    async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError>;
-    /// `user_by_id`, shared: the same `Arc` while a cached copy is current,
-    /// a new one after any write to the user.
+    /// The user, shared: the same `Arc` while a cached copy is current, a
+    /// new one after any write to the user.
     async fn user_shared(&self, id: Uuid) -> Result<Arc<User>, StoreError>;
+    async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
+        Ok(User::clone(&*self.user_shared(id).await?))
+    }
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
     async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError>;
     async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError>;
@@ -242,8 +244,6 @@ pub trait UserStore: Send + Sync {
     /// Users ordered by id (creation order), after `after`, at most `limit`.
     async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, StoreError>;
     async fn count_admins(&self) -> Result<u64, StoreError>;
-    /// Admins that are not disabled: the ones who can still administer.
-    async fn count_active_admins(&self) -> Result<u64, StoreError>;
 }
 
 /// Refresh tokens and the durable copy of the in-memory revocation list.

@@ -242,15 +242,9 @@ macro_rules! sql_store {
                 Self::insert_user(&mut *self.pool.acquire().await?, new_user).await
             }
 
-            async fn user_by_id(&self, id: Uuid) -> Result<User, StoreError> {
-                Ok(sqlx::query_as(concat_users!("SELECT ", " FROM users WHERE id = $1"))
-                    .bind(id)
-                    .fetch_one(&self.pool)
-                    .await?)
-            }
-
             async fn user_shared(&self, id: Uuid) -> Result<Arc<User>, StoreError> {
-                Ok(Arc::new(self.user_by_id(id).await?))
+                let query = sqlx::query_as(concat_users!("SELECT ", " FROM users WHERE id = $1"));
+                Ok(Arc::new(query.bind(id).fetch_one(&self.pool).await?))
             }
 
             async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
@@ -338,14 +332,6 @@ macro_rules! sql_store {
             async fn count_admins(&self) -> Result<u64, StoreError> {
                 let admins: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetch_one(&self.pool).await?;
-                Ok(count(admins))
-            }
-
-            async fn count_active_admins(&self) -> Result<u64, StoreError> {
-                let admins: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
-                        .fetch_one(&self.pool)
-                        .await?;
                 Ok(count(admins))
             }
         }
