@@ -98,7 +98,10 @@ async fn users_are_unique_by_email_without_case_and_round_trip() {
 
         store.set_password_hash(ada.id, "$argon2id$new").await.unwrap();
         assert_eq!(store.password_hash(ada.id).await.unwrap().as_deref(), Some("$argon2id$new"));
-        let renamed = store.rename_user(ada.id, &UserName::parse("Ada L.").unwrap()).await.unwrap();
+        let renamed = store
+            .change_user(ada.id, &UserChanges { name: Some(UserName::parse("Ada L.").unwrap()), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(renamed.name, "Ada L.");
         assert!(matches!(store.set_password_hash(Uuid::now_v7(), "x").await, Err(StoreError::NotFound)));
     })
@@ -505,7 +508,13 @@ async fn a_user_read_just_before_a_change_is_never_served_stale() {
         let snapshot = store.user_shared(user.id).await.unwrap();
         assert_eq!(*snapshot, read, "the shared value is the same user");
         assert!(std::sync::Arc::ptr_eq(&snapshot, &store.user_shared(user.id).await.unwrap()), "cached, shared");
-        store.rename_user(user.id, &UserName::parse("New Name").unwrap()).await.unwrap();
+        store
+            .change_user(
+                user.id,
+                &UserChanges { name: Some(UserName::parse("New Name").unwrap()), ..Default::default() },
+            )
+            .await
+            .unwrap();
         assert_eq!(store.user_by_id(user.id).await.unwrap().name, "New Name");
         let renamed = store.user_shared(user.id).await.unwrap();
         assert!(renamed.name == "New Name" && !std::sync::Arc::ptr_eq(&snapshot, &renamed), "a write makes a new one");

@@ -149,7 +149,7 @@ async fn update_profile(
 ) -> Result<Json<User>, ApiError> {
     let user = own_user(&state, principal, &audit).await?;
     let name = UserName::parse(&update.name).map_err(|m| ApiError::Validation(vec![FieldError::new("name", m)]))?;
-    Ok(Json(state.store.rename_user(user.id, &name).await?))
+    Ok(Json(state.store.change_user(user.id, &UserChanges { name: Some(name), ..Default::default() }).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -292,7 +292,7 @@ async fn update_user(
         other => other,
     };
     let before = target_user(&state, &caller, Action::UpdateUser, id, &audit).await?;
-    let changes = UserChanges { role: update.role, department, disabled: update.disabled };
+    let changes = UserChanges { role: update.role, department, disabled: update.disabled, ..Default::default() };
     // The store refuses to demote or disable the last active admin, as one
     // step with the write (`StoreError::LastActiveAdmin`).
     let after = state.store.change_user(id, &changes).await?;

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     audit::AuditEvent,
-    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User, UserName},
+    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User},
 };
 
 const TTL: Duration = Duration::from_secs(1);
@@ -185,12 +185,6 @@ cached_store_impl!(UserStore {
 
     // A read that ran during a write may have cached the old row, so each
     // write forgets the user after it lands, not before.
-    async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
-        let result = self.inner.rename_user(id, name).await;
-        self.caches.users.forget(id);
-        result
-    }
-
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
         let result = self.inner.change_user(id, changes).await;
         self.caches.users.forget(id);

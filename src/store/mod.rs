@@ -99,10 +99,11 @@ pub struct UserCredentials {
     pub password_hash: Option<String>,
 }
 
-/// An admin's change to a user; `None` leaves a field as it is, and
-/// `department: Some(None)` clears it.
+/// A change to a user (a rename by the user, or an admin's change); `None`
+/// leaves a field as it is, and `department: Some(None)` clears it.
 #[derive(Debug, Default, Clone)]
 pub struct UserChanges {
+    pub name: Option<UserName>,
     pub role: Option<Role>,
     pub department: Option<Option<String>>,
     pub disabled: Option<bool>,
@@ -235,9 +236,8 @@ pub trait UserStore: Send + Sync {
     async fn credentials_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
     async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError>;
     async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError>;
-    async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError>;
-    /// Applies an admin's change; `LastActiveAdmin` when it would demote or
-    /// disable the only active admin.
+    /// Applies a change; `LastActiveAdmin` when it would demote or disable
+    /// the only active admin.
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError>;
     /// `LastActiveAdmin` when `id` is the only active admin.
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError>;

@@ -116,9 +116,18 @@ fn user_to_create(new_user: &NewUser) -> User {
     }
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+/// Maps a broken uniqueness rule to `Conflict(field)`, anything else as is.
+fn conflict_on(field: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| match &error {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+            StoreError::Conflict(field)
+        }
+        _ => error.into(),
+    }
 }
+
+/// Nine values a row: far below both backends' limit on bound values.
+const AUDIT_ROWS_PER_STATEMENT: usize = 500;
 
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
@@ -149,7 +158,7 @@ macro_rules! sql_store {
                 new_user: NewUser,
             ) -> Result<User, StoreError> {
                 let user = user_to_create(&new_user);
-                let result = sqlx::query(
+                sqlx::query(
                     "INSERT INTO users (id, email, email_key, name, role, department, password_hash, disabled, \
                                         created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8)",
@@ -163,12 +172,9 @@ macro_rules! sql_store {
                 .bind(&new_user.password_hash)
                 .bind(user.created_at)
                 .execute(connection)
-                .await;
-                match result {
-                    Ok(_) => Ok(user),
-                    Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("email")),
-                    Err(error) => Err(error.into()),
-                }
+                .await
+                .map_err(conflict_on("email"))?;
+                Ok(user)
             }
 
             async fn insert_identity(
@@ -176,7 +182,7 @@ macro_rules! sql_store {
                 identity: &Identity,
                 user_id: Uuid,
             ) -> Result<(), StoreError> {
-                let result = sqlx::query(
+                sqlx::query(
                     "INSERT INTO oauth_identities (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(&identity.provider)
@@ -184,35 +190,33 @@ macro_rules! sql_store {
                 .bind(user_id)
                 .bind(now_stored())
                 .execute(connection)
-                .await;
-                match result {
-                    Ok(_) => Ok(()),
-                    Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict("identity")),
-                    Err(error) => Err(error.into()),
-                }
+                .await
+                .map_err(conflict_on("identity"))?;
+                Ok(())
             }
 
             async fn insert_audit(
                 connection: &mut <$db as sqlx::Database>::Connection,
                 events: &[AuditEvent],
             ) -> Result<(), StoreError> {
-                for event in events {
-                    sqlx::query(
-                        "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome, \
-                                                   detail) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(event.id)
-                    .bind(event.time)
-                    .bind(&event.request_id)
-                    .bind(event.event.as_ref())
-                    .bind(event.user_id)
-                    .bind(event.client_ip.map(|ip| ip.to_string()))
-                    .bind(&event.route)
-                    .bind(event.outcome.as_str())
-                    .bind(&event.detail)
-                    .execute(&mut *connection)
-                    .await?;
+                // One statement per chunk: a batch from the audit queue is
+                // one round trip, not one per event.
+                for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome, detail) ",
+                    );
+                    query.push_values(chunk, |mut row, event| {
+                        row.push_bind(event.id)
+                            .push_bind(event.time)
+                            .push_bind(event.request_id.clone())
+                            .push_bind(event.event.to_string())
+                            .push_bind(event.user_id)
+                            .push_bind(event.client_ip.map(|ip| ip.to_string()))
+                            .push_bind(event.route.clone())
+                            .push_bind(event.outcome.as_str())
+                            .push_bind(event.detail.clone());
+                    });
+                    query.build().execute(&mut *connection).await?;
                 }
                 Ok(())
             }
@@ -271,26 +275,20 @@ macro_rules! sql_store {
                 if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
             }
 
-            async fn rename_user(&self, id: Uuid, name: &UserName) -> Result<User, StoreError> {
-                Ok(sqlx::query_as(concat_users!(
-                    "UPDATE users SET name = $1, updated_at = $2 WHERE id = $3 RETURNING ",
-                    ""
-                ))
-                .bind(name.as_str())
-                .bind(now_stored())
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?)
-            }
-
             async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
-                let mut transaction = <$db as Dialect>::begin_admin_change(&self.pool).await?;
+                // A rename alone cannot touch admin rights: no write lock.
+                let mut transaction = if changes.role.is_none() && changes.disabled.is_none() {
+                    self.pool.begin().await?
+                } else {
+                    <$db as Dialect>::begin_admin_change(&self.pool).await?
+                };
                 let (role, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
                 if loses_admin(role, disabled, changes) && active_admins <= 1 {
                     return Err(StoreError::LastActiveAdmin);
                 }
                 let user: User = sqlx::query_as(concat_users!(
-                    "UPDATE users SET role = COALESCE(CAST($1 AS TEXT), role), \
+                    "UPDATE users SET name = COALESCE(CAST($7 AS TEXT), name), \
+                                      role = COALESCE(CAST($1 AS TEXT), role), \
                                       department = CASE WHEN CAST($2 AS BOOLEAN) THEN $3 ELSE department END, \
                                       disabled = COALESCE(CAST($4 AS BOOLEAN), disabled), \
                                       updated_at = $5 \
@@ -303,6 +301,7 @@ macro_rules! sql_store {
                 .bind(changes.disabled)
                 .bind(now_stored())
                 .bind(id)
+                .bind(changes.name.as_ref().map(UserName::as_str))
                 .fetch_one(&mut *transaction)
                 .await?;
                 transaction.commit().await?;
