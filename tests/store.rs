@@ -4,8 +4,12 @@
 //! skipped on a laptop, and fails under `CI=true`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/postgres_schema.rs"]
+mod postgres_schema;
+
 use std::{future::Future, sync::Arc};
 
+use postgres_schema::TestSchema;
 use rampart::{
     audit::{AuditEvent, Outcome},
     domain::{Email, NewUser, PostBody, PostTitle, Role, User, UserName},
@@ -31,11 +35,11 @@ where
 
     match std::env::var("TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => {
-            let schema = format!("rampart_test_{}", Uuid::new_v4().simple());
-            let postgres = Arc::new(CachedStore::new(PostgresStore::connect(&url, 4, Some(&schema)).await.unwrap()));
+            let schema = TestSchema::create(&url, "rampart_test_").await;
+            let postgres = Arc::new(CachedStore::new(PostgresStore::connect(&schema.url, 4).await.unwrap()));
             postgres.migrate().await.unwrap();
             check(postgres.clone()).await;
-            postgres.inner().drop_schema(&schema).await.unwrap();
+            schema.drop().await;
         }
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but TEST_POSTGRES_URL is not set"),
         _ => eprintln!("PostgreSQL half skipped: TEST_POSTGRES_URL is not set"),

@@ -367,6 +367,6 @@ pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError>
     if url.starts_with("sqlite:") {
         Ok(Arc::new(CachedStore::new(SqliteStore::connect(url, config.max_connections).await?)))
     } else {
-        Ok(Arc::new(CachedStore::new(PostgresStore::connect(url, config.max_connections, None).await?)))
+        Ok(Arc::new(CachedStore::new(PostgresStore::connect(url, config.max_connections).await?)))
     }
 }

@@ -35,32 +35,12 @@ impl Dialect for Postgres {
     }
 }
 
-fn check_schema_name(schema: &str) -> Result<(), StoreError> {
-    if schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Ok(())
-    } else {
-        Err(StoreError::Other(anyhow::anyhow!("schema names are letters, digits and _")))
-    }
-}
-
 impl SqlStore<Postgres> {
-    /// Connects to `url`; `schema`, when given, becomes the search path
-    /// (created if missing), which is how tests get a database each.
-    pub async fn connect(url: &str, max_connections: u32, schema: Option<&str>) -> Result<Self, StoreError> {
-        let mut options = PgConnectOptions::from_str(url).context("database.url is not a valid postgres:// URL")?;
-        let mut parameters = vec![("statement_timeout", STATEMENT_TIMEOUT.to_owned())];
-        if let Some(schema) = schema {
-            check_schema_name(schema)?;
-            let admin = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(options.clone())
-                .await
-                .context("cannot reach PostgreSQL")?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).execute(&admin).await?;
-            admin.close().await;
-            parameters.push(("search_path", schema.to_owned()));
-        }
-        options = options.options(parameters);
+    /// Connects to `url` (its `options` may set a search path).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .context("database.url is not a valid postgres:// URL")?
+            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -68,12 +48,5 @@ impl SqlStore<Postgres> {
             .await
             .context("cannot reach PostgreSQL")?;
         Ok(Self { pool })
-    }
-
-    /// Drops a test schema and everything in it.
-    pub async fn drop_schema(&self, schema: &str) -> Result<(), StoreError> {
-        check_schema_name(schema)?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&self.pool).await?;
-        Ok(())
     }
 }

@@ -15,6 +15,8 @@ mod openapi;
 mod ops;
 mod pipeline;
 mod postgres;
+#[path = "../common/postgres_schema.rs"]
+mod postgres_schema;
 mod posts;
 mod rate_limit;
 mod redis;

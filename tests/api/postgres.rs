@@ -2,11 +2,10 @@
 //! `postgres://` URL (here with its own schema through the URL's
 //! `options`). Skipped without `TEST_POSTGRES_URL`, failed under CI=true.
 
-use rampart::store::PostgresStore;
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::helpers::spawn_with;
+use crate::{helpers::spawn_with, postgres_schema::TestSchema};
 
 fn postgres_url() -> Option<String> {
     match std::env::var("TEST_POSTGRES_URL") {
@@ -22,11 +21,8 @@ async fn the_api_runs_on_postgresql() {
         eprintln!("skipped: TEST_POSTGRES_URL is not set");
         return;
     };
-    let schema = format!("rampart_api_{}", uuid::Uuid::new_v4().simple());
-    let setup = PostgresStore::connect(&url, 1, Some(&schema)).await.unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-    let app = spawn_with(|options| options.config.database.url = SecretString::from(scoped.clone())).await;
+    let schema = TestSchema::create(&url, "rampart_api_").await;
+    let app = spawn_with(|options| options.config.database.url = SecretString::from(schema.url.clone())).await;
 
     assert_eq!(app.get("/ready").await.status, 200);
     let signup = app
@@ -51,5 +47,5 @@ async fn the_api_runs_on_postgresql() {
     assert_eq!(dashboard["users"], 5);
 
     app.stop();
-    setup.drop_schema(&schema).await.unwrap();
+    schema.drop().await;
 }

@@ -13,12 +13,11 @@ use rampart::{
         strategy::{Quota, Strategy},
     },
     shared::{Redis, RedisLimiter},
-    store::PostgresStore,
 };
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::helpers::spawn_with;
+use crate::{helpers::spawn_with, postgres_schema::TestSchema};
 
 fn required(name: &str) -> Option<String> {
     match std::env::var(name) {
@@ -69,20 +68,16 @@ async fn the_redis_limiter_decides_exactly_like_the_memory_limiter() {
 struct Deployment {
     dir: tempfile::TempDir,
     config: std::path::PathBuf,
-    schema: String,
-    setup: PostgresStore,
+    schema: TestSchema,
 }
 
 async fn deployment(postgres: &str, redis: &str, extra: &str) -> Deployment {
-    let schema = unique("rampart_procs_");
-    let setup = PostgresStore::connect(postgres, 1, Some(&schema)).await.unwrap();
-    let separator = if postgres.contains('?') { '&' } else { '?' };
-    let database = format!("{postgres}{separator}options=-c%20search_path%3D{schema}");
+    let schema = TestSchema::create(postgres, "rampart_procs_").await;
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("signing-key.pem");
     std::fs::write(&key_file, rampart::auth::keys::generate(rampart::config::JwtAlgorithm::EdDSA).unwrap()).unwrap();
     let database_file = dir.path().join("database-url");
-    std::fs::write(&database_file, &database).unwrap();
+    std::fs::write(&database_file, &schema.url).unwrap();
     let config = dir.path().join("rampart.toml");
     std::fs::write(
         &config,
@@ -97,7 +92,7 @@ async fn deployment(postgres: &str, redis: &str, extra: &str) -> Deployment {
         ),
     )
     .unwrap();
-    Deployment { dir, config, schema, setup }
+    Deployment { dir, config, schema }
 }
 
 /// Two `rampart serve` processes on one PostgreSQL schema and one Redis
@@ -105,7 +100,7 @@ async fn deployment(postgres: &str, redis: &str, extra: &str) -> Deployment {
 #[tokio::test]
 async fn two_processes_on_postgresql_and_redis_behave_as_one() {
     let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
-    let Deployment { dir, config, schema, setup } = deployment(&postgres, &redis, "").await;
+    let Deployment { dir, config, schema } = deployment(&postgres, &redis, "").await;
     let created = crate::cli::rampart(dir.path())
         .args(["user", "create", "--email", "pat@example.com", "--name", "Pat", "--role", "user", "--config"])
         .arg(&config)
@@ -158,14 +153,14 @@ async fn two_processes_on_postgresql_and_redis_behave_as_one() {
 
     assert!(a.stop().success());
     assert!(b.stop().success());
-    setup.drop_schema(&schema).await.unwrap();
+    schema.drop().await;
 }
 
 #[tokio::test]
 async fn a_global_limit_holds_across_processes() {
     let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
     let extra = "[rate_limit.global]\nlimit = 20\nwindow = \"1h\"\n";
-    let Deployment { dir, config, schema, setup } = deployment(&postgres, &redis, extra).await;
+    let Deployment { dir, config, schema } = deployment(&postgres, &redis, extra).await;
     let a = crate::cli::Served::start(dir.path(), &config);
     let b = crate::cli::Served::start(dir.path(), &config);
     let client = reqwest::Client::new();
@@ -181,7 +176,7 @@ async fn a_global_limit_holds_across_processes() {
     assert_eq!(admitted, 20, "one budget for both processes");
     assert!(a.stop().success());
     assert!(b.stop().success());
-    setup.drop_schema(&schema).await.unwrap();
+    schema.drop().await;
 }
 
 /// A private redis-server on a free port, to stop and start at will.
