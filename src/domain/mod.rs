@@ -9,6 +9,7 @@ mod email;
 mod password;
 mod post;
 mod role;
+mod text_enum;
 mod user;
 mod user_name;
 
@@ -16,5 +17,6 @@ pub use email::Email;
 pub use password::Password;
 pub use post::{Post, PostBody, PostTitle, PostWithAuthor};
 pub use role::Role;
+pub(crate) use text_enum::text_enum;
 pub use user::{NewUser, User};
 pub use user_name::UserName;

@@ -18,8 +18,9 @@ pub struct Post {
 }
 
 /// A post with what authorization needs to know about its author.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PostWithAuthor {
+    #[sqlx(flatten)]
     pub post: Post,
     pub author_department: Option<String>,
     pub author_role: Option<super::Role>,

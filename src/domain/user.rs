@@ -12,7 +12,6 @@ pub struct User {
     /// As entered at sign-up, trimmed; unique without regard to case.
     pub email: String,
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub role: Role,
     #[schema(required = true)]
     pub department: Option<String>,

@@ -37,7 +37,7 @@ pub use sqlite::SqliteStore;
 use crate::{
     audit::AuditEvent,
     config::DatabaseConfig,
-    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
+    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName, text_enum},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -143,42 +143,21 @@ pub struct SessionRecord {
     pub absolute_expires_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RevocationKind {
-    /// One access token, by `jti`.
-    Token,
-    /// Every access and refresh token of a refresh family.
-    Family,
-    /// Every token and session of a user issued before `revoked_before`.
-    User,
-}
-
-impl RevocationKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Token => "token",
-            Self::Family => "family",
-            Self::User => "user",
-        }
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum RevocationKind {
+        /// One access token, by `jti`.
+        Token = "token",
+        /// Every access and refresh token of a refresh family.
+        Family = "family",
+        /// Every token and session of a user issued before `revoked_before`.
+        User = "user",
     }
-}
-
-impl TryFrom<String> for RevocationKind {
-    type Error = String;
-
-    fn try_from(kind: String) -> Result<Self, String> {
-        match kind.as_str() {
-            "token" => Ok(Self::Token),
-            "family" => Ok(Self::Family),
-            "user" => Ok(Self::User),
-            _ => Err(format!("unknown revocation kind {kind:?}")),
-        }
-    }
+    unknown = "not a revocation kind";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Revocation {
-    #[sqlx(try_from = "String")]
     pub kind: RevocationKind,
     pub subject: Uuid,
     /// For `User`: the moment before which everything is void.

@@ -10,7 +10,7 @@
 //! Rows are read through `FromRow` structs, which are generic over the
 //! database already.
 
-use std::{str::FromStr, sync::Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::{Database, Pool, Transaction, migrate::Migrator};
@@ -50,24 +50,6 @@ pub trait Dialect: Database {
     fn begin_admin_change(
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
-}
-
-#[derive(sqlx::FromRow)]
-struct PostWithAuthorRow {
-    #[sqlx(flatten)]
-    post: Post,
-    author_department: Option<String>,
-    author_role: Option<String>,
-}
-
-impl From<PostWithAuthorRow> for PostWithAuthor {
-    fn from(row: PostWithAuthorRow) -> Self {
-        PostWithAuthor {
-            post: row.post,
-            author_department: row.author_department,
-            author_role: row.author_role.and_then(|role| Role::from_str(&role).ok()),
-        }
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -227,7 +209,7 @@ macro_rules! sql_store {
                 transaction: &mut Transaction<'static, $db>,
                 id: Uuid,
             ) -> Result<(Role, bool, u64), StoreError> {
-                let (role, disabled): (String, bool) = sqlx::query_as("SELECT role, disabled FROM users WHERE id = $1")
+                let (role, disabled): (Role, bool) = sqlx::query_as("SELECT role, disabled FROM users WHERE id = $1")
                     .bind(id)
                     .fetch_one(&mut **transaction)
                     .await?;
@@ -235,7 +217,6 @@ macro_rules! sql_store {
                     sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
                         .fetch_one(&mut **transaction)
                         .await?;
-                let role = Role::from_str(&role).map_err(|_| anyhow::anyhow!("users.role holds {role:?}"))?;
                 Ok((role, disabled, count(active)))
             }
         }
@@ -512,15 +493,14 @@ macro_rules! sql_store {
             }
 
             async fn post_by_id(&self, id: Uuid) -> Result<PostWithAuthor, StoreError> {
-                let row: PostWithAuthorRow = sqlx::query_as(
+                Ok(sqlx::query_as(
                     "SELECT p.id, p.title, p.body, p.author_id, p.created_at, p.updated_at, \
                             u.department AS author_department, u.role AS author_role \
                      FROM posts p LEFT JOIN users u ON u.id = p.author_id WHERE p.id = $1",
                 )
                 .bind(id)
                 .fetch_one(&self.pool)
-                .await?;
-                Ok(row.into())
+                .await?)
             }
 
             async fn update_post(&self, id: Uuid, title: &PostTitle, body: &PostBody) -> Result<Post, StoreError> {
