@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    audit::{AuditContext, Outcome},
+    audit::AuditContext,
     auth::{oauth::ProviderAccount, password::PasswordHasher, secret},
-    domain::{Email, NewUser, Password, Role, User, UserName},
+    domain::{AuditKind, Email, NewUser, Outcome, Password, Role, User, UserName},
     error::{ApiError, FieldError},
     layers::rate_limit::SignInRequest,
     metrics::OutcomeLabels,
@@ -83,7 +83,7 @@ pub async fn verify_login(
     state.rate_limiter.admit_sign_in(sign_in, email).await?;
     let account_key = email.trim().to_lowercase();
     if let Err(retry_after_secs) = state.throttle.check(&account_key) {
-        state.audit.record(audit.event(state.clock.now(), "login_failure", None, Outcome::Denied));
+        state.audit.record(audit.event(state.clock.now(), AuditKind::LoginFailure, None, Outcome::Denied));
         state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "throttled" }).inc();
         return Err(ApiError::TooManyRequests { retry_after_secs });
     }
@@ -108,14 +108,14 @@ pub async fn verify_login(
             if stored_hash.is_some_and(|hash| state.hasher.needs_rehash(&hash)) {
                 rehash(state, user.id, password).await;
             }
-            state.audit.record(audit.event(now, "login_success", Some(user.id), Outcome::Success));
+            state.audit.record(audit.event(now, AuditKind::LoginSuccess, Some(user.id), Outcome::Success));
             state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
             Ok(user)
         }
         user => {
             state.throttle.record_failure(&account_key);
             state.rate_limiter.count_failed_sign_in(sign_in, email).await;
-            state.audit.record(audit.event(now, "login_failure", user.map(|u| u.id), Outcome::Failure));
+            state.audit.record(audit.event(now, AuditKind::LoginFailure, user.map(|u| u.id), Outcome::Failure));
             state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
             Err(ApiError::InvalidCredentials)
         }
@@ -222,11 +222,11 @@ pub enum ProviderSignIn {
 }
 
 impl ProviderSignIn {
-    pub fn audit_event(self) -> &'static str {
+    pub fn audit_kind(self) -> AuditKind {
         match self {
-            Self::Known => "oauth_login",
-            Self::Linked => "oauth_link",
-            Self::Created => "oauth_signup",
+            Self::Known => AuditKind::OauthLogin,
+            Self::Linked => AuditKind::OauthLink,
+            Self::Created => AuditKind::OauthSignup,
         }
     }
 }

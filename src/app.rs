@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    audit::{AuditContext, Auditor, Outcome},
+    audit::{AuditContext, Auditor},
     auth::{
         keys,
         oauth::OAuthProviders,
@@ -29,6 +29,7 @@ use crate::{
     clock::Clock,
     config::Config,
     defense::Defense,
+    domain::{AuditKind, Outcome},
     error::ApiError,
     layers::{
         access_log::AccessLog,
@@ -200,7 +201,7 @@ impl AppState {
         let Some(user_id) = denial.user_id else {
             return Err(ApiError::Unauthorized { token_sent: false });
         };
-        let mut event = audit.event(self.clock.now(), "forbidden", Some(user_id), Outcome::Denied);
+        let mut event = audit.event(self.clock.now(), AuditKind::Forbidden, Some(user_id), Outcome::Denied);
         event.detail = Some(denial.detail());
         self.audit.record(event);
         Err(ApiError::forbidden("You are not allowed to do this."))

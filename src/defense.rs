@@ -28,9 +28,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    audit::{AuditContext, Auditor, Outcome},
+    audit::{AuditContext, Auditor},
     clock::Clock,
     config::Config,
+    domain::{AuditKind, Outcome},
     layers::client_ip::canonical,
     limiter::{
         LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
@@ -209,7 +210,7 @@ impl Defense {
             self.blocked_clients.set(i64::try_from(active.len()).unwrap_or(i64::MAX));
         }
         self.blocks_total.inc();
-        let mut event = context.event(now, "ip_blocked", None, Outcome::Denied);
+        let mut event = context.event(now, AuditKind::IpBlocked, None, Outcome::Denied);
         event.detail = Some(format!("{} ({})", block.ip, block.reason));
         self.audit.record(event);
         self.alert(&block);
@@ -219,7 +220,7 @@ impl Defense {
     pub async fn unblock(&self, id: Uuid, context: &AuditContext) -> Result<Block, StoreError> {
         let block = self.store.delete_block(id).await?;
         self.reload().await?;
-        let mut event = context.event(self.clock.now(), "ip_unblocked", None, Outcome::Success);
+        let mut event = context.event(self.clock.now(), AuditKind::IpUnblocked, None, Outcome::Success);
         event.detail = Some(block.ip.clone());
         self.audit.record(event);
         Ok(block)

@@ -7,7 +7,7 @@
 use std::{future::Future, sync::Arc};
 
 use rampart::{
-    audit::{AuditEvent, Outcome},
+    domain::{AuditEvent, AuditKind, Outcome},
     domain::{Email, NewUser, PostBody, PostTitle, Role, User, UserName},
     store::{
         AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshTokenRecord, RefreshUse,
@@ -358,7 +358,7 @@ async fn audit_events_are_stored_in_batches() {
                 id: Uuid::now_v7(),
                 time: OffsetDateTime::now_utc(),
                 request_id: Some(format!("req-{n}")),
-                event: "login_failure".into(),
+                event: AuditKind::LoginFailure,
                 user_id: None,
                 client_ip: Some("203.0.113.9".parse().unwrap()),
                 route: Some("/auth/login".into()),
@@ -372,7 +372,7 @@ async fn audit_events_are_stored_in_batches() {
         let newest_first = store.list_audit_events(&AuditFilter::default(), None, 10).await.unwrap();
         assert_eq!(newest_first.iter().map(|e| e.id).collect::<Vec<_>>(), [events[2].id, events[1].id, events[0].id]);
         assert_eq!(newest_first[0].client_ip, events[2].client_ip);
-        assert_eq!(newest_first[0].event, "login_failure");
+        assert_eq!(newest_first[0].event, AuditKind::LoginFailure);
         let page = store.list_audit_events(&AuditFilter::default(), Some(events[2].id), 1).await.unwrap();
         assert_eq!(page[0].id, events[1].id);
         let by_ip = AuditFilter { client_ip: Some("203.0.113.9".parse().unwrap()), ..Default::default() };
@@ -540,7 +540,7 @@ async fn a_unit_of_work_lands_whole_or_not_at_all() {
             id: Uuid::now_v7(),
             time: OffsetDateTime::now_utc(),
             request_id: None,
-            event: "signup".into(),
+            event: AuditKind::Signup,
             user_id: None,
             client_ip: None,
             route: None,

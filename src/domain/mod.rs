@@ -5,6 +5,7 @@
 //! name and turn it into a 400 with `errors`. No type here imports axum or
 //! the store.
 
+mod audit;
 mod email;
 mod password;
 mod post;
@@ -12,6 +13,7 @@ mod role;
 mod user;
 mod user_name;
 
+pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use email::Email;
 pub use password::Password;
 pub use post::{Post, PostBody, PostTitle, PostWithAuthor};

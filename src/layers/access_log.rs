@@ -22,10 +22,11 @@ use uuid::Uuid;
 
 use super::request_id::RequestId;
 use crate::{
-    audit::{AuditContext, AuditEvent, Auditor, Outcome},
+    audit::{AuditContext, Auditor},
     auth::principal::Authentication,
     clock::Clock,
     defense::Defense,
+    domain::{AuditEvent, AuditKind, Outcome},
     metrics::Metrics,
     route_class::RouteClass,
     telemetry::AccessLine,
@@ -176,7 +177,7 @@ impl AccessLog {
                 id: Uuid::now_v7(),
                 time: self.clock.now(),
                 request_id: Some(request_id.as_str().to_owned()),
-                event: event.into(),
+                event,
                 user_id: context.user_id(),
                 client_ip,
                 route: Some(route.to_string()),
@@ -199,12 +200,12 @@ impl AccessLog {
 }
 
 /// Statuses that are security events in themselves (API.md "Audit events").
-fn audited_status(status: u16) -> Option<(&'static str, Outcome)> {
+fn audited_status(status: u16) -> Option<(AuditKind, Outcome)> {
     match status {
-        401 => Some(("unauthorized", Outcome::Denied)),
-        403 => Some(("forbidden", Outcome::Denied)),
-        429 => Some(("rate_limited", Outcome::Denied)),
-        500..=599 => Some(("server_error", Outcome::Failure)),
+        401 => Some((AuditKind::Unauthorized, Outcome::Denied)),
+        403 => Some((AuditKind::Forbidden, Outcome::Denied)),
+        429 => Some((AuditKind::RateLimited, Outcome::Denied)),
+        500..=599 => Some((AuditKind::ServerError, Outcome::Failure)),
         _ => None,
     }
 }

@@ -30,9 +30,10 @@ use prometheus_client::{
 
 use super::access_log::RequestContext;
 use crate::{
-    audit::{AuditEvent, Auditor, Outcome},
+    audit::Auditor,
     clock::Clock,
     config::{Config, CountMode, OnBackendError, RateLimitStrategy},
+    domain::{AuditEvent, AuditKind, Outcome},
     error::ApiError,
     limiter::{
         LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
@@ -244,7 +245,7 @@ impl RateLimiter {
                 id: uuid::Uuid::now_v7(),
                 time: self.clock.now(),
                 request_id: context.map(|context| context.request_id.as_str().to_owned()),
-                event: "rate_limited".into(),
+                event: AuditKind::RateLimited,
                 user_id: context.and_then(RequestContext::user_id),
                 client_ip: context.and_then(|context| context.client_ip),
                 route: Some(route()),

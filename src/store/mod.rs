@@ -35,9 +35,8 @@ pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 use crate::{
-    audit::AuditEvent,
     config::DatabaseConfig,
-    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
+    domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -22,9 +22,8 @@ use super::{
     PostsPage, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError, TokenStore,
     UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
 };
-use crate::{
-    audit::{AuditEvent, Outcome},
-    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
+use crate::domain::{
+    AuditEvent, AuditKind, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName,
 };
 
 /// A SQL database behind the store traits; `SqliteStore` and
@@ -93,7 +92,7 @@ impl TryFrom<AuditRow> for AuditEvent {
             id: row.id,
             time: row.time,
             request_id: row.request_id,
-            event: row.event.into(),
+            event: AuditKind::from_stored(row.event),
             user_id: row.user_id,
             client_ip: row.client_ip.and_then(|ip| ip.parse().ok()),
             route: row.route,
@@ -205,7 +204,7 @@ macro_rules! sql_store {
                     .bind(event.id)
                     .bind(event.time)
                     .bind(&event.request_id)
-                    .bind(event.event.as_ref())
+                    .bind(event.event.as_str())
                     .bind(event.user_id)
                     .bind(event.client_ip.map(|ip| ip.to_string()))
                     .bind(&event.route)
