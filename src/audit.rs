@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{AuditEvent, AuditKind, Outcome},
-    layers::access_log::RequestContext,
+    request_context::RequestContext,
     store::Store,
 };
 

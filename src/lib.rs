@@ -37,6 +37,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod request_context;
 pub mod route_class;
 pub mod routes;
 pub mod server;

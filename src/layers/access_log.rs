@@ -6,71 +6,25 @@
 //! user id. Headers and bodies are never logged.
 
 use std::{
-    net::IpAddr,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::Request,
     http::{Method, StatusCode, Uri},
 };
 use uuid::Uuid;
 
-use super::request_id::RequestId;
 use crate::{
     audit::{AuditContext, Auditor},
-    auth::principal::Authentication,
     clock::Clock,
     defense::Defense,
     domain::{AuditEvent, AuditKind, Outcome},
     metrics::Metrics,
-    route_class::RouteClass,
+    request_context::RequestContext,
     telemetry::AccessLine,
 };
-
-/// Per-request facts, in the request's extensions (one entry rather than
-/// one per fact): what the edge knows on arrival, and what inner layers
-/// learn for the access log.
-#[derive(Debug)]
-pub struct RequestContext {
-    pub request_id: RequestId,
-    /// The client, as `client_ip` resolved it (trusted proxies applied).
-    pub client_ip: Option<IpAddr>,
-    /// How the pipeline treats the route of the request's path, as the
-    /// routers declared it.
-    pub route_class: RouteClass,
-    /// The matched route template, recorded by `pipeline::RecordRoute`.
-    pub route: OnceLock<MatchedPath>,
-    /// Who is calling, set by `authenticate` (unset: a guest).
-    pub authentication: OnceLock<Authentication>,
-    /// Set when a handler recorded its own audit event for this request.
-    pub audited: AtomicBool,
-}
-
-impl RequestContext {
-    /// The signed-in user, if any.
-    pub fn user_id(&self) -> Option<Uuid> {
-        match self.authentication.get() {
-            Some(Authentication::Signed(principal)) => Some(principal.user_id),
-            _ => None,
-        }
-    }
-
-    pub fn new(request_id: RequestId, client_ip: Option<IpAddr>, route_class: RouteClass) -> Self {
-        Self {
-            request_id,
-            client_ip,
-            route_class,
-            route: OnceLock::new(),
-            authentication: OnceLock::new(),
-            audited: AtomicBool::new(false),
-        }
-    }
-}
 
 /// What the access-log layer needs from the application.
 #[derive(Clone)]

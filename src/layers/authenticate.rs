@@ -10,7 +10,7 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use time::OffsetDateTime;
 
-use super::access_log::RequestContext;
+use crate::request_context::RequestContext;
 use crate::{
     app::AppState,
     auth::{

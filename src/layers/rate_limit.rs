@@ -28,7 +28,6 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family},
 };
 
-use super::access_log::RequestContext;
 use crate::{
     audit::Auditor,
     clock::Clock,
@@ -39,6 +38,7 @@ use crate::{
         LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
         strategy::{Decision, Quota, Strategy},
     },
+    request_context::RequestContext,
     route_class::RouteClass,
 };
 
@@ -466,8 +466,8 @@ mod tests {
     use super::*;
     use crate::{
         clock::ManualClock,
-        layers::request_id::RequestId,
         limiter::memory::MemoryLimiter,
+        request_context::RequestId,
         store::{self, Store},
     };
 
