@@ -144,8 +144,14 @@ impl AppState {
         };
         let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
+        let mut metrics = Metrics::new();
+        let registry = metrics.registry();
+        authorizer.register_metrics(registry);
+        rate_limiter.register_metrics(registry);
+        defense.register_metrics(registry);
+        audit.register_metrics(registry);
         let state = Self(Arc::new(AppStateInner {
-            metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter, &defense, &audit)),
+            metrics: Arc::new(metrics),
             defense,
             authorizer: Arc::new(authorizer),
             rate_limiter,

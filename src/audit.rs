@@ -17,7 +17,10 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
 
 use axum::{
     extract::{FromRequestParts, MatchedPath},
@@ -95,12 +98,18 @@ const BATCH: usize = 256;
 pub struct Auditor {
     queue: mpsc::Sender<AuditEvent>,
     /// Events waiting for the writer (a gauge on the metrics listener).
-    pub depth: Gauge,
+    depth: Gauge,
     /// Events logged but not stored because the queue was full.
-    pub dropped: Counter,
+    dropped: Counter,
 }
 
 impl Auditor {
+    /// Adds the queue's gauge and drop counter to the scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register("audit_queue_depth", "Audit events waiting to be stored", self.depth.clone());
+        registry.register("audit_dropped", "Audit events logged but not stored (queue full)", self.dropped.clone());
+    }
+
     /// Starts the background writer on the current runtime.
     pub fn spawn(store: Arc<dyn Store>) -> Self {
         let (queue, mut receiver) = mpsc::channel::<AuditEvent>(QUEUE_CAPACITY);

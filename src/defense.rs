@@ -22,7 +22,10 @@ use std::{
 };
 
 use ipnet::IpNet;
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -68,8 +71,8 @@ pub struct Defense {
     audit: Arc<Auditor>,
     clock: Arc<dyn Clock>,
     webhook: Option<(reqwest::Client, String)>,
-    pub blocks_total: Counter,
-    pub blocked_clients: Gauge,
+    blocks_total: Counter,
+    blocked_clients: Gauge,
 }
 
 #[derive(Serialize)]
@@ -90,6 +93,12 @@ pub fn parse_network(text: &str) -> Option<IpNet> {
 }
 
 impl Defense {
+    /// Adds the block counters to the scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register("blocks", "Clients blocked, automatically or by an admin", self.blocks_total.clone());
+        registry.register("blocked_clients", "Blocks in force now", self.blocked_clients.clone());
+    }
+
     pub async fn load(
         config: &Config,
         counters: Arc<dyn LimiterBackend>,

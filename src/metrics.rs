@@ -13,7 +13,6 @@ use std::{
     },
 };
 
-use crate::{audit::Auditor, defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -78,33 +77,18 @@ pub struct Metrics {
     pub traffic: TrafficStats,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    /// `authz_decisions` is owned by the policy's `Authorizer`, which counts
-    /// into it; it is registered here so the scrape shows it.
-    pub fn new(
-        authz_decisions: &Family<DecisionLabels, Counter>,
-        rate_limiter: &RateLimiter,
-        defense: &Defense,
-        audit: &Auditor,
-    ) -> Self {
+    /// The registry with the HTTP, sign-in and session series; each
+    /// component adds its own (`register_metrics` on `Auditor`, `Defense`,
+    /// `RateLimiter` and the policy's `Authorizer`) through `registry`.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rampart");
-        registry.register("blocks", "Clients blocked, automatically or by an admin", defense.blocks_total.clone());
-        registry.register("blocked_clients", "Blocks in force now", defense.blocked_clients.clone());
-        registry.register(
-            "rate_limited",
-            "Requests refused with 429, by rate-limit group",
-            rate_limiter.limited.clone(),
-        );
-        registry.register(
-            "rate_limit_backend_errors",
-            "Rate-limit decisions the backend could not make, by group",
-            rate_limiter.backend_errors.clone(),
-        );
-        registry.register(
-            "authz_decisions",
-            "Authorization decisions, by action and outcome (allow/deny)",
-            authz_decisions.clone(),
-        );
         let http_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -126,8 +110,6 @@ impl Metrics {
             "Refresh-token uses by outcome (success, failure, reuse)",
             token_refreshes.clone(),
         );
-        registry.register("audit_queue_depth", "Audit events waiting to be stored", audit.depth.clone());
-        registry.register("audit_dropped", "Audit events logged but not stored (queue full)", audit.dropped.clone());
         for outcome in ["success", "failure", "throttled"] {
             drop(logins.get_or_create(&OutcomeLabels { outcome }));
         }
@@ -146,6 +128,11 @@ impl Metrics {
             active_sessions,
             traffic: TrafficStats::default(),
         }
+    }
+
+    /// Where components register their series, before the server starts.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// Counts one answered request and its latency. The series handles of

@@ -26,6 +26,7 @@ use axum::{
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
+    registry::Registry,
 };
 
 use crate::{
@@ -95,9 +96,9 @@ pub struct RateLimiter {
     /// `add_headers`): the policies never change.
     policies: Vec<Option<HeaderValue>>,
     /// 429s answered, by group.
-    pub limited: Family<GroupLabels, Counter>,
+    limited: Family<GroupLabels, Counter>,
     /// Decisions the backend could not make, by group.
-    pub backend_errors: Family<GroupLabels, Counter>,
+    backend_errors: Family<GroupLabels, Counter>,
     last_error_log: std::sync::atomic::AtomicI64,
 }
 
@@ -268,6 +269,16 @@ impl RateLimiter {
         let group = self.groups.iter().find(|group| matches!(group.scope, Scope::Login))?;
         let subject = Subject::IpAndAccount(self.ip_subject(context), account_subject(email));
         Some((group, LimitKey { group: group.index, subject, audit: false }))
+    }
+
+    /// Adds the 429 and backend-error counters to the scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register("rate_limited", "Requests refused with 429, by rate-limit group", self.limited.clone());
+        registry.register(
+            "rate_limit_backend_errors",
+            "Rate-limit decisions the backend could not make, by group",
+            self.backend_errors.clone(),
+        );
     }
 }
 

@@ -30,7 +30,9 @@ use cedar_policy::{
     ValidationMode, Validator,
 };
 use miette::Diagnostic;
-use prometheus_client::{encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family};
+use prometheus_client::{
+    encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family, registry::Registry,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -166,7 +168,7 @@ pub struct Authorizer {
     engine: cedar_policy::Authorizer,
     action_uids: HashMap<Action, EntityUid>,
     types: EntityTypes,
-    pub decisions: Family<DecisionLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
     /// The counters of `decisions` by action (`Action::ALL` order), allow
     /// then deny: looking one up in the family takes a lock and hashes two
     /// labels, which cost more than the decision when it is remembered.
@@ -322,6 +324,15 @@ fn located(name: &str, text: &str, diagnostic: &dyn Diagnostic) -> String {
 }
 
 impl Authorizer {
+    /// Adds the decision counters to the scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions, by action and outcome (allow/deny)",
+            self.decisions.clone(),
+        );
+    }
+
     /// The built-in policy, or the file when `file` is not empty.
     pub fn load(file: &Path) -> Result<Self, PolicyError> {
         let schema = schema()?;
