@@ -10,7 +10,8 @@ use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// How an audited action ended.
+// How an audited action ended (a `//` comment: a doc comment would become
+// the schema's description and change the OpenAPI document).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {

@@ -26,8 +26,9 @@ pub fn router() -> Routes {
     Routes::new().routes(routes!(list_events))
 }
 
-/// An audit event as this API shows it (the document's `AuditEvent`):
-/// `domain::AuditEvent` with its OpenAPI description.
+// An audit event as this API shows it (the document's `AuditEvent`):
+// `domain::AuditEvent` with its OpenAPI description. Not a doc comment,
+// which would become the schema's description.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = AuditEvent)]
 struct AuditEventView {
