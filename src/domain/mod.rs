@@ -2,11 +2,12 @@
 //! the code after the edge never re-checks (or forgets to check) them.
 //!
 //! Constructors return a plain message on failure; callers attach the field
-//! name and turn it into a 400 with `errors`. No type here imports axum or
+//! name (`FieldError`) and turn it into a 400 with `errors`. No type here imports axum or
 //! the store.
 
 mod audit;
 mod email;
+mod field_error;
 mod password;
 mod post;
 mod role;
@@ -15,6 +16,7 @@ mod user_name;
 
 pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use email::Email;
+pub use field_error::FieldError;
 pub use password::Password;
 pub use post::{Post, PostBody, PostTitle, PostWithAuthor};
 pub use role::Role;

@@ -364,11 +364,12 @@ impl RateLimiter {
     }
 
     /// The login group's count per (IP, email), for `accounts::verify_login`
-    /// once it knows the email: `Err` is the 429 to answer. The IP was
+    /// once it knows the email: `Err` is the 429 to answer, in seconds to
+    /// wait (`Retry-After`). The IP was
     /// counted by `admit`, and the response's `RateLimit` fields show that
     /// count: an (IP, email) count is made only on sign-ins the IP's count
     /// admitted (and counted), so it is never the larger of the two.
-    pub async fn admit_sign_in(&self, request: &SignInRequest, email: &str) -> Result<(), ApiError> {
+    pub async fn admit_sign_in(&self, request: &SignInRequest, email: &str) -> Result<(), u64> {
         let context = request.0.as_deref();
         let Some((group, key)) = self.sign_in_key(context, email) else {
             return Ok(());
@@ -380,8 +381,7 @@ impl RateLimiter {
         let route =
             || context.and_then(|context| context.route.get()).map_or_else(String::new, |route| route.as_str().into());
         self.note_refusal(group, &key, context, route).await;
-        let retry_after_secs = u64::try_from(seconds(decision.retry_after_ms).max(1)).unwrap_or(1);
-        Err(ApiError::TooManyRequests { retry_after_secs })
+        Err(u64::try_from(seconds(decision.retry_after_ms).max(1)).unwrap_or(1))
     }
 
     /// Counts a failed sign-in per (IP, email) when the login group counts
@@ -505,8 +505,8 @@ mod tests {
         SignInRequest(Some(Arc::new(RequestContext::new(id, Some(ip), RouteClass::SignIn))))
     }
 
-    fn refused(answer: Result<(), ApiError>) -> bool {
-        matches!(answer, Err(ApiError::TooManyRequests { retry_after_secs }) if retry_after_secs >= 1)
+    fn refused(answer: Result<(), u64>) -> bool {
+        matches!(answer, Err(retry_after_secs) if retry_after_secs >= 1)
     }
 
     #[tokio::test]
