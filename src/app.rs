@@ -172,7 +172,8 @@ impl AppState {
             clock,
             tls,
         }));
-        crate::housekeeping::spawn(&state);
+        let retention = time::Duration::try_from(state.config.audit.retention.0).unwrap_or(time::Duration::days(90));
+        crate::housekeeping::spawn(state.store.clone(), state.clock.clone(), retention);
         Ok(state)
     }
 
