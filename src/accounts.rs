@@ -15,7 +15,7 @@ use crate::{
     app::AppState,
     audit::AuditContext,
     auth::{oauth::ProviderAccount, password::PasswordHasher, secret},
-    domain::{AuditKind, Email, FieldError, NewUser, Outcome, Password, Role, User, UserName},
+    domain::{AuditKind, Department, Email, FieldError, NewUser, Outcome, Password, Role, User, UserName},
     layers::rate_limit::SignInRequest,
     metrics::OutcomeLabels,
     store::{Identity, RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
@@ -74,13 +74,15 @@ pub async fn create_account(
     let mut errors = Vec::new();
     let email = Email::parse(request.email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
     let name = UserName::parse(request.name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
-    let department = match request.department.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) if text.chars().count() > 100 || text.chars().any(char::is_control) => {
-            errors.push(FieldError::new("department", "must be at most 100 characters without control characters"));
+    // Trimmed first: the CLI has always taken `--department` with surrounding
+    // tabs or line breaks, which `Department` refuses from the API.
+    let department = match request.department.as_deref().map(|text| Department::parse(text.trim())) {
+        None => None,
+        Some(Ok(department)) => department,
+        Some(Err(message)) => {
+            errors.push(FieldError::new("department", message));
             None
         }
-        Some(text) => Some(text.to_owned()),
     };
     let password = match (&email, &name) {
         (Some(email), Some(name)) => {

@@ -7,8 +7,7 @@
 use std::{future::Future, sync::Arc};
 
 use rampart::{
-    domain::{AuditEvent, AuditKind, Outcome},
-    domain::{Email, NewUser, PostBody, PostTitle, Role, User, UserName},
+    domain::{AuditEvent, AuditKind, Department, Email, NewUser, Outcome, PostBody, PostTitle, Role, User, UserName},
     store::{
         AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshTokenRecord, RefreshUse,
         Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
@@ -47,7 +46,7 @@ fn new_user(email: &str, role: Role, department: Option<&str>) -> NewUser {
         email: Email::parse(email).unwrap(),
         name: UserName::parse("Test Person").unwrap(),
         role,
-        department: department.map(str::to_owned),
+        department: department.and_then(|d| Department::parse(d).unwrap()),
         password_hash: Some("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()),
     }
 }
@@ -580,7 +579,7 @@ async fn the_last_active_admin_cannot_be_demoted_disabled_or_deleted() {
         assert!(matches!(store.change_user(only.id, &disable).await, Err(StoreError::LastActiveAdmin)));
         assert!(matches!(store.delete_user(only.id).await, Err(StoreError::LastActiveAdmin)));
         // What keeps them an admin is still allowed.
-        let moved = UserChanges { department: Some(Some("ops".into())), ..Default::default() };
+        let moved = UserChanges { department: Some(Department::parse("ops").unwrap()), ..Default::default() };
         assert_eq!(store.change_user(only.id, &moved).await.unwrap().department.as_deref(), Some("ops"));
         assert_eq!(store.user_by_id(only.id).await.unwrap().role, Role::Admin);
         // A disabled admin does not count, and can go.

@@ -6,6 +6,7 @@
 //! the store.
 
 mod audit;
+mod department;
 mod email;
 mod field_error;
 mod password;
@@ -15,6 +16,7 @@ mod user;
 mod user_name;
 
 pub use audit::{AuditEvent, AuditKind, Outcome};
+pub use department::Department;
 pub use email::Email;
 pub use field_error::FieldError;
 pub use password::Password;

@@ -21,7 +21,7 @@ pub struct Post {
 #[derive(Debug, Clone)]
 pub struct PostWithAuthor {
     pub post: Post,
-    pub author_department: Option<String>,
+    pub author_department: Option<super::Department>,
     pub author_role: Option<super::Role>,
 }
 

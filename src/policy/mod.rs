@@ -254,12 +254,12 @@ impl DecisionInput {
             Resource::User(user) => ResourceInput::User(UserAttributes {
                 id: user.id,
                 role: user.role,
-                department: user.department.clone(),
+                department: user.department.as_deref().map(str::to_owned),
             }),
             Resource::Post(post) => ResourceInput::Post {
                 id: post.post.id,
                 author: post.post.author_id,
-                author_department: post.author_department.clone(),
+                author_department: post.author_department.as_deref().map(str::to_owned),
                 author_role: post.author_role,
             },
         };
@@ -512,7 +512,7 @@ mod tests {
     use super::*;
     use crate::{
         auth::principal::{Credential, Principal},
-        domain::Post,
+        domain::{Department, Post},
     };
 
     fn caller(role: Role, department: Option<&str>) -> (Caller, Uuid) {
@@ -537,7 +537,7 @@ mod tests {
                 created_at: now,
                 updated_at: now,
             },
-            author_department: department.map(str::to_owned),
+            author_department: department.and_then(|d| Department::parse(d).unwrap()),
             author_role: Some(Role::User),
         }
     }
@@ -642,7 +642,7 @@ mod tests {
                         email: "person@example.com".into(),
                         name: "Person".into(),
                         role,
-                        department: department.map(str::to_owned),
+                        department: department.and_then(|d| Department::parse(d).unwrap()),
                         disabled: false,
                         created_at: now,
                     });
@@ -659,7 +659,7 @@ mod tests {
                             created_at: now,
                             updated_at: now,
                         },
-                        author_department: department.map(str::to_owned),
+                        author_department: department.and_then(|d| Department::parse(d).unwrap()),
                         author_role,
                     });
                 }

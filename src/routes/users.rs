@@ -21,7 +21,7 @@ use crate::{
     app::AppState,
     audit::AuditContext,
     auth::principal::{Caller, CurrentUser, Principal},
-    domain::{AuditKind, Email, Outcome, Password, Role, User, UserName},
+    domain::{AuditKind, Department, Email, Outcome, Password, Role, User, UserName},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
     openapi::{self, tags},
@@ -281,15 +281,12 @@ async fn update_user(
     }
     let id = parse_id(&id)?;
     let department = match update.department {
-        Some(Some(text)) if text.trim().is_empty() => Some(None),
-        Some(Some(text)) if text.trim().chars().count() > 100 || text.chars().any(char::is_control) => {
-            return Err(ApiError::Validation(vec![FieldError::new(
-                "department",
-                "must be at most 100 characters without control characters",
-            )]));
-        }
-        Some(Some(text)) => Some(Some(text.trim().to_owned())),
-        other => other,
+        Some(Some(text)) => Some(
+            Department::parse(&text)
+                .map_err(|message| ApiError::Validation(vec![FieldError::new("department", message)]))?,
+        ),
+        Some(None) => Some(None),
+        None => None,
     };
     let before = target_user(&state, &caller, Action::UpdateUser, id, &audit).await?;
     let changes = UserChanges { role: update.role, department, disabled: update.disabled };

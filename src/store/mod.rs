@@ -36,7 +36,7 @@ pub use sqlite::SqliteStore;
 
 use crate::{
     config::DatabaseConfig,
-    domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
+    domain::{AuditEvent, Department, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +103,7 @@ pub struct UserCredentials {
 #[derive(Debug, Default, Clone)]
 pub struct UserChanges {
     pub role: Option<Role>,
-    pub department: Option<Option<String>>,
+    pub department: Option<Option<Department>>,
     pub disabled: Option<bool>,
 }
 

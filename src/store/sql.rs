@@ -23,7 +23,8 @@ use super::{
     UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
 };
 use crate::domain::{
-    AuditEvent, AuditKind, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName,
+    AuditEvent, AuditKind, Department, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role, User,
+    UserName,
 };
 
 /// A SQL database behind the store traits; `SqliteStore` and
@@ -55,7 +56,7 @@ pub trait Dialect: Database {
 struct PostWithAuthorRow {
     #[sqlx(flatten)]
     post: Post,
-    author_department: Option<String>,
+    author_department: Option<Department>,
     author_role: Option<String>,
 }
 
