@@ -17,7 +17,7 @@ use rampart::{
     },
     clock::{Clock, SystemClock},
     config::JwtAlgorithm,
-    domain::{Post, PostWithAuthor, Role},
+    domain::{Department, Post, PostWithAuthor, Role},
     layers::client_ip::{TrustedProxies, client_ip},
     limiter::{
         LimitKey, Subject,
@@ -92,7 +92,7 @@ fn policy_decision(c: &mut Criterion) {
             created_at: now,
             updated_at: now,
         },
-        author_department: Some("sales".into()),
+        author_department: Department::parse("sales").unwrap(),
         author_role: Some(Role::User),
     };
     c.bench_function("policy decision (manager edits a colleague's post)", |b| {

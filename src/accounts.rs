@@ -1,6 +1,10 @@
 //! Account operations shared by the HTTP routes, the CLI and bootstrap, so
 //! every way of creating a user or signing in applies the same rules:
 //! creation, password verification, token issuance and revocation.
+//!
+//! They answer with `AccountError`, which says what went wrong in account
+//! terms; `error::ApiError` turns it into HTTP (`From`), and the CLI and
+//! bootstrap into their own messages.
 
 use secrecy::SecretString;
 use serde::Serialize;
@@ -9,14 +13,47 @@ use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    audit::{AuditContext, Outcome},
+    audit::AuditContext,
     auth::{oauth::ProviderAccount, password::PasswordHasher, secret},
-    domain::{Email, NewUser, Password, Role, User, UserName},
-    error::{ApiError, FieldError},
+    domain::{AuditKind, Department, Email, FieldError, NewUser, Outcome, Password, Role, User, UserName},
     layers::rate_limit::SignInRequest,
     metrics::OutcomeLabels,
     store::{Identity, RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
 };
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Fields that break their rules, every one of them (400).
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// The email belongs to another account (409).
+    #[error("conflict: An account with this email already exists.")]
+    EmailTaken,
+    /// A failed sign-in, whatever the reason, so nothing can be learnt
+    /// from it (401).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Throttled or over the login rate limit (429 with `Retry-After`).
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    /// The store refused or failed (`NotFound`, a conflict, the last admin).
+    #[error("{}", store_error_text(.0))]
+    Store(#[from] StoreError),
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A store error in the words the CLI printed before `AccountError`
+/// existed (those of the `ApiError` it became).
+fn store_error_text(error: &StoreError) -> String {
+    match error {
+        StoreError::NotFound => "not found".to_owned(),
+        StoreError::Conflict(what) => format!("conflict: {what}"),
+        StoreError::LastActiveAdmin => "conflict: This would leave no active admin.".to_owned(),
+        StoreError::Other(cause) => format!("internal error: {cause:#}"),
+    }
+}
 
 /// Unvalidated input for a new password account.
 pub struct AccountRequest<'a> {
@@ -33,17 +70,19 @@ pub async fn create_account(
     store: &dyn Store,
     hasher: &PasswordHasher,
     request: AccountRequest<'_>,
-) -> Result<User, ApiError> {
+) -> Result<User, AccountError> {
     let mut errors = Vec::new();
     let email = Email::parse(request.email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
     let name = UserName::parse(request.name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
-    let department = match request.department.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) if text.chars().count() > 100 || text.chars().any(char::is_control) => {
-            errors.push(FieldError::new("department", "must be at most 100 characters without control characters"));
+    // Trimmed first: the CLI has always taken `--department` with surrounding
+    // tabs or line breaks, which `Department` refuses from the API.
+    let department = match request.department.as_deref().map(|text| Department::parse(text.trim())) {
+        None => None,
+        Some(Ok(department)) => department,
+        Some(Err(message)) => {
+            errors.push(FieldError::new("department", message));
             None
         }
-        Some(text) => Some(text.to_owned()),
     };
     let password = match (&email, &name) {
         (Some(email), Some(name)) => {
@@ -52,15 +91,15 @@ pub async fn create_account(
         _ => None,
     };
     let (Some(email), Some(name), Some(password)) = (email, name, password) else {
-        return Err(ApiError::Validation(errors));
+        return Err(AccountError::Validation(errors));
     };
     if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+        return Err(AccountError::Validation(errors));
     }
     let password_hash = hasher.hash(password.secret()).await?;
     let new_user = NewUser { email, name, role: request.role, department, password_hash: Some(password_hash) };
     store.create_user(new_user).await.map_err(|error| match error {
-        StoreError::Conflict(_) => ApiError::Conflict("An account with this email already exists.".into()),
+        StoreError::Conflict(_) => AccountError::EmailTaken,
         other => other.into(),
     })
 }
@@ -77,15 +116,17 @@ pub async fn verify_login(
     sign_in: &SignInRequest,
     email: &str,
     password: &SecretString,
-) -> Result<User, ApiError> {
+) -> Result<User, AccountError> {
     // The login group's per-IP count was made before the handler; the
     // per-(IP, email) one needs the email, known only now.
-    state.rate_limiter.admit_sign_in(sign_in, email).await?;
+    if let Err(retry_after_secs) = state.rate_limiter.admit_sign_in(sign_in, email).await {
+        return Err(AccountError::TooManyRequests { retry_after_secs });
+    }
     let account_key = email.trim().to_lowercase();
     if let Err(retry_after_secs) = state.throttle.check(&account_key) {
-        state.audit.record(audit.event(state.clock.now(), "login_failure", None, Outcome::Denied));
+        state.audit.record(audit.event(state.clock.now(), AuditKind::LoginFailure, None, Outcome::Denied));
         state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "throttled" }).inc();
-        return Err(ApiError::TooManyRequests { retry_after_secs });
+        return Err(AccountError::TooManyRequests { retry_after_secs });
     }
     let found = match Email::parse(email) {
         Ok(email) => state.store.credentials_by_email(&email).await?,
@@ -108,16 +149,16 @@ pub async fn verify_login(
             if stored_hash.is_some_and(|hash| state.hasher.needs_rehash(&hash)) {
                 rehash(state, user.id, password).await;
             }
-            state.audit.record(audit.event(now, "login_success", Some(user.id), Outcome::Success));
+            state.audit.record(audit.event(now, AuditKind::LoginSuccess, Some(user.id), Outcome::Success));
             state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
             Ok(user)
         }
         user => {
             state.throttle.record_failure(&account_key);
             state.rate_limiter.count_failed_sign_in(sign_in, email).await;
-            state.audit.record(audit.event(now, "login_failure", user.map(|u| u.id), Outcome::Failure));
+            state.audit.record(audit.event(now, AuditKind::LoginFailure, user.map(|u| u.id), Outcome::Failure));
             state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
-            Err(ApiError::InvalidCredentials)
+            Err(AccountError::InvalidCredentials)
         }
     }
 }
@@ -150,7 +191,7 @@ pub struct TokenPair {
 }
 
 /// Issues an access token and a fresh refresh token in `family`.
-pub async fn issue_tokens(state: &AppState, user: User, family: Uuid) -> Result<TokenPair, ApiError> {
+pub async fn issue_tokens(state: &AppState, user: User, family: Uuid) -> Result<TokenPair, AccountError> {
     let now = state.clock.now();
     let (access_token, _) = state.tokens.issue(user.id, user.role, user.department.as_deref(), family, now)?;
     let refresh_token = secret::new_token("rt_");
@@ -177,7 +218,7 @@ pub fn revocation_horizon(state: &AppState, now: OffsetDateTime) -> OffsetDateTi
 
 /// Cuts every token and session of `user_id` issued before now: logout-all,
 /// password change, role change, disabling and deletion all come here.
-pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), ApiError> {
+pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), AccountError> {
     let now = state.clock.now();
     state
         .revocations
@@ -195,7 +236,7 @@ pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), Ap
 
 /// Kills one refresh family: its refresh tokens and every access token
 /// issued with them.
-pub async fn revoke_family(state: &AppState, family: Uuid) -> Result<(), ApiError> {
+pub async fn revoke_family(state: &AppState, family: Uuid) -> Result<(), AccountError> {
     let now = state.clock.now();
     state
         .revocations
@@ -222,11 +263,11 @@ pub enum ProviderSignIn {
 }
 
 impl ProviderSignIn {
-    pub fn audit_event(self) -> &'static str {
+    pub fn audit_kind(self) -> AuditKind {
         match self {
-            Self::Known => "oauth_login",
-            Self::Linked => "oauth_link",
-            Self::Created => "oauth_signup",
+            Self::Known => AuditKind::OauthLogin,
+            Self::Linked => AuditKind::OauthLink,
+            Self::Created => AuditKind::OauthSignup,
         }
     }
 }
@@ -261,7 +302,7 @@ pub async fn sign_in_with_provider(
     store: &dyn Store,
     provider: &str,
     account: &ProviderAccount,
-) -> Result<Result<(User, ProviderSignIn), ProviderRefusal>, ApiError> {
+) -> Result<Result<(User, ProviderSignIn), ProviderRefusal>, AccountError> {
     let identity = Identity { provider: provider.to_owned(), subject: account.subject.clone() };
     let usable = |user: User, how| if user.disabled { Err(ProviderRefusal::AccountDisabled) } else { Ok((user, how)) };
     if let Some(user) = store.user_by_identity(&identity).await? {

@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    audit::{AuditContext, Auditor, Outcome},
+    audit::{AuditContext, Auditor},
     auth::{
         keys,
         oauth::OAuthProviders,
@@ -29,6 +29,7 @@ use crate::{
     clock::Clock,
     config::Config,
     defense::Defense,
+    domain::{AuditKind, Outcome},
     error::ApiError,
     layers::{
         access_log::AccessLog,
@@ -143,8 +144,14 @@ impl AppState {
         };
         let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
+        let mut metrics = Metrics::new();
+        let registry = metrics.registry();
+        authorizer.register_metrics(registry);
+        rate_limiter.register_metrics(registry);
+        defense.register_metrics(registry);
+        audit.register_metrics(registry);
         let state = Self(Arc::new(AppStateInner {
-            metrics: Arc::new(Metrics::new(&authorizer.decisions, &rate_limiter, &defense, &audit)),
+            metrics: Arc::new(metrics),
             defense,
             authorizer: Arc::new(authorizer),
             rate_limiter,
@@ -165,7 +172,8 @@ impl AppState {
             clock,
             tls,
         }));
-        crate::housekeeping::spawn(&state);
+        let retention = time::Duration::try_from(state.config.audit.retention.0).unwrap_or(time::Duration::days(90));
+        crate::housekeeping::spawn(state.store.clone(), state.clock.clone(), retention);
         Ok(state)
     }
 
@@ -200,7 +208,7 @@ impl AppState {
         let Some(user_id) = denial.user_id else {
             return Err(ApiError::Unauthorized { token_sent: false });
         };
-        let mut event = audit.event(self.clock.now(), "forbidden", Some(user_id), Outcome::Denied);
+        let mut event = audit.event(self.clock.now(), AuditKind::Forbidden, Some(user_id), Outcome::Denied);
         event.detail = Some(denial.detail());
         self.audit.record(event);
         Err(ApiError::forbidden("You are not allowed to do this."))

@@ -6,80 +6,35 @@
 //! event is still logged, counted as dropped, and the request goes on, so
 //! an attack cannot slow requests down through the audit trail.
 //!
+//! The event itself (`AuditEvent`, `AuditKind`, `Outcome`) is a domain
+//! type; this module makes, logs and stores them.
+//!
 //! Security: an event holds ids, an IP and a route template, never a
 //! password, token, cookie or body.
 
 use std::{
-    borrow::Cow,
     net::IpAddr,
     sync::{Arc, atomic::Ordering},
 };
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
 
 use axum::{
     extract::{FromRequestParts, MatchedPath},
     http::request::Parts,
 };
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{layers::access_log::RequestContext, store::Store};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Success,
-    Failure,
-    Denied,
-}
-
-impl Outcome {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "success" => Some(Self::Success),
-            "failure" => Some(Self::Failure),
-            "denied" => Some(Self::Denied),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failure => "failure",
-            Self::Denied => "denied",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AuditEvent {
-    pub id: Uuid,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(schema_with = crate::openapi::date_time)]
-    pub time: OffsetDateTime,
-    #[schema(required = true)]
-    pub request_id: Option<String>,
-    /// `login_success`, `login_failure`, `logout`, `token_refresh`, `refresh_reuse`, `signup`,
-    /// `password_change`, `role_change`, `unauthorized`, `forbidden`, `rate_limited`, `server_error`,
-    /// `ip_blocked`, `ip_unblocked`, ...
-    #[schema(value_type = String)]
-    pub event: Cow<'static, str>,
-    #[schema(required = true)]
-    pub user_id: Option<Uuid>,
-    #[schema(schema_with = crate::openapi::nullable_ip_address, required = true)]
-    pub client_ip: Option<IpAddr>,
-    #[schema(required = true)]
-    pub route: Option<String>,
-    pub outcome: Outcome,
-    /// For denials: what was tried, e.g. `UpdatePost on Post "0190..."`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
-    pub detail: Option<String>,
-}
+use crate::{
+    domain::{AuditEvent, AuditKind, Outcome},
+    request_context::RequestContext,
+    store::Store,
+};
 
 /// Where an event happened, taken from the request. Making an event marks
 /// the request as audited, so the access-log layer does not add a generic
@@ -116,13 +71,7 @@ impl AuditContext {
         Self { client_ip, request_id, route, matched: None, request: None }
     }
 
-    pub fn event(
-        &self,
-        now: OffsetDateTime,
-        event: &'static str,
-        user_id: Option<Uuid>,
-        outcome: Outcome,
-    ) -> AuditEvent {
+    pub fn event(&self, now: OffsetDateTime, event: AuditKind, user_id: Option<Uuid>, outcome: Outcome) -> AuditEvent {
         if let Some(request) = &self.request {
             request.audited.store(true, Ordering::Relaxed);
         }
@@ -133,7 +82,7 @@ impl AuditContext {
                 .request_id
                 .clone()
                 .or_else(|| self.request.as_ref().map(|context| context.request_id.as_str().to_owned())),
-            event: Cow::Borrowed(event),
+            event,
             user_id,
             client_ip: self.client_ip,
             route: self.route.clone().or_else(|| self.matched.as_ref().map(|path| path.as_str().to_owned())),
@@ -149,12 +98,18 @@ const BATCH: usize = 256;
 pub struct Auditor {
     queue: mpsc::Sender<AuditEvent>,
     /// Events waiting for the writer (a gauge on the metrics listener).
-    pub depth: Gauge,
+    depth: Gauge,
     /// Events logged but not stored because the queue was full.
-    pub dropped: Counter,
+    dropped: Counter,
 }
 
 impl Auditor {
+    /// Adds the queue's gauge and drop counter to the scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register("audit_queue_depth", "Audit events waiting to be stored", self.depth.clone());
+        registry.register("audit_dropped", "Audit events logged but not stored (queue full)", self.dropped.clone());
+    }
+
     /// Starts the background writer on the current runtime.
     pub fn spawn(store: Arc<dyn Store>) -> Self {
         let (queue, mut receiver) = mpsc::channel::<AuditEvent>(QUEUE_CAPACITY);
@@ -176,7 +131,7 @@ impl Auditor {
     pub fn record(&self, event: AuditEvent) {
         tracing::info!(
             target: "rampart::audit",
-            event = &*event.event,
+            event = event.event.as_str(),
             outcome = event.outcome.as_str(),
             user_id = event.user_id.map(|id| id.to_string()),
             client_ip = event.client_ip.map(|ip| ip.to_string()),

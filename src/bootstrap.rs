@@ -5,11 +5,10 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    accounts::{AccountRequest, create_account},
+    accounts::{AccountError, AccountRequest, create_account},
     auth::password::PasswordHasher,
     config::BootstrapConfig,
     domain::{Role, User},
-    error::ApiError,
     store::Store,
 };
 
@@ -27,7 +26,7 @@ pub async fn ensure_admin(
     let request = AccountRequest { email: &config.admin_email, name, password, role: Role::Admin, department: None };
     match create_account(store, hasher, request).await {
         Ok(user) => Ok(Some(user)),
-        Err(ApiError::Validation(errors)) => {
+        Err(AccountError::Validation(errors)) => {
             let problems: Vec<String> = errors
                 .iter()
                 .map(|e| {
@@ -36,7 +35,7 @@ pub async fn ensure_admin(
                 .collect();
             anyhow::bail!("{}", problems.join("\n"))
         }
-        Err(ApiError::Conflict(_)) => {
+        Err(AccountError::EmailTaken) => {
             anyhow::bail!("bootstrap.admin_email: a user with this email exists but is not an admin")
         }
         Err(other) => Err(anyhow::anyhow!("creating the bootstrap admin: {other}")),

@@ -12,14 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::{
-    accounts::{AccountRequest, create_account},
+    accounts::{AccountError, AccountRequest, create_account},
     app::{self, AppState},
     auth::{keys, password::PasswordHasher},
     bootstrap,
     clock::SystemClock,
     config::{self, Config, ConfigSources, JwtAlgorithm},
     domain::Role,
-    error::ApiError,
     policy::Authorizer,
     server::{self, Server},
     store, telemetry, tls,
@@ -261,11 +260,11 @@ fn create_user(args: ConfigArg, email: &str, name: &str, role: Role, department:
                 println!("created {} {} ({})", user.role, user.email, user.id);
                 Ok(())
             }
-            Err(ApiError::Validation(errors)) => {
+            Err(AccountError::Validation(errors)) => {
                 let lines: Vec<String> = errors.iter().map(|e| format!("  --{}: {}", e.field, e.message)).collect();
                 anyhow::bail!("cannot create the user:\n{}", lines.join("\n"))
             }
-            Err(ApiError::Conflict(_)) => anyhow::bail!("a user with this email already exists"),
+            Err(AccountError::EmailTaken) => anyhow::bail!("a user with this email already exists"),
             Err(other) => Err(anyhow::anyhow!("cannot create the user: {other}")),
         }
     })

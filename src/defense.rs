@@ -22,15 +22,19 @@ use std::{
 };
 
 use ipnet::IpNet;
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    audit::{AuditContext, Auditor, Outcome},
+    audit::{AuditContext, Auditor},
     clock::Clock,
     config::Config,
+    domain::{AuditKind, Outcome},
     layers::client_ip::canonical,
     limiter::{
         LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
@@ -67,8 +71,8 @@ pub struct Defense {
     audit: Arc<Auditor>,
     clock: Arc<dyn Clock>,
     webhook: Option<(reqwest::Client, String)>,
-    pub blocks_total: Counter,
-    pub blocked_clients: Gauge,
+    blocks_total: Counter,
+    blocked_clients: Gauge,
 }
 
 #[derive(Serialize)]
@@ -89,6 +93,12 @@ pub fn parse_network(text: &str) -> Option<IpNet> {
 }
 
 impl Defense {
+    /// Adds the block counters to the scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register("blocks", "Clients blocked, automatically or by an admin", self.blocks_total.clone());
+        registry.register("blocked_clients", "Blocks in force now", self.blocked_clients.clone());
+    }
+
     pub async fn load(
         config: &Config,
         counters: Arc<dyn LimiterBackend>,
@@ -209,7 +219,7 @@ impl Defense {
             self.blocked_clients.set(i64::try_from(active.len()).unwrap_or(i64::MAX));
         }
         self.blocks_total.inc();
-        let mut event = context.event(now, "ip_blocked", None, Outcome::Denied);
+        let mut event = context.event(now, AuditKind::IpBlocked, None, Outcome::Denied);
         event.detail = Some(format!("{} ({})", block.ip, block.reason));
         self.audit.record(event);
         self.alert(&block);
@@ -219,7 +229,7 @@ impl Defense {
     pub async fn unblock(&self, id: Uuid, context: &AuditContext) -> Result<Block, StoreError> {
         let block = self.store.delete_block(id).await?;
         self.reload().await?;
-        let mut event = context.event(self.clock.now(), "ip_unblocked", None, Outcome::Success);
+        let mut event = context.event(self.clock.now(), AuditKind::IpUnblocked, None, Outcome::Success);
         event.detail = Some(block.ip.clone());
         self.audit.record(event);
         Ok(block)

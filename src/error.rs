@@ -20,23 +20,8 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{json, store::StoreError};
-
-/// A field-level validation failure, reported under `errors`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct FieldError {
-    /// The JSON path of the field (`title`, `author.name`, `items[0]`).
-    pub field: String,
-    /// A fixed message such as `is required` or `must be at most 200 characters`.
-    #[schema(value_type = String)]
-    pub message: Cow<'static, str>,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { field: field.into(), message: message.into() }
-    }
-}
+pub use crate::domain::FieldError;
+use crate::{accounts::AccountError, json, store::StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -128,6 +113,19 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => Self::Conflict(what.into()),
             StoreError::LastActiveAdmin => Self::Conflict("This would leave no active admin.".into()),
             StoreError::Other(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::Validation(errors) => Self::Validation(errors),
+            AccountError::EmailTaken => Self::Conflict("An account with this email already exists.".into()),
+            AccountError::InvalidCredentials => Self::InvalidCredentials,
+            AccountError::TooManyRequests { retry_after_secs } => Self::TooManyRequests { retry_after_secs },
+            AccountError::Store(error) => error.into(),
+            AccountError::Internal(cause) => Self::Internal(cause),
         }
     }
 }

@@ -1,17 +1,15 @@
 //! Periodic upkeep that no request should wait for: audit retention
 //! (events older than `audit.retention` are deleted every hour).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use crate::app::AppState;
+use crate::{clock::Clock, store::Store};
 
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Starts the upkeep task on the current runtime; it ends with it.
-pub fn spawn(state: &AppState) {
-    let store = state.store.clone();
-    let clock = state.clock.clone();
-    let retention = time::Duration::try_from(state.config.audit.retention.0).unwrap_or(time::Duration::days(90));
+/// `retention`: how long audit events are kept (`audit.retention`).
+pub fn spawn(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: time::Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(RETENTION_EVERY);
         loop {

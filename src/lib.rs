@@ -8,12 +8,18 @@
 //! - `routes`: the handlers, with `extract::JsonBody` for input and
 //!   `domain` types for validated values; each is registered with its
 //!   OpenAPI description, which `openapi` completes and `/openapi.json` serves;
-//! - `accounts`, `auth`: account rules, password hashing, keys;
-//! - `store`: the `Store` trait and its SQLite backend;
+//! - `request_context`: the per-request facts the layers gather and the
+//!   handlers and `audit` read;
+//! - `accounts`, `auth`: account rules (answering `accounts::AccountError`),
+//!   password hashing, keys;
+//! - `policy`, `audit`: who may do what, and the trail of what was done
+//!   (its event types live in `domain`);
+//! - `store`: the `Store` traits and their SQLite and PostgreSQL backends;
 //! - `error`: the one error type and its problem+json form.
 //!
 //! Around them: `config` (typed, layered configuration), `telemetry`
-//! (redacting log output), `metrics`, `clock`, and `cli` (the commands).
+//! (redacting log output), `metrics` (each component registers its own
+//! series), `clock`, `housekeeping`, and `cli` (the commands).
 #![deny(unsafe_code)]
 
 pub mod accounts;
@@ -37,6 +43,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod request_context;
 pub mod route_class;
 pub mod routes;
 pub mod server;

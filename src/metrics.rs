@@ -9,19 +9,16 @@ use std::{
     cell::RefCell,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
 };
 
-use crate::{
-    audit::Auditor, defense::Defense, layers::rate_limit::RateLimiter, policy::DecisionLabels,
-    routes::admin_page::TrafficStats,
-};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+use time::OffsetDateTime;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -80,33 +77,18 @@ pub struct Metrics {
     pub traffic: TrafficStats,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    /// `authz_decisions` is owned by the policy's `Authorizer`, which counts
-    /// into it; it is registered here so the scrape shows it.
-    pub fn new(
-        authz_decisions: &Family<DecisionLabels, Counter>,
-        rate_limiter: &RateLimiter,
-        defense: &Defense,
-        audit: &Auditor,
-    ) -> Self {
+    /// The registry with the HTTP, sign-in and session series; each
+    /// component adds its own (`register_metrics` on `Auditor`, `Defense`,
+    /// `RateLimiter` and the policy's `Authorizer`) through `registry`.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rampart");
-        registry.register("blocks", "Clients blocked, automatically or by an admin", defense.blocks_total.clone());
-        registry.register("blocked_clients", "Blocks in force now", defense.blocked_clients.clone());
-        registry.register(
-            "rate_limited",
-            "Requests refused with 429, by rate-limit group",
-            rate_limiter.limited.clone(),
-        );
-        registry.register(
-            "rate_limit_backend_errors",
-            "Rate-limit decisions the backend could not make, by group",
-            rate_limiter.backend_errors.clone(),
-        );
-        registry.register(
-            "authz_decisions",
-            "Authorization decisions, by action and outcome (allow/deny)",
-            authz_decisions.clone(),
-        );
         let http_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -128,8 +110,6 @@ impl Metrics {
             "Refresh-token uses by outcome (success, failure, reuse)",
             token_refreshes.clone(),
         );
-        registry.register("audit_queue_depth", "Audit events waiting to be stored", audit.depth.clone());
-        registry.register("audit_dropped", "Audit events logged but not stored (queue full)", audit.dropped.clone());
         for outcome in ["success", "failure", "throttled"] {
             drop(logins.get_or_create(&OutcomeLabels { outcome }));
         }
@@ -150,6 +130,11 @@ impl Metrics {
         }
     }
 
+    /// Where components register their series, before the server starts.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Counts one answered request and its latency. The series handles of
     /// recent (route, method, status) triples are kept per thread: looking
     /// them up in the families takes a shared lock and two label hashes,
@@ -165,6 +150,82 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Requests per minute over the last hour (the `/admin` charts), kept in a
+/// 60-slot ring that the access-log layer feeds. Counts are approximate at
+/// a minute's turn (a slot is reset by whichever request first sees the new
+/// minute).
+pub struct TrafficStats {
+    slots: Vec<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    minute: AtomicI64,
+    requests: AtomicU64,
+    unauthorized: AtomicU64,
+    forbidden: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+/// One minute of `TrafficStats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficMinute {
+    /// The minute's start.
+    pub time: OffsetDateTime,
+    pub requests: u64,
+    pub unauthorized: u64,
+    pub forbidden: u64,
+    pub rate_limited: u64,
+}
+
+impl Default for TrafficStats {
+    fn default() -> Self {
+        Self { slots: (0..60).map(|_| Slot::default()).collect() }
+    }
+}
+
+impl TrafficStats {
+    pub fn record(&self, unix_millis: i64, status: u16) {
+        let minute = unix_millis.div_euclid(60_000);
+        let slot = &self.slots[usize::try_from(minute.rem_euclid(60)).unwrap_or(0)];
+        let seen = slot.minute.load(Ordering::Relaxed);
+        if seen != minute && slot.minute.compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            for counter in [&slot.requests, &slot.unauthorized, &slot.forbidden, &slot.rate_limited] {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
+        slot.requests.fetch_add(1, Ordering::Relaxed);
+        let by_status = match status {
+            401 => Some(&slot.unauthorized),
+            403 => Some(&slot.forbidden),
+            429 => Some(&slot.rate_limited),
+            _ => None,
+        };
+        if let Some(counter) = by_status {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The last 60 minutes up to `now`, oldest first.
+    pub fn last_hour(&self, now: OffsetDateTime) -> Vec<TrafficMinute> {
+        let current = now.unix_timestamp().div_euclid(60);
+        (current - 59..=current)
+            .map(|minute| {
+                let slot = &self.slots[usize::try_from(minute.rem_euclid(60)).unwrap_or(0)];
+                let live = slot.minute.load(Ordering::Relaxed) == minute;
+                let read = |counter: &AtomicU64| if live { counter.load(Ordering::Relaxed) } else { 0 };
+                TrafficMinute {
+                    time: OffsetDateTime::from_unix_timestamp(minute * 60).unwrap_or(now),
+                    requests: read(&slot.requests),
+                    unauthorized: read(&slot.unauthorized),
+                    forbidden: read(&slot.forbidden),
+                    rate_limited: read(&slot.rate_limited),
+                }
+            })
+            .collect()
     }
 }
 
@@ -242,5 +303,27 @@ mod tests {
         registry.register("seconds", "", first.1.clone());
         encode(&mut text, &registry).unwrap();
         assert!(text.contains(r#"seconds_count{method="GET",route="/health"} 7"#), "{text}");
+    }
+
+    #[test]
+    fn minutes_roll_and_old_slots_read_as_zero() {
+        let stats = TrafficStats::default();
+        // A whole minute (29,999,999 × 60 s).
+        let start = OffsetDateTime::from_unix_timestamp(1_799_999_940).expect("time");
+        let millis = |at: OffsetDateTime| (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        stats.record(millis(start), 200);
+        stats.record(millis(start), 401);
+        stats.record(millis(start + time::Duration::minutes(1)), 429);
+        let hour = stats.last_hour(start + time::Duration::minutes(1));
+        assert_eq!(hour.len(), 60);
+        let (previous, current) = (&hour[58], &hour[59]);
+        assert_eq!((previous.requests, previous.unauthorized), (2, 1));
+        assert_eq!((current.requests, current.rate_limited), (1, 1));
+        // An hour later the first minute's slot holds the new minute: the
+        // window shows minute 1 (still in it) and minute 60, nothing else.
+        stats.record(millis(start + time::Duration::minutes(60)), 200);
+        let later = stats.last_hour(start + time::Duration::minutes(60));
+        assert_eq!((later[0].requests, later[59].requests), (1, 1));
+        assert!(later[1..59].iter().all(|m| m.requests == 0));
     }
 }

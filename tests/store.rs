@@ -11,8 +11,7 @@ use std::{future::Future, sync::Arc};
 
 use postgres_schema::TestSchema;
 use rampart::{
-    audit::{AuditEvent, Outcome},
-    domain::{Email, NewUser, PostBody, PostTitle, Role, User, UserName},
+    domain::{AuditEvent, AuditKind, Department, Email, NewUser, Outcome, PostBody, PostTitle, Role, User, UserName},
     store::{
         AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshTokenRecord, RefreshUse,
         Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
@@ -51,7 +50,7 @@ fn new_user(email: &str, role: Role, department: Option<&str>) -> NewUser {
         email: Email::parse(email).unwrap(),
         name: UserName::parse("Test Person").unwrap(),
         role,
-        department: department.map(str::to_owned),
+        department: department.and_then(|d| Department::parse(d).unwrap()),
         password_hash: Some("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()),
     }
 }
@@ -371,7 +370,7 @@ async fn audit_events_are_stored_in_batches() {
                 id: Uuid::now_v7(),
                 time: OffsetDateTime::now_utc(),
                 request_id: Some(format!("req-{n}")),
-                event: "login_failure".into(),
+                event: AuditKind::LoginFailure,
                 user_id: None,
                 client_ip: Some("203.0.113.9".parse().unwrap()),
                 route: Some("/auth/login".into()),
@@ -385,7 +384,7 @@ async fn audit_events_are_stored_in_batches() {
         let newest_first = store.list_audit_events(&AuditFilter::default(), None, 10).await.unwrap();
         assert_eq!(newest_first.iter().map(|e| e.id).collect::<Vec<_>>(), [events[2].id, events[1].id, events[0].id]);
         assert_eq!(newest_first[0].client_ip, events[2].client_ip);
-        assert_eq!(newest_first[0].event, "login_failure");
+        assert_eq!(newest_first[0].event, AuditKind::LoginFailure);
         let page = store.list_audit_events(&AuditFilter::default(), Some(events[2].id), 1).await.unwrap();
         assert_eq!(page[0].id, events[1].id);
         let by_ip = AuditFilter { client_ip: Some("203.0.113.9".parse().unwrap()), ..Default::default() };
@@ -559,7 +558,7 @@ async fn a_unit_of_work_lands_whole_or_not_at_all() {
             id: Uuid::now_v7(),
             time: OffsetDateTime::now_utc(),
             request_id: None,
-            event: "signup".into(),
+            event: AuditKind::Signup,
             user_id: None,
             client_ip: None,
             route: None,
@@ -599,7 +598,7 @@ async fn the_last_active_admin_cannot_be_demoted_disabled_or_deleted() {
         assert!(matches!(store.change_user(only.id, &disable).await, Err(StoreError::LastActiveAdmin)));
         assert!(matches!(store.delete_user(only.id).await, Err(StoreError::LastActiveAdmin)));
         // What keeps them an admin is still allowed.
-        let moved = UserChanges { department: Some(Some("ops".into())), ..Default::default() };
+        let moved = UserChanges { department: Some(Department::parse("ops").unwrap()), ..Default::default() };
         assert_eq!(store.change_user(only.id, &moved).await.unwrap().department.as_deref(), Some("ops"));
         assert_eq!(store.user_by_id(only.id).await.unwrap().role, Role::Admin);
         // A disabled admin does not count, and can go.

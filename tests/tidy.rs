@@ -6,7 +6,7 @@
 use std::{fs, path::Path};
 
 /// Modules below the HTTP layers.
-const LOWER: [&str; 5] = ["store", "domain", "policy", "limiter", "config"];
+const LOWER: [&str; 6] = ["store", "domain", "policy", "audit", "limiter", "config"];
 /// Modules of the HTTP side, which the lower ones must not import.
 const UPPER: [&str; 5] = ["app", "layers", "routes", "openapi", "error"];
 

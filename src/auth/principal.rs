@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::secret;
 use std::sync::Arc;
 
-use crate::{domain::Role, error::ApiError, layers::access_log::RequestContext};
+use crate::{domain::Role, error::ApiError, request_context::RequestContext};
 
 pub const SESSION_COOKIE: &str = "rampart_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";

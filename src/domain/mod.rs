@@ -2,10 +2,13 @@
 //! the code after the edge never re-checks (or forgets to check) them.
 //!
 //! Constructors return a plain message on failure; callers attach the field
-//! name and turn it into a 400 with `errors`. No type here imports axum or
+//! name (`FieldError`) and turn it into a 400 with `errors`. No type here imports axum or
 //! the store.
 
+mod audit;
+mod department;
 mod email;
+mod field_error;
 mod password;
 mod post;
 mod role;
@@ -13,7 +16,10 @@ mod text_enum;
 mod user;
 mod user_name;
 
+pub use audit::{AuditEvent, AuditKind, Outcome};
+pub use department::Department;
 pub use email::Email;
+pub use field_error::FieldError;
 pub use password::Password;
 pub use post::{Post, PostBody, PostTitle, PostWithAuthor};
 pub use role::Role;

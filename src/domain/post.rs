@@ -22,7 +22,7 @@ pub struct Post {
 pub struct PostWithAuthor {
     #[sqlx(flatten)]
     pub post: Post,
-    pub author_department: Option<String>,
+    pub author_department: Option<super::Department>,
     pub author_role: Option<super::Role>,
 }
 

@@ -2,7 +2,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Email, Role, UserName};
+use super::{Department, Email, Role, UserName};
 
 /// A user as the API shows it. It has no password field at all, so no
 /// serialisation of a `User` can leak one.
@@ -13,8 +13,8 @@ pub struct User {
     pub email: String,
     pub name: String,
     pub role: Role,
-    #[schema(required = true)]
-    pub department: Option<String>,
+    #[schema(value_type = Option<String>, required = true)]
+    pub department: Option<Department>,
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -28,6 +28,6 @@ pub struct NewUser {
     pub email: Email,
     pub name: UserName,
     pub role: Role,
-    pub department: Option<String>,
+    pub department: Option<Department>,
     pub password_hash: Option<String>,
 }

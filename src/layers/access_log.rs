@@ -6,70 +6,25 @@
 //! user id. Headers and bodies are never logged.
 
 use std::{
-    net::IpAddr,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::Request,
     http::{Method, StatusCode, Uri},
 };
 use uuid::Uuid;
 
-use super::request_id::RequestId;
 use crate::{
-    audit::{AuditContext, AuditEvent, Auditor, Outcome},
-    auth::principal::Authentication,
+    audit::{AuditContext, Auditor},
     clock::Clock,
     defense::Defense,
+    domain::{AuditEvent, AuditKind, Outcome},
     metrics::Metrics,
-    route_class::RouteClass,
+    request_context::RequestContext,
     telemetry::AccessLine,
 };
-
-/// Per-request facts, in the request's extensions (one entry rather than
-/// one per fact): what the edge knows on arrival, and what inner layers
-/// learn for the access log.
-#[derive(Debug)]
-pub struct RequestContext {
-    pub request_id: RequestId,
-    /// The client, as `client_ip` resolved it (trusted proxies applied).
-    pub client_ip: Option<IpAddr>,
-    /// How the pipeline treats the route of the request's path, as the
-    /// routers declared it.
-    pub route_class: RouteClass,
-    /// The matched route template, recorded by `pipeline::RecordRoute`.
-    pub route: OnceLock<MatchedPath>,
-    /// Who is calling, set by `authenticate` (unset: a guest).
-    pub authentication: OnceLock<Authentication>,
-    /// Set when a handler recorded its own audit event for this request.
-    pub audited: AtomicBool,
-}
-
-impl RequestContext {
-    /// The signed-in user, if any.
-    pub fn user_id(&self) -> Option<Uuid> {
-        match self.authentication.get() {
-            Some(Authentication::Signed(principal)) => Some(principal.user_id),
-            _ => None,
-        }
-    }
-
-    pub fn new(request_id: RequestId, client_ip: Option<IpAddr>, route_class: RouteClass) -> Self {
-        Self {
-            request_id,
-            client_ip,
-            route_class,
-            route: OnceLock::new(),
-            authentication: OnceLock::new(),
-            audited: AtomicBool::new(false),
-        }
-    }
-}
 
 /// What the access-log layer needs from the application.
 #[derive(Clone)]
@@ -176,7 +131,7 @@ impl AccessLog {
                 id: Uuid::now_v7(),
                 time: self.clock.now(),
                 request_id: Some(request_id.as_str().to_owned()),
-                event: event.into(),
+                event,
                 user_id: context.user_id(),
                 client_ip,
                 route: Some(route.to_string()),
@@ -199,12 +154,12 @@ impl AccessLog {
 }
 
 /// Statuses that are security events in themselves (API.md "Audit events").
-fn audited_status(status: u16) -> Option<(&'static str, Outcome)> {
+fn audited_status(status: u16) -> Option<(AuditKind, Outcome)> {
     match status {
-        401 => Some(("unauthorized", Outcome::Denied)),
-        403 => Some(("forbidden", Outcome::Denied)),
-        429 => Some(("rate_limited", Outcome::Denied)),
-        500..=599 => Some(("server_error", Outcome::Failure)),
+        401 => Some((AuditKind::Unauthorized, Outcome::Denied)),
+        403 => Some((AuditKind::Forbidden, Outcome::Denied)),
+        429 => Some((AuditKind::RateLimited, Outcome::Denied)),
+        500..=599 => Some((AuditKind::ServerError, Outcome::Failure)),
         _ => None,
     }
 }

@@ -10,7 +10,7 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use time::OffsetDateTime;
 
-use super::access_log::RequestContext;
+use crate::request_context::RequestContext;
 use crate::{
     app::AppState,
     auth::{
@@ -104,7 +104,7 @@ async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime
     Authentication::Signed(Principal {
         user_id: user.id,
         role: user.role,
-        department: user.department,
+        department: user.department.map(|department| department.as_str().to_owned()),
         credential: Credential::Session { id_hash, csrf_hash: session.csrf_hash },
     })
 }

@@ -34,7 +34,7 @@ use http_body_util::Limited;
 use tower::{Layer, Service};
 
 use super::{
-    access_log::{AccessLog, RequestContext},
+    access_log::AccessLog,
     authenticate::authenticate,
     block,
     client_ip::{self, TrustedProxies},
@@ -47,6 +47,7 @@ use crate::{
     connection::{Activity, Busy},
     defense::Defense,
     error::ApiError,
+    request_context::RequestContext,
     route_class::{RouteClass, RouteClasses},
 };
 

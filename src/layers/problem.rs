@@ -12,8 +12,8 @@ use axum::{
     response::Response,
 };
 
-use super::request_id::RequestId;
 use crate::error::{PROBLEM_CONTENT_TYPE, Problem};
+use crate::request_context::RequestId;
 
 /// Gives an error response its problem+json body (see the module doc).
 pub fn render(mut response: Response, request_id: &RequestId) -> Response {

@@ -26,18 +26,20 @@ use axum::{
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
+    registry::Registry,
 };
 
-use super::access_log::RequestContext;
 use crate::{
-    audit::{AuditEvent, Auditor, Outcome},
+    audit::Auditor,
     clock::Clock,
     config::{Config, CountMode, OnBackendError, RateLimitStrategy},
+    domain::{AuditEvent, AuditKind, Outcome},
     error::ApiError,
     limiter::{
         LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
         strategy::{Decision, Quota, Strategy},
     },
+    request_context::RequestContext,
     route_class::RouteClass,
 };
 
@@ -94,9 +96,9 @@ pub struct RateLimiter {
     /// `add_headers`): the policies never change.
     policies: Vec<Option<HeaderValue>>,
     /// 429s answered, by group.
-    pub limited: Family<GroupLabels, Counter>,
+    limited: Family<GroupLabels, Counter>,
     /// Decisions the backend could not make, by group.
-    pub backend_errors: Family<GroupLabels, Counter>,
+    backend_errors: Family<GroupLabels, Counter>,
     last_error_log: std::sync::atomic::AtomicI64,
 }
 
@@ -244,7 +246,7 @@ impl RateLimiter {
                 id: uuid::Uuid::now_v7(),
                 time: self.clock.now(),
                 request_id: context.map(|context| context.request_id.as_str().to_owned()),
-                event: "rate_limited".into(),
+                event: AuditKind::RateLimited,
                 user_id: context.and_then(RequestContext::user_id),
                 client_ip: context.and_then(|context| context.client_ip),
                 route: Some(route()),
@@ -267,6 +269,16 @@ impl RateLimiter {
         let group = self.groups.iter().find(|group| matches!(group.scope, Scope::Login))?;
         let subject = Subject::IpAndAccount(self.ip_subject(context), account_subject(email));
         Some((group, LimitKey { group: group.index, subject, audit: false }))
+    }
+
+    /// Adds the 429 and backend-error counters to the scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register("rate_limited", "Requests refused with 429, by rate-limit group", self.limited.clone());
+        registry.register(
+            "rate_limit_backend_errors",
+            "Rate-limit decisions the backend could not make, by group",
+            self.backend_errors.clone(),
+        );
     }
 }
 
@@ -352,11 +364,12 @@ impl RateLimiter {
     }
 
     /// The login group's count per (IP, email), for `accounts::verify_login`
-    /// once it knows the email: `Err` is the 429 to answer. The IP was
+    /// once it knows the email: `Err` is the 429 to answer, in seconds to
+    /// wait (`Retry-After`). The IP was
     /// counted by `admit`, and the response's `RateLimit` fields show that
     /// count: an (IP, email) count is made only on sign-ins the IP's count
     /// admitted (and counted), so it is never the larger of the two.
-    pub async fn admit_sign_in(&self, request: &SignInRequest, email: &str) -> Result<(), ApiError> {
+    pub async fn admit_sign_in(&self, request: &SignInRequest, email: &str) -> Result<(), u64> {
         let context = request.0.as_deref();
         let Some((group, key)) = self.sign_in_key(context, email) else {
             return Ok(());
@@ -368,8 +381,7 @@ impl RateLimiter {
         let route =
             || context.and_then(|context| context.route.get()).map_or_else(String::new, |route| route.as_str().into());
         self.note_refusal(group, &key, context, route).await;
-        let retry_after_secs = u64::try_from(seconds(decision.retry_after_ms).max(1)).unwrap_or(1);
-        Err(ApiError::TooManyRequests { retry_after_secs })
+        Err(u64::try_from(seconds(decision.retry_after_ms).max(1)).unwrap_or(1))
     }
 
     /// Counts a failed sign-in per (IP, email) when the login group counts
@@ -465,8 +477,8 @@ mod tests {
     use super::*;
     use crate::{
         clock::ManualClock,
-        layers::request_id::RequestId,
         limiter::memory::MemoryLimiter,
+        request_context::RequestId,
         store::{self, Store},
     };
 
@@ -493,8 +505,8 @@ mod tests {
         SignInRequest(Some(Arc::new(RequestContext::new(id, Some(ip), RouteClass::SignIn))))
     }
 
-    fn refused(answer: Result<(), ApiError>) -> bool {
-        matches!(answer, Err(ApiError::TooManyRequests { retry_after_secs }) if retry_after_secs >= 1)
+    fn refused(answer: Result<(), u64>) -> bool {
+        matches!(answer, Err(retry_after_secs) if retry_after_secs >= 1)
     }
 
     #[tokio::test]

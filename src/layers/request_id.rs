@@ -11,20 +11,10 @@ use axum::{
 use crate::{
     auth::tokens::uuid_v7_at,
     clock::{Clock, SystemClock},
+    request_context::RequestId,
 };
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The id of the current request.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub HeaderValue);
-
-impl RequestId {
-    pub fn as_str(&self) -> &str {
-        // Only ids of safe ASCII are ever built.
-        self.0.to_str().unwrap_or_default()
-    }
-}
 
 pub fn is_acceptable(value: &[u8]) -> bool {
     (1..=64).contains(&value.len())

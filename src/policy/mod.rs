@@ -30,7 +30,9 @@ use cedar_policy::{
     ValidationMode, Validator,
 };
 use miette::Diagnostic;
-use prometheus_client::{encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family};
+use prometheus_client::{
+    encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family, registry::Registry,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -166,7 +168,7 @@ pub struct Authorizer {
     engine: cedar_policy::Authorizer,
     action_uids: HashMap<Action, EntityUid>,
     types: EntityTypes,
-    pub decisions: Family<DecisionLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
     /// The counters of `decisions` by action (`Action::ALL` order), allow
     /// then deny: looking one up in the family takes a lock and hashes two
     /// labels, which cost more than the decision when it is remembered.
@@ -252,12 +254,12 @@ impl DecisionInput {
             Resource::User(user) => ResourceInput::User(UserAttributes {
                 id: user.id,
                 role: user.role,
-                department: user.department.clone(),
+                department: user.department.as_deref().map(str::to_owned),
             }),
             Resource::Post(post) => ResourceInput::Post {
                 id: post.post.id,
                 author: post.post.author_id,
-                author_department: post.author_department.clone(),
+                author_department: post.author_department.as_deref().map(str::to_owned),
                 author_role: post.author_role,
             },
         };
@@ -322,6 +324,15 @@ fn located(name: &str, text: &str, diagnostic: &dyn Diagnostic) -> String {
 }
 
 impl Authorizer {
+    /// Adds the decision counters to the scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions, by action and outcome (allow/deny)",
+            self.decisions.clone(),
+        );
+    }
+
     /// The built-in policy, or the file when `file` is not empty.
     pub fn load(file: &Path) -> Result<Self, PolicyError> {
         let schema = schema()?;
@@ -501,7 +512,7 @@ mod tests {
     use super::*;
     use crate::{
         auth::principal::{Credential, Principal},
-        domain::Post,
+        domain::{Department, Post},
     };
 
     fn caller(role: Role, department: Option<&str>) -> (Caller, Uuid) {
@@ -526,7 +537,7 @@ mod tests {
                 created_at: now,
                 updated_at: now,
             },
-            author_department: department.map(str::to_owned),
+            author_department: department.and_then(|d| Department::parse(d).unwrap()),
             author_role: Some(Role::User),
         }
     }
@@ -631,7 +642,7 @@ mod tests {
                         email: "person@example.com".into(),
                         name: "Person".into(),
                         role,
-                        department: department.map(str::to_owned),
+                        department: department.and_then(|d| Department::parse(d).unwrap()),
                         disabled: false,
                         created_at: now,
                     });
@@ -648,7 +659,7 @@ mod tests {
                             created_at: now,
                             updated_at: now,
                         },
-                        author_department: department.map(str::to_owned),
+                        author_department: department.and_then(|d| Department::parse(d).unwrap()),
                         author_role,
                     });
                 }

@@ -4,8 +4,6 @@
 //! are sent to `/login`, or get 403); everything it shows comes from the
 //! admin API, which the policy guards as well.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-
 use axum::{
     Json,
     extract::State,
@@ -24,6 +22,7 @@ use crate::{
     audit::AuditContext,
     auth::principal::Caller,
     error::ApiError,
+    metrics::TrafficMinute,
     openapi::tags,
     policy::{Action, Resource},
 };
@@ -70,22 +69,6 @@ pub(crate) fn asset(body: &'static str, content_type: &'static str) -> Response 
     response
 }
 
-/// Requests per minute over the last hour, kept in a 60-slot ring that the
-/// access-log layer feeds. Counts are approximate at a minute's turn (a
-/// slot is reset by whichever request first sees the new minute).
-pub struct TrafficStats {
-    slots: Vec<Slot>,
-}
-
-#[derive(Default)]
-struct Slot {
-    minute: AtomicI64,
-    requests: AtomicU64,
-    unauthorized: AtomicU64,
-    forbidden: AtomicU64,
-    rate_limited: AtomicU64,
-}
-
 #[derive(Serialize, ToSchema)]
 struct Minute {
     /// The minute's start.
@@ -105,50 +88,10 @@ struct Stats {
     minutes: Vec<Minute>,
 }
 
-impl Default for TrafficStats {
-    fn default() -> Self {
-        Self { slots: (0..60).map(|_| Slot::default()).collect() }
-    }
-}
-
-impl TrafficStats {
-    pub fn record(&self, unix_millis: i64, status: u16) {
-        let minute = unix_millis.div_euclid(60_000);
-        let slot = &self.slots[usize::try_from(minute.rem_euclid(60)).unwrap_or(0)];
-        let seen = slot.minute.load(Ordering::Relaxed);
-        if seen != minute && slot.minute.compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            for counter in [&slot.requests, &slot.unauthorized, &slot.forbidden, &slot.rate_limited] {
-                counter.store(0, Ordering::Relaxed);
-            }
-        }
-        slot.requests.fetch_add(1, Ordering::Relaxed);
-        let by_status = match status {
-            401 => Some(&slot.unauthorized),
-            403 => Some(&slot.forbidden),
-            429 => Some(&slot.rate_limited),
-            _ => None,
-        };
-        if let Some(counter) = by_status {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn last_hour(&self, now: OffsetDateTime) -> Vec<Minute> {
-        let current = now.unix_timestamp().div_euclid(60);
-        (current - 59..=current)
-            .map(|minute| {
-                let slot = &self.slots[usize::try_from(minute.rem_euclid(60)).unwrap_or(0)];
-                let live = slot.minute.load(Ordering::Relaxed) == minute;
-                let read = |counter: &AtomicU64| if live { counter.load(Ordering::Relaxed) } else { 0 };
-                Minute {
-                    time: OffsetDateTime::from_unix_timestamp(minute * 60).unwrap_or(now),
-                    requests: read(&slot.requests),
-                    unauthorized: read(&slot.unauthorized),
-                    forbidden: read(&slot.forbidden),
-                    rate_limited: read(&slot.rate_limited),
-                }
-            })
-            .collect()
+impl From<TrafficMinute> for Minute {
+    fn from(minute: TrafficMinute) -> Self {
+        let TrafficMinute { time, requests, unauthorized, forbidden, rate_limited } = minute;
+        Self { time, requests, unauthorized, forbidden, rate_limited }
     }
 }
 
@@ -166,32 +109,6 @@ impl TrafficStats {
 )]
 async fn stats(State(state): State<AppState>, audit: AuditContext, caller: Caller) -> Result<Json<Stats>, ApiError> {
     state.authorize(&caller, Action::ViewDashboard, Resource::AdminArea, &audit)?;
-    Ok(Json(Stats { minutes: state.metrics.traffic.last_hour(state.clock.now()) }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minutes_roll_and_old_slots_read_as_zero() {
-        let stats = TrafficStats::default();
-        // A whole minute (29,999,999 × 60 s).
-        let start = OffsetDateTime::from_unix_timestamp(1_799_999_940).expect("time");
-        let millis = |at: OffsetDateTime| (at.unix_timestamp_nanos() / 1_000_000) as i64;
-        stats.record(millis(start), 200);
-        stats.record(millis(start), 401);
-        stats.record(millis(start + time::Duration::minutes(1)), 429);
-        let hour = stats.last_hour(start + time::Duration::minutes(1));
-        assert_eq!(hour.len(), 60);
-        let (previous, current) = (&hour[58], &hour[59]);
-        assert_eq!((previous.requests, previous.unauthorized), (2, 1));
-        assert_eq!((current.requests, current.rate_limited), (1, 1));
-        // An hour later the first minute's slot holds the new minute: the
-        // window shows minute 1 (still in it) and minute 60, nothing else.
-        stats.record(millis(start + time::Duration::minutes(60)), 200);
-        let later = stats.last_hour(start + time::Duration::minutes(60));
-        assert_eq!((later[0].requests, later[59].requests), (1, 1));
-        assert!(later[1..59].iter().all(|m| m.requests == 0));
-    }
+    let minutes = state.metrics.traffic.last_hour(state.clock.now()).into_iter().map(Minute::from).collect();
+    Ok(Json(Stats { minutes }))
 }

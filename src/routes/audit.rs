@@ -1,7 +1,10 @@
 //! `GET /api/admin/audit`: the audit trail, newest first, filtered by
 //! event, user, IP and time range, a page at a time.
 
+use std::net::IpAddr;
+
 use axum::{Json, extract::State, http::Uri};
+use serde::Serialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -9,8 +12,9 @@ use uuid::Uuid;
 use super::Routes;
 use crate::{
     app::AppState,
-    audit::{AuditContext, AuditEvent},
+    audit::AuditContext,
     auth::principal::Caller,
+    domain::{AuditEvent, AuditKind, Outcome},
     error::{ApiError, FieldError},
     extract::{List, Page},
     openapi::tags,
@@ -20,6 +24,43 @@ use crate::{
 
 pub fn router() -> Routes {
     Routes::new().routes(routes!(list_events))
+}
+
+// An audit event as this API shows it (the document's `AuditEvent`):
+// `domain::AuditEvent` with its OpenAPI description. Not a doc comment,
+// which would become the schema's description.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEvent)]
+struct AuditEventView {
+    id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(schema_with = crate::openapi::date_time)]
+    time: OffsetDateTime,
+    #[schema(required = true)]
+    request_id: Option<String>,
+    /// `login_success`, `login_failure`, `logout`, `token_refresh`, `refresh_reuse`, `signup`,
+    /// `password_change`, `role_change`, `unauthorized`, `forbidden`, `rate_limited`, `server_error`,
+    /// `ip_blocked`, `ip_unblocked`, ...
+    #[schema(value_type = String)]
+    event: AuditKind,
+    #[schema(required = true)]
+    user_id: Option<Uuid>,
+    #[schema(schema_with = crate::openapi::nullable_ip_address, required = true)]
+    client_ip: Option<IpAddr>,
+    #[schema(required = true)]
+    route: Option<String>,
+    outcome: Outcome,
+    /// For denials: what was tried, e.g. `UpdatePost on Post "0190..."`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    detail: Option<String>,
+}
+
+impl From<AuditEvent> for AuditEventView {
+    fn from(event: AuditEvent) -> Self {
+        let AuditEvent { id, time, request_id, event, user_id, client_ip, route, outcome, detail } = event;
+        Self { id, time, request_id, event, user_id, client_ip, route, outcome, detail }
+    }
 }
 
 /// The filters, for the OpenAPI document (`filter_from` reads them).
@@ -87,7 +128,7 @@ fn filter_from(uri: &Uri) -> Result<AuditFilter, ApiError> {
     security(("bearer" = []), ("cookie" = [])),
     params(Page, AuditQuery),
     responses(
-        (status = 200, description = "A page of audit events, newest first.", body = List<AuditEvent>),
+        (status = 200, description = "A page of audit events, newest first.", body = List<AuditEventView>),
         (status = 400, description = "A malformed filter, `limit` or `cursor`, named in `errors`."),
         (status = 403, description = "Only admins may read the audit trail."),
     )
@@ -98,9 +139,10 @@ async fn list_events(
     caller: Caller,
     page: Page,
     uri: Uri,
-) -> Result<Json<List<AuditEvent>>, ApiError> {
+) -> Result<Json<List<AuditEventView>>, ApiError> {
     state.authorize(&caller, Action::ViewAudit, Resource::AdminArea, &audit)?;
     let filter = filter_from(&uri)?;
     let rows = state.store.list_audit_events(&filter, page.after, page.limit + 1).await?;
-    Ok(Json(List::from_rows(rows, page.limit, |event| event.id)))
+    let page = List::from_rows(rows, page.limit, |event| event.id);
+    Ok(Json(List { items: page.items.into_iter().map(AuditEventView::from).collect(), next_cursor: page.next_cursor }))
 }

@@ -17,12 +17,12 @@ use super::Routes;
 use crate::{
     accounts::{self, AccountRequest, TokenPair},
     app::AppState,
-    audit::{AuditContext, Outcome},
+    audit::AuditContext,
     auth::{
         principal::{Credential, CurrentUser, SESSION_COOKIE},
         secret,
     },
-    domain::{Role, User},
+    domain::{AuditKind, Outcome, Role, User},
     error::ApiError,
     extract::JsonBody,
     layers::{authenticate::session_cookie, rate_limit::SignInRequest},
@@ -80,7 +80,7 @@ async fn signup(
         department: None,
     };
     let user = accounts::create_account(&*state.store, &state.hasher, account).await?;
-    state.audit.record(audit.event(state.clock.now(), "signup", Some(user.id), Outcome::Success));
+    state.audit.record(audit.event(state.clock.now(), AuditKind::Signup, Some(user.id), Outcome::Success));
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -148,12 +148,12 @@ async fn refresh(
             let user = match state.store.user_by_id(user_id).await {
                 Ok(user) if !user.disabled => user,
                 _ => {
-                    state.audit.record(audit.event(now, "token_refresh", Some(user_id), Outcome::Failure));
+                    state.audit.record(audit.event(now, AuditKind::TokenRefresh, Some(user_id), Outcome::Failure));
                     state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
                     return Err(ApiError::Unauthorized { token_sent: false });
                 }
             };
-            state.audit.record(audit.event(now, "token_refresh", Some(user.id), Outcome::Success));
+            state.audit.record(audit.event(now, AuditKind::TokenRefresh, Some(user.id), Outcome::Success));
             state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
             Ok(Json(accounts::issue_tokens(&state, user, family_id).await?))
         }
@@ -161,12 +161,12 @@ async fn refresh(
             // A spent token came back: someone holds a copy. The whole
             // family dies, the legitimate holder's newest token included.
             accounts::revoke_family(&state, family_id).await?;
-            state.audit.record(audit.event(now, "refresh_reuse", Some(user_id), Outcome::Denied));
+            state.audit.record(audit.event(now, AuditKind::RefreshReuse, Some(user_id), Outcome::Denied));
             state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "reuse" }).inc();
             Err(ApiError::Unauthorized { token_sent: false })
         }
         RefreshUse::Invalid => {
-            state.audit.record(audit.event(now, "token_refresh", None, Outcome::Failure));
+            state.audit.record(audit.event(now, AuditKind::TokenRefresh, None, Outcome::Failure));
             state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
             Err(ApiError::Unauthorized { token_sent: false })
         }
@@ -206,7 +206,7 @@ async fn logout(
             with_cookie(StatusCode::NO_CONTENT.into_response(), &cleared_cookie(&state))
         }
     };
-    state.audit.record(audit.event(now, "logout", Some(principal.user_id), Outcome::Success));
+    state.audit.record(audit.event(now, AuditKind::Logout, Some(principal.user_id), Outcome::Success));
     Ok(response)
 }
 
@@ -227,7 +227,7 @@ async fn logout_all(
     CurrentUser(principal): CurrentUser,
 ) -> Result<Response, ApiError> {
     accounts::revoke_everything(&state, principal.user_id).await?;
-    state.audit.record(audit.event(state.clock.now(), "logout", Some(principal.user_id), Outcome::Success));
+    state.audit.record(audit.event(state.clock.now(), AuditKind::Logout, Some(principal.user_id), Outcome::Success));
     let response = StatusCode::NO_CONTENT.into_response();
     Ok(if principal.is_session() { with_cookie(response, &cleared_cookie(&state)) } else { response })
 }
@@ -317,7 +317,12 @@ async fn delete_session(
 ) -> Result<Response, ApiError> {
     if let Credential::Session { id_hash, .. } = &principal.credential {
         state.sessions.delete_session(id_hash).await?;
-        state.audit.record(audit.event(state.clock.now(), "logout", Some(principal.user_id), Outcome::Success));
+        state.audit.record(audit.event(
+            state.clock.now(),
+            AuditKind::Logout,
+            Some(principal.user_id),
+            Outcome::Success,
+        ));
     }
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cleared_cookie(&state)))
 }

@@ -22,8 +22,9 @@ use super::Routes;
 use crate::{
     accounts::{self, ProviderRefusal},
     app::AppState,
-    audit::{AuditContext, Outcome},
+    audit::AuditContext,
     auth::{oauth::OAuthError, secret},
+    domain::{AuditEvent, AuditKind, Outcome},
     error::ApiError,
     metrics::OutcomeLabels,
     openapi::tags,
@@ -189,7 +190,7 @@ async fn callback(
         Err(failure) => return Ok(fail(&state, &audit, &name, &failure.detail, failure.code)),
     };
     let (session_cookie, csrf_token) = open_session(&state, &headers, user.id).await?;
-    let mut event = audit.event(state.clock.now(), how.audit_event(), Some(user.id), Outcome::Success);
+    let mut event = audit.event(state.clock.now(), how.audit_kind(), Some(user.id), Outcome::Success);
     event.detail = Some(format!("provider={name}"));
     state.audit.record(event);
     state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
@@ -248,8 +249,8 @@ async fn finish(
         .map_err(Failure::from))
 }
 
-fn failure_event(state: &AppState, audit: &AuditContext, provider: &str, code: &str) -> crate::audit::AuditEvent {
-    let mut event = audit.event(state.clock.now(), "oauth_failure", None, Outcome::Failure);
+fn failure_event(state: &AppState, audit: &AuditContext, provider: &str, code: &str) -> AuditEvent {
+    let mut event = audit.event(state.clock.now(), AuditKind::OauthFailure, None, Outcome::Failure);
     event.detail = Some(format!("provider={provider} reason={code}"));
     event
 }

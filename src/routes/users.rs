@@ -19,9 +19,9 @@ use super::Routes;
 use crate::{
     accounts,
     app::AppState,
-    audit::{AuditContext, Outcome},
+    audit::AuditContext,
     auth::principal::{Caller, CurrentUser, Principal},
-    domain::{Email, Password, Role, User, UserName},
+    domain::{AuditKind, Department, Email, Outcome, Password, Role, User, UserName},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
     openapi::{self, tags},
@@ -197,7 +197,7 @@ async fn change_password(
         (None, _) => true,
     };
     if !current_ok {
-        state.audit.record(audit.event(now, "password_change", Some(user.id), Outcome::Denied));
+        state.audit.record(audit.event(now, AuditKind::PasswordChange, Some(user.id), Outcome::Denied));
         return Err(ApiError::forbidden("The current password is not correct."));
     }
     let email = Email::parse(&user.email).map_err(|_| anyhow::anyhow!("stored email no longer parses"))?;
@@ -207,7 +207,7 @@ async fn change_password(
     let phc = state.hasher.hash(new_password.secret()).await?;
     state.store.set_password_hash(user.id, &phc).await?;
     accounts::revoke_everything(&state, user.id).await?;
-    state.audit.record(audit.event(now, "password_change", Some(user.id), Outcome::Success));
+    state.audit.record(audit.event(now, AuditKind::PasswordChange, Some(user.id), Outcome::Success));
     let response = StatusCode::NO_CONTENT.into_response();
     Ok(if is_session { with_cookie(response, &cleared_cookie(&state)) } else { response })
 }
@@ -281,15 +281,12 @@ async fn update_user(
     }
     let id = parse_id(&id)?;
     let department = match update.department {
-        Some(Some(text)) if text.trim().is_empty() => Some(None),
-        Some(Some(text)) if text.trim().chars().count() > 100 || text.chars().any(char::is_control) => {
-            return Err(ApiError::Validation(vec![FieldError::new(
-                "department",
-                "must be at most 100 characters without control characters",
-            )]));
-        }
-        Some(Some(text)) => Some(Some(text.trim().to_owned())),
-        other => other,
+        Some(Some(text)) => Some(
+            Department::parse(&text)
+                .map_err(|message| ApiError::Validation(vec![FieldError::new("department", message)]))?,
+        ),
+        Some(None) => Some(None),
+        None => None,
     };
     let before = target_user(&state, &caller, Action::UpdateUser, id, &audit).await?;
     let changes = UserChanges { role: update.role, department, disabled: update.disabled, ..Default::default() };
@@ -303,7 +300,7 @@ async fn update_user(
         accounts::revoke_everything(&state, id).await?;
     }
     if role_changed {
-        state.audit.record(audit.event(state.clock.now(), "role_change", Some(id), Outcome::Success));
+        state.audit.record(audit.event(state.clock.now(), AuditKind::RoleChange, Some(id), Outcome::Success));
     }
     Ok(Json(after))
 }

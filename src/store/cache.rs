@@ -29,10 +29,7 @@ use super::{
     PostsPage, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError, TokenStore,
     UnitOfWork, UserChanges, UserCredentials, UserStore,
 };
-use crate::{
-    audit::AuditEvent,
-    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User},
-};
+use crate::domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User};
 
 const TTL: Duration = Duration::from_secs(1);
 /// Past this many entries the user cache starts over (a burst of distinct

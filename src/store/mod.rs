@@ -35,9 +35,11 @@ pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 use crate::{
-    audit::AuditEvent,
     config::DatabaseConfig,
-    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName, text_enum},
+    domain::{
+        AuditEvent, Department, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName,
+        text_enum,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,7 @@ pub struct UserCredentials {
 pub struct UserChanges {
     pub name: Option<UserName>,
     pub role: Option<Role>,
-    pub department: Option<Option<String>>,
+    pub department: Option<Option<Department>>,
     pub disabled: Option<bool>,
 }
 

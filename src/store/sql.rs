@@ -22,9 +22,8 @@ use super::{
     PostsPage, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError, TokenStore,
     UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
 };
-use crate::{
-    audit::{AuditEvent, Outcome},
-    domain::{Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName},
+use crate::domain::{
+    AuditEvent, AuditKind, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName,
 };
 
 /// A SQL database behind the store traits; `SqliteStore` and
@@ -75,7 +74,7 @@ impl TryFrom<AuditRow> for AuditEvent {
             id: row.id,
             time: row.time,
             request_id: row.request_id,
-            event: row.event.into(),
+            event: AuditKind::from_stored(row.event),
             user_id: row.user_id,
             client_ip: row.client_ip.and_then(|ip| ip.parse().ok()),
             route: row.route,
@@ -191,7 +190,7 @@ macro_rules! sql_store {
                         row.push_bind(event.id)
                             .push_bind(event.time)
                             .push_bind(event.request_id.clone())
-                            .push_bind(event.event.to_string())
+                            .push_bind(event.event.as_str())
                             .push_bind(event.user_id)
                             .push_bind(event.client_ip.map(|ip| ip.to_string()))
                             .push_bind(event.route.clone())

@@ -1,0 +1,168 @@
+//! What an audit event is: its kind, its outcome and the facts it records.
+//! `audit::Auditor` logs and stores them; `routes::audit` shows them.
+//!
+//! Security: an event holds ids, an IP and a route template, never a
+//! password, token, cookie or body.
+
+use std::{fmt, net::IpAddr};
+
+use serde::{Serialize, Serializer};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+// How an audited action ended (a `//` comment: a doc comment would become
+// the schema's description and change the OpenAPI document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+}
+
+impl Outcome {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            "denied" => Some(Self::Denied),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// Defines `AuditKind` with one name per kind: the string in the log, the
+/// store and the JSON, written once.
+macro_rules! audit_kinds {
+    ($($(#[$doc:meta])* $kind:ident = $name:literal,)+) => {
+        /// What happened. Serialised, logged and stored as its name
+        /// (`login_success`, ...).
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum AuditKind {
+            $($(#[$doc])* $kind,)+
+            /// A name this version does not know, read from the store (a row
+            /// written by another version): kept and shown as stored, so
+            /// reading the trail never fails on it.
+            Other(Box<str>),
+        }
+
+        impl AuditKind {
+            /// Every kind this version records.
+            pub const ALL: &[AuditKind] = &[$(Self::$kind,)+];
+
+            /// A known kind by its name; `None` for any other text.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($name => Some(Self::$kind),)+
+                    _ => None,
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$kind => $name,)+
+                    Self::Other(name) => name,
+                }
+            }
+        }
+    };
+}
+
+audit_kinds! {
+    /// A password sign-in succeeded.
+    LoginSuccess = "login_success",
+    /// A password sign-in failed or was throttled.
+    LoginFailure = "login_failure",
+    Logout = "logout",
+    TokenRefresh = "token_refresh",
+    /// A refresh token was used twice: its family is revoked.
+    RefreshReuse = "refresh_reuse",
+    Signup = "signup",
+    PasswordChange = "password_change",
+    RoleChange = "role_change",
+    /// A 401 (one per client IP and route per minute).
+    Unauthorized = "unauthorized",
+    /// A 403, or a denial by the policy.
+    Forbidden = "forbidden",
+    /// A 429 (one per rate-limit key per window).
+    RateLimited = "rate_limited",
+    /// A 5xx.
+    ServerError = "server_error",
+    IpBlocked = "ip_blocked",
+    IpUnblocked = "ip_unblocked",
+    /// A sign-in through a provider account linked before.
+    OauthLogin = "oauth_login",
+    /// A provider account linked to the user with its verified email.
+    OauthLink = "oauth_link",
+    /// A new user made from a provider account.
+    OauthSignup = "oauth_signup",
+    /// A provider sign-in that ended without a session.
+    OauthFailure = "oauth_failure",
+}
+
+impl AuditKind {
+    /// The kind a stored name reads back as: a known kind, or `Other`.
+    pub fn from_stored(name: String) -> Self {
+        Self::parse(&name).unwrap_or_else(|| Self::Other(name.into_boxed_str()))
+    }
+}
+
+impl fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for AuditKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// One audit event, as logged, stored and listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub request_id: Option<String>,
+    pub event: AuditKind,
+    pub user_id: Option<Uuid>,
+    pub client_ip: Option<IpAddr>,
+    pub route: Option<String>,
+    pub outcome: Outcome,
+    /// For denials: what was tried, e.g. `UpdatePost on Post "0190..."`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_name() {
+        for kind in AuditKind::ALL {
+            assert_eq!(AuditKind::parse(kind.as_str()).as_ref(), Some(kind));
+            assert_eq!(serde_json::to_string(kind).unwrap_or_default(), format!("\"{}\"", kind.as_str()));
+        }
+        assert_eq!(AuditKind::LoginSuccess.as_str(), "login_success");
+        assert_eq!(AuditKind::parse("nonesuch"), None);
+    }
+
+    #[test]
+    fn an_unknown_stored_name_is_kept_as_written() {
+        let kind = AuditKind::from_stored("made_by_a_later_version".to_owned());
+        assert_eq!(kind, AuditKind::Other("made_by_a_later_version".into()));
+        assert_eq!(serde_json::to_string(&kind).unwrap_or_default(), "\"made_by_a_later_version\"");
+        assert_eq!(AuditKind::from_stored("logout".to_owned()), AuditKind::Logout);
+    }
+}
