@@ -7,36 +7,22 @@
 use std::{fmt, net::IpAddr};
 
 use serde::{Serialize, Serializer};
+
+use super::text_enum::text_enum;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-// How an audited action ended (a `//` comment: a doc comment would become
-// the schema's description and change the OpenAPI document).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Success,
-    Failure,
-    Denied,
-}
-
-impl Outcome {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "success" => Some(Self::Success),
-            "failure" => Some(Self::Failure),
-            "denied" => Some(Self::Denied),
-            _ => None,
-        }
+text_enum! {
+    // How an audited action ended (a `//` comment: a doc comment would
+    // become the schema's description and change the OpenAPI document).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Outcome {
+        Success = "success",
+        Failure = "failure",
+        Denied = "denied",
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failure => "failure",
-            Self::Denied => "denied",
-        }
-    }
+    unknown = "not an audit outcome";
 }
 
 /// Defines `AuditKind` with one name per kind: the string in the log, the

@@ -9,7 +9,7 @@
 //! these caches: tokens and sessions are checked against the revocation
 //! list on every request. A cached value is handed out as the same `Arc`
 //! until it is dropped, which the API uses to render its JSON once per
-//! value (`routes::SharedJson`).
+//! value (`routes::shared_json`).
 
 use std::{
     collections::HashMap,
@@ -59,11 +59,6 @@ impl Caches {
 impl<S: Store> CachedStore<S> {
     pub fn new(inner: S) -> Self {
         Self { inner, caches: Arc::default() }
-    }
-
-    /// The store behind the caches (for backend-only operations in tests).
-    pub fn inner(&self) -> &S {
-        &self.inner
     }
 }
 

@@ -60,17 +60,13 @@ struct AuditRow {
     user_id: Option<Uuid>,
     client_ip: Option<String>,
     route: Option<String>,
-    outcome: String,
+    outcome: Outcome,
     detail: Option<String>,
 }
 
-impl TryFrom<AuditRow> for AuditEvent {
-    type Error = StoreError;
-
-    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
-        let outcome = Outcome::parse(&row.outcome)
-            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("audit_events.outcome holds {:?}", row.outcome)))?;
-        Ok(AuditEvent {
+impl From<AuditRow> for AuditEvent {
+    fn from(row: AuditRow) -> Self {
+        AuditEvent {
             id: row.id,
             time: row.time,
             request_id: row.request_id,
@@ -78,9 +74,9 @@ impl TryFrom<AuditRow> for AuditEvent {
             user_id: row.user_id,
             client_ip: row.client_ip.and_then(|ip| ip.parse().ok()),
             route: row.route,
-            outcome,
+            outcome: row.outcome,
             detail: row.detail,
-        })
+        }
     }
 }
 
@@ -577,7 +573,7 @@ macro_rules! sql_store {
                 }
                 query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
                 let rows: Vec<AuditRow> = query.build_query_as().fetch_all(&self.pool).await?;
-                rows.into_iter().map(AuditEvent::try_from).collect()
+                Ok(rows.into_iter().map(AuditEvent::from).collect())
             }
         }
 
@@ -624,11 +620,10 @@ macro_rules! sql_store {
         #[async_trait]
         impl IdentityStore for SqlStore<$db> {
             async fn user_by_identity(&self, identity: &Identity) -> Result<Option<User>, StoreError> {
-                Ok(sqlx::query_as(
-                    "SELECT u.id, u.email, u.name, u.role, u.department, u.disabled, u.created_at \
-                     FROM oauth_identities i JOIN users u ON u.id = i.user_id \
-                     WHERE i.provider = $1 AND i.subject = $2",
-                )
+                Ok(sqlx::query_as(concat_users!(
+                    "SELECT ",
+                    " FROM users WHERE id = (SELECT user_id FROM oauth_identities WHERE provider = $1 AND subject = $2)"
+                ))
                 .bind(&identity.provider)
                 .bind(&identity.subject)
                 .fetch_optional(&self.pool)
