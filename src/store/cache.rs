@@ -292,10 +292,6 @@ impl UnitOfWork for CachedUnitOfWork {
         self.inner.link_identity(identity, user_id).await
     }
 
-    async fn insert_audit_events(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        self.inner.insert_audit_events(events).await
-    }
-
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let result = self.inner.commit().await;
         self.caches.forget_everything();

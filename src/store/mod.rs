@@ -330,8 +330,6 @@ pub trait UnitOfWork: Send {
     async fn create_user(&mut self, new_user: NewUser) -> Result<User, StoreError>;
     /// As `IdentityStore::link_identity`.
     async fn link_identity(&mut self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError>;
-    /// As `AuditStore::insert_audit_events`.
-    async fn insert_audit_events(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

@@ -172,46 +172,20 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn insert_audit(
-                connection: &mut <$db as sqlx::Database>::Connection,
-                events: &[AuditEvent],
-            ) -> Result<(), StoreError> {
-                // One statement per chunk: a batch from the audit queue is
-                // one round trip, not one per event.
-                for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
-                    let mut query = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome, detail) ",
-                    );
-                    query.push_values(chunk, |mut row, event| {
-                        row.push_bind(event.id)
-                            .push_bind(event.time)
-                            .push_bind(event.request_id.clone())
-                            .push_bind(event.event.as_str())
-                            .push_bind(event.user_id)
-                            .push_bind(event.client_ip.map(|ip| ip.to_string()))
-                            .push_bind(event.route.clone())
-                            .push_bind(event.outcome.as_str())
-                            .push_bind(event.detail.clone());
-                    });
-                    query.build().execute(&mut *connection).await?;
-                }
-                Ok(())
-            }
-
             /// The role and state of `id` inside an admin change, and how
             /// many admins are active.
             async fn admin_standing(
                 transaction: &mut Transaction<'static, $db>,
                 id: Uuid,
             ) -> Result<(Role, bool, u64), StoreError> {
-                let (role, disabled): (Role, bool) = sqlx::query_as("SELECT role, disabled FROM users WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut **transaction)
-                    .await?;
-                let active: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
-                        .fetch_one(&mut **transaction)
-                        .await?;
+                // One round trip: the lock is held for as short as it can be.
+                let (role, disabled, active): (Role, bool, i64) = sqlx::query_as(
+                    "SELECT role, disabled, (SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled) \
+                     FROM users WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&mut **transaction)
+                .await?;
                 Ok((role, disabled, count(active)))
             }
         }
@@ -532,7 +506,25 @@ macro_rules! sql_store {
         impl AuditStore for SqlStore<$db> {
             async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
                 let mut transaction = self.pool.begin().await?;
-                Self::insert_audit(&mut transaction, events).await?;
+                // One statement per chunk: a batch from the audit queue is
+                // one round trip, not one per event.
+                for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_events (id, time, request_id, event, user_id, client_ip, route, outcome, detail) ",
+                    );
+                    query.push_values(chunk, |mut row, event| {
+                        row.push_bind(event.id)
+                            .push_bind(event.time)
+                            .push_bind(event.request_id.clone())
+                            .push_bind(event.event.as_str())
+                            .push_bind(event.user_id)
+                            .push_bind(event.client_ip.map(|ip| ip.to_string()))
+                            .push_bind(event.route.clone())
+                            .push_bind(event.outcome.as_str())
+                            .push_bind(event.detail.clone());
+                    });
+                    query.build().execute(&mut *transaction).await?;
+                }
                 transaction.commit().await?;
                 Ok(())
             }
@@ -703,17 +695,21 @@ macro_rules! sql_store {
             }
 
             async fn dashboard_counts(&self, now: OffsetDateTime) -> Result<DashboardCounts, StoreError> {
-                let (users, admins, managers, plain_users, disabled): (i64, i64, i64, i64, i64) = sqlx::query_as(
-                    "SELECT COUNT(*), \
-                            COUNT(*) FILTER (WHERE role = 'admin'), \
-                            COUNT(*) FILTER (WHERE role = 'manager'), \
-                            COUNT(*) FILTER (WHERE role = 'user'), \
-                            COUNT(*) FILTER (WHERE disabled) \
-                     FROM users",
-                )
-                .fetch_one(&self.pool)
-                .await?;
-                let posts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM posts").fetch_one(&self.pool).await?;
+                // One statement: one round trip, and the figures agree with each other.
+                let (users, admins, managers, plain_users, disabled, posts, sessions): (i64, i64, i64, i64, i64, i64, i64) =
+                    sqlx::query_as(
+                        "SELECT COUNT(*), \
+                                COUNT(*) FILTER (WHERE role = 'admin'), \
+                                COUNT(*) FILTER (WHERE role = 'manager'), \
+                                COUNT(*) FILTER (WHERE role = 'user'), \
+                                COUNT(*) FILTER (WHERE disabled), \
+                                (SELECT COUNT(*) FROM posts), \
+                                (SELECT COUNT(*) FROM sessions WHERE idle_expires_at > $1 AND absolute_expires_at > $1) \
+                         FROM users",
+                    )
+                    .bind(now)
+                    .fetch_one(&self.pool)
+                    .await?;
                 Ok(DashboardCounts {
                     users: count(users),
                     admins: count(admins),
@@ -721,7 +717,7 @@ macro_rules! sql_store {
                     plain_users: count(plain_users),
                     disabled_users: count(disabled),
                     posts: count(posts),
-                    active_sessions: self.count_active_sessions(now).await?,
+                    active_sessions: count(sessions),
                 })
             }
 
@@ -738,10 +734,6 @@ macro_rules! sql_store {
 
             async fn link_identity(&mut self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
                 SqlStore::<$db>::insert_identity(&mut self.transaction, identity, user_id).await
-            }
-
-            async fn insert_audit_events(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
-                SqlStore::<$db>::insert_audit(&mut self.transaction, events).await
             }
 
             async fn commit(self: Box<Self>) -> Result<(), StoreError> {
