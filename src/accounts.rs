@@ -190,22 +190,42 @@ pub struct TokenPair {
     pub user: User,
 }
 
-/// Issues an access token and a fresh refresh token in `family`.
+/// A new refresh token (`rt_…`) and when it expires, issued at `now`.
+pub fn new_refresh_token(state: &AppState, now: OffsetDateTime) -> Result<(String, OffsetDateTime), AccountError> {
+    let refresh_ttl = time::Duration::try_from(state.config.auth.refresh_token_ttl.0).map_err(anyhow::Error::from)?;
+    Ok((secret::new_token("rt_"), now + refresh_ttl))
+}
+
+/// Issues an access token and a fresh refresh token in `family`. A user
+/// deleted meanwhile (during their sign-in) gets no token:
+/// `InvalidCredentials`.
 pub async fn issue_tokens(state: &AppState, user: User, family: Uuid) -> Result<TokenPair, AccountError> {
     let now = state.clock.now();
+    let (refresh_token, expires_at) = new_refresh_token(state, now)?;
+    let record = RefreshTokenRecord {
+        token_hash: secret::hash(&refresh_token),
+        family_id: family,
+        user_id: user.id,
+        issued_at: now,
+        expires_at,
+    };
+    state.store.insert_refresh_token(&record).await.map_err(|error| match error {
+        StoreError::NotFound => AccountError::InvalidCredentials,
+        other => other.into(),
+    })?;
+    token_pair(state, user, family, refresh_token, now)
+}
+
+/// The answer to a sign-in or a refresh: a new access token for `user` in
+/// `family`, with `refresh_token`, already stored.
+pub fn token_pair(
+    state: &AppState,
+    user: User,
+    family: Uuid,
+    refresh_token: String,
+    now: OffsetDateTime,
+) -> Result<TokenPair, AccountError> {
     let (access_token, _) = state.tokens.issue(user.id, user.role, user.department.as_deref(), family, now)?;
-    let refresh_token = secret::new_token("rt_");
-    let refresh_ttl = time::Duration::try_from(state.config.auth.refresh_token_ttl.0).map_err(anyhow::Error::from)?;
-    state
-        .store
-        .insert_refresh_token(&RefreshTokenRecord {
-            token_hash: secret::hash(&refresh_token),
-            family_id: family,
-            user_id: user.id,
-            issued_at: now,
-            expires_at: now + refresh_ttl,
-        })
-        .await?;
     Ok(TokenPair { access_token, token_type: "Bearer", expires_in: state.tokens.ttl_secs(), refresh_token, user })
 }
 

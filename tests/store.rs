@@ -13,8 +13,8 @@ use postgres_schema::TestSchema;
 use rampart::{
     domain::{AuditEvent, AuditKind, Department, Email, NewUser, Outcome, PostBody, PostTitle, Role, User, UserName},
     store::{
-        AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshTokenRecord, RefreshUse,
-        Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
+        AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshSuccessor, RefreshTokenRecord,
+        RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
     },
 };
 use time::{Duration, OffsetDateTime};
@@ -72,6 +72,11 @@ async fn active_admins(store: &dyn Store) -> usize {
 
 fn hash(n: u8) -> [u8; 32] {
     [n; 32]
+}
+
+/// The successor `hash(n)` of a rotation at `now`, valid for a day.
+fn successor(n: u8, now: OffsetDateTime) -> RefreshSuccessor {
+    RefreshSuccessor { token_hash: hash(n), expires_at: now + Duration::days(1) }
 }
 
 #[tokio::test]
@@ -190,21 +195,44 @@ async fn refresh_tokens_are_single_use_and_reuse_is_detected() {
         };
         store.insert_refresh_token(&record(10, now + Duration::days(1))).await.unwrap();
         assert_eq!(
-            store.use_refresh_token(&hash(10), now).await.unwrap(),
+            store.rotate_refresh_token(&hash(10), &successor(40, now), now).await.unwrap(),
             RefreshUse::Rotated { family_id: family, user_id: user.id }
         );
         assert_eq!(
-            store.use_refresh_token(&hash(10), now).await.unwrap(),
+            store.rotate_refresh_token(&hash(10), &successor(41, now), now).await.unwrap(),
             RefreshUse::Reused { family_id: family, user_id: user.id }
         );
-        assert_eq!(store.use_refresh_token(&hash(99), now).await.unwrap(), RefreshUse::Invalid);
+        assert_eq!(
+            store.rotate_refresh_token(&hash(40), &successor(42, now), now).await.unwrap(),
+            RefreshUse::Rotated { family_id: family, user_id: user.id },
+            "the successor is live, in the same family"
+        );
+        assert_eq!(
+            store.rotate_refresh_token(&hash(41), &successor(43, now), now).await.unwrap(),
+            RefreshUse::Invalid,
+            "a refused rotation stores no successor"
+        );
+        assert_eq!(store.rotate_refresh_token(&hash(99), &successor(44, now), now).await.unwrap(), RefreshUse::Invalid);
 
         store.insert_refresh_token(&record(11, now - Duration::seconds(1))).await.unwrap();
-        assert_eq!(store.use_refresh_token(&hash(11), now).await.unwrap(), RefreshUse::Invalid, "expired");
+        assert_eq!(
+            store.rotate_refresh_token(&hash(11), &successor(45, now), now).await.unwrap(),
+            RefreshUse::Invalid,
+            "expired"
+        );
 
         store.insert_refresh_token(&record(12, now + Duration::days(1))).await.unwrap();
         store.revoke_refresh_family(family, now).await.unwrap();
-        assert_eq!(store.use_refresh_token(&hash(12), now).await.unwrap(), RefreshUse::Invalid, "revoked family");
+        assert_eq!(
+            store.rotate_refresh_token(&hash(12), &successor(46, now), now).await.unwrap(),
+            RefreshUse::Invalid,
+            "revoked family"
+        );
+        assert_eq!(
+            store.rotate_refresh_token(&hash(42), &successor(47, now), now).await.unwrap(),
+            RefreshUse::Invalid,
+            "the family's newest token is revoked too"
+        );
 
         store
             .insert_refresh_token(&RefreshTokenRecord {
@@ -214,7 +242,11 @@ async fn refresh_tokens_are_single_use_and_reuse_is_detected() {
             .await
             .unwrap();
         store.revoke_user_refresh_tokens(user.id, now).await.unwrap();
-        assert_eq!(store.use_refresh_token(&hash(13), now).await.unwrap(), RefreshUse::Invalid, "revoked user");
+        assert_eq!(
+            store.rotate_refresh_token(&hash(13), &successor(48, now), now).await.unwrap(),
+            RefreshUse::Invalid,
+            "revoked user"
+        );
 
         // Concurrent uses of one token: exactly one rotation.
         store
@@ -224,10 +256,12 @@ async fn refresh_tokens_are_single_use_and_reuse_is_detected() {
             })
             .await
             .unwrap();
-        let attempts: Vec<_> = (0..8)
-            .map(|_| {
+        let attempts: Vec<_> = (0..8u8)
+            .map(|n| {
                 let store = store.clone();
-                tokio::spawn(async move { store.use_refresh_token(&hash(14), now).await.unwrap() })
+                tokio::spawn(async move {
+                    store.rotate_refresh_token(&hash(14), &successor(50 + n, now), now).await.unwrap()
+                })
             })
             .collect();
         let mut rotated = 0;
@@ -237,6 +271,148 @@ async fn refresh_tokens_are_single_use_and_reuse_is_detected() {
             }
         }
         assert_eq!(rotated, 1);
+    })
+    .await;
+}
+
+/// A revocation stored in the list (logout-all, a reused family) counts
+/// even when the refresh tokens themselves were not marked (the marking
+/// failed, or has not run yet): no rotation, no successor.
+#[tokio::test]
+async fn a_stored_revocation_of_the_family_or_user_refuses_the_rotation() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("stored@example.com", Role::User, None)).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let token = |n: u8, family_id| RefreshTokenRecord {
+            token_hash: hash(n),
+            family_id,
+            user_id: user.id,
+            issued_at: now - Duration::minutes(5),
+            expires_at: now + Duration::days(1),
+        };
+        let revocation = |kind, subject, revoked_before| Revocation {
+            kind,
+            subject,
+            revoked_before,
+            expires_at: now + Duration::minutes(16),
+        };
+
+        let revoked_family = Uuid::now_v7();
+        store.insert_refresh_token(&token(1, revoked_family)).await.unwrap();
+        store.insert_revocation(&revocation(RevocationKind::Family, revoked_family, None)).await.unwrap();
+        assert_eq!(store.rotate_refresh_token(&hash(1), &successor(2, now), now).await.unwrap(), RefreshUse::Invalid);
+        assert_eq!(
+            store.rotate_refresh_token(&hash(2), &successor(3, now), now).await.unwrap(),
+            RefreshUse::Invalid,
+            "no successor was stored"
+        );
+        assert_eq!(
+            store.rotate_refresh_token(&hash(1), &successor(4, now), now).await.unwrap(),
+            RefreshUse::Invalid,
+            "the refused token was not spent either (no reuse alarm)"
+        );
+
+        // A user mark voids what was issued before it, not what came after.
+        let other_family = Uuid::now_v7();
+        store.insert_refresh_token(&token(5, other_family)).await.unwrap();
+        store
+            .insert_revocation(&revocation(RevocationKind::User, user.id, Some(now - Duration::minutes(1))))
+            .await
+            .unwrap();
+        assert_eq!(store.rotate_refresh_token(&hash(5), &successor(6, now), now).await.unwrap(), RefreshUse::Invalid);
+        let after_mark = Uuid::now_v7();
+        store.insert_refresh_token(&RefreshTokenRecord { issued_at: now, ..token(7, after_mark) }).await.unwrap();
+        assert_eq!(
+            store.rotate_refresh_token(&hash(7), &successor(8, now), now).await.unwrap(),
+            RefreshUse::Rotated { family_id: after_mark, user_id: user.id },
+            "a sign-in after the mark is not touched by it"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_disabled_or_deleted_user_cannot_rotate_or_receive_a_first_token() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("gone@example.com", Role::User, None)).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let token = |n: u8| RefreshTokenRecord {
+            token_hash: hash(n),
+            family_id: Uuid::now_v7(),
+            user_id: user.id,
+            issued_at: now,
+            expires_at: now + Duration::days(1),
+        };
+        store.insert_refresh_token(&token(1)).await.unwrap();
+        store.insert_refresh_token(&token(2)).await.unwrap();
+        store.change_user(user.id, &UserChanges { disabled: Some(true), ..Default::default() }).await.unwrap();
+        assert_eq!(store.rotate_refresh_token(&hash(1), &successor(3, now), now).await.unwrap(), RefreshUse::Invalid);
+        store.change_user(user.id, &UserChanges { disabled: Some(false), ..Default::default() }).await.unwrap();
+        store.delete_user(user.id).await.unwrap();
+        assert_eq!(store.rotate_refresh_token(&hash(2), &successor(4, now), now).await.unwrap(), RefreshUse::Invalid);
+        // A sign-in that read the user just before the deletion.
+        let first = store.insert_refresh_token(&token(5)).await;
+        assert!(matches!(first, Err(StoreError::NotFound)), "{first:?}");
+        let session = SessionRecord {
+            id_hash: hash(6),
+            user_id: user.id,
+            csrf_hash: hash(7),
+            created_at: now,
+            idle_expires_at: now + Duration::minutes(30),
+            absolute_expires_at: now + Duration::hours(1),
+        };
+        let opened = store.insert_session(&session).await;
+        assert!(matches!(opened, Err(StoreError::NotFound)), "{opened:?}");
+    })
+    .await;
+}
+
+/// A rotation racing the revocation of its family (logout, reuse) or of its
+/// user (logout-all), or the user's deletion, many times: whoever wins, no
+/// successor survives the revocation, and nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_racing_a_revocation_never_leaves_a_live_successor() {
+    on_every_backend(|store| async move {
+        let now = OffsetDateTime::now_utc();
+        for round in 0..30u8 {
+            let user =
+                store.create_user(new_user(&format!("race{round}@example.com"), Role::User, None)).await.unwrap();
+            let family = Uuid::now_v7();
+            let (old, next, after) = (round * 3 + 1, round * 3 + 2, round * 3 + 3);
+            store
+                .insert_refresh_token(&RefreshTokenRecord {
+                    token_hash: hash(old),
+                    family_id: family,
+                    user_id: user.id,
+                    issued_at: now,
+                    expires_at: now + Duration::days(1),
+                })
+                .await
+                .unwrap();
+            let rotation = {
+                let store = store.clone();
+                tokio::spawn(async move { store.rotate_refresh_token(&hash(old), &successor(next, now), now).await })
+            };
+            let revocation = {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    match round % 3 {
+                        0 => store.revoke_refresh_family(family, now).await,
+                        1 => store.revoke_user_refresh_tokens(user.id, now).await,
+                        _ => store.delete_user(user.id).await,
+                    }
+                })
+            };
+            let (rotated, revoked) = (rotation.await.unwrap(), revocation.await.unwrap());
+            revoked.unwrap_or_else(|error| panic!("round {round}: the revocation failed: {error:?}"));
+            let rotated = rotated.unwrap_or_else(|error| panic!("round {round}: the rotation failed: {error:?}"));
+            assert!(matches!(rotated, RefreshUse::Rotated { .. } | RefreshUse::Invalid), "round {round}: {rotated:?}");
+            assert_eq!(
+                store.rotate_refresh_token(&hash(next), &successor(after, now), now).await.unwrap(),
+                RefreshUse::Invalid,
+                "round {round}: the successor ({rotated:?}) outlived the revocation"
+            );
+        }
     })
     .await;
 }

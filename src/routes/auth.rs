@@ -29,7 +29,7 @@ use crate::{
     metrics::OutcomeLabels,
     openapi::{self, tags},
     route_class::RouteClass,
-    store::{RefreshUse, Revocation, RevocationKind, SessionRecord},
+    store::{RefreshSuccessor, RefreshUse, Revocation, RevocationKind, SessionRecord, StoreError},
 };
 
 pub fn router() -> Routes {
@@ -143,11 +143,18 @@ async fn refresh(
 ) -> Result<Json<TokenPair>, ApiError> {
     let now = state.clock.now();
     let token_hash = secret::hash(request.refresh_token.expose_secret());
-    match state.store.use_refresh_token(&token_hash, now).await? {
+    // The successor is stored by the same transaction that spends the token,
+    // so a revocation of the family or user cannot fall between the two.
+    let (refresh_token, expires_at) = accounts::new_refresh_token(&state, now)?;
+    let successor = RefreshSuccessor { token_hash: secret::hash(&refresh_token), expires_at };
+    match state.store.rotate_refresh_token(&token_hash, &successor, now).await? {
         RefreshUse::Rotated { family_id, user_id } => {
             let user = match state.store.user_by_id(user_id).await {
                 Ok(user) if !user.disabled => user,
                 _ => {
+                    // Gone or disabled since the rotation: the successor,
+                    // never handed out, dies with its family.
+                    accounts::revoke_family(&state, family_id).await?;
                     state.audit.record(audit.event(now, AuditKind::TokenRefresh, Some(user_id), Outcome::Failure));
                     state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();
                     return Err(ApiError::Unauthorized { token_sent: false });
@@ -155,7 +162,7 @@ async fn refresh(
             };
             state.audit.record(audit.event(now, AuditKind::TokenRefresh, Some(user.id), Outcome::Success));
             state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
-            Ok(Json(accounts::issue_tokens(&state, user, family_id).await?))
+            Ok(Json(accounts::token_pair(&state, user, family_id, refresh_token, now)?))
         }
         RefreshUse::Reused { family_id, user_id } => {
             // A spent token came back: someone holds a copy. The whole
@@ -294,7 +301,12 @@ pub(crate) async fn open_session(
             idle_expires_at: idle,
             absolute_expires_at: absolute,
         })
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // The user was deleted while signing in.
+            StoreError::NotFound => ApiError::Unauthorized { token_sent: false },
+            other => other.into(),
+        })?;
     let max_age = (absolute - now).whole_seconds();
     Ok((session_cookie_value(state, &session_id, max_age), csrf_token))
 }

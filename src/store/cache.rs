@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use super::{
     AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore, OAuthFlow, PostStore,
-    PostsPage, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError, TokenStore,
-    UnitOfWork, UserChanges, UserCredentials, UserStore,
+    PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store,
+    StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore,
 };
 use crate::domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User};
 
@@ -242,7 +242,7 @@ cached_store_impl!(Store {
 
 cached_store_impl!(TokenStore {
     fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> ();
-    fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> RefreshUse;
+    fn rotate_refresh_token(&self, token_hash: &[u8; 32], successor: &RefreshSuccessor, now: OffsetDateTime) -> RefreshUse;
     fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> ();
     fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> ();
     fn insert_revocation(&self, revocation: &Revocation) -> ();

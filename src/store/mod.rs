@@ -121,14 +121,24 @@ pub struct RefreshTokenRecord {
     pub expires_at: OffsetDateTime,
 }
 
+/// The refresh token that replaces a spent one in its family
+/// (`TokenStore::rotate_refresh_token`): only its hash is stored.
+#[derive(Debug, Clone)]
+pub struct RefreshSuccessor {
+    pub token_hash: [u8; 32],
+    pub expires_at: OffsetDateTime,
+}
+
 /// What presenting a refresh token found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshUse {
-    /// Valid and now spent; the caller issues the next one in `family_id`.
+    /// Valid and now spent; its successor is stored in `family_id`.
     Rotated { family_id: Uuid, user_id: Uuid },
     /// Already spent once: a copy is in someone else's hands.
     Reused { family_id: Uuid, user_id: Uuid },
-    /// Revoked (logout, password change), expired, or never issued.
+    /// Revoked (logout, password change; marked on the token or in the
+    /// stored revocations), expired, never issued, or its user is disabled
+    /// or gone.
     Invalid,
 }
 
@@ -230,10 +240,24 @@ pub trait UserStore: Send + Sync {
 /// Refresh tokens and the durable copy of the in-memory revocation list.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
+    /// The first token of a family (a sign-in); `NotFound` when the user
+    /// is gone (deleted while signing in).
     async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError>;
-    /// Atomically spends the token if it is live, and says what it found.
-    async fn use_refresh_token(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> Result<RefreshUse, StoreError>;
+    /// Spends the token and stores `successor` (issued at `now`) in its
+    /// family, in one transaction that holds the lock its user's revocations
+    /// take: the token must be live and unspent, its family and user not
+    /// revoked (on the token or in the stored revocations), its user there
+    /// and not disabled. Anything else writes nothing and says what it found.
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &[u8; 32],
+        successor: &RefreshSuccessor,
+        now: OffsetDateTime,
+    ) -> Result<RefreshUse, StoreError>;
+    /// Marks every token of the family revoked, a successor of a rotation
+    /// running meanwhile included (it waits for the rotation's lock).
     async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError>;
+    /// As `revoke_refresh_family`, for every family of the user.
     async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError>;
     async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
     async fn active_revocations(&self, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError>;
@@ -244,6 +268,7 @@ pub trait TokenStore: Send + Sync {
 /// them.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
+    /// `NotFound` when the user is gone (the SQL store's foreign key).
     async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError>;
     async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError>;
     async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError>;

@@ -33,6 +33,12 @@ impl Dialect for Postgres {
             .await?;
         Ok(transaction)
     }
+
+    /// A plain transaction: rotations and revocations lock the user's row
+    /// themselves (`FOR NO KEY UPDATE`), the one lock they share.
+    async fn begin_refresh_change(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
+        Ok(pool.begin().await?)
+    }
 }
 
 impl SqlStore<Postgres> {

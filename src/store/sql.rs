@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::{
     AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore, OAuthFlow, PostStore,
-    PostsPage, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError, TokenStore,
-    UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
+    PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store,
+    StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
 };
 use crate::domain::{
     AuditEvent, AuditKind, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName,
@@ -47,6 +47,14 @@ pub trait Dialect: Database {
     /// admins and its write: without this, two concurrent demotions of the
     /// last two admins would both see two and both pass.
     fn begin_admin_change(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
+
+    /// Starts a transaction that rotates or revokes refresh tokens. On
+    /// SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), which
+    /// serialises it with every other write; on PostgreSQL the transaction
+    /// locks the user's row itself (`sql_store!`'s `lock_user`).
+    fn begin_refresh_change(
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
 }
@@ -93,6 +101,15 @@ fn user_to_create(new_user: &NewUser) -> User {
     }
 }
 
+/// Maps a broken foreign key (the user is gone) to `NotFound`, anything
+/// else as is.
+fn missing_user(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => StoreError::NotFound,
+        _ => error.into(),
+    }
+}
+
 /// Maps a broken uniqueness rule to `Conflict(field)`, anything else as is.
 fn conflict_on(field: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |error| match &error {
@@ -126,9 +143,13 @@ macro_rules! concat_users {
 }
 
 /// The store traits for `SqlStore<$db>`; `$greatest` is the dialect's name
-/// for the larger of two values (`MAX` in SQLite, `GREATEST` in PostgreSQL).
+/// for the larger of two values (`MAX` in SQLite, `GREATEST` in PostgreSQL);
+/// `$lock_row` what locks the rows a `SELECT` reads until the transaction
+/// ends (nothing in SQLite, whose `BEGIN IMMEDIATE` already holds the write
+/// lock; `FOR NO KEY UPDATE` in PostgreSQL, which still lets other
+/// transactions insert rows that refer to the user).
 macro_rules! sql_store {
-    ($db:ty, greatest = $greatest:literal) => {
+    ($db:ty, greatest = $greatest:literal, lock_row = $lock_row:literal) => {
         impl SqlStore<$db> {
             async fn insert_user(
                 connection: &mut <$db as sqlx::Database>::Connection,
@@ -187,6 +208,20 @@ macro_rules! sql_store {
                 .fetch_one(&mut **transaction)
                 .await?;
                 Ok((role, disabled, count(active)))
+            }
+
+            /// Locks `user_id`'s row inside a refresh-token change, so that
+            /// a rotation and a revocation of that user's tokens (or the
+            /// user's deletion) never interleave; `None` when the user is
+            /// gone, else whether they are disabled.
+            async fn lock_user(
+                transaction: &mut Transaction<'static, $db>,
+                user_id: Uuid,
+            ) -> Result<Option<bool>, StoreError> {
+                Ok(sqlx::query_scalar(concat!("SELECT disabled FROM users WHERE id = $1", $lock_row))
+                    .bind(user_id)
+                    .fetch_optional(&mut **transaction)
+                    .await?)
             }
         }
 
@@ -298,55 +333,102 @@ macro_rules! sql_store {
                 .bind(record.issued_at)
                 .bind(record.expires_at)
                 .execute(&self.pool)
-                .await?;
+                .await
+                .map_err(missing_user)?;
                 Ok(())
             }
 
-            async fn use_refresh_token(
+            async fn rotate_refresh_token(
                 &self,
                 token_hash: &[u8; 32],
+                successor: &RefreshSuccessor,
                 now: OffsetDateTime,
             ) -> Result<RefreshUse, StoreError> {
-                // The conditional UPDATE is the single-use guarantee: of two
-                // concurrent uses, exactly one changes the row.
-                let spent: Option<(Uuid, Uuid)> = sqlx::query_as(
-                    "UPDATE refresh_tokens SET used_at = $1 \
-                     WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
-                     RETURNING family_id, user_id",
-                )
-                .bind(now)
-                .bind(&token_hash[..])
-                .fetch_optional(&self.pool)
-                .await?;
-                if let Some((family_id, user_id)) = spent {
-                    return Ok(RefreshUse::Rotated { family_id, user_id });
+                type TokenRow = (Uuid, Uuid, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>, OffsetDateTime);
+                const READ_TOKEN: &str = "SELECT family_id, user_id, issued_at, used_at, revoked_at, expires_at \
+                                          FROM refresh_tokens WHERE token_hash = $1";
+                let mut transaction = <$db as Dialect>::begin_refresh_change(&self.pool).await?;
+                let found: Option<TokenRow> =
+                    sqlx::query_as(READ_TOKEN).bind(&token_hash[..]).fetch_optional(&mut *transaction).await?;
+                let Some((_, user_id, ..)) = found else { return Ok(RefreshUse::Invalid) };
+                // Under the user's lock, read the token again: a rotation or
+                // revocation that committed meanwhile is seen now.
+                let disabled = Self::lock_user(&mut transaction, user_id).await?;
+                let found: Option<TokenRow> =
+                    sqlx::query_as(READ_TOKEN).bind(&token_hash[..]).fetch_optional(&mut *transaction).await?;
+                let Some((family_id, user_id, issued_at, used_at, revoked_at, expires_at)) = found else {
+                    return Ok(RefreshUse::Invalid);
+                };
+                if used_at.is_some() {
+                    return Ok(RefreshUse::Reused { family_id, user_id });
                 }
-                let found: Option<(Uuid, Uuid, Option<OffsetDateTime>)> =
-                    sqlx::query_as("SELECT family_id, user_id, used_at FROM refresh_tokens WHERE token_hash = $1")
-                        .bind(&token_hash[..])
-                        .fetch_optional(&self.pool)
-                        .await?;
-                Ok(match found {
-                    Some((family_id, user_id, Some(_))) => RefreshUse::Reused { family_id, user_id },
-                    _ => RefreshUse::Invalid,
-                })
+                if revoked_at.is_some() || expires_at <= now || disabled != Some(false) {
+                    return Ok(RefreshUse::Invalid);
+                }
+                // The stored revocations too: a family or user revoked in
+                // the list whose refresh tokens were not (yet) marked.
+                let revoked: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM revocations \
+                     WHERE (kind = 'family' AND subject = $1) \
+                        OR (kind = 'user' AND subject = $2 AND revoked_before > $3)",
+                )
+                .bind(family_id)
+                .bind(user_id)
+                .bind(issued_at)
+                .fetch_one(&mut *transaction)
+                .await?;
+                if revoked > 0 {
+                    return Ok(RefreshUse::Invalid);
+                }
+                sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2")
+                    .bind(now)
+                    .bind(&token_hash[..])
+                    .execute(&mut *transaction)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&successor.token_hash[..])
+                .bind(family_id)
+                .bind(user_id)
+                .bind(now)
+                .bind(successor.expires_at)
+                .execute(&mut *transaction)
+                .await?;
+                transaction.commit().await?;
+                Ok(RefreshUse::Rotated { family_id, user_id })
             }
 
             async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+                let mut transaction = <$db as Dialect>::begin_refresh_change(&self.pool).await?;
+                let users: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT user_id FROM refresh_tokens WHERE family_id = $1")
+                    .bind(family_id)
+                    .fetch_all(&mut *transaction)
+                    .await?;
+                for user_id in users {
+                    Self::lock_user(&mut transaction, user_id).await?;
+                }
+                // A new statement: it sees a successor a rotation committed
+                // while this waited for the lock.
                 sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
                     .bind(now)
                     .bind(family_id)
-                    .execute(&self.pool)
+                    .execute(&mut *transaction)
                     .await?;
+                transaction.commit().await?;
                 Ok(())
             }
 
             async fn revoke_user_refresh_tokens(&self, user_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
+                let mut transaction = <$db as Dialect>::begin_refresh_change(&self.pool).await?;
+                Self::lock_user(&mut transaction, user_id).await?;
                 sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
                     .bind(now)
                     .bind(user_id)
-                    .execute(&self.pool)
+                    .execute(&mut *transaction)
                     .await?;
+                transaction.commit().await?;
                 Ok(())
             }
 
@@ -392,7 +474,8 @@ macro_rules! sql_store {
                 .bind(record.idle_expires_at)
                 .bind(record.absolute_expires_at)
                 .execute(&self.pool)
-                .await?;
+                .await
+                .map_err(missing_user)?;
                 Ok(())
             }
 
@@ -744,5 +827,5 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(sqlx::Sqlite, greatest = "MAX");
-sql_store!(sqlx::Postgres, greatest = "GREATEST");
+sql_store!(sqlx::Sqlite, greatest = "MAX", lock_row = "");
+sql_store!(sqlx::Postgres, greatest = "GREATEST", lock_row = " FOR NO KEY UPDATE");

@@ -28,6 +28,12 @@ impl Dialect for Sqlite {
     async fn begin_admin_change(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
         Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    /// `BEGIN IMMEDIATE` again: a rotation's checks and writes, or a
+    /// revocation, run with no other write in between.
+    async fn begin_refresh_change(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
+        Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
 }
 
 impl SqlStore<Sqlite> {

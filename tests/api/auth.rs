@@ -288,3 +288,37 @@ async fn authentication_events_are_audited_without_secrets() {
         assert!(!logs.contains(secret), "a credential reached the log");
     }
 }
+
+/// Logout-all voids every refresh token of the account, whichever family;
+/// deletion and disabling do too (the rotation checks the user under the
+/// same lock the revocation takes).
+#[tokio::test]
+async fn refresh_after_logout_all_deletion_or_disabling_is_refused() {
+    let app = spawn_app().await;
+    let user = &app.users.user;
+    let signed_in = app.login(&user.email, &user.password).await;
+    let elsewhere = app.login(&user.email, &user.password).await;
+    let token = signed_in["access_token"].as_str().unwrap();
+    let out = app.send(app.client.post(app.url("/auth/logout-all")).bearer_auth(token)).await;
+    assert_eq!(out.status, 204, "{}", out.body);
+    for pair in [&signed_in, &elsewhere] {
+        refresh(&app, pair["refresh_token"].as_str().unwrap()).await.assert_problem(401);
+    }
+    // A sign-in after the logout-all is a new start.
+    let after = app.login(&user.email, &user.password).await;
+    assert_eq!(refresh(&app, after["refresh_token"].as_str().unwrap()).await.status, 200);
+
+    let admin = app.token_for(&app.users.admin).await;
+    let manager = app.login(&app.users.manager.email, &app.users.manager.password).await;
+    let path = format!("/api/admin/users/{}", app.users.manager.id);
+    let disabled =
+        app.send(app.client.patch(app.url(&path)).bearer_auth(&admin).json(&json!({"disabled": true}))).await;
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+    refresh(&app, manager["refresh_token"].as_str().unwrap()).await.assert_problem(401);
+
+    let other = app.login(&app.users.other.email, &app.users.other.password).await;
+    let deleted =
+        app.send(app.client.delete(app.url(&format!("/api/users/{}", app.users.other.id))).bearer_auth(&admin)).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    refresh(&app, other["refresh_token"].as_str().unwrap()).await.assert_problem(401);
+}
