@@ -86,6 +86,17 @@ struct Alert<'a> {
     time: OffsetDateTime,
 }
 
+/// The alert webhook's HTTP client: a short timeout, and no redirects
+/// followed (a 3xx is a refusal, retried like one), so the webhook cannot
+/// bounce an alert to an address that `config check` never saw.
+fn webhook_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
 /// An address or network as typed: `203.0.113.7` is `203.0.113.7/32`.
 pub fn parse_network(text: &str) -> Option<IpNet> {
     let text = text.trim();
@@ -108,10 +119,8 @@ impl Defense {
     ) -> Result<Arc<Self>, StoreError> {
         let defense = &config.defense;
         let window_ms = i64::try_from(defense.window.0.as_millis()).unwrap_or(i64::MAX);
-        let webhook = (!config.alerts.webhook_url.is_empty()).then(|| {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-            (client, config.alerts.webhook_url.clone())
-        });
+        let webhook =
+            (!config.alerts.webhook_url.is_empty()).then(|| (webhook_client(), config.alerts.webhook_url.clone()));
         let this = Arc::new(Self {
             enabled: defense.enabled,
             failed_logins: Quota {
@@ -309,7 +318,35 @@ impl Defense {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_network;
+    use super::{parse_network, webhook_client};
+
+    /// A webhook answering 302 to another listener: the client reports the
+    /// 302 and the other listener is never contacted.
+    #[tokio::test]
+    async fn the_webhook_client_follows_no_redirect() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        elsewhere.set_nonblocking(true).expect("nonblocking");
+        let target = format!("http://{}/stolen", elsewhere.local_addr().expect("address"));
+        let webhook = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/alert", webhook.local_addr().expect("address"));
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = webhook.accept().await.expect("accept");
+            let mut request = vec![0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer =
+                format!("HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            socket.write_all(answer.as_bytes()).await.expect("answer");
+        });
+        let response = webhook_client().post(&url).body("{}").send().await.expect("an answer");
+        assert_eq!(response.status().as_u16(), 302);
+        server.await.expect("server");
+        let contacted = elsewhere.accept();
+        assert!(
+            matches!(&contacted, Err(error) if error.kind() == std::io::ErrorKind::WouldBlock),
+            "the redirect target was contacted: {contacted:?}"
+        );
+    }
 
     #[test]
     fn addresses_and_networks_parse() {

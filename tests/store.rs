@@ -806,3 +806,66 @@ async fn concurrent_demotions_never_remove_the_last_active_admin() {
     })
     .await;
 }
+
+/// What the hourly housekeeping does (`housekeeping::hourly`, run every
+/// `housekeeping::EVERY`): expired sessions, refresh tokens and OAuth flows
+/// go; live ones stay. Each is read back at a time when it was still live,
+/// so only its deletion can hide it.
+#[tokio::test]
+async fn the_hourly_housekeeping_purges_what_expired() {
+    assert_eq!(rampart::housekeeping::EVERY, std::time::Duration::from_secs(3600));
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("purge@example.com", Role::User, None)).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let later = now + Duration::minutes(2);
+        let session = |n: u8, idle: Duration| SessionRecord {
+            id_hash: hash(n),
+            user_id: user.id,
+            csrf_hash: hash(n),
+            created_at: now,
+            idle_expires_at: now + idle,
+            absolute_expires_at: now + Duration::hours(10),
+        };
+        store.insert_session(&session(1, Duration::minutes(1))).await.unwrap();
+        store.insert_session(&session(2, Duration::minutes(30))).await.unwrap();
+        let family = Uuid::now_v7();
+        let refresh = |n: u8, expires: Duration| RefreshTokenRecord {
+            token_hash: hash(n),
+            family_id: family,
+            user_id: user.id,
+            issued_at: now,
+            expires_at: now + expires,
+        };
+        store.insert_refresh_token(&refresh(3, Duration::minutes(1))).await.unwrap();
+        store.rotate_refresh_token(&hash(3), &successor(4, now), now).await.unwrap();
+        let flow = |n: u8, expires: Duration| OAuthFlow {
+            id_hash: hash(n),
+            provider: "google".into(),
+            state_hash: hash(n),
+            pkce_verifier: "verifier".into(),
+            nonce: String::new(),
+            redirect_to: "/account".into(),
+            expires_at: now + expires,
+        };
+        store.insert_oauth_flow(&flow(5, Duration::minutes(1))).await.unwrap();
+        store.insert_oauth_flow(&flow(6, Duration::minutes(10))).await.unwrap();
+
+        rampart::housekeeping::hourly(&*store, later, Duration::days(90)).await.unwrap();
+
+        assert!(store.session(&hash(1)).await.unwrap().is_none(), "the expired session is purged");
+        assert!(store.session(&hash(2)).await.unwrap().is_some(), "the live session stays");
+        assert_eq!(
+            store.rotate_refresh_token(&hash(3), &successor(7, now), now).await.unwrap(),
+            RefreshUse::Invalid,
+            "the expired (spent) refresh token is purged: no longer seen as reused"
+        );
+        assert_eq!(
+            store.rotate_refresh_token(&hash(4), &successor(8, later), later).await.unwrap(),
+            RefreshUse::Rotated { family_id: family, user_id: user.id },
+            "the live refresh token stays"
+        );
+        assert!(store.take_oauth_flow(&hash(5), now).await.unwrap().is_none(), "the expired flow is purged");
+        assert!(store.take_oauth_flow(&hash(6), now).await.unwrap().is_some(), "the live flow stays");
+    })
+    .await;
+}

@@ -437,6 +437,26 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_trusted_proxies_that_cover_everyone() {
+        let key = file("unused");
+        for everyone in ["0.0.0.0/0", "::/0", "10.0.0.0/8, 0.0.0.0/0"] {
+            let sources = ConfigSources {
+                env: vars(&[
+                    ("RAMPART_SERVER__ENVIRONMENT", "production"),
+                    ("RAMPART_SERVER__TRUSTED_PROXIES", everyone),
+                    ("RAMPART_AUTH__SIGNING_KEY_FILE", key.path().to_str().expect("utf-8 path")),
+                ]),
+                ..Default::default()
+            };
+            let message = error_of(&sources);
+            assert!(message.contains("server.trusted_proxies: must not include 0.0.0.0/0 or ::/0"), "{message}");
+        }
+        let development =
+            ConfigSources { env: vars(&[("RAMPART_SERVER__TRUSTED_PROXIES", "0.0.0.0/0")]), ..Default::default() };
+        assert_eq!(load(&development).expect("development allows it").server.trusted_proxies.len(), 1);
+    }
+
+    #[test]
     fn urls_can_come_from_files_but_not_twice() {
         let url = file("postgres://rampart:s3cret@db.internal/rampart\n");
         let path = url.path().to_str().expect("utf-8 path");

@@ -608,6 +608,12 @@ impl Config {
                     "production needs [tls] cert_file/key_file, or server.trusted_proxies for a TLS-terminating proxy",
                 );
             }
+            if server.trusted_proxies.iter().any(|network| network.prefix_len() == 0) {
+                problem(
+                    "server.trusted_proxies",
+                    "must not include 0.0.0.0/0 or ::/0 in production: every client could then choose its own address",
+                );
+            }
             if self.auth.signing_key_file.as_os_str().is_empty() {
                 problem(
                     "auth.signing_key_file",
