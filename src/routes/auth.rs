@@ -311,7 +311,10 @@ pub(crate) async fn open_session(
     Ok((session_cookie_value(state, &session_id, max_age), csrf_token))
 }
 
-/// Ends the browser session (a bearer caller only gets the cookie cleared).
+/// Ends the browser session named by the `rampart_session` cookie, on the
+/// server, whatever else the request carries: a bearer token (valid or
+/// not) beside the cookie does not spare the session. When the cookie is
+/// the request's only credential, the CSRF rule applies as everywhere.
 #[utoipa::path(
     delete,
     path = "/auth/session",
@@ -325,16 +328,32 @@ pub(crate) async fn open_session(
 async fn delete_session(
     State(state): State<AppState>,
     audit: AuditContext,
-    CurrentUser(principal): CurrentUser,
+    headers: HeaderMap,
+    caller: Result<CurrentUser, ApiError>,
 ) -> Result<Response, ApiError> {
-    if let Credential::Session { id_hash, .. } = &principal.credential {
-        state.sessions.delete_session(id_hash).await?;
-        state.audit.record(audit.event(
-            state.clock.now(),
-            AuditKind::Logout,
-            Some(principal.user_id),
-            Outcome::Success,
-        ));
+    let named = session_cookie(&headers).map(secret::hash);
+    let id_hash = match &caller {
+        Ok(CurrentUser(principal)) => match &principal.credential {
+            Credential::Session { id_hash, .. } => Some(*id_hash),
+            Credential::Bearer { .. } => named,
+        },
+        // A refused bearer token beside the cookie: the cookie still proves
+        // its holder's session, which is ended all the same. Without such a
+        // header the refusal stands (a guest, or a session without its
+        // CSRF token).
+        Err(_) if headers.contains_key(header::AUTHORIZATION) => named,
+        Err(_) => None,
+    };
+    let Some(id_hash) = id_hash else {
+        return match caller {
+            Ok(_) => Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cleared_cookie(&state))),
+            Err(error) => Err(error),
+        };
+    };
+    let owner = state.sessions.session(&id_hash).await?.map(|session| session.user_id);
+    state.sessions.delete_session(&id_hash).await?;
+    if let Some(user_id) = owner {
+        state.audit.record(audit.event(state.clock.now(), AuditKind::Logout, Some(user_id), Outcome::Success));
     }
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cleared_cookie(&state)))
 }

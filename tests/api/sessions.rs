@@ -111,6 +111,37 @@ async fn logout_deletes_the_session_on_the_server() {
     session.get(&app, "/api/profile").await.assert_problem(401);
 }
 
+/// `DELETE /auth/session` ends the cookie's session on the server whatever
+/// else comes with it: a valid bearer token (which used to win, leaving the
+/// session alive), or a refused one.
+#[tokio::test]
+async fn deleting_the_session_ends_it_whatever_other_header_comes_along() {
+    let app = spawn_app().await;
+    let token = app.token_for(&app.users.user).await;
+    for authorization in [format!("Bearer {token}"), "Bearer not-a-token".to_owned(), "Basic dXNlcjpwYXNz".to_owned()] {
+        let session = sign_in(&app, &app.users.user).await;
+        let out = app
+            .send(
+                app.client
+                    .delete(app.url("/auth/session"))
+                    .header("cookie", &session.cookie)
+                    .header("authorization", &authorization),
+            )
+            .await;
+        assert_eq!(out.status, 204, "{authorization}: {}", out.body);
+        assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"), "the cookie is cleared");
+        session.get(&app, "/api/profile").await.assert_problem(401);
+    }
+    // The bearer token itself lives on: only the session was named.
+    assert_eq!(app.get_as("/api/profile", &token).await.status, 200);
+    // With the cookie alone, the CSRF rule still holds; with nothing, 401.
+    let session = sign_in(&app, &app.users.user).await;
+    let forged = app.send(app.client.delete(app.url("/auth/session")).header("cookie", &session.cookie)).await;
+    forged.assert_problem(403);
+    assert_eq!(session.get(&app, "/api/profile").await.status, 200, "a refused request deletes nothing");
+    app.send(app.client.delete(app.url("/auth/session"))).await.assert_problem(401);
+}
+
 #[tokio::test]
 async fn sessions_expire_when_idle_and_at_their_absolute_limit() {
     let clock = ManualClock::new(OffsetDateTime::now_utc());
