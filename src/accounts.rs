@@ -14,7 +14,11 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     audit::AuditContext,
-    auth::{oauth::ProviderAccount, password::PasswordHasher, secret},
+    auth::{
+        oauth::ProviderAccount,
+        password::{PasswordCheck, PasswordHasher},
+        secret,
+    },
     domain::{AuditKind, Department, Email, FieldError, NewUser, Outcome, Password, Role, User, UserName},
     layers::rate_limit::SignInRequest,
     metrics::OutcomeLabels,
@@ -141,12 +145,16 @@ pub async fn verify_login(
     // it, not the first unknown email.
     let dummy_hash = state.dummy_hash().await?;
     let hash_to_check = stored_hash.as_deref().unwrap_or(&dummy_hash);
-    let password_ok = state.hasher.verify(password, hash_to_check).await?;
+    let checked = state.hasher.check(password, hash_to_check).await?;
+    let password_ok = checked != PasswordCheck::Mismatch;
     let now = state.clock.now();
     match user {
         Some(user) if password_ok && stored_hash.is_some() && !user.disabled => {
             state.throttle.record_success(&account_key);
-            if stored_hash.is_some_and(|hash| state.hasher.needs_rehash(&hash)) {
+            // Old parameters, or a hash of the password before NFKC.
+            if checked == PasswordCheck::MatchedUnnormalised
+                || stored_hash.is_some_and(|hash| state.hasher.needs_rehash(&hash))
+            {
                 rehash(state, user.id, password).await;
             }
             state.audit.record(audit.event(now, AuditKind::LoginSuccess, Some(user.id), Outcome::Success));

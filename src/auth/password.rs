@@ -7,6 +7,14 @@
 //! Security: hashes are PHC strings carrying their own parameters, so a
 //! parameter change needs no migration (`needs_rehash` says when to upgrade).
 //! Plain passwords arrive as `SecretString` and are never logged.
+//!
+//! Passwords are hashed in their Unicode NFKC form
+//! (`domain::normalize_password`, NIST SP 800-63B-4). A hash made before
+//! that rule from a password that NFKC changes still verifies: `check` tries
+//! the normalised form first (every hash made since), then the raw text,
+//! and says so, so the login upgrades that hash to the normalised form. A
+//! wrong password that NFKC changes thus costs two verifications; that
+//! tells an attacker nothing, as they chose the text.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +25,17 @@ use argon2::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::PasswordHashConfig;
+use crate::{config::PasswordHashConfig, domain::normalize_password};
+
+/// What `PasswordHasher::check` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Mismatch,
+    Match,
+    /// Matched the password as typed, not its NFKC form: a hash from before
+    /// normalisation, to be replaced.
+    MatchedUnnormalised,
+}
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -88,9 +106,10 @@ impl PasswordHasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
     }
 
-    /// A PHC string (`$argon2id$v=19$m=...`) with a fresh random salt.
+    /// A PHC string (`$argon2id$v=19$m=...`) with a fresh random salt, of
+    /// the password's NFKC form.
     pub async fn hash(&self, password: &SecretString) -> anyhow::Result<String> {
-        let password = password.clone();
+        let password = normalize_password(password);
         let argon2 = self.argon2();
         self.run_blocking(move || {
             argon2
@@ -104,13 +123,28 @@ impl PasswordHasher {
     /// Whether `password` matches `phc`. A malformed stored hash is an error,
     /// not a mismatch, so corruption is noticed.
     pub async fn verify(&self, password: &SecretString, phc: &str) -> anyhow::Result<bool> {
-        let password = password.clone();
+        Ok(self.check(password, phc).await? != PasswordCheck::Mismatch)
+    }
+
+    /// As `verify`, and whether the match was of the password as typed
+    /// rather than its NFKC form (see the module documentation).
+    pub async fn check(&self, password: &SecretString, phc: &str) -> anyhow::Result<PasswordCheck> {
+        let raw = password.clone();
+        let normalised = normalize_password(password);
         let phc = phc.to_owned();
         let argon2 = self.argon2();
         self.run_blocking(move || {
             let parsed =
                 PasswordHash::new(&phc).map_err(|error| anyhow::anyhow!("stored hash is malformed: {error}"))?;
-            Ok(argon2.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
+            let matches =
+                |text: &SecretString| argon2.verify_password(text.expose_secret().as_bytes(), &parsed).is_ok();
+            Ok(if matches(&normalised) {
+                PasswordCheck::Match
+            } else if raw.expose_secret() != normalised.expose_secret() && matches(&raw) {
+                PasswordCheck::MatchedUnnormalised
+            } else {
+                PasswordCheck::Mismatch
+            })
         })
         .await
     }
@@ -196,6 +230,40 @@ mod tests {
             assert_eq!(policy, "5", "{name} runs under SCHED_IDLE");
         }
         assert_eq!(current_thread_policy(), "0", "other threads keep SCHED_OTHER");
+    }
+
+    /// A ligature and fullwidth forms sign in as their NFKC equivalent, and
+    /// a hash made (before normalisation) from the raw text still verifies.
+    #[tokio::test]
+    async fn passwords_are_nfkc_normalised_and_old_raw_hashes_still_verify() {
+        let hasher = PasswordHasher::new(&cheap()).expect("params");
+        let typed = SecretString::from("the ﬁne ｆｕｌｌｗｉｄｔｈ passphrase");
+        let plain = SecretString::from("the fine fullwidth passphrase");
+        let phc = hasher.hash(&typed).await.expect("hash");
+        assert_eq!(hasher.check(&plain, &phc).await.expect("check"), PasswordCheck::Match);
+        assert_eq!(hasher.check(&typed, &phc).await.expect("check"), PasswordCheck::Match);
+        let composed = SecretString::from("caf\u{e9} au lait with cream");
+        let decomposed = SecretString::from("cafe\u{301} au lait with cream");
+        let phc = hasher.hash(&decomposed).await.expect("hash");
+        assert!(hasher.verify(&composed, &phc).await.expect("verify"), "é composed or not is one password");
+
+        // What `hash` made before this rule: Argon2 over the raw bytes.
+        let raw_phc = hasher
+            .run_blocking({
+                let argon2 = hasher.argon2();
+                move || {
+                    argon2
+                        .hash_password("the ﬁne ｆｕｌｌｗｉｄｔｈ passphrase".as_bytes())
+                        .map(|hash| hash.to_string())
+                        .map_err(|error| anyhow::anyhow!("{error}"))
+                }
+            })
+            .await
+            .expect("old hash");
+        assert_eq!(hasher.check(&typed, &raw_phc).await.expect("check"), PasswordCheck::MatchedUnnormalised);
+        assert_eq!(hasher.check(&plain, &raw_phc).await.expect("check"), PasswordCheck::Mismatch);
+        let wrong = SecretString::from("the ﬁne ｆｕｌｌｗｉｄｔｈ passphrasf");
+        assert_eq!(hasher.check(&wrong, &raw_phc).await.expect("check"), PasswordCheck::Mismatch);
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use department::Department;
 pub use email::Email;
 pub use field_error::FieldError;
-pub use password::Password;
+pub use password::{Password, normalize_password};
 pub use post::{Post, PostBody, PostTitle, PostWithAuthor};
 pub use role::Role;
 pub(crate) use text_enum::text_enum;

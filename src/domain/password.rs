@@ -1,15 +1,25 @@
 use std::{collections::HashSet, sync::LazyLock};
 
 use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization;
 
 use super::{Email, UserName};
+
+/// A password as it is hashed and checked: Unicode NFKC (NIST SP 800-63B-4
+/// §3.1.1.2), so the same password typed on another keyboard or input method
+/// (a ligature "ﬁ" for "fi", fullwidth "ｐａｓｓ" for "pass", a composed
+/// or decomposed "é") is the same password.
+pub fn normalize_password(password: &SecretString) -> SecretString {
+    SecretString::from(password.expose_secret().nfkc().collect::<String>())
+}
 
 /// A new password that meets NIST SP 800-63B-4 as API.md states it: 15..=128
 /// characters, no composition rules, not a commonly used password (the list
 /// shipped in `common-passwords.txt`, plus any repetition of a short unit and
 /// any straight sequence), and not containing the account's email (or its
 /// local part) or name. The text stays wrapped so it cannot be logged or
-/// serialised by accident.
+/// serialised by accident. The rules apply to the NFKC form
+/// (`normalize_password`), which is also what is kept and hashed.
 #[derive(Debug)]
 pub struct Password(SecretString);
 
@@ -18,6 +28,7 @@ const MAX_CHARS: usize = 128;
 
 impl Password {
     pub fn parse(input: SecretString, email: &Email, name: &UserName) -> Result<Self, &'static str> {
+        let input = normalize_password(&input);
         let text = input.expose_secret();
         let chars = text.chars().count();
         if chars < MIN_CHARS {
@@ -117,6 +128,14 @@ mod tests {
         }
         assert!(check("a quiet tuesday of turnips").is_ok());
         assert!(check("1234567890123x5").is_ok());
+    }
+
+    #[test]
+    fn the_rules_apply_to_the_nfkc_form_which_is_kept() {
+        // Fullwidth letters are the common password in disguise.
+        assert_eq!(check("ｐａｓｓｗｏｒｄｐａｓｓｗｏｒｄ").err(), Some("is too common"));
+        let kept = check("the ﬁne ｆｕｌｌｗｉｄｔｈ passphrase").expect("valid");
+        assert_eq!(kept.secret().expose_secret(), "the fine fullwidth passphrase");
     }
 
     #[test]

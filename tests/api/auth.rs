@@ -322,3 +322,31 @@ async fn refresh_after_logout_all_deletion_or_disabling_is_refused() {
     assert_eq!(deleted.status, 204, "{}", deleted.body);
     refresh(&app, other["refresh_token"].as_str().unwrap()).await.assert_problem(401);
 }
+
+/// Passwords are compared in their NFKC form: a ligature or fullwidth
+/// letters sign in as the plain letters they stand for, and back.
+#[tokio::test]
+async fn passwords_sign_in_by_their_nfkc_form() {
+    let app = spawn_app().await;
+    let created = app
+        .post_json(
+            "/auth/signup",
+            &json!({"email": "nfkc@example.com", "password": "the ﬁne ｆｕｌｌｗｉｄｔｈ passphrase", "name": "Norma"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    app.login("nfkc@example.com", "the fine fullwidth passphrase").await;
+    app.login("nfkc@example.com", "the ﬁne ｆｕｌｌｗｉｄｔｈ passphrase").await;
+    app.post_json("/auth/login", &json!({"email": "nfkc@example.com", "password": "the fine fullwidth passphrasf"}))
+        .await
+        .assert_problem(401);
+    // The rules see the NFKC form too: fullwidth "password" is still common.
+    let common = app
+        .post_json(
+            "/auth/signup",
+            &json!({"email": "common@example.com", "password": "ｐａｓｓｗｏｒｄｐａｓｓｗｏｒｄ", "name": "C"}),
+        )
+        .await
+        .assert_problem(400);
+    assert_eq!(common["errors"][0]["message"], "is too common");
+}
