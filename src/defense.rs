@@ -13,6 +13,7 @@
 //! holds on all of them shortly after.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     sync::{
         Arc, RwLock,
@@ -50,10 +51,91 @@ const FAILED_LOGINS: u16 = u16::MAX - 1;
 const RATE_LIMITED: u16 = u16::MAX - 2;
 const UNAUTHORIZED: u16 = u16::MAX - 3;
 
-#[derive(Debug, Clone)]
-struct ActiveBlock {
-    network: IpNet,
-    expires_at: Option<OffsetDateTime>,
+/// Most automatic blocks in force at once; past it, no more are made (a
+/// warning says so) until some expire: memory and the blocks table stay
+/// bounded however many addresses an attack uses.
+const MAX_AUTOMATIC_BLOCKS: usize = 10_000;
+/// The automatic block that would make this many in one /24 (IPv4) or /64
+/// (IPv6) blocks the whole prefix instead.
+const AGGREGATE_AT: usize = 8;
+const FAILED_LOGINS_REASON: &str = "too many failed logins";
+const RATE_LIMITED_REASON: &str = "too many rate-limited requests";
+
+/// The prefix whose automatic blocks are aggregated: /24 or /64.
+fn aggregate_of(network: IpNet) -> Option<IpNet> {
+    let length = if network.addr().is_ipv4() { 24 } else { 64 };
+    (network.prefix_len() > length).then(|| IpNet::new(network.addr(), length).map(|net| net.trunc()).ok()).flatten()
+}
+
+/// The blocks in force, by prefix length: a lookup masks the address once
+/// per length in use (at most 33 for IPv4, 129 for IPv6) and reads a hash
+/// map, whatever the number of blocks; not a scan of every block.
+#[derive(Default)]
+struct BlockSet {
+    /// (IPv6?, prefix length) → network address → expiry (`None`: never).
+    by_prefix: Vec<((bool, u8), HashMap<IpAddr, Option<OffsetDateTime>>)>,
+    len: usize,
+    /// Automatic blocks, in all and by aggregate prefix (`aggregate_of`).
+    automatic: usize,
+    automatic_by_prefix: HashMap<IpNet, usize>,
+}
+
+impl BlockSet {
+    fn insert(&mut self, network: IpNet, expires_at: Option<OffsetDateTime>, automatic: bool) {
+        let network = network.trunc();
+        let key = (network.addr().is_ipv6(), network.prefix_len());
+        let index = match self.by_prefix.iter().position(|(k, _)| *k == key) {
+            Some(index) => index,
+            None => {
+                self.by_prefix.push((key, HashMap::new()));
+                self.by_prefix.len() - 1
+            }
+        };
+        let entries = &mut self.by_prefix[index].1;
+        match entries.get_mut(&network.addr()) {
+            // The longer of two blocks of one network holds.
+            Some(held) => {
+                if held.is_some_and(|at| expires_at.is_none_or(|new| new > at)) {
+                    *held = expires_at;
+                }
+            }
+            None => {
+                entries.insert(network.addr(), expires_at);
+                self.len += 1;
+            }
+        }
+        if automatic {
+            self.automatic += 1;
+            if let Some(prefix) = aggregate_of(network) {
+                *self.automatic_by_prefix.entry(prefix).or_default() += 1;
+            }
+        }
+    }
+
+    fn contains(&self, ip: IpAddr, now: OffsetDateTime) -> bool {
+        let v6 = ip.is_ipv6();
+        self.by_prefix.iter().filter(|((family, _), _)| *family == v6).any(|((_, length), entries)| {
+            IpNet::new(ip, *length)
+                .ok()
+                .and_then(|network| entries.get(&network.trunc().addr()))
+                .is_some_and(|expires_at| expires_at.is_none_or(|at| at > now))
+        })
+    }
+
+    /// What an automatic block of `network` should block: `network`, its
+    /// /24 or /64 when enough of that prefix is blocked already, or nothing
+    /// at the cap.
+    fn automatic_block_for(&self, network: IpNet) -> Option<IpNet> {
+        if self.automatic >= MAX_AUTOMATIC_BLOCKS {
+            return None;
+        }
+        match aggregate_of(network) {
+            Some(prefix) if self.automatic_by_prefix.get(&prefix).copied().unwrap_or(0) + 1 >= AGGREGATE_AT => {
+                Some(prefix)
+            }
+            _ => Some(network),
+        }
+    }
 }
 
 pub struct Defense {
@@ -62,7 +144,7 @@ pub struct Defense {
     rate_limited: Quota,
     block_for: time::Duration,
     v6_prefix: u8,
-    active: RwLock<Vec<ActiveBlock>>,
+    active: RwLock<BlockSet>,
     /// `active.len()`, so that the common case (no blocks) costs every
     /// request one plain read instead of a shared lock and a clock read.
     held: AtomicUsize,
@@ -135,7 +217,7 @@ impl Defense {
             },
             block_for: time::Duration::try_from(defense.block_for.0).unwrap_or(time::Duration::minutes(15)),
             v6_prefix: config.server.ipv6_prefix,
-            active: RwLock::new(Vec::new()),
+            active: RwLock::new(BlockSet::default()),
             held: AtomicUsize::new(0),
             counters,
             store,
@@ -162,22 +244,25 @@ impl Defense {
     /// Re-reads the blocks in force from the store.
     pub async fn reload(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let mut blocks = Vec::new();
+        let mut blocks = BlockSet::default();
         let mut before = None;
         loop {
             let page = self.store.list_blocks(now, before, 500).await?;
             let done = page.len() < 500;
             before = page.last().map(|block| block.id);
-            blocks.extend(page.into_iter().filter_map(|block| {
-                Some(ActiveBlock { network: parse_network(&block.ip)?, expires_at: block.expires_at })
-            }));
+            for block in page {
+                if let Some(network) = parse_network(&block.ip) {
+                    let automatic = matches!(block.reason.as_str(), FAILED_LOGINS_REASON | RATE_LIMITED_REASON);
+                    blocks.insert(network, block.expires_at, automatic);
+                }
+            }
             if done {
                 break;
             }
         }
-        self.blocked_clients.set(i64::try_from(blocks.len()).unwrap_or(i64::MAX));
+        self.blocked_clients.set(i64::try_from(blocks.len).unwrap_or(i64::MAX));
         let mut active = self.active.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.held.store(blocks.len(), Ordering::Release);
+        self.held.store(blocks.len, Ordering::Release);
         *active = blocks;
         Ok(())
     }
@@ -193,11 +278,7 @@ impl Defense {
         }
         let ip = canonical(ip);
         let now = self.clock.now();
-        self.active
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-            .any(|block| block.network.contains(&ip) && block.expires_at.is_none_or(|at| at > now))
+        self.active.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(ip, now)
     }
 
     /// Blocks `network`; `duration` defaults to `block_for`.
@@ -207,6 +288,17 @@ impl Defense {
         reason: &str,
         duration: Option<time::Duration>,
         context: &AuditContext,
+    ) -> Result<Block, StoreError> {
+        self.insert_block(network, reason, duration, context, false).await
+    }
+
+    async fn insert_block(
+        &self,
+        network: IpNet,
+        reason: &str,
+        duration: Option<time::Duration>,
+        context: &AuditContext,
+        automatic: bool,
     ) -> Result<Block, StoreError> {
         let now = self.clock.now();
         let block = Block {
@@ -223,9 +315,9 @@ impl Defense {
         self.store.insert_block(&block).await?;
         {
             let mut active = self.active.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            active.push(ActiveBlock { network, expires_at: block.expires_at });
-            self.held.store(active.len(), Ordering::Release);
-            self.blocked_clients.set(i64::try_from(active.len()).unwrap_or(i64::MAX));
+            active.insert(network, block.expires_at, automatic);
+            self.held.store(active.len, Ordering::Release);
+            self.blocked_clients.set(i64::try_from(active.len).unwrap_or(i64::MAX));
         }
         self.blocks_total.inc();
         let mut event = context.event(now, AuditKind::IpBlocked, None, Outcome::Denied);
@@ -246,12 +338,12 @@ impl Defense {
 
     /// Counts a failed login from `ip`; past the threshold, blocks it.
     pub async fn failed_login(&self, ip: IpAddr, context: &AuditContext) {
-        self.count(ip, FAILED_LOGINS, self.failed_logins, "too many failed logins", context).await;
+        self.count(ip, FAILED_LOGINS, self.failed_logins, FAILED_LOGINS_REASON, context).await;
     }
 
     /// Counts a 429 answered to `ip`; past the threshold, blocks it.
     pub async fn rate_limited(&self, ip: IpAddr, context: &AuditContext) {
-        self.count(ip, RATE_LIMITED, self.rate_limited, "too many rate-limited requests", context).await;
+        self.count(ip, RATE_LIMITED, self.rate_limited, RATE_LIMITED_REASON, context).await;
     }
 
     async fn count(&self, ip: IpAddr, group: u16, quota: Quota, reason: &str, context: &AuditContext) {
@@ -268,7 +360,13 @@ impl Defense {
                     .map(|net| net.trunc())
                     .unwrap_or(IpNet::from(IpAddr::V6(v6))),
             };
-            if let Err(error) = self.block(network, reason, None, context).await {
+            let chosen =
+                self.active.read().unwrap_or_else(|poisoned| poisoned.into_inner()).automatic_block_for(network);
+            let Some(network) = chosen else {
+                tracing::warn!(limit = MAX_AUTOMATIC_BLOCKS, "automatic blocks at their limit: client not blocked");
+                return;
+            };
+            if let Err(error) = self.insert_block(network, reason, None, context, true).await {
                 tracing::error!(cause = %error, "could not store an automatic block");
             }
         }
@@ -318,7 +416,87 @@ impl Defense {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_network, webhook_client};
+    use super::{AGGREGATE_AT, BlockSet, MAX_AUTOMATIC_BLOCKS, parse_network, webhook_client};
+    use ipnet::IpNet;
+    use std::net::IpAddr;
+    use time::{Duration, OffsetDateTime};
+
+    fn net(text: &str) -> IpNet {
+        parse_network(text).expect("network")
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn the_block_set_finds_addresses_and_nested_networks_until_they_expire() {
+        let now = OffsetDateTime::now_utc();
+        let mut set = BlockSet::default();
+        set.insert(net("203.0.113.7"), Some(now + Duration::minutes(5)), false);
+        set.insert(net("198.51.100.0/24"), None, false);
+        set.insert(net("198.51.100.9"), Some(now - Duration::minutes(1)), false);
+        set.insert(net("10.0.0.0/8"), Some(now + Duration::minutes(5)), false);
+        set.insert(net("2001:db8:1::/48"), None, false);
+        set.insert(net("2001:db8:2::5"), Some(now + Duration::minutes(5)), false);
+        assert!(set.contains(ip("203.0.113.7"), now));
+        assert!(!set.contains(ip("203.0.113.8"), now));
+        assert!(!set.contains(ip("203.0.113.7"), now + Duration::minutes(6)), "expired");
+        assert!(set.contains(ip("198.51.100.9"), now), "an expired address inside a lasting network");
+        assert!(set.contains(ip("10.200.3.4"), now));
+        assert!(set.contains(ip("2001:db8:1:ffff::1"), now));
+        assert!(set.contains(ip("2001:db8:2::5"), now) && !set.contains(ip("2001:db8:2::6"), now));
+        assert!(!set.contains(ip("::ffff:10.0.0.1"), now), "families are apart (canonical() maps these)");
+        // A second block of one network keeps the longer expiry.
+        set.insert(net("203.0.113.7"), Some(now + Duration::hours(1)), false);
+        set.insert(net("203.0.113.7"), Some(now + Duration::minutes(1)), false);
+        assert!(set.contains(ip("203.0.113.7"), now + Duration::minutes(30)));
+        assert_eq!(set.len, 6);
+    }
+
+    #[test]
+    fn lookups_read_one_map_per_prefix_length_however_many_blocks() {
+        let now = OffsetDateTime::now_utc();
+        let mut set = BlockSet::default();
+        for n in 0..50_000u32 {
+            let address = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + n * 7));
+            set.insert(IpNet::from(address), Some(now + Duration::minutes(5)), false);
+        }
+        assert_eq!(set.by_prefix.len(), 1, "one length, one map: a lookup is one hash read");
+        assert!(set.contains(IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + 49_999 * 7)), now));
+        assert!(!set.contains(IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + 49_999 * 7 + 1)), now));
+    }
+
+    #[test]
+    fn automatic_blocks_aggregate_by_prefix_and_stop_at_the_cap() {
+        let now = Some(OffsetDateTime::now_utc() + Duration::minutes(15));
+        let mut set = BlockSet::default();
+        for n in 1..AGGREGATE_AT {
+            let address = net(&format!("192.0.2.{n}"));
+            assert_eq!(set.automatic_block_for(address), Some(address), "address {n} alone");
+            set.insert(address, now, true);
+        }
+        assert_eq!(set.automatic_block_for(net("192.0.2.200")), Some(net("192.0.2.0/24")), "the prefix at last");
+        assert_eq!(set.automatic_block_for(net("192.0.3.1")), Some(net("192.0.3.1")), "another /24 is apart");
+        assert_eq!(set.automatic_block_for(net("192.0.2.0/24")), Some(net("192.0.2.0/24")));
+        for n in 1..AGGREGATE_AT {
+            set.insert(net(&format!("2001:db8::{n}")), now, true);
+        }
+        assert_eq!(set.automatic_block_for(net("2001:db8::ff")), Some(net("2001:db8::/64")));
+        // An admin's blocks count towards neither.
+        let mut admin = BlockSet::default();
+        for n in 1..=AGGREGATE_AT {
+            admin.insert(net(&format!("198.51.100.{n}")), now, false);
+        }
+        assert_eq!(admin.automatic_block_for(net("198.51.100.99")), Some(net("198.51.100.99")));
+
+        let mut full = BlockSet::default();
+        for n in 0..MAX_AUTOMATIC_BLOCKS as u32 {
+            full.insert(IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(0x0B00_0000 + n * 256))), now, true);
+        }
+        assert_eq!(full.automatic_block_for(net("203.0.113.1")), None, "the cap holds");
+        assert!(full.len <= MAX_AUTOMATIC_BLOCKS);
+    }
 
     /// A webhook answering 302 to another listener: the client reports the
     /// 302 and the other listener is never contacted.
