@@ -67,13 +67,17 @@ fn aggregate_of(network: IpNet) -> Option<IpNet> {
     (network.prefix_len() > length).then(|| IpNet::new(network.addr(), length).map(|net| net.trunc()).ok()).flatten()
 }
 
+/// Blocked networks of one family and prefix length: network address →
+/// expiry (`None`: never).
+type NetworksOfOneLength = HashMap<IpAddr, Option<OffsetDateTime>>;
+
 /// The blocks in force, by prefix length: a lookup masks the address once
 /// per length in use (at most 33 for IPv4, 129 for IPv6) and reads a hash
 /// map, whatever the number of blocks; not a scan of every block.
 #[derive(Default)]
 struct BlockSet {
-    /// (IPv6?, prefix length) → network address → expiry (`None`: never).
-    by_prefix: Vec<((bool, u8), HashMap<IpAddr, Option<OffsetDateTime>>)>,
+    /// (IPv6?, prefix length) and its networks.
+    by_prefix: Vec<((bool, u8), NetworksOfOneLength)>,
     len: usize,
     /// Automatic blocks, in all and by aggregate prefix (`aggregate_of`).
     automatic: usize,
