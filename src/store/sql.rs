@@ -210,6 +210,17 @@ macro_rules! sql_store {
                 Ok((role, disabled, count(active)))
             }
 
+            /// Ends a refused rotation: rolled back now, not when the pool
+            /// next hands out its connection (on SQLite, `BEGIN IMMEDIATE`'s
+            /// write lock would be held until then).
+            async fn refuse(
+                transaction: Transaction<'static, $db>,
+                answer: RefreshUse,
+            ) -> Result<RefreshUse, StoreError> {
+                transaction.rollback().await?;
+                Ok(answer)
+            }
+
             /// Locks `user_id`'s row inside a refresh-token change, so that
             /// a rotation and a revocation of that user's tokens (or the
             /// user's deletion) never interleave; `None` when the user is
@@ -344,26 +355,29 @@ macro_rules! sql_store {
                 successor: &RefreshSuccessor,
                 now: OffsetDateTime,
             ) -> Result<RefreshUse, StoreError> {
-                type TokenRow = (Uuid, Uuid, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>, OffsetDateTime);
+                type TokenRow =
+                    (Uuid, Uuid, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>, OffsetDateTime);
                 const READ_TOKEN: &str = "SELECT family_id, user_id, issued_at, used_at, revoked_at, expires_at \
                                           FROM refresh_tokens WHERE token_hash = $1";
                 let mut transaction = <$db as Dialect>::begin_refresh_change(&self.pool).await?;
                 let found: Option<TokenRow> =
                     sqlx::query_as(READ_TOKEN).bind(&token_hash[..]).fetch_optional(&mut *transaction).await?;
-                let Some((_, user_id, ..)) = found else { return Ok(RefreshUse::Invalid) };
+                let Some((_, user_id, ..)) = found else {
+                    return Self::refuse(transaction, RefreshUse::Invalid).await;
+                };
                 // Under the user's lock, read the token again: a rotation or
                 // revocation that committed meanwhile is seen now.
                 let disabled = Self::lock_user(&mut transaction, user_id).await?;
                 let found: Option<TokenRow> =
                     sqlx::query_as(READ_TOKEN).bind(&token_hash[..]).fetch_optional(&mut *transaction).await?;
                 let Some((family_id, user_id, issued_at, used_at, revoked_at, expires_at)) = found else {
-                    return Ok(RefreshUse::Invalid);
+                    return Self::refuse(transaction, RefreshUse::Invalid).await;
                 };
                 if used_at.is_some() {
-                    return Ok(RefreshUse::Reused { family_id, user_id });
+                    return Self::refuse(transaction, RefreshUse::Reused { family_id, user_id }).await;
                 }
                 if revoked_at.is_some() || expires_at <= now || disabled != Some(false) {
-                    return Ok(RefreshUse::Invalid);
+                    return Self::refuse(transaction, RefreshUse::Invalid).await;
                 }
                 // The stored revocations too: a family or user revoked in
                 // the list whose refresh tokens were not (yet) marked.
@@ -378,7 +392,7 @@ macro_rules! sql_store {
                 .fetch_one(&mut *transaction)
                 .await?;
                 if revoked > 0 {
-                    return Ok(RefreshUse::Invalid);
+                    return Self::refuse(transaction, RefreshUse::Invalid).await;
                 }
                 sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2")
                     .bind(now)
@@ -402,10 +416,11 @@ macro_rules! sql_store {
 
             async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
                 let mut transaction = <$db as Dialect>::begin_refresh_change(&self.pool).await?;
-                let users: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT user_id FROM refresh_tokens WHERE family_id = $1")
-                    .bind(family_id)
-                    .fetch_all(&mut *transaction)
-                    .await?;
+                let users: Vec<Uuid> =
+                    sqlx::query_scalar("SELECT DISTINCT user_id FROM refresh_tokens WHERE family_id = $1")
+                        .bind(family_id)
+                        .fetch_all(&mut *transaction)
+                        .await?;
                 for user_id in users {
                     Self::lock_user(&mut transaction, user_id).await?;
                 }
