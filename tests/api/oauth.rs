@@ -577,6 +577,13 @@ async fn a_sign_up_with_someone_elses_email_does_not_capture_their_provider_sign
     let own = world.app.get_as("/api/profile", token).await.json();
     assert_eq!((own["id"].clone(), own["email_verified"].clone()), (planted["id"].clone(), json!(false)));
 
+    // Admin listings show who has proven their address.
+    let users = world.app.get_as("/api/admin/users?limit=100", &admin).await.json();
+    let verified = |email: &str| {
+        users["items"].as_array().unwrap().iter().find(|u| u["email"] == email).unwrap()["email_verified"].clone()
+    };
+    assert_eq!((verified("victim@example.org"), verified("admin@example.com")), (json!(false), json!(true)));
+
     // The login page explains what to do.
     let page = world.app.get("/login?error=account_exists").await;
     assert!(page.body.contains("link the provider"), "{}", page.body);
