@@ -88,6 +88,8 @@ struct StartQuery {
             headers(("Location" = String, description = "`/login?error=provider_unavailable`."))),
         (status = 400, description = "`redirect_to` is not on the allow-list, or the query string is malformed."),
         (status = 401, description = "`link=true` without being signed in."),
+        (status = 403, description = "`link=true` by session cookie from a navigation another site started \
+                                      (`Sec-Fetch-Site` other than `same-origin` or `none`)."),
         (status = 404, description = "No provider has this name."),
     )
 )]
@@ -97,6 +99,7 @@ async fn start(
     caller: Result<Caller, ApiError>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let provider = state.oauth.get(&name).ok_or(ApiError::NotFound)?;
     let query = serde_urlencoded::from_str::<StartQuery>(raw.as_deref().unwrap_or(""))
@@ -104,7 +107,15 @@ async fn start(
     // A sign-in looks at no credentials; a link needs the caller's.
     let link_user_id = if query.link {
         match caller? {
-            Caller::User(principal) => Some(principal.user_id),
+            Caller::User(principal) => {
+                // The session cookie (SameSite=Lax) comes with a top-level
+                // navigation from any site: a link is started from this
+                // site's pages only, so another site cannot start one.
+                if principal.is_session() && is_cross_site(&headers) {
+                    return Err(ApiError::forbidden("Link a provider from this site's /account page."));
+                }
+                Some(principal.user_id)
+            }
             Caller::Guest => return Err(ApiError::Unauthorized { token_sent: false }),
         }
     } else {
@@ -343,6 +354,13 @@ fn flow_cookie(state: &AppState, value: &str, max_age: i64) -> String {
 pub fn csrf_cookie(state: &AppState, csrf_token: &str) -> String {
     let max_age = i64::try_from(state.config.auth.session_absolute_timeout.0.as_secs()).unwrap_or(i64::MAX);
     state.cookie(CSRF_COOKIE, csrf_token, "SameSite=Strict; Path=/", max_age)
+}
+
+/// Whether the browser says another site (or a sibling subdomain) started
+/// this request (Fetch Metadata); a client that sends no such header is
+/// taken at its word.
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    headers.get("sec-fetch-site").is_some_and(|site| !matches!(site.to_str(), Ok("same-origin" | "none")))
 }
 
 fn flow_cookie_value(headers: &HeaderMap) -> Option<&str> {

@@ -697,4 +697,25 @@ async fn linking_a_provider_needs_a_signed_in_caller() {
     assert_eq!(signed_in.status, 302, "{}", signed_in.body);
     assert!(signed_in.header("location").unwrap().starts_with("https://provider.invalid/auth?"));
     assert!(signed_in.header("set-cookie").unwrap().starts_with("rampart_oauth="));
+
+    // With a session cookie, only a navigation from this site starts a link.
+    let user = &app.users.user;
+    let session = app.post_json("/auth/session", &json!({"email": user.email, "password": user.password})).await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    let cookie = session.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+    let navigate = |site: Option<&str>| {
+        let request = app.client.get(app.url("/auth/oauth/plain/start?link=true")).header("cookie", &cookie);
+        match site {
+            Some(site) => request.header("sec-fetch-site", site),
+            None => request,
+        }
+    };
+    for site in ["cross-site", "same-site"] {
+        let refused = app.send(navigate(Some(site))).await;
+        refused.assert_problem(403);
+        assert!(refused.header("set-cookie").is_none(), "{site}");
+    }
+    for site in [Some("same-origin"), Some("none"), None] {
+        assert_eq!(app.send(navigate(site)).await.status, 302, "{site:?}");
+    }
 }
