@@ -66,6 +66,10 @@ pub struct AccountRequest<'a> {
     pub password: SecretString,
     pub role: Role,
     pub department: Option<String>,
+    /// Whether the email counts as proven (`User::email_verified`): true
+    /// for the CLI and `[bootstrap]`, whose operator vouches for it; false
+    /// for a sign-up, where anyone may type any address.
+    pub email_verified: bool,
 }
 
 /// Validates every field (reporting all failures at once), hashes the
@@ -101,7 +105,14 @@ pub async fn create_account(
         return Err(AccountError::Validation(errors));
     }
     let password_hash = hasher.hash(password.secret()).await?;
-    let new_user = NewUser { email, name, role: request.role, department, password_hash: Some(password_hash) };
+    let new_user = NewUser {
+        email,
+        name,
+        role: request.role,
+        department,
+        password_hash: Some(password_hash),
+        email_verified: request.email_verified,
+    };
     store.create_user(new_user).await.map_err(|error| match error {
         StoreError::Conflict(_) => AccountError::EmailTaken,
         other => other.into(),
@@ -284,7 +295,8 @@ pub async fn revoke_family(state: &AppState, family: Uuid) -> Result<(), Account
 pub enum ProviderSignIn {
     /// The provider account was linked before.
     Known,
-    /// Linked now to the existing user with the same, provider-verified email.
+    /// Linked now to the existing user with the same email, verified by the
+    /// provider and proven by that user.
     Linked,
     /// A new password-less user.
     Created,
@@ -300,32 +312,47 @@ impl ProviderSignIn {
     }
 }
 
-/// Why a provider account may not sign in; `code()` is shown on `/login`.
+/// Why a provider account may not sign in (or be linked); `code()` is
+/// shown on `/login`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderRefusal {
     /// The email belongs to an account, but the provider does not vouch for
     /// it: linking would hand that account to whoever typed the address.
     EmailNotVerified,
+    /// The provider vouches for the email, but the account with that email
+    /// has not proven it (a sign-up): whoever made it may not own the
+    /// address, and linking would let them into the owner's sign-ins
+    /// (pre-account hijacking). The owner signs in with the password and
+    /// links the provider from `/account` (`start?link=true`).
+    AccountExists,
     EmailMissing,
     EmailInvalid,
+    /// Disabled, or (for a link) deleted since the link started.
     AccountDisabled,
+    /// A link: the provider account is linked to another user.
+    AlreadyLinked,
 }
 
 impl ProviderRefusal {
     pub fn code(self) -> &'static str {
         match self {
             Self::EmailNotVerified => "email_not_verified",
+            Self::AccountExists => "account_exists",
             Self::EmailMissing => "email_missing",
             Self::EmailInvalid => "email_invalid",
             Self::AccountDisabled => "account_disabled",
+            Self::AlreadyLinked => "already_linked",
         }
     }
 }
 
 /// Finds or makes the user for a provider account: by (provider, subject)
-/// first; else, when the provider asserts the email is verified, the user
-/// with that email (linked now); else a new password-less user with role
-/// `user`, who cannot log in with a password until they set one.
+/// first; else the user with that email, linked now, but only when the
+/// provider asserts the email is verified **and** that user's own email is
+/// proven (`User::email_verified`); else, when nobody has the email, a new
+/// password-less user with role `user` (whose email counts as proven when
+/// the provider verified it), who cannot log in with a password until they
+/// set one.
 pub async fn sign_in_with_provider(
     store: &dyn Store,
     provider: &str,
@@ -341,6 +368,9 @@ pub async fn sign_in_with_provider(
     if let Some(existing) = store.credentials_by_email(&email).await? {
         if !account.email_verified {
             return Ok(Err(ProviderRefusal::EmailNotVerified));
+        }
+        if !existing.user.email_verified {
+            return Ok(Err(ProviderRefusal::AccountExists));
         }
         return match store.link_identity(&identity, existing.user.id).await {
             Ok(()) => Ok(usable(existing.user, ProviderSignIn::Linked)),
@@ -358,7 +388,14 @@ pub async fn sign_in_with_provider(
         .and_then(|name| UserName::parse(name).ok())
         .or_else(|| UserName::parse(email.as_str().split('@').next().unwrap_or_default()).ok())
         .ok_or_else(|| anyhow::anyhow!("no usable name for a new account"))?;
-    let new_user = NewUser { email, name, role: Role::User, department: None, password_hash: None };
+    let new_user = NewUser {
+        email,
+        name,
+        role: Role::User,
+        department: None,
+        password_hash: None,
+        email_verified: account.email_verified,
+    };
     // The account and its link land together or not at all.
     let created = async {
         let mut work = store.begin().await?;
@@ -369,8 +406,48 @@ pub async fn sign_in_with_provider(
     };
     match created.await {
         Ok(user) => Ok(Ok((user, ProviderSignIn::Created))),
-        // The email was taken between the lookup and the insert.
-        Err(StoreError::Conflict(_)) => Ok(Err(ProviderRefusal::EmailNotVerified)),
+        // The email was taken between the lookup and the insert: by an
+        // account whose email is not known to be proven.
+        Err(StoreError::Conflict(_)) => Ok(Err(ProviderRefusal::AccountExists)),
         Err(other) => Err(other.into()),
     }
+}
+
+/// What `link_provider` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderLink {
+    /// The provider account is now linked to the user.
+    Linked,
+    /// It was linked to this user already.
+    AlreadyLinked,
+}
+
+/// Links a provider account to a signed-in user (`start?link=true`): the
+/// person proved control of both, so neither email matters. Refused when
+/// the provider account belongs to another user, or the user is disabled
+/// or gone.
+pub async fn link_provider(
+    store: &dyn Store,
+    provider: &str,
+    account: &ProviderAccount,
+    user_id: Uuid,
+) -> Result<Result<(User, ProviderLink), ProviderRefusal>, AccountError> {
+    let user = match store.user_by_id(user_id).await {
+        Ok(user) if !user.disabled => user,
+        Ok(_) | Err(StoreError::NotFound) => return Ok(Err(ProviderRefusal::AccountDisabled)),
+        Err(other) => return Err(other.into()),
+    };
+    let identity = Identity { provider: provider.to_owned(), subject: account.subject.clone() };
+    let linked_to = match store.user_by_identity(&identity).await? {
+        Some(owner) => owner.id,
+        None => match store.link_identity(&identity, user.id).await {
+            Ok(()) => return Ok(Ok((user, ProviderLink::Linked))),
+            // Linked by a concurrent callback: to whom decides.
+            Err(StoreError::Conflict(_)) => {
+                store.user_by_identity(&identity).await?.map(|owner| owner.id).unwrap_or_default()
+            }
+            Err(other) => return Err(other.into()),
+        },
+    };
+    Ok(if linked_to == user.id { Ok((user, ProviderLink::AlreadyLinked)) } else { Err(ProviderRefusal::AlreadyLinked) })
 }

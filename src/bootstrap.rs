@@ -23,7 +23,15 @@ pub async fn ensure_admin(
     }
     let password = admin_password(config)?;
     let name = if config.admin_name.trim().is_empty() { "Administrator" } else { &config.admin_name };
-    let request = AccountRequest { email: &config.admin_email, name, password, role: Role::Admin, department: None };
+    // The operator vouches for the configured address.
+    let request = AccountRequest {
+        email: &config.admin_email,
+        name,
+        password,
+        role: Role::Admin,
+        department: None,
+        email_verified: true,
+    };
     match create_account(store, hasher, request).await {
         Ok(user) => Ok(Some(user)),
         Err(AccountError::Validation(errors)) => {

@@ -52,6 +52,7 @@ fn new_user(email: &str, role: Role, department: Option<&str>) -> NewUser {
         role,
         department: department.and_then(|d| Department::parse(d).unwrap()),
         password_hash: Some("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()),
+        email_verified: false,
     }
 }
 
@@ -657,6 +658,7 @@ async fn oauth_flows_are_taken_once_and_only_before_they_expire() {
             nonce: "nonce".into(),
             redirect_to: "/account".into(),
             expires_at: now + Duration::minutes(10),
+            link_user_id: None,
         };
         store.insert_oauth_flow(&flow).await.unwrap();
         let taken = store.take_oauth_flow(&hash(7), now).await.unwrap().unwrap();
@@ -671,6 +673,71 @@ async fn oauth_flows_are_taken_once_and_only_before_they_expire() {
         store.insert_oauth_flow(&OAuthFlow { id_hash: hash(10), ..flow.clone() }).await.unwrap();
         store.purge_expired(late).await.unwrap();
         assert!(store.take_oauth_flow(&hash(10), now).await.unwrap().is_none(), "expired flows are purged");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn email_verified_round_trips_and_defaults_false_for_sign_ups() {
+    on_every_backend(|store| async move {
+        // A sign-up: the address is not proven.
+        let signed_up = store.create_user(new_user("signup@example.com", Role::User, None)).await.unwrap();
+        assert!(!signed_up.email_verified);
+        // The CLI, `[bootstrap]` or a verified provider sign-in: proven.
+        let vouched = NewUser { email_verified: true, ..new_user("vouched@example.com", Role::Admin, None) };
+        let vouched = store.create_user(vouched).await.unwrap();
+        assert!(vouched.email_verified);
+        let github = Identity { provider: "github".into(), subject: "77".into() };
+        let from_provider =
+            NewUser { password_hash: None, email_verified: true, ..new_user("provider@example.com", Role::User, None) };
+        let from_provider = create_with_identity(&*store, from_provider, &github).await.unwrap();
+
+        for (user, verified) in [(&signed_up, false), (&vouched, true), (&from_provider, true)] {
+            assert_eq!(store.user_by_id(user.id).await.unwrap().email_verified, verified, "{}", user.email);
+            let email = Email::parse(&user.email).unwrap();
+            let credentials = store.credentials_by_email(&email).await.unwrap().unwrap();
+            assert_eq!(credentials.user.email_verified, verified, "{}", user.email);
+        }
+        assert!(store.user_by_identity(&github).await.unwrap().unwrap().email_verified);
+        let listed = store.list_users(None, 10).await.unwrap();
+        let flags: Vec<(String, bool)> = listed.iter().map(|u| (u.email.clone(), u.email_verified)).collect();
+        assert_eq!(
+            flags,
+            [
+                ("signup@example.com".to_owned(), false),
+                ("vouched@example.com".to_owned(), true),
+                ("provider@example.com".to_owned(), true),
+            ]
+        );
+        // A change to the user keeps it.
+        let changes = UserChanges { department: Some(Department::parse("eng").unwrap()), ..Default::default() };
+        let changed = store.change_user(vouched.id, &changes).await;
+        assert!(changed.unwrap().email_verified);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_link_flow_keeps_its_user_and_goes_with_it() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("linker@example.com", Role::User, None)).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let flow = OAuthFlow {
+            id_hash: hash(20),
+            provider: "github".into(),
+            state_hash: hash(21),
+            pkce_verifier: "verifier".into(),
+            nonce: String::new(),
+            redirect_to: "/account".into(),
+            expires_at: now + Duration::minutes(10),
+            link_user_id: Some(user.id),
+        };
+        store.insert_oauth_flow(&flow).await.unwrap();
+        assert_eq!(store.take_oauth_flow(&hash(20), now).await.unwrap().unwrap().link_user_id, Some(user.id));
+        // A deleted user's link flows go with them.
+        store.insert_oauth_flow(&OAuthFlow { id_hash: hash(22), ..flow.clone() }).await.unwrap();
+        store.delete_user(user.id).await.unwrap();
+        assert!(store.take_oauth_flow(&hash(22), now).await.unwrap().is_none());
     })
     .await;
 }

@@ -488,6 +488,30 @@ impl SubjectValue {
     }
 }
 
+#[derive(Deserialize)]
+struct GitHubEmail {
+    email: String,
+    #[serde(default)]
+    primary: bool,
+    #[serde(default)]
+    verified: bool,
+}
+
+/// The address a GitHub account signs in with, and whether it counts as
+/// verified: only when GitHub's emails API marks that address `verified`.
+/// The primary address if verified, else any verified one, else the
+/// primary one (unverified: it may create an account, never link one).
+/// The public `email` of `/user` is never used: GitHub does not say
+/// whether it is verified.
+fn github_email(emails: &[GitHubEmail]) -> (Option<String>, bool) {
+    let chosen = emails
+        .iter()
+        .find(|e| e.primary && e.verified)
+        .or_else(|| emails.iter().find(|e| e.verified))
+        .or_else(|| emails.iter().find(|e| e.primary));
+    (chosen.map(|e| e.email.clone()), chosen.is_some_and(|e| e.verified))
+}
+
 async fn github_account(
     http: &reqwest::Client,
     user_url: &Url,
@@ -499,31 +523,25 @@ async fn github_account(
         login: Option<String>,
         name: Option<String>,
     }
-    #[derive(Deserialize)]
-    struct GitHubEmail {
-        email: String,
-        #[serde(default)]
-        primary: bool,
-        #[serde(default)]
-        verified: bool,
-    }
     let user: GitHubUser = get_json(http, user_url, access).await?;
     let emails_url = Url::parse(&format!("{}/emails", user_url.as_str().trim_end_matches('/')))
         .map_err(|error| OAuthError::UserInfo(error.to_string()))?;
     let emails: Vec<GitHubEmail> = get_json(http, &emails_url, access).await?;
-    // The primary address if verified, else any verified one, else the
-    // primary one (unverified: it may create an account, never link one).
-    let chosen = emails
-        .iter()
-        .find(|e| e.primary && e.verified)
-        .or_else(|| emails.iter().find(|e| e.verified))
-        .or_else(|| emails.iter().find(|e| e.primary));
-    Ok(ProviderAccount {
-        subject: user.id.into_string(),
-        email: chosen.map(|e| e.email.clone()),
-        email_verified: chosen.is_some_and(|e| e.verified),
-        name: user.name.or(user.login),
-    })
+    let (email, email_verified) = github_email(&emails);
+    Ok(ProviderAccount { subject: user.id.into_string(), email, email_verified, name: user.name.or(user.login) })
+}
+
+/// A plain OAuth 2.0 provider's userinfo answer, OIDC-style. Its email
+/// counts as verified only with an explicit `"email_verified": true`; a
+/// provider without that claim never links an existing account.
+#[derive(Deserialize)]
+struct UserInfo {
+    #[serde(alias = "id")]
+    sub: SubjectValue,
+    email: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+    name: Option<String>,
 }
 
 async fn userinfo_account(
@@ -531,15 +549,6 @@ async fn userinfo_account(
     userinfo_url: &Url,
     access: &AccessToken,
 ) -> Result<ProviderAccount, OAuthError> {
-    #[derive(Deserialize)]
-    struct UserInfo {
-        #[serde(alias = "id")]
-        sub: SubjectValue,
-        email: Option<String>,
-        #[serde(default)]
-        email_verified: bool,
-        name: Option<String>,
-    }
     let info: UserInfo = get_json(http, userinfo_url, access).await?;
     Ok(ProviderAccount {
         subject: info.sub.into_string(),
@@ -558,6 +567,33 @@ mod tests {
         assert_eq!(default_display_name("github"), "GitHub");
         assert_eq!(default_display_name("google"), "Google");
         assert_eq!(default_display_name("okta"), "Okta");
+    }
+
+    #[test]
+    fn github_counts_only_an_address_its_emails_api_marks_verified() {
+        let emails = |json: &str| github_email(&serde_json::from_str::<Vec<GitHubEmail>>(json).unwrap());
+        let primary_unverified = r#"[{"email":"p@x.org","primary":true,"verified":false},
+                                     {"email":"v@x.org","primary":false,"verified":true}]"#;
+        assert_eq!(emails(primary_unverified), (Some("v@x.org".to_owned()), true));
+        let none_verified = r#"[{"email":"p@x.org","primary":true,"verified":false},
+                                {"email":"o@x.org","primary":false,"verified":false}]"#;
+        assert_eq!(emails(none_verified), (Some("p@x.org".to_owned()), false));
+        // No `verified` member: not verified.
+        assert_eq!(emails(r#"[{"email":"p@x.org","primary":true}]"#), (Some("p@x.org".to_owned()), false));
+        assert_eq!(emails("[]"), (None, false));
+        let both = r#"[{"email":"v@x.org","primary":false,"verified":true},
+                       {"email":"p@x.org","primary":true,"verified":true}]"#;
+        assert_eq!(emails(both), (Some("p@x.org".to_owned()), true));
+    }
+
+    #[test]
+    fn a_plain_provider_without_the_claim_never_verifies() {
+        let info: UserInfo = serde_json::from_str(r#"{"sub":"1","email":"a@x.org"}"#).unwrap();
+        assert!(!info.email_verified);
+        let info: UserInfo = serde_json::from_str(r#"{"id":2,"email":"a@x.org","email_verified":false}"#).unwrap();
+        assert!(!info.email_verified);
+        let info: UserInfo = serde_json::from_str(r#"{"sub":"1","email":"a@x.org","email_verified":true}"#).unwrap();
+        assert!(info.email_verified);
     }
 
     #[test]

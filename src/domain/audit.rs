@@ -86,12 +86,15 @@ audit_kinds! {
     IpUnblocked = "ip_unblocked",
     /// A sign-in through a provider account linked before.
     OauthLogin = "oauth_login",
-    /// A provider account linked to the user with its verified email.
+    /// A provider account linked, at its sign-in, to the user with its
+    /// verified email (whose own email is proven).
     OauthLink = "oauth_link",
     /// A new user made from a provider account.
     OauthSignup = "oauth_signup",
     /// A provider sign-in that ended without a session.
     OauthFailure = "oauth_failure",
+    /// A signed-in user linked a provider account (`start?link=true`).
+    ProviderLinked = "provider_linked",
 }
 
 impl AuditKind {

@@ -11,6 +11,11 @@ pub struct User {
     pub id: Uuid,
     /// As entered at sign-up, trimmed; unique without regard to case.
     pub email: String,
+    /// Whether the address is proven: made by the CLI, `[bootstrap]` or a
+    /// sign-in whose provider verified it (later also Rampart's own email
+    /// verification). A provider sign-in is linked by email only to such an
+    /// account.
+    pub email_verified: bool,
     pub name: String,
     pub role: Role,
     #[schema(value_type = Option<String>, required = true)]
@@ -30,4 +35,6 @@ pub struct NewUser {
     pub role: Role,
     pub department: Option<Department>,
     pub password_hash: Option<String>,
+    /// See `User::email_verified`; false for a sign-up.
+    pub email_verified: bool,
 }

@@ -640,6 +640,7 @@ mod tests {
                     users.push(User {
                         id: owner,
                         email: "person@example.com".into(),
+                        email_verified: false,
                         name: "Person".into(),
                         role,
                         department: department.and_then(|d| Department::parse(d).unwrap()),

@@ -78,6 +78,8 @@ async fn signup(
         password: request.password,
         role: Role::User,
         department: None,
+        // Anyone may type any address: not proven until verified.
+        email_verified: false,
     };
     let user = accounts::create_account(&*state.store, &state.hasher, account).await?;
     state.audit.record(audit.event(state.clock.now(), AuditKind::Signup, Some(user.id), Outcome::Success));

@@ -8,6 +8,11 @@
 //! the code and check the ID token, and `accounts` pick the user. Any
 //! failure lands on `/login?error=<code>` with no session and an
 //! `oauth_failure` audit event saying why.
+//!
+//! `start?link=true` (signed in, by session or bearer) keeps the caller's
+//! id in the flow; its callback links the provider account to that user
+//! (`provider_linked`) and opens no session: the way a person whose
+//! sign-in ended in `account_exists` adds the provider from `/account`.
 
 use axum::{
     extract::{Path, RawQuery, State},
@@ -20,10 +25,10 @@ use utoipa_axum::routes;
 
 use super::Routes;
 use crate::{
-    accounts::{self, ProviderRefusal},
+    accounts::{self, ProviderLink, ProviderRefusal, ProviderSignIn},
     app::AppState,
     audit::AuditContext,
-    auth::{oauth::OAuthError, secret},
+    auth::{oauth::OAuthError, principal::Caller, secret},
     domain::{AuditEvent, AuditKind, Outcome},
     error::ApiError,
     metrics::OutcomeLabels,
@@ -49,19 +54,28 @@ pub fn router() -> Routes {
 #[derive(Deserialize)]
 struct StartQuery {
     redirect_to: Option<String>,
+    #[serde(default)]
+    link: bool,
 }
 
 /// Starts "Sign in with <provider>": a redirect to the provider, with
-/// `state`, PKCE (S256) and, for OpenID Connect, a nonce.
+/// `state`, PKCE (S256) and, for OpenID Connect, a nonce. With
+/// `link=true`, a signed-in person links a provider account to their own
+/// account instead.
 #[utoipa::path(
     get,
     path = "/auth/oauth/{provider}/start",
     tag = tags::AUTH,
+    security((), ("bearer" = []), ("cookie" = [])),
     params(
         ("provider" = String, Path, description = "A provider of `oauth.providers`."),
         ("redirect_to" = Option<String>, Query,
             description = "Where a finished sign-in lands: exactly an entry of `oauth.redirect_allowlist`; \
                            default `/account`."),
+        ("link" = Option<bool>, Query,
+            description = "`true`: link the provider account the person signs in with at the provider to the \
+                           signed-in caller (session cookie or bearer token) instead of signing in; the callback \
+                           opens no session. Default `false`."),
     ),
     responses(
         (status = 302, description = "To the provider's authorization endpoint, with the flow cookie.",
@@ -73,18 +87,40 @@ struct StartQuery {
         (status = 303, description = "The provider's metadata could not be fetched.",
             headers(("Location" = String, description = "`/login?error=provider_unavailable`."))),
         (status = 400, description = "`redirect_to` is not on the allow-list, or the query string is malformed."),
+        (status = 401, description = "`link=true` without being signed in."),
+        (status = 403, description = "`link=true` by session cookie from a navigation another site started \
+                                      (`Sec-Fetch-Site` other than `same-origin` or `none`)."),
         (status = 404, description = "No provider has this name."),
     )
 )]
 async fn start(
     State(state): State<AppState>,
     audit: AuditContext,
+    caller: Result<Caller, ApiError>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let provider = state.oauth.get(&name).ok_or(ApiError::NotFound)?;
     let query = serde_urlencoded::from_str::<StartQuery>(raw.as_deref().unwrap_or(""))
         .map_err(|_| ApiError::bad_request("The query string is not valid."))?;
+    // A sign-in looks at no credentials; a link needs the caller's.
+    let link_user_id = if query.link {
+        match caller? {
+            Caller::User(principal) => {
+                // The session cookie (SameSite=Lax) comes with a top-level
+                // navigation from any site: a link is started from this
+                // site's pages only, so another site cannot start one.
+                if principal.is_session() && is_cross_site(&headers) {
+                    return Err(ApiError::forbidden("Link a provider from this site's /account page."));
+                }
+                Some(principal.user_id)
+            }
+            Caller::Guest => return Err(ApiError::Unauthorized { token_sent: false }),
+        }
+    } else {
+        None
+    };
     let redirect_to = match query.redirect_to {
         None => DEFAULT_LANDING.to_owned(),
         Some(target) if state.config.oauth.redirect_allowlist.contains(&target) => target,
@@ -109,6 +145,7 @@ async fn start(
             nonce: authorization.nonce,
             redirect_to,
             expires_at: now + time::Duration::seconds(FLOW_TTL_SECS),
+            link_user_id,
         })
         .await?;
     let location = HeaderValue::from_str(authorization.url.as_str()).map_err(anyhow::Error::from)?;
@@ -151,7 +188,11 @@ impl From<ProviderRefusal> for Failure {
 
 /// Where the provider sends the browser back. Success and every failure
 /// are a 303: to the flow's landing path with a session, or to
-/// `/login?error=<code>` without one.
+/// `/login?error=<code>` without one. An existing account is joined by
+/// email only when the provider verified the email and the account's own
+/// email is proven; else `account_exists`. A link flow (`start?link=true`)
+/// links the provider account to the user who started it and opens no
+/// session.
 #[utoipa::path(
     get,
     path = "/auth/oauth/{provider}/callback",
@@ -165,7 +206,9 @@ impl From<ProviderRefusal> for Failure {
     ),
     responses(
         (status = 303, description = "Signed in (to the landing path, with the session and `rampart_csrf` \
-                                      cookies) or refused (to `/login?error=<code>`); the flow cookie is cleared.",
+                                      cookies), linked (a `link=true` flow: to the landing path, no new session) \
+                                      or refused (to `/login?error=<code>`, e.g. `account_exists`); the flow \
+                                      cookie is cleared.",
             headers(
                 ("Location" = String, description = "The landing path, or `/login?error=<code>`."),
                 ("Set-Cookie" = String, description = "The flow cookie cleared; on success also the session."),
@@ -189,6 +232,20 @@ async fn callback(
         Ok(done) => done,
         Err(failure) => return Ok(fail(&state, &audit, &name, &failure.detail, failure.code)),
     };
+    let how = match how {
+        Done::SignIn(how) => how,
+        Done::Link(link) => {
+            // A link is no sign-in: the caller keeps the credentials they
+            // started it with, and gets no new session.
+            if link == ProviderLink::Linked {
+                let mut event =
+                    audit.event(state.clock.now(), AuditKind::ProviderLinked, Some(user.id), Outcome::Success);
+                event.detail = Some(format!("provider={name}"));
+                state.audit.record(event);
+            }
+            return Ok(with_cookie(see_other(&redirect_to)?, &flow_cookie(&state, "", 0)));
+        }
+    };
     let (session_cookie, csrf_token) = open_session(&state, &headers, user.id).await?;
     let mut event = audit.event(state.clock.now(), how.audit_kind(), Some(user.id), Outcome::Success);
     event.detail = Some(format!("provider={name}"));
@@ -200,7 +257,13 @@ async fn callback(
     Ok(with_cookie(response, &flow_cookie(&state, "", 0)))
 }
 
-type Finished = (crate::domain::User, accounts::ProviderSignIn, String);
+/// What a callback did: a sign-in, or a link (`start?link=true`).
+enum Done {
+    SignIn(ProviderSignIn),
+    Link(ProviderLink),
+}
+
+type Finished = (crate::domain::User, Done, String);
 
 async fn finish(
     state: &AppState,
@@ -239,14 +302,28 @@ async fn finish(
     let Some(code) = query.code.filter(|code| !code.is_empty()) else {
         return Ok(Err(Failure::new("invalid_request", "no authorization code")));
     };
+    // A link started by credentials revoked since (logout-all, a password
+    // change) is void, like the credentials.
+    let started = flow.expires_at - time::Duration::seconds(FLOW_TTL_SECS);
+    if let Some(user_id) = flow.link_user_id
+        && state.revocations.is_session_revoked(user_id, started)
+    {
+        return Ok(Err(Failure::new("flow_expired", "the account's credentials were revoked since the link started")));
+    }
     let account = match state.oauth.finish(provider, code, flow.pkce_verifier, &flow.nonce).await {
         Ok(account) => account,
         Err(error) => return Ok(Err(error.into())),
     };
-    Ok(accounts::sign_in_with_provider(state.store.as_ref(), name, &account)
-        .await?
-        .map(|(user, how)| (user, how, flow.redirect_to))
-        .map_err(Failure::from))
+    let store = state.store.as_ref();
+    let done = match flow.link_user_id {
+        Some(user_id) => {
+            accounts::link_provider(store, name, &account, user_id).await?.map(|(user, link)| (user, Done::Link(link)))
+        }
+        None => {
+            accounts::sign_in_with_provider(store, name, &account).await?.map(|(user, how)| (user, Done::SignIn(how)))
+        }
+    };
+    Ok(done.map(|(user, how)| (user, how, flow.redirect_to)).map_err(Failure::from))
 }
 
 fn failure_event(state: &AppState, audit: &AuditContext, provider: &str, code: &str) -> AuditEvent {
@@ -277,6 +354,13 @@ fn flow_cookie(state: &AppState, value: &str, max_age: i64) -> String {
 pub fn csrf_cookie(state: &AppState, csrf_token: &str) -> String {
     let max_age = i64::try_from(state.config.auth.session_absolute_timeout.0.as_secs()).unwrap_or(i64::MAX);
     state.cookie(CSRF_COOKIE, csrf_token, "SameSite=Strict; Path=/", max_age)
+}
+
+/// Whether the browser says another site (or a sibling subdomain) started
+/// this request (Fetch Metadata); a client that sends no such header is
+/// taken at its word.
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    headers.get("sec-fetch-site").is_some_and(|site| !matches!(site.to_str(), Ok("same-origin" | "none")))
 }
 
 fn flow_cookie_value(headers: &HeaderMap) -> Option<&str> {

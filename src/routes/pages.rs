@@ -5,7 +5,8 @@
 //! `/login` posts email and password to `POST /auth/session` (script) and
 //! links to each provider's `start`; `?error=<code>` from a failed OAuth
 //! callback is shown as a sentence from a fixed table, never echoed.
-//! `/account` shows who is signed in, or sends the browser to `/login`.
+//! `/account` shows who is signed in and links each provider to the account
+//! (`start?link=true`), or sends the browser to `/login`.
 
 use axum::{
     extract::{RawQuery, State},
@@ -46,6 +47,11 @@ fn error_message(code: &str) -> &'static str {
             "An account with this email exists, but the provider has not verified the address, so it was not \
              linked. Sign in with your password, or verify the email at the provider first."
         }
+        "account_exists" => {
+            "An account with this email already exists, and its address has not been verified, so the provider \
+             was not linked to it. Sign in with your password, then link the provider on your account page."
+        }
+        "already_linked" => "This provider account is already linked to another account.",
         "email_missing" | "email_invalid" => "The provider did not share a usable email address.",
         "account_disabled" => "This account is disabled.",
         "flow_missing" | "flow_expired" | "invalid_state" => {
@@ -121,11 +127,24 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
         return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static("/login"))]).into_response());
     };
     let user = state.store.user_by_id(principal.user_id).await?;
+    // Linking a provider here is how a person whose provider sign-in ended
+    // in `account_exists` adds it: signed in, so the account is theirs.
+    let mut links = String::new();
+    if !state.oauth.is_empty() {
+        links.push_str("<p>Sign in with a provider too:</p>\n");
+        for provider in state.oauth.iter() {
+            links.push_str(&format!(
+                "<a class=\"provider\" id=\"link-{name}\" href=\"/auth/oauth/{name}/start?link=true\">Link {label}</a>\n",
+                name = escape(&provider.name),
+                label = escape(&provider.display_name),
+            ));
+        }
+    }
     let body = format!(
         "<h1>Your account</h1>\n<div class=\"card\">\n<dl id=\"account\">\n\
          <dt>Name</dt><dd id=\"account-name\">{name}</dd>\n<dt>Email</dt><dd id=\"account-email\">{email}</dd>\n\
          <dt>Role</dt><dd id=\"account-role\">{role}</dd>\n<dt>Department</dt><dd>{department}</dd>\n</dl>\n\
-         <p class=\"error\" id=\"message\" role=\"alert\"></p>\n\
+         {links}<p class=\"error\" id=\"message\" role=\"alert\"></p>\n\
          <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n",
         name = escape(&user.name),
         email = escape(&user.email),
@@ -148,5 +167,6 @@ mod tests {
     fn unknown_error_codes_get_the_generic_sentence() {
         assert_eq!(error_message("<script>"), error_message("something_else"));
         assert!(error_message("email_not_verified").contains("not verified"));
+        assert!(error_message("account_exists").contains("link the provider"));
     }
 }

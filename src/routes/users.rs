@@ -67,6 +67,7 @@ async fn target_user(
             let stand_in = User {
                 id,
                 email: String::new(),
+                email_verified: false,
                 name: String::new(),
                 role: Role::User,
                 department: None,

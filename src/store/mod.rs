@@ -91,6 +91,9 @@ pub struct OAuthFlow {
     pub nonce: String,
     pub redirect_to: String,
     pub expires_at: OffsetDateTime,
+    /// Set by `start?link=true`: the signed-in user the provider account is
+    /// linked to; `None` for a sign-in.
+    pub link_user_id: Option<Uuid>,
 }
 
 /// A user together with the password hash that only login may see.

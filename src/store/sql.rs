@@ -93,6 +93,7 @@ fn user_to_create(new_user: &NewUser) -> User {
     User {
         id: Uuid::now_v7(),
         email: new_user.email.as_str().to_owned(),
+        email_verified: new_user.email_verified,
         name: new_user.name.as_str().to_owned(),
         role: new_user.role,
         department: new_user.department.clone(),
@@ -138,7 +139,7 @@ fn loses_admin(role: Role, disabled: bool, changes: &UserChanges) -> bool {
 /// stays `&'static str`.
 macro_rules! concat_users {
     ($prefix:literal, $suffix:literal) => {
-        concat!($prefix, "id, email, name, role, department, disabled, created_at", $suffix)
+        concat!($prefix, "id, email, email_verified, name, role, department, disabled, created_at", $suffix)
     };
 }
 
@@ -158,8 +159,8 @@ macro_rules! sql_store {
                 let user = user_to_create(&new_user);
                 sqlx::query(
                     "INSERT INTO users (id, email, email_key, name, role, department, password_hash, disabled, \
-                                        created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8)",
+                                        email_verified, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $9, $8, $8)",
                 )
                 .bind(user.id)
                 .bind(&user.email)
@@ -169,6 +170,7 @@ macro_rules! sql_store {
                 .bind(&user.department)
                 .bind(&new_user.password_hash)
                 .bind(user.created_at)
+                .bind(user.email_verified)
                 .execute(connection)
                 .await
                 .map_err(conflict_on("email"))?;
@@ -727,8 +729,8 @@ macro_rules! sql_store {
             async fn insert_oauth_flow(&self, flow: &OAuthFlow) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO oauth_flows (id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, \
-                                              expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                              expires_at, link_user_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(&flow.id_hash[..])
                 .bind(&flow.provider)
@@ -737,6 +739,7 @@ macro_rules! sql_store {
                 .bind(&flow.nonce)
                 .bind(&flow.redirect_to)
                 .bind(flow.expires_at)
+                .bind(flow.link_user_id)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -749,7 +752,8 @@ macro_rules! sql_store {
             ) -> Result<Option<OAuthFlow>, StoreError> {
                 let flow: Option<OAuthFlow> = sqlx::query_as(
                     "DELETE FROM oauth_flows WHERE id_hash = $1 \
-                     RETURNING id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, expires_at",
+                     RETURNING id_hash, provider, state_hash, pkce_verifier, nonce, redirect_to, expires_at, \
+                               link_user_id",
                 )
                 .bind(&id_hash[..])
                 .fetch_optional(&self.pool)

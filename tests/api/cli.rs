@@ -141,6 +141,19 @@ fn user_create_applies_the_password_rules_and_refuses_duplicates() {
         child.wait_with_output().unwrap()
     };
     assert!(via_stdin.status.success(), "{}", stderr(&via_stdin));
+
+    // The operator vouches for the addresses they type: both count as proven.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        use rampart::store::UserStore;
+        let url = format!("sqlite://{}", dir.path().join("data/rampart.db").display());
+        let store = rampart::store::SqliteStore::connect(&url, 1).await.unwrap();
+        for email in ["ada@example.com", "bob@example.com"] {
+            let email = rampart::domain::Email::parse(email).unwrap();
+            let found = store.credentials_by_email(&email).await.unwrap().unwrap();
+            assert!(found.user.email_verified, "{email:?}");
+        }
+    });
 }
 
 /// Lines the child printed so far, collected by a reader thread.
@@ -260,6 +273,16 @@ async fn serve_runs_bootstraps_an_admin_logs_json_and_stops_on_sigterm() {
     assert_eq!(scrape.status(), 200);
     assert!(scrape.text().await.unwrap().contains("rampart_http_requests_total"));
     served.lines.wait_for("\"route\":\"/health\"");
+    // The bootstrap admin's address is vouched for by the operator.
+    let login = client
+        .post(format!("http://{public}/auth/login"))
+        .json(&serde_json::json!({"email": "root@example.com", "password": "bootstrap secret passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let login: serde_json::Value = login.json().await.unwrap();
+    assert_eq!(login["user"]["email_verified"], true, "{login}");
 
     let lines = served.lines.clone();
     let status = served.stop();

@@ -264,6 +264,7 @@ async fn a_new_user_signs_in_with_the_provider_and_gets_a_password_less_account(
     let (status, user) = profile(&world, &browser).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((user["email"].as_str(), user["role"].as_str()), (Some("alice@example.org"), Some("user")));
+    assert_eq!(user["email_verified"], true, "the provider verified the address");
     let page = browser.get(world.app.url("/account")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("alice@example.org") && page.contains("Sign out"), "{page}");
 
@@ -317,7 +318,13 @@ async fn a_verified_email_links_the_existing_account_and_an_unverified_one_does_
     let (status, location, cookies) = finish(&uma, callback).await;
     assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/account"));
     assert!(has_session(&cookies));
-    assert_eq!(profile(&world, &uma).await.1["id"], seeded.id.to_string());
+    // The seeded account is made as the CLI makes accounts: its email is
+    // proven, so the provider's verified address links to it.
+    let linked = profile(&world, &uma).await.1;
+    assert_eq!(
+        (linked["id"].as_str(), linked["email_verified"].as_bool()),
+        (Some(seeded.id.to_string().as_str()), Some(true))
+    );
     let admin = world.app.token_for(&world.app.users.admin).await;
     let links = events(&world.app, &admin, "event=oauth_link", 1).await;
     assert_eq!(links[0]["user_id"], seeded.id.to_string());
@@ -327,7 +334,11 @@ async fn a_verified_email_links_the_existing_account_and_an_unverified_one_does_
     let callback = sign_in_at_provider(&world, &fresh, "test", "unverified-new", |url| url).await;
     let (status, _, cookies) = finish(&fresh, callback).await;
     assert!(status == StatusCode::SEE_OTHER && has_session(&cookies));
-    assert_eq!(profile(&world, &fresh).await.1["email"], "fresh-unverified@example.org");
+    let made = profile(&world, &fresh).await.1;
+    assert_eq!(
+        (made["email"].as_str(), made["email_verified"].as_bool()),
+        (Some("fresh-unverified@example.org"), Some(false))
+    );
 }
 
 #[tokio::test]
@@ -496,4 +507,215 @@ async fn a_plain_oauth2_provider_signs_in_through_its_userinfo_endpoint() {
     let (status, _, cookies) = finish(&again, callback).await;
     assert!(status == StatusCode::SEE_OTHER && has_session(&cookies));
     assert_eq!(profile(&world, &again).await.1["id"], profile(&world, &browser).await.1["id"]);
+}
+
+/// A password account made by `POST /auth/signup`: its email is not proven.
+async fn sign_up(world: &OAuthWorld, email: &str, password: &str) -> Value {
+    let signup =
+        world.app.post_json("/auth/signup", &json!({"email": email, "password": password, "name": "Sign Up"})).await;
+    assert_eq!(signup.status, 201, "{}", signup.body);
+    let user = signup.json();
+    assert_eq!(user["email_verified"], false, "a sign-up has not proven its email: {user}");
+    user
+}
+
+/// Starts a link (`start?link=true`) in `browser`, with `token` as a bearer
+/// when given (else the browser's session cookie), and signs in at the
+/// provider as `login`. Returns the callback URL.
+async fn link_at_provider(
+    world: &OAuthWorld,
+    browser: &reqwest::Client,
+    provider: &str,
+    login: &str,
+    token: Option<&str>,
+) -> Url {
+    let mut start = browser.get(world.app.url(&format!("/auth/oauth/{provider}/start?link=true")));
+    if let Some(token) = token {
+        start = start.bearer_auth(token);
+    }
+    let start = start.send().await.unwrap();
+    assert_eq!(start.status(), StatusCode::FOUND);
+    let authorize = Url::parse(&location(&start)).unwrap();
+    drive(world, browser, authorize, login).await
+}
+
+/// The pre-account hijacking (Sudhodanan & Paverd, 2022): someone
+/// signs up with the victim's address first; the victim's later provider
+/// sign-in, whose provider verified that address, must not land in (or be
+/// linked to) the account they made, which they could still enter with
+/// their password.
+#[tokio::test]
+async fn a_sign_up_with_someone_elses_email_does_not_capture_their_provider_sign_in() {
+    let Some(world) = world().await else { return };
+    let attacker_password = "attacker chosen passphrase";
+    let planted = sign_up(&world, "victim@example.org", attacker_password).await;
+
+    // The victim signs in at the provider, which says victim@example.org
+    // is verified.
+    let victim = browser();
+    let callback = sign_in_at_provider(&world, &victim, "test", "victim", |url| url).await;
+    assert_refused(&world, finish(&victim, callback).await, "account_exists").await;
+    assert_eq!(profile(&world, &victim).await.0, StatusCode::UNAUTHORIZED, "no session");
+
+    // Nothing was linked: the same provider account is refused again, and
+    // no link event names the planted account.
+    let again = browser();
+    let callback = sign_in_at_provider(&world, &again, "test", "victim", |url| url).await;
+    assert_refused(&world, finish(&again, callback).await, "account_exists").await;
+    let admin = world.app.token_for(&world.app.users.admin).await;
+    let events_of_planted =
+        events(&world.app, &admin, &format!("user_id={}", planted["id"].as_str().unwrap()), 1).await;
+    assert!(
+        events_of_planted.iter().all(|e| !e["event"].as_str().unwrap().starts_with("oauth_")),
+        "{events_of_planted:?}"
+    );
+
+    // The password account is as it was.
+    let login = world.app.login("victim@example.org", attacker_password).await;
+    assert_eq!(login["user"], planted, "unchanged");
+    let token = login["access_token"].as_str().unwrap();
+    let own = world.app.get_as("/api/profile", token).await.json();
+    assert_eq!((own["id"].clone(), own["email_verified"].clone()), (planted["id"].clone(), json!(false)));
+
+    // Admin listings show who has proven their address.
+    let users = world.app.get_as("/api/admin/users?limit=100", &admin).await.json();
+    let verified = |email: &str| {
+        users["items"].as_array().unwrap().iter().find(|u| u["email"] == email).unwrap()["email_verified"].clone()
+    };
+    assert_eq!((verified("victim@example.org"), verified("admin@example.com")), (json!(false), json!(true)));
+
+    // The login page explains what to do.
+    let page = world.app.get("/login?error=account_exists").await;
+    assert!(page.body.contains("link the provider"), "{}", page.body);
+}
+
+/// `start?link=true` while signed in (by session cookie or by bearer token)
+/// links the provider account to the caller (`provider_linked`, no new
+/// session); from then on that provider's sign-in lands in that account.
+#[tokio::test]
+async fn a_signed_in_person_links_a_provider_and_then_signs_in_with_it() {
+    let Some(world) = world().await else { return };
+    let password = "a long passphrase of their own";
+    let owner = sign_up(&world, "owner@example.org", password).await;
+    let owner_id = owner["id"].as_str().unwrap().to_owned();
+
+    // The owner's provider sign-in is refused (their email is not proven)...
+    let browser = browser();
+    let callback = sign_in_at_provider(&world, &browser, "test", "owner", |url| url).await;
+    assert_refused(&world, finish(&browser, callback).await, "account_exists").await;
+    // ...so they sign in with the password and link the provider.
+    let session = browser
+        .post(world.app.url("/auth/session"))
+        .json(&json!({"email": "owner@example.org", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), StatusCode::OK);
+    let page = browser.get(world.app.url("/account")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("href=\"/auth/oauth/test/start?link=true\""), "{page}");
+    let callback = link_at_provider(&world, &browser, "test", "owner", None).await;
+    let (status, location, cookies) = finish(&browser, callback).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/account"));
+    assert!(!has_session(&cookies), "a link opens no session: {cookies:?}");
+    assert!(cookies.iter().any(|c| c.starts_with("rampart_oauth=;")), "flow cookie cleared");
+    assert_eq!(profile(&world, &browser).await.1["id"], owner_id.as_str(), "still signed in as before");
+    let admin = world.app.token_for(&world.app.users.admin).await;
+    let linked = events(&world.app, &admin, "event=provider_linked", 1).await;
+    assert_eq!(
+        (linked[0]["user_id"].as_str(), linked[0]["detail"].as_str()),
+        (Some(owner_id.as_str()), Some("provider=test"))
+    );
+
+    // A provider sign-in now lands in the owner's account.
+    let elsewhere = self::browser();
+    let callback = sign_in_at_provider(&world, &elsewhere, "test", "owner", |url| url).await;
+    let (status, location, cookies) = finish(&elsewhere, callback).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/account"));
+    assert!(has_session(&cookies));
+    assert_eq!(profile(&world, &elsewhere).await.1["id"], owner_id.as_str());
+
+    // With a bearer token: another user links another provider account.
+    let other = world.app.users.other.clone();
+    let token = world.app.token_for(&other).await;
+    let api_client = self::browser();
+    let callback = link_at_provider(&world, &api_client, "test", "second-person", Some(&token)).await;
+    let (status, location, cookies) = finish(&api_client, callback).await;
+    assert_eq!((status, location.as_str(), has_session(&cookies)), (StatusCode::SEE_OTHER, "/account", false));
+    let fresh = self::browser();
+    let callback = sign_in_at_provider(&world, &fresh, "test", "second-person", |url| url).await;
+    finish(&fresh, callback).await;
+    assert_eq!(profile(&world, &fresh).await.1["id"], other.id.to_string());
+
+    // Linking the same provider account again changes nothing.
+    let callback = link_at_provider(&world, &browser, "test", "owner", None).await;
+    let (status, location, _) = finish(&browser, callback).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/account"));
+    // A provider account linked to someone else cannot be linked again.
+    let owner_token = world.app.login("owner@example.org", password).await["access_token"].as_str().unwrap().to_owned();
+    let thief = self::browser();
+    let callback = link_at_provider(&world, &thief, "test", "second-person", Some(&owner_token)).await;
+    assert_refused(&world, finish(&thief, callback).await, "already_linked").await;
+    let linked = events(&world.app, &admin, "event=provider_linked", 2).await;
+    assert_eq!(linked.len(), 2, "one event per new link: {linked:?}");
+}
+
+/// `start?link=true` needs a signed-in caller: a guest or a bad token gets a
+/// 401 problem, no flow cookie and no redirect. Needs no real provider: the
+/// refusal comes before the provider is asked anything.
+#[tokio::test]
+async fn linking_a_provider_needs_a_signed_in_caller() {
+    let app = spawn_with(|options| {
+        options.config.oauth.providers.insert(
+            "plain".into(),
+            OAuthProviderConfig {
+                client_id: CLIENT_ID.into(),
+                client_secret: SecretString::from(CLIENT_SECRET),
+                auth_url: "https://provider.invalid/auth".into(),
+                token_url: "https://provider.invalid/token".into(),
+                userinfo_url: "https://provider.invalid/me".into(),
+                redirect_url: "http://127.0.0.1:1/auth/oauth/plain/callback".into(),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let guest = app.get("/auth/oauth/plain/start?link=true").await;
+    guest.assert_problem(401);
+    assert!(guest.header("location").is_none() && guest.header("set-cookie").is_none(), "{guest:?}");
+    assert!(guest.header("www-authenticate").is_some());
+    let forged = app.send(app.client.get(app.url("/auth/oauth/plain/start?link=true")).bearer_auth("not.a.jwt")).await;
+    forged.assert_problem(401);
+    assert!(forged.header("set-cookie").is_none());
+    app.get("/auth/oauth/plain/start?link=maybe").await.assert_problem(400);
+
+    // A bad token does not stop a plain sign-in, which reads no credentials.
+    let sign_in = app.send(app.client.get(app.url("/auth/oauth/plain/start")).bearer_auth("not.a.jwt")).await;
+    assert_eq!(sign_in.status, 302, "{}", sign_in.body);
+    // Signed in, the link starts.
+    let token = app.token_for(&app.users.user).await;
+    let signed_in = app.send(app.client.get(app.url("/auth/oauth/plain/start?link=true")).bearer_auth(&token)).await;
+    assert_eq!(signed_in.status, 302, "{}", signed_in.body);
+    assert!(signed_in.header("location").unwrap().starts_with("https://provider.invalid/auth?"));
+    assert!(signed_in.header("set-cookie").unwrap().starts_with("rampart_oauth="));
+
+    // With a session cookie, only a navigation from this site starts a link.
+    let user = &app.users.user;
+    let session = app.post_json("/auth/session", &json!({"email": user.email, "password": user.password})).await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    let cookie = session.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+    let navigate = |site: Option<&str>| {
+        let request = app.client.get(app.url("/auth/oauth/plain/start?link=true")).header("cookie", &cookie);
+        match site {
+            Some(site) => request.header("sec-fetch-site", site),
+            None => request,
+        }
+    };
+    for site in ["cross-site", "same-site"] {
+        let refused = app.send(navigate(Some(site))).await;
+        refused.assert_problem(403);
+        assert!(refused.header("set-cookie").is_none(), "{site}");
+    }
+    for site in [Some("same-origin"), Some("none"), None] {
+        assert_eq!(app.send(navigate(site)).await.status, 302, "{site:?}");
+    }
 }
