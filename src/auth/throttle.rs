@@ -399,6 +399,26 @@ mod tests {
         assert_eq!(throttle.check(&ada).await.unwrap(), Ok(Budget::Client), "the count restarted");
     }
 
+    #[test]
+    fn a_full_table_drops_low_counts_first_and_never_one_at_the_ceiling() {
+        let now = 1_000_000;
+        let mut map: HashMap<u32, Count> = (0..u32::try_from(MAX_TRACKED).unwrap())
+            .map(|key| (key, Count { count: 1, last: now, password: None }))
+            .collect();
+        map.insert(0, Count { count: CEILING, last: 0, password: None });
+        map.insert(1, Count { count: 50, last: now, password: None });
+        assert!(make_room(&mut map, &u32::MAX, now, ACCOUNT_MEMORY), "room was made");
+        assert!(map.len() < MAX_TRACKED);
+        assert_eq!(map.get(&0).map(|entry| entry.count), Some(CEILING), "the ceiling stays");
+        assert_eq!(map.get(&1).map(|entry| entry.count), Some(50), "a high count stays");
+        let full_of_ceilings: HashMap<u32, Count> = (0..u32::try_from(MAX_TRACKED).unwrap())
+            .map(|key| (key, Count { count: CEILING, last: 0, password: None }))
+            .collect();
+        let mut map = full_of_ceilings;
+        assert!(!make_room(&mut map, &u32::MAX, now, ACCOUNT_MEMORY), "nothing at the ceiling is dropped");
+        assert_eq!(map.len(), MAX_TRACKED);
+    }
+
     #[tokio::test]
     async fn the_account_ceiling_holds_until_a_device_or_a_password_reset() {
         let clock = ManualClock::new(OffsetDateTime::UNIX_EPOCH + Duration::days(20_000));
