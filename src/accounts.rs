@@ -18,9 +18,11 @@ use crate::{
         oauth::ProviderAccount,
         password::{PasswordCheck, PasswordHasher},
         secret,
+        throttle::Attempt,
     },
     domain::{AuditKind, Department, Email, FieldError, NewUser, Outcome, Password, Role, User, UserName},
     layers::rate_limit::SignInRequest,
+    limiter::ip_subject,
     metrics::OutcomeLabels,
     store::{Identity, RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
 };
@@ -119,30 +121,35 @@ pub async fn create_account(
     })
 }
 
+/// A password sign-in that succeeded: the user, and a fresh device cookie
+/// value (`auth::device`) for the client.
+pub struct SignedIn {
+    pub user: User,
+    pub device_cookie: String,
+}
+
 /// Checks an email and password the same way whatever the outcome: the
-/// login rate limit per (IP, email) and the throttle first, then one Argon2
-/// verification (against a dummy hash when there is no usable account),
-/// then the verdict. Unknown email, wrong password, disabled account and
-/// password-less account all end in the same `InvalidCredentials`. A
-/// success re-hashes the password when the configured parameters changed.
+/// login rate limit per (IP, email) and the failed-login budgets
+/// (`auth::throttle`: per client, per account, per device cookie) first,
+/// then one Argon2 verification (against a dummy hash when there is no
+/// usable account), then the verdict. Unknown email, wrong password,
+/// disabled account and password-less account all end in the same
+/// `InvalidCredentials`. A success re-hashes the password when the
+/// configured parameters changed, and comes with a new device cookie.
 pub async fn verify_login(
     state: &AppState,
     audit: &AuditContext,
     sign_in: &SignInRequest,
+    device_cookie: Option<&str>,
     email: &str,
     password: &SecretString,
-) -> Result<User, AccountError> {
+) -> Result<SignedIn, AccountError> {
     // The login group's per-IP count was made before the handler; the
     // per-(IP, email) one needs the email, known only now.
     if let Err(retry_after_secs) = state.rate_limiter.admit_sign_in(sign_in, email).await {
         return Err(AccountError::TooManyRequests { retry_after_secs });
     }
     let account_key = email.trim().to_lowercase();
-    if let Err(retry_after_secs) = state.throttle.check(&account_key) {
-        state.audit.record(audit.event(state.clock.now(), AuditKind::LoginFailure, None, Outcome::Denied));
-        state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "throttled" }).inc();
-        return Err(AccountError::TooManyRequests { retry_after_secs });
-    }
     let found = match Email::parse(email) {
         Ok(email) => state.store.credentials_by_email(&email).await?,
         Err(_) => None,
@@ -151,6 +158,31 @@ pub async fn verify_login(
         Some(UserCredentials { user, password_hash: Some(hash) }) => (Some(user), Some(hash)),
         Some(UserCredentials { user, password_hash: None }) => (Some(user), None),
         None => (None, None),
+    };
+    let now = state.clock.now();
+    let attempt = Attempt {
+        account: &account_key,
+        client: sign_in.client_ip().map_or(0, |ip| ip_subject(ip, state.config.server.ipv6_prefix)),
+        device: device_cookie.and_then(|value| state.device_cookies.verify(value, &account_key, now)),
+        // A reset password changes this, which lifts the account ceiling.
+        password: stored_hash.as_deref().map(secret::hash),
+    };
+    let budget = match state.throttle.check(&attempt).await {
+        Ok(Ok(budget)) => budget,
+        refused => {
+            let retry_after_secs = match refused {
+                Ok(Err(seconds)) => seconds,
+                Ok(Ok(_)) => 1,
+                // Fail closed: an unreachable Redis must not lift the ceiling.
+                Err(error) => {
+                    tracing::warn!(cause = %error, "the failed-login throttle is unavailable; refusing the sign-in");
+                    1
+                }
+            };
+            state.audit.record(audit.event(now, AuditKind::LoginFailure, None, Outcome::Denied));
+            state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "throttled" }).inc();
+            return Err(AccountError::TooManyRequests { retry_after_secs });
+        }
     };
     // Fetched whatever the account, so the first login of all pays for making
     // it, not the first unknown email.
@@ -161,7 +193,9 @@ pub async fn verify_login(
     let now = state.clock.now();
     match user {
         Some(user) if password_ok && stored_hash.is_some() && !user.disabled => {
-            state.throttle.record_success(&account_key);
+            if let Err(error) = state.throttle.record_success(&attempt).await {
+                tracing::warn!(cause = %error, "could not clear failed-login counts");
+            }
             // Old parameters, or a hash of the password before NFKC.
             if checked == PasswordCheck::MatchedUnnormalised
                 || stored_hash.is_some_and(|hash| state.hasher.needs_rehash(&hash))
@@ -170,10 +204,12 @@ pub async fn verify_login(
             }
             state.audit.record(audit.event(now, AuditKind::LoginSuccess, Some(user.id), Outcome::Success));
             state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
-            Ok(user)
+            Ok(SignedIn { user, device_cookie: state.device_cookies.issue(&account_key, now) })
         }
         user => {
-            state.throttle.record_failure(&account_key);
+            if let Err(error) = state.throttle.record_failure(&attempt, budget).await {
+                tracing::warn!(cause = %error, "could not count a failed login");
+            }
             state.rate_limiter.count_failed_sign_in(sign_in, email).await;
             state.audit.record(audit.event(now, AuditKind::LoginFailure, user.map(|u| u.id), Outcome::Failure));
             state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "failure" }).inc();

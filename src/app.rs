@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     audit::{AuditContext, Auditor},
     auth::{
+        device::DeviceCookies,
         keys,
         oauth::OAuthProviders,
         password::PasswordHasher,
@@ -75,6 +76,8 @@ pub struct AppStateInner {
     pub verified_tokens: Arc<VerifiedTokens>,
     pub revocations: Arc<dyn RevocationList>,
     pub throttle: Arc<LoginThrottle>,
+    /// Signs and checks `rampart_device` cookies (`auth::device`).
+    pub device_cookies: DeviceCookies,
     pub audit: Arc<Auditor>,
     pub authorizer: Arc<Authorizer>,
     pub rate_limiter: Arc<RateLimiter>,
@@ -121,6 +124,7 @@ impl AppState {
             &auth.audience,
             auth.access_token_ttl.0,
         )?;
+        let device_cookies = DeviceCookies::new(&keys.current, &keys.previous);
         let local_revocations = Arc::new(MemoryRevocations::load(store.clone(), clock.clone()).await?);
         let audit = Arc::new(Auditor::spawn(store.clone()));
         let redis_url = config.redis.url.expose_secret();
@@ -150,6 +154,10 @@ impl AppState {
         rate_limiter.register_metrics(registry);
         defense.register_metrics(registry);
         audit.register_metrics(registry);
+        let throttle = Arc::new(match &redis {
+            Some(redis) => LoginThrottle::shared(redis.clone(), clock.clone()),
+            None => LoginThrottle::new(clock.clone()),
+        });
         let state = Self(Arc::new(AppStateInner {
             metrics: Arc::new(metrics),
             defense,
@@ -162,7 +170,8 @@ impl AppState {
             sessions,
             redis,
             oauth: Arc::new(OAuthProviders::from_config(&config.oauth)?),
-            throttle: Arc::new(LoginThrottle::new(clock.clone())),
+            throttle,
+            device_cookies,
             audit,
             dummy_hash: tokio::sync::OnceCell::new(),
             api_document: std::sync::OnceLock::new(),

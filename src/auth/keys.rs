@@ -51,6 +51,16 @@ impl SigningKey {
             .with_context(|| format!("{} does not hold a {algorithm:?} key", path.display()))
     }
 
+    /// A 32-byte secret for another purpose (`info`), derived from the key
+    /// material with HKDF-SHA256: one key file, independent secrets.
+    pub fn derive_secret(&self, info: &[u8]) -> [u8; 32] {
+        let mut secret = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(b"rampart"), &self.material)
+            .expand(info, &mut secret)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        secret
+    }
+
     pub fn encoding_key(&self) -> anyhow::Result<EncodingKey> {
         let key = match self.algorithm {
             JwtAlgorithm::EdDSA => EncodingKey::from_ed_pem(&self.material)?,

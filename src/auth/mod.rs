@@ -4,9 +4,11 @@
 //! - `keys`, `tokens`: signing keys and access JWTs;
 //! - `secret`: opaque random credentials (refresh tokens, session ids, CSRF);
 //! - `revocation`: the in-memory list every access token is checked against;
-//! - `throttle`: growing delays after failed logins;
+//! - `throttle`: failed-login budgets (per client, per account, per device);
+//! - `device`: the signed device cookie of a client that signed in before;
 //! - `principal`: who is calling, as handlers see it.
 
+pub mod device;
 pub mod keys;
 pub mod oauth;
 pub mod password;

@@ -401,6 +401,13 @@ impl RateLimiter {
 #[derive(Clone, Default)]
 pub struct SignInRequest(Option<Arc<RequestContext>>);
 
+impl SignInRequest {
+    /// The client address (after trusted proxies), when known.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.0.as_deref().and_then(|context| context.client_ip)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for SignInRequest {
     type Rejection = Infallible;
 

@@ -19,13 +19,17 @@ use crate::{
     app::AppState,
     audit::AuditContext,
     auth::{
+        device::{DEVICE_COOKIE, DEVICE_COOKIE_TTL},
         principal::{Credential, CurrentUser, SESSION_COOKIE},
         secret,
     },
     domain::{AuditKind, Outcome, Role, User},
     error::ApiError,
     extract::JsonBody,
-    layers::{authenticate::session_cookie, rate_limit::SignInRequest},
+    layers::{
+        authenticate::{cookie_value, session_cookie},
+        rate_limit::SignInRequest,
+    },
     metrics::OutcomeLabels,
     openapi::{self, tags},
     route_class::RouteClass,
@@ -103,7 +107,11 @@ struct LoginRequest {
     tag = tags::AUTH,
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Signed in.", body = TokenPair),
+        (status = 200, description = "Signed in.", body = TokenPair,
+            headers(("Set-Cookie" = String, description = "`rampart_device=...; HttpOnly; SameSite=Strict; Path=/auth; \
+                                                           Max-Age=15552000` (plus `Secure` over TLS or in \
+                                                           production): this client's own failed-login budget for \
+                                                           the account (see the lockout rules)."))),
         (status = 401, description = "The email or password is incorrect (the same for an unknown email, a wrong \
                                       password and a disabled account)."),
         (status = 429, description = "Too many attempts, or too many failed ones for this email."),
@@ -113,10 +121,14 @@ async fn login(
     State(state): State<AppState>,
     audit: AuditContext,
     sign_in: SignInRequest,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<LoginRequest>,
-) -> Result<Json<TokenPair>, ApiError> {
-    let user = accounts::verify_login(&state, &audit, &sign_in, &request.email, &request.password).await?;
-    Ok(Json(accounts::issue_tokens(&state, user, Uuid::now_v7()).await?))
+) -> Result<Response, ApiError> {
+    let signed_in =
+        accounts::verify_login(&state, &audit, &sign_in, device_cookie(&headers), &request.email, &request.password)
+            .await?;
+    let tokens = accounts::issue_tokens(&state, signed_in.user, Uuid::now_v7()).await?;
+    Ok(with_cookie(Json(tokens).into_response(), &device_cookie_value(&state, &signed_in.device_cookie)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -258,7 +270,9 @@ struct SessionCreated {
     responses(
         (status = 200, description = "Signed in.", body = SessionCreated,
             headers(("Set-Cookie" = String, description = "`rampart_session=...; HttpOnly; SameSite=Lax; Path=/; \
-                                                           Max-Age=...` (plus `Secure` over TLS or in production)."))),
+                                                           Max-Age=...` (plus `Secure` over TLS or in production), \
+                                                           and the device cookie `rampart_device=...; HttpOnly; \
+                                                           SameSite=Strict; Path=/auth; Max-Age=15552000`."))),
         (status = 401, description = "The email or password is incorrect."),
         (status = 429, description = "Too many attempts, or too many failed ones for this email."),
     )
@@ -270,9 +284,12 @@ async fn create_session(
     headers: HeaderMap,
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let user = accounts::verify_login(&state, &audit, &sign_in, &request.email, &request.password).await?;
-    let (cookie, csrf_token) = open_session(&state, &headers, user.id).await?;
-    Ok(with_cookie(Json(SessionCreated { user, csrf_token }).into_response(), &cookie))
+    let signed_in =
+        accounts::verify_login(&state, &audit, &sign_in, device_cookie(&headers), &request.email, &request.password)
+            .await?;
+    let (cookie, csrf_token) = open_session(&state, &headers, signed_in.user.id).await?;
+    let response = with_cookie(Json(SessionCreated { user: signed_in.user, csrf_token }).into_response(), &cookie);
+    Ok(with_cookie(response, &device_cookie_value(&state, &signed_in.device_cookie)))
 }
 
 /// Starts a browser session for `user_id` and returns its `Set-Cookie`
@@ -399,6 +416,15 @@ async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.tokens.jwks()).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
+}
+
+/// The `rampart_device` cookie the browser or client sent, if any.
+fn device_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie_value(headers, DEVICE_COOKIE)
+}
+
+fn device_cookie_value(state: &AppState, value: &str) -> String {
+    state.cookie(DEVICE_COOKIE, value, "HttpOnly; SameSite=Strict; Path=/auth", DEVICE_COOKIE_TTL.whole_seconds())
 }
 
 fn session_cookie_value(state: &AppState, session_id: &str, max_age: i64) -> String {

@@ -2,8 +2,11 @@
 //! locally, written to the durable store, then published on
 //! `<prefix>revocations`; every instance's subscriber applies what others
 //! publish to its own in-memory list. The request path still only reads
-//! memory. On every (re)subscription the list is reloaded from the store,
-//! so nothing published while an instance was cut off is missed.
+//! memory. On every (re)subscription, and every `RELOAD_EVERY` while
+//! subscribed, the list is reloaded from the store, so a message missed
+//! (published while an instance was cut off, or never published) costs
+//! seconds. A publish that fails is retried in the background
+//! (`PUBLISH_RETRIES`, growing pauses); the request does not wait for it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -59,6 +62,11 @@ impl Message {
     }
 }
 
+/// How often a subscribed instance re-reads the durable list anyway.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
+/// Further attempts at a failed publish, after 100 ms, 200 ms, 400 ms, ...
+const PUBLISH_RETRIES: u32 = 5;
+
 pub struct RedisRevocations {
     local: Arc<MemoryRevocations>,
     redis: Redis,
@@ -68,13 +76,23 @@ pub struct RedisRevocations {
 impl RedisRevocations {
     /// Starts the subscriber; it lives as long as the runtime.
     pub fn start(local: Arc<MemoryRevocations>, redis: Redis) -> Self {
+        Self::start_with_reload(local, redis, RELOAD_EVERY)
+    }
+
+    /// `start` with another reload period (tests).
+    pub fn start_with_reload(local: Arc<MemoryRevocations>, redis: Redis, reload_every: Duration) -> Self {
         let channel = redis.key("revocations");
-        tokio::spawn(subscribe(local.clone(), redis.client.clone(), channel.clone()));
+        tokio::spawn(subscribe(local.clone(), redis.client.clone(), channel.clone(), reload_every));
         Self { local, redis, channel }
     }
 }
 
-async fn subscribe(local: Arc<MemoryRevocations>, client: redis::Client, channel: String) {
+async fn publish(redis: &Redis, channel: &str, payload: &str) -> Result<i64, redis::RedisError> {
+    let mut connection = redis.connection.clone();
+    redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(&mut connection).await
+}
+
+async fn subscribe(local: Arc<MemoryRevocations>, client: redis::Client, channel: String, reload_every: Duration) {
     let mut logged_down = false;
     loop {
         match client.get_async_pubsub().await {
@@ -88,11 +106,25 @@ async fn subscribe(local: Arc<MemoryRevocations>, client: redis::Client, channel
                         logged_down = false;
                     }
                     let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        let Ok(payload) = message.get_payload::<String>() else { continue };
-                        match serde_json::from_str::<Message>(&payload).ok().and_then(Message::into_revocation) {
-                            Some(revocation) => local.apply(&revocation),
-                            None => tracing::warn!("ignored a malformed revocation message"),
+                    let mut reload = tokio::time::interval(reload_every);
+                    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    reload.tick().await;
+                    loop {
+                        tokio::select! {
+                            message = messages.next() => {
+                                let Some(message) = message else { break };
+                                let Ok(payload) = message.get_payload::<String>() else { continue };
+                                match serde_json::from_str::<Message>(&payload).ok().and_then(Message::into_revocation)
+                                {
+                                    Some(revocation) => local.apply(&revocation),
+                                    None => tracing::warn!("ignored a malformed revocation message"),
+                                }
+                            }
+                            _ = reload.tick() => {
+                                if let Err(error) = local.reload().await {
+                                    tracing::warn!(cause = %error, "could not reload revocations");
+                                }
+                            }
                         }
                     }
                 }
@@ -120,12 +152,22 @@ impl RevocationList for RedisRevocations {
     async fn revoke(&self, revocation: Revocation) -> Result<(), StoreError> {
         self.local.revoke(revocation.clone()).await?;
         let payload = serde_json::to_string(&Message::from_revocation(&revocation)).map_err(anyhow::Error::from)?;
-        let mut connection = self.redis.connection.clone();
-        let published: Result<i64, _> =
-            redis::cmd("PUBLISH").arg(&self.channel).arg(payload).query_async(&mut connection).await;
-        if let Err(error) = published {
-            // Durable already; other instances catch up when they resubscribe.
-            tracing::warn!(cause = %error, "could not publish a revocation");
+        if let Err(error) = publish(&self.redis, &self.channel, &payload).await {
+            // Durable already, and every instance reloads within
+            // `RELOAD_EVERY`; retrying makes it sooner, off the request.
+            tracing::warn!(cause = %error, "could not publish a revocation; retrying");
+            let (redis, channel) = (self.redis.clone(), self.channel.clone());
+            tokio::spawn(async move {
+                let mut pause = Duration::from_millis(100);
+                for _ in 0..PUBLISH_RETRIES {
+                    tokio::time::sleep(pause).await;
+                    if publish(&redis, &channel, &payload).await.is_ok() {
+                        return;
+                    }
+                    pause *= 2;
+                }
+                tracing::warn!("gave up publishing a revocation; other instances reload it from the store");
+            });
         }
         Ok(())
     }

@@ -51,7 +51,10 @@ impl RedisSessions {
         self.redis.key(&format!("user-sessions:{user_id}"))
     }
 
-    async fn write(&self, record: &SessionRecord) -> Result<(), StoreError> {
+    /// Stores `record`; with `only_if_present`, only over a session that is
+    /// still there (`SET … XX`), so a session deleted in between (a logout
+    /// racing a request of the same session) is never brought back.
+    async fn write(&self, record: &SessionRecord, only_if_present: bool) -> Result<(), StoreError> {
         let stored = Stored {
             user_id: record.user_id,
             csrf_hash: encode(&record.csrf_hash),
@@ -62,10 +65,13 @@ impl RedisSessions {
         let ttl_ms = (record.absolute_expires_at - OffsetDateTime::now_utc()).whole_milliseconds().max(1);
         let json = serde_json::to_string(&stored).map_err(other)?;
         let mut connection = self.redis.connection.clone();
-        let _: () = connection
-            .pset_ex(self.session_key(&record.id_hash), json, u64::try_from(ttl_ms).unwrap_or(1))
-            .await
-            .map_err(other)?;
+        let mut set = redis::cmd("SET");
+        set.arg(self.session_key(&record.id_hash)).arg(json).arg("PX").arg(u64::try_from(ttl_ms).unwrap_or(1));
+        if only_if_present {
+            set.arg("XX");
+        }
+        // `XX` on a missing key answers nil: nothing was written, as wanted.
+        let _: Option<String> = set.query_async(&mut connection).await.map_err(other)?;
         Ok(())
     }
 }
@@ -73,7 +79,7 @@ impl RedisSessions {
 #[async_trait]
 impl SessionStore for RedisSessions {
     async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.write(record).await?;
+        self.write(record, false).await?;
         let mut connection = self.redis.connection.clone();
         let user_key = self.user_key(record.user_id);
         let _: () = connection.sadd(&user_key, encode(&record.id_hash)).await.map_err(other)?;
@@ -101,7 +107,7 @@ impl SessionStore for RedisSessions {
     async fn extend_session(&self, id_hash: &[u8; 32], idle_expires_at: OffsetDateTime) -> Result<(), StoreError> {
         if let Some(mut record) = self.session(id_hash).await? {
             record.idle_expires_at = idle_expires_at;
-            self.write(&record).await?;
+            self.write(&record, true).await?;
         }
         Ok(())
     }

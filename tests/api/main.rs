@@ -9,6 +9,7 @@ mod cli;
 mod defense;
 mod deploy;
 mod helpers;
+mod lockout;
 mod logging;
 mod oauth;
 mod openapi;

@@ -273,3 +273,109 @@ async fn a_dead_redis_fails_as_configured_without_hanging_and_recovers() {
     }
     assert!(login_ok, "the login limiter works again");
 }
+
+/// Extending a session never brings back one deleted in between: the
+/// extension reads the session, a logout deletes it before the write, and
+/// the write (`SET … XX`) then finds nothing to overwrite. `join!` polls
+/// the extension first, so its read reaches Redis before the delete.
+#[tokio::test]
+async fn a_session_deleted_during_its_extension_stays_deleted() {
+    use rampart::store::{SessionRecord, SessionStore};
+    let Some(url) = required("TEST_REDIS_URL") else { return };
+    let sessions = rampart::shared::RedisSessions::new(Redis::connect(&url, &unique("rampart-test-")).await.unwrap());
+    let now = time::OffsetDateTime::now_utc();
+    for round in 0..20u8 {
+        let id_hash = [round; 32];
+        let record = SessionRecord {
+            id_hash,
+            user_id: uuid::Uuid::now_v7(),
+            csrf_hash: [9; 32],
+            created_at: now,
+            idle_expires_at: now + time::Duration::minutes(30),
+            absolute_expires_at: now + time::Duration::hours(8),
+        };
+        sessions.insert_session(&record).await.unwrap();
+        let later = now + time::Duration::hours(1);
+        let (extended, deleted) =
+            tokio::join!(sessions.extend_session(&id_hash, later), sessions.delete_session(&id_hash));
+        extended.unwrap();
+        deleted.unwrap();
+        assert!(sessions.session(&id_hash).await.unwrap().is_none(), "round {round}: the session came back");
+        // And an extension of a session that is already gone writes nothing.
+        sessions.extend_session(&id_hash, later).await.unwrap();
+        assert!(sessions.session(&id_hash).await.unwrap().is_none(), "round {round}: extended from nothing");
+    }
+}
+
+/// An instance that missed a revocation's message (here: it was never
+/// published, only written to the store, as when every publish attempt
+/// failed) still applies it after its periodic reload, not only when it
+/// resubscribes.
+#[tokio::test]
+async fn a_revocation_whose_message_was_missed_arrives_with_the_periodic_reload() {
+    use rampart::{
+        auth::revocation::{MemoryRevocations, RevocationList},
+        shared::RedisRevocations,
+        store::{Revocation, RevocationKind},
+    };
+    let Some(url) = required("TEST_REDIS_URL") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rampart::config::Config::defaults();
+    config.database.url = SecretString::from(format!("sqlite://{}/rampart.db", dir.path().display()));
+    let store = rampart::store::open(&config.database).await.unwrap();
+    store.migrate().await.unwrap();
+    let clock: Arc<dyn rampart::clock::Clock> = Arc::new(rampart::clock::SystemClock);
+    let local = Arc::new(MemoryRevocations::load(store.clone(), clock).await.unwrap());
+    let prefix = unique("rampart-test-");
+    let redis = Redis::connect(&url, &prefix).await.unwrap();
+    let revocations = RedisRevocations::start_with_reload(local, redis.clone(), Duration::from_millis(100));
+    let user = uuid::Uuid::now_v7();
+    let now = time::OffsetDateTime::now_utc();
+    let session_made = now - time::Duration::minutes(1);
+    // Wait until the subscriber listens (its first reload, made on
+    // subscribing, is then behind it): a published marker arrives.
+    let marker = uuid::Uuid::now_v7();
+    let message = json!({
+        "kind": "user",
+        "subject": marker,
+        "revoked_before": now.unix_timestamp_nanos(),
+        "expires_at": (now + time::Duration::minutes(20)).unix_timestamp_nanos(),
+    })
+    .to_string();
+    let mut listening = false;
+    for _ in 0..100 {
+        let mut connection = redis.connection.clone();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(format!("{prefix}revocations"))
+            .arg(&message)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if revocations.is_session_revoked(marker, session_made) {
+            listening = true;
+            break;
+        }
+    }
+    assert!(listening, "the subscriber never listened");
+    assert!(!revocations.is_session_revoked(user, session_made));
+    // Written by another instance whose publish never arrived.
+    store
+        .insert_revocation(&Revocation {
+            kind: RevocationKind::User,
+            subject: user,
+            revoked_before: Some(now),
+            expires_at: now + time::Duration::minutes(20),
+        })
+        .await
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if revocations.is_session_revoked(user, session_made) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the revocation was not reloaded within 5 s");
+}
