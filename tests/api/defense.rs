@@ -196,3 +196,43 @@ async fn a_blocked_client_reaches_the_liveness_check_but_not_the_readiness_check
     from(&app, client, app.client.get(app.url("/ready"))).await.assert_problem(403);
     from(&app, client, app.client.get(app.url("/health/"))).await.assert_problem(403);
 }
+
+#[tokio::test]
+async fn a_blocked_client_that_keeps_sending_is_audited_once_a_minute_with_a_count() {
+    let (webhook, _) = receiver().await;
+    let clock = rampart::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = spawn_with(|options| {
+        defended(options, &webhook);
+        options.clock = Arc::new(clock.clone());
+    })
+    .await;
+    let admin = app.token_for(&app.users.admin).await;
+    let blocked = app
+        .send(app.client.post(app.url("/api/admin/blocks")).bearer_auth(&admin).json(&json!({"ip": "192.0.2.0/24"})))
+        .await;
+    assert_eq!(blocked.status, 201, "{}", blocked.body);
+    const SENT: usize = 40;
+    for index in 0..SENT {
+        let path = if index % 2 == 0 { "/api/posts" } else { "/auth/login" };
+        from(&app, "192.0.2.9", app.client.get(app.url(path))).await.assert_problem(403);
+    }
+    from(&app, "192.0.2.10", app.client.get(app.url("/api/posts"))).await.assert_problem(403);
+
+    // The minute ends; the next refusal (or the periodic check) writes the
+    // minute's events: one per client, with the count.
+    clock.advance(time::Duration::seconds(61));
+    from(&app, "192.0.2.9", app.client.get(app.url("/api/posts"))).await.assert_problem(403);
+    let rows = crate::audit::events(&app, &admin, "event=forbidden&ip=192.0.2.9", 1).await;
+    assert_eq!(rows.len(), 1, "one event for {SENT} refusals: {rows:#?}");
+    assert_eq!(rows[0]["detail"], format!("blocked client: {SENT} requests refused in the minute"));
+    assert_eq!(rows[0]["outcome"], "denied");
+    let neighbour = crate::audit::events(&app, &admin, "event=forbidden&ip=192.0.2.10", 1).await;
+    assert_eq!(neighbour.len(), 1);
+    assert_eq!(neighbour[0]["detail"], "blocked client: 1 request refused in the minute");
+
+    let scrape =
+        app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap().text().await.unwrap();
+    let refused =
+        format!(r#"rampart_http_requests_total{{method="GET",route="<unmatched>",status="403"}} {}"#, SENT + 2);
+    assert!(scrape.contains(&refused), "every refusal is counted: {scrape}");
+}
