@@ -52,6 +52,17 @@ async fn wait_until<F: Fn() -> bool>(what: &str, check: F) {
     panic!("timed out waiting for {what}");
 }
 
+/// `wait_until` for a check that asks the server; bounded at 10 s.
+async fn wait_until_async<F: Fn() -> R, R: Future<Output = bool>>(what: &str, check: F) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 #[tokio::test]
 async fn brute_force_blocks_the_client_until_an_admin_lifts_it() {
     let (webhook, received) = receiver().await;
@@ -229,6 +240,15 @@ async fn a_blocked_client_that_keeps_sending_is_audited_once_a_minute_with_a_cou
     let neighbour = crate::audit::events(&app, &admin, "event=forbidden&ip=192.0.2.10", 1).await;
     assert_eq!(neighbour.len(), 1);
     assert_eq!(neighbour[0]["detail"], "blocked client: 1 request refused in the minute");
+
+    // With no further request, the periodic check (every 5 s) writes the
+    // minute that is over.
+    clock.advance(time::Duration::seconds(61));
+    wait_until_async("the periodic audit of the last minute", || async {
+        let rows = app.get_as("/api/admin/audit?event=forbidden&ip=192.0.2.9", &admin).await.json();
+        rows["items"].as_array().unwrap().len() == 2
+    })
+    .await;
 
     let scrape =
         app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap().text().await.unwrap();
