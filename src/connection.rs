@@ -156,6 +156,9 @@ struct Frames {
     filled: usize,
     /// Payload bytes of the current frame still to pass.
     payload: usize,
+    /// The current frame carries a response: its payload counts as
+    /// progress too (a 16 KiB DATA frame to a slow reader takes many writes).
+    responding: bool,
 }
 
 const FRAME_HEADER: usize = 9;
@@ -180,6 +183,7 @@ impl Output {
                 let skipped = frames.payload.min(bytes.len());
                 frames.payload -= skipped;
                 bytes = &bytes[skipped..];
+                response |= frames.responding;
                 continue;
             }
             let taken = (FRAME_HEADER - frames.filled).min(bytes.len());
@@ -190,7 +194,8 @@ impl Output {
                 let [a, b, c, kind, ..] = frames.header;
                 frames.payload = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
                 frames.filled = 0;
-                response |= matches!(kind, DATA | HEADERS | CONTINUATION);
+                frames.responding = matches!(kind, DATA | HEADERS | CONTINUATION);
+                response |= frames.responding;
             }
         }
         response
@@ -356,15 +361,13 @@ mod tests {
         assert!(!output.wrote(&[frame(WINDOW_UPDATE, &[0, 0, 1, 0]), frame(SETTINGS, &[])].concat()));
         assert!(output.wrote(&frame(HEADERS, &[0x88])), "a response head");
         // A DATA frame whose payload looks like frame headers, written a
-        // few bytes at a time: the payload is passed over, not read.
+        // few bytes at a time: the payload is passed over, not read, and
+        // every write of it counts, as a slow reader takes it bit by bit.
         let data = frame(DATA, &frame(PING, &[1; 8]).repeat(3));
-        let mut any = false;
-        for chunk in data.chunks(4) {
-            any |= output.wrote(chunk);
-        }
-        assert!(any);
+        assert!(output.wrote(&data[..9]), "a DATA frame's header");
+        assert!(data[9..].chunks(4).all(|chunk| output.wrote(chunk)), "every piece of its payload");
         let ping = frame(PING, &[2; 8]);
-        assert!(!output.wrote(&ping[..5]) && !output.wrote(&ping[5..]), "split PING");
+        assert!(!output.wrote(&ping[..5]) && !output.wrote(&ping[5..10]) && !output.wrote(&ping[10..]), "split PING");
         assert!(output.wrote(&[frame(PING, &[3; 8]), frame(DATA, b"x")].concat()), "PING then DATA in one write");
     }
 
