@@ -11,13 +11,19 @@
 //! Blocks live in the store; each instance keeps the active ones in memory
 //! and re-reads them every few seconds, so a block made on one instance
 //! holds on all of them shortly after.
+//!
+//! A blocked client that keeps sending is audited in aggregate: its 403s
+//! are counted per client (IPv6 by `server.ipv6_prefix`) and clock minute,
+//! and each instance writes one `forbidden` event per client and minute,
+//! with the count in its `detail`, once the minute is over.
 
 use std::{
     collections::HashMap,
+    mem,
     net::IpAddr,
     sync::{
-        Arc, RwLock,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, RwLock,
+        atomic::{AtomicI64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -35,7 +41,7 @@ use crate::{
     audit::{AuditContext, Auditor},
     clock::Clock,
     config::Config,
-    domain::{AuditKind, Outcome},
+    domain::{AuditEvent, AuditKind, Outcome},
     layers::client_ip::canonical,
     limiter::{
         LimitKey, LimiterBackend, Subject, account_subject, ip_subject,
@@ -50,6 +56,28 @@ const WEBHOOK_ATTEMPTS: u32 = 3;
 const FAILED_LOGINS: u16 = u16::MAX - 1;
 const RATE_LIMITED: u16 = u16::MAX - 2;
 const UNAUTHORIZED: u16 = u16::MAX - 3;
+/// Blocked clients whose refusals are counted apart in one minute; the
+/// refusals of any more are counted together.
+const REFUSED_CLIENTS: usize = 10_000;
+const MINUTE_MS: i64 = 60_000;
+
+/// A blocked client's refusals in the current minute.
+struct Refused {
+    first: OffsetDateTime,
+    client_ip: Option<IpAddr>,
+    request_id: Option<String>,
+    count: u64,
+}
+
+/// Refusals of blocked clients in one clock minute, audited when it ends.
+#[derive(Default)]
+struct RefusalTally {
+    /// The minute counted (Unix milliseconds / 60,000).
+    minute: i64,
+    clients: HashMap<u128, Refused>,
+    /// Refusals of clients past `REFUSED_CLIENTS`.
+    others: Option<Refused>,
+}
 
 /// Most automatic blocks in force at once; past it, no more are made (a
 /// warning says so) until some expire: memory and the blocks table stay
@@ -159,6 +187,10 @@ pub struct Defense {
     webhook: Option<(reqwest::Client, String)>,
     blocks_total: Counter,
     blocked_clients: Gauge,
+    refusals: Mutex<RefusalTally>,
+    /// `refusals.minute` while it holds any, else `i64::MAX`: the periodic
+    /// check reads it without the lock.
+    refusals_minute: AtomicI64,
 }
 
 #[derive(Serialize)]
@@ -230,6 +262,8 @@ impl Defense {
             webhook,
             blocks_total: Counter::default(),
             blocked_clients: Gauge::default(),
+            refusals: Mutex::new(RefusalTally::default()),
+            refusals_minute: AtomicI64::new(i64::MAX),
         });
         this.reload().await?;
         let weak = Arc::downgrade(&this);
@@ -237,6 +271,7 @@ impl Defense {
             loop {
                 tokio::time::sleep(RELOAD_EVERY).await;
                 let Some(defense) = weak.upgrade() else { return };
+                defense.audit_past_refusals();
                 if let Err(error) = defense.reload().await {
                     tracing::warn!(cause = %error, "could not reload blocks");
                 }
@@ -283,6 +318,71 @@ impl Defense {
         let ip = canonical(ip);
         let now = self.clock.now();
         self.active.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(ip, now)
+    }
+
+    /// Counts a 403 answered to blocked client `ip` for the audit trail:
+    /// one event per client and minute (`audit_past_refusals`), not one per
+    /// request.
+    pub fn refused(&self, ip: IpAddr, request_id: &str) {
+        let now = self.clock.now();
+        let minute = self.clock.unix_millis().div_euclid(MINUTE_MS);
+        let past = {
+            let mut tally = self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let past = (tally.minute != minute)
+                .then(|| mem::replace(&mut *tally, RefusalTally { minute, ..Default::default() }));
+            let first =
+                || Refused { first: now, client_ip: Some(ip), request_id: Some(request_id.to_owned()), count: 0 };
+            let key = ip_subject(ip, self.v6_prefix);
+            let refused = if tally.clients.len() < REFUSED_CLIENTS || tally.clients.contains_key(&key) {
+                tally.clients.entry(key).or_insert_with(first)
+            } else {
+                tally.others.get_or_insert_with(|| Refused { client_ip: None, request_id: None, ..first() })
+            };
+            refused.count += 1;
+            self.refusals_minute.store(minute, Ordering::Release);
+            past
+        };
+        if let Some(past) = past {
+            self.audit_refusals(past);
+        }
+    }
+
+    /// Audits the refusals counted in a minute that is over.
+    pub fn audit_past_refusals(&self) {
+        let minute = self.clock.unix_millis().div_euclid(MINUTE_MS);
+        if self.refusals_minute.load(Ordering::Acquire) >= minute {
+            return;
+        }
+        let past = {
+            let mut tally = self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if tally.minute >= minute {
+                return;
+            }
+            self.refusals_minute.store(i64::MAX, Ordering::Release);
+            mem::replace(&mut *tally, RefusalTally { minute, ..Default::default() })
+        };
+        self.audit_refusals(past);
+    }
+
+    fn audit_refusals(&self, tally: RefusalTally) {
+        let others = tally.others.map(|refused| (refused, "other blocked clients"));
+        for (refused, whose) in tally.clients.into_values().map(|refused| (refused, "blocked client")).chain(others) {
+            self.audit.record(AuditEvent {
+                id: Uuid::now_v7(),
+                time: refused.first,
+                request_id: refused.request_id,
+                event: AuditKind::Forbidden,
+                user_id: None,
+                client_ip: refused.client_ip,
+                route: None,
+                outcome: Outcome::Denied,
+                detail: Some(format!(
+                    "{whose}: {} request{} refused in the minute",
+                    refused.count,
+                    if refused.count == 1 { "" } else { "s" }
+                )),
+            });
+        }
     }
 
     /// Blocks `network`; `duration` defaults to `block_for`.
@@ -415,6 +515,14 @@ impl Defense {
             }
             tracing::error!("alert webhook gave up after {WEBHOOK_ATTEMPTS} attempts");
         });
+    }
+}
+
+impl Drop for Defense {
+    /// What was counted in the current minute is audited at shutdown.
+    fn drop(&mut self) {
+        let tally = mem::take(self.refusals.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        self.audit_refusals(tally);
     }
 }
 

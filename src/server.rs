@@ -2,9 +2,12 @@
 //!
 //! Connections are served by hyper directly (not `axum::serve`) because the
 //! contract needs knobs axum does not expose: an idle limit against
-//! slowloris clients (`connection.rs`), a cap on header buffer size, a cap
-//! on open connections, and TLS on the same loop. Shutdown is graceful: on the
-//! signal the loops stop accepting, in-flight requests finish (up to
+//! slowloris clients (`connection.rs`), a cap on header buffer size, caps
+//! on open connections (in all, `server.max_connections`, and per client
+//! address, `server.max_connections_per_ip`), and TLS on the same loop.
+//! The admin listener has its own pool of `ADMIN_CONNECTIONS`, so a flood
+//! of public connections cannot starve `/metrics`. Shutdown is graceful: on
+//! the signal the loops stop accepting, in-flight requests finish (up to
 //! `server.shutdown_timeout`), then the process exits.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -24,8 +27,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     config::Config,
-    connection::{Activity, Watched, serve_until_idle},
+    connection::{Activity, PerClient, Watched, serve_until_idle},
 };
+
+/// Connections the admin listener (`/metrics`) holds open at most, apart
+/// from `server.max_connections`.
+pub const ADMIN_CONNECTIONS: usize = 64;
 
 /// Room for the request line and bookkeeping on top of the header limit,
 /// so our own 414/431 checks (with problem bodies) fire before hyper's.
@@ -37,6 +44,7 @@ pub struct Server {
     header_read_timeout: Duration,
     max_buf_size: usize,
     max_connections: usize,
+    per_client: Arc<PerClient>,
     shutdown_timeout: Duration,
 }
 
@@ -58,6 +66,11 @@ impl Server {
             // hyper's minimum buffer is 8 KiB.
             max_buf_size: wanted.max(8 * 1024),
             max_connections: server.max_connections,
+            per_client: PerClient::new(
+                server.max_connections_per_ip,
+                server.ipv6_prefix,
+                server.trusted_proxies.clone(),
+            ),
             shutdown_timeout: server.shutdown_timeout.0,
         })
     }
@@ -90,6 +103,7 @@ impl Server {
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(self.max_connections));
+        let admin_permits = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
 
         let public_loop = accept_loop(AcceptLoop {
             listener: self.public,
@@ -98,7 +112,8 @@ impl Server {
             builder: builder.clone(),
             graceful: graceful.clone(),
             stop: stop_rx.clone(),
-            permits: permits.clone(),
+            permits,
+            per_client: Some(self.per_client),
             idle_limit: self.header_read_timeout,
         });
         let admin_loop = accept_loop(AcceptLoop {
@@ -108,7 +123,8 @@ impl Server {
             builder,
             graceful: graceful.clone(),
             stop: stop_rx,
-            permits,
+            permits: admin_permits,
+            per_client: None,
             idle_limit: self.header_read_timeout,
         });
         let public_task = tokio::spawn(public_loop);
@@ -170,6 +186,8 @@ struct AcceptLoop<S> {
     graceful: Arc<GracefulShutdown>,
     stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
+    /// The per-address cap (the public listener; the admin one has none).
+    per_client: Option<Arc<PerClient>>,
     /// `server.header_read_timeout`: the TLS handshake's limit, and how long
     /// a connection may do nothing (`connection.rs`).
     idle_limit: Duration,
@@ -198,6 +216,17 @@ async fn accept_loop<S: HttpService>(mut loop_: AcceptLoop<S>) {
             },
             _ = loop_.stop.changed() => return,
         };
+        let slot = match &loop_.per_client {
+            Some(clients) => match clients.admit(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Closed unserved: this address holds its share already.
+                    tracing::debug!(peer = %peer.ip(), "connection refused: max_connections_per_ip reached");
+                    continue;
+                }
+            },
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
         let router = loop_.router.clone();
         let builder = loop_.builder.clone();
@@ -205,7 +234,7 @@ async fn accept_loop<S: HttpService>(mut loop_: AcceptLoop<S>) {
         let tls = loop_.tls.clone();
         let idle_limit = loop_.idle_limit;
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             let activity = Arc::new(Activity::default());
             let service = router.for_connection(peer, activity.clone());
             let watch = (activity, idle_limit);

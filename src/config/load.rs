@@ -397,6 +397,17 @@ mod tests {
     }
 
     #[test]
+    fn the_per_address_connection_cap_defaults_to_256_and_is_never_zero() {
+        let config = load(&ConfigSources::default()).expect("defaults load");
+        assert_eq!(config.server.max_connections_per_ip, 256);
+        let message = error_of(&ConfigSources {
+            env: vars(&[("RAMPART_SERVER__MAX_CONNECTIONS_PER_IP", "0")]),
+            ..Default::default()
+        });
+        assert!(message.contains("server.max_connections_per_ip: must be greater than zero"), "{message}");
+    }
+
+    #[test]
     fn oauth_providers_are_checked_at_load() {
         let secret = file("  from-a-file \n");
         let good = file(&format!(

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub request_timeout: HumanDuration,
     pub shutdown_timeout: HumanDuration,
     pub max_connections: usize,
+    /// Open connections one client address may hold (IPv6: per
+    /// `ipv6_prefix`); peers in `trusted_proxies` are not capped.
+    pub max_connections_per_ip: usize,
     pub max_header_bytes: ByteSize,
     pub max_uri_bytes: ByteSize,
     pub trusted_proxies: Vec<IpNet>,
@@ -127,6 +130,7 @@ impl Default for ServerConfig {
             request_timeout: HumanDuration::secs(30),
             shutdown_timeout: HumanDuration::secs(30),
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             max_header_bytes: ByteSize::kib(16),
             max_uri_bytes: ByteSize::kib(8),
             trusted_proxies: Vec::new(),
@@ -455,6 +459,9 @@ impl Config {
         }
         if server.max_connections == 0 {
             problem("server.max_connections", "must be greater than zero");
+        }
+        if server.max_connections_per_ip == 0 {
+            problem("server.max_connections_per_ip", "must be greater than zero");
         }
         if server.max_header_bytes.0 < 1024 {
             problem("server.max_header_bytes", "must be at least 1KiB");

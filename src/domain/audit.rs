@@ -97,10 +97,40 @@ audit_kinds! {
     ProviderLinked = "provider_linked",
 }
 
+/// Which events give way when the audit queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditPriority {
+    /// Sign-ins, sign-ups, account, password and role changes, token
+    /// events, blocks: kept over traffic events.
+    Security,
+    /// What the status of a request tells (401, 403, 429, 5xx, a blocked
+    /// client's refusals), recorded per client and window in a flood.
+    Traffic,
+}
+
+impl AuditPriority {
+    pub const ALL: [AuditPriority; 2] = [Self::Security, Self::Traffic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Security => "security",
+            Self::Traffic => "traffic",
+        }
+    }
+}
+
 impl AuditKind {
     /// The kind a stored name reads back as: a known kind, or `Other`.
     pub fn from_stored(name: String) -> Self {
         Self::parse(&name).unwrap_or_else(|| Self::Other(name.into_boxed_str()))
+    }
+
+    /// Whether the event gives way to others when the queue is full.
+    pub fn priority(&self) -> AuditPriority {
+        match self {
+            Self::Unauthorized | Self::Forbidden | Self::RateLimited | Self::ServerError => AuditPriority::Traffic,
+            _ => AuditPriority::Security,
+        }
     }
 }
 
@@ -153,5 +183,15 @@ mod tests {
         assert_eq!(kind, AuditKind::Other("made_by_a_later_version".into()));
         assert_eq!(serde_json::to_string(&kind).unwrap_or_default(), "\"made_by_a_later_version\"");
         assert_eq!(AuditKind::from_stored("logout".to_owned()), AuditKind::Logout);
+    }
+
+    #[test]
+    fn sign_ins_role_changes_and_blocks_outrank_status_events() {
+        for kind in [AuditKind::LoginSuccess, AuditKind::LoginFailure, AuditKind::RoleChange, AuditKind::IpBlocked] {
+            assert_eq!(kind.priority(), AuditPriority::Security, "{kind}");
+        }
+        for kind in [AuditKind::Unauthorized, AuditKind::Forbidden, AuditKind::RateLimited, AuditKind::ServerError] {
+            assert_eq!(kind.priority(), AuditPriority::Traffic, "{kind}");
+        }
     }
 }

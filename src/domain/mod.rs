@@ -16,7 +16,7 @@ mod text_enum;
 mod user;
 mod user_name;
 
-pub use audit::{AuditEvent, AuditKind, Outcome};
+pub use audit::{AuditEvent, AuditKind, AuditPriority, Outcome};
 pub use department::Department;
 pub use email::Email;
 pub use field_error::FieldError;

@@ -15,7 +15,7 @@
 
 use std::{
     convert::Infallible,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
@@ -48,7 +48,7 @@ use crate::{
     defense::Defense,
     error::ApiError,
     request_context::RequestContext,
-    route_class::{RouteClass, RouteClasses},
+    route_class::RouteClasses,
 };
 
 /// Which part of the pipeline runs a stage.
@@ -182,9 +182,9 @@ where
     let route_class = settings.route_classes.classify(request.uri().path());
     let context = Arc::new(RequestContext::new(id.clone(), ip, route_class));
     request.extensions_mut().insert(context.clone());
-    let started = settings.access_log.as_ref().map(|log| log.start(&request, context));
+    let started = settings.access_log.as_ref().map(|log| log.start(&request, context.clone()));
 
-    let response = match early_refusal(settings, &request, ip, route_class) {
+    let response = match early_refusal(settings, &request, &context) {
         Some(refusal) => refusal,
         None => {
             let handled = AssertUnwindSafe(inner.call(request)).catch_unwind();
@@ -208,14 +208,9 @@ where
 }
 
 /// Blocked clients (403), then oversized URIs and headers (414/431).
-fn early_refusal(
-    settings: &EdgeSettings,
-    request: &Request,
-    ip: Option<IpAddr>,
-    route_class: RouteClass,
-) -> Option<Response> {
+fn early_refusal(settings: &EdgeSettings, request: &Request, context: &RequestContext) -> Option<Response> {
     if let Some(defense) = &settings.defense
-        && let Some(refusal) = block::refusal(defense, ip, route_class)
+        && let Some(refusal) = block::refusal(defense, context)
     {
         return Some(refusal);
     }

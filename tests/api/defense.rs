@@ -52,6 +52,17 @@ async fn wait_until<F: Fn() -> bool>(what: &str, check: F) {
     panic!("timed out waiting for {what}");
 }
 
+/// `wait_until` for a check that asks the server; bounded at 10 s.
+async fn wait_until_async<F: Fn() -> R, R: Future<Output = bool>>(what: &str, check: F) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 #[tokio::test]
 async fn brute_force_blocks_the_client_until_an_admin_lifts_it() {
     let (webhook, received) = receiver().await;
@@ -195,4 +206,53 @@ async fn a_blocked_client_reaches_the_liveness_check_but_not_the_readiness_check
     assert_eq!(from(&app, client, app.client.head(app.url("/health"))).await.status, 200, "any method");
     from(&app, client, app.client.get(app.url("/ready"))).await.assert_problem(403);
     from(&app, client, app.client.get(app.url("/health/"))).await.assert_problem(403);
+}
+
+#[tokio::test]
+async fn a_blocked_client_that_keeps_sending_is_audited_once_a_minute_with_a_count() {
+    let (webhook, _) = receiver().await;
+    let clock = rampart::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = spawn_with(|options| {
+        defended(options, &webhook);
+        options.clock = Arc::new(clock.clone());
+    })
+    .await;
+    let admin = app.token_for(&app.users.admin).await;
+    let blocked = app
+        .send(app.client.post(app.url("/api/admin/blocks")).bearer_auth(&admin).json(&json!({"ip": "192.0.2.0/24"})))
+        .await;
+    assert_eq!(blocked.status, 201, "{}", blocked.body);
+    const SENT: usize = 40;
+    for index in 0..SENT {
+        let path = if index % 2 == 0 { "/api/posts" } else { "/auth/login" };
+        from(&app, "192.0.2.9", app.client.get(app.url(path))).await.assert_problem(403);
+    }
+    from(&app, "192.0.2.10", app.client.get(app.url("/api/posts"))).await.assert_problem(403);
+
+    // The minute ends; the next refusal (or the periodic check) writes the
+    // minute's events: one per client, with the count.
+    clock.advance(time::Duration::seconds(61));
+    from(&app, "192.0.2.9", app.client.get(app.url("/api/posts"))).await.assert_problem(403);
+    let rows = crate::audit::events(&app, &admin, "event=forbidden&ip=192.0.2.9", 1).await;
+    assert_eq!(rows.len(), 1, "one event for {SENT} refusals: {rows:#?}");
+    assert_eq!(rows[0]["detail"], format!("blocked client: {SENT} requests refused in the minute"));
+    assert_eq!(rows[0]["outcome"], "denied");
+    let neighbour = crate::audit::events(&app, &admin, "event=forbidden&ip=192.0.2.10", 1).await;
+    assert_eq!(neighbour.len(), 1);
+    assert_eq!(neighbour[0]["detail"], "blocked client: 1 request refused in the minute");
+
+    // With no further request, the periodic check (every 5 s) writes the
+    // minute that is over.
+    clock.advance(time::Duration::seconds(61));
+    wait_until_async("the periodic audit of the last minute", || async {
+        let rows = app.get_as("/api/admin/audit?event=forbidden&ip=192.0.2.9", &admin).await.json();
+        rows["items"].as_array().unwrap().len() == 2
+    })
+    .await;
+
+    let scrape =
+        app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap().text().await.unwrap();
+    let refused =
+        format!(r#"rampart_http_requests_total{{method="GET",route="<unmatched>",status="403"}} {}"#, SENT + 2);
+    assert!(scrape.contains(&refused), "every refusal is counted: {scrape}");
 }

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod browser;
 mod cli;
+mod connections;
 mod defense;
 mod deploy;
 mod helpers;
