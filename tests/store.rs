@@ -913,6 +913,7 @@ async fn the_hourly_housekeeping_purges_what_expired() {
             nonce: String::new(),
             redirect_to: "/account".into(),
             expires_at: now + expires,
+            link_user_id: None,
         };
         store.insert_oauth_flow(&flow(5, Duration::minutes(1))).await.unwrap();
         store.insert_oauth_flow(&flow(6, Duration::minutes(10))).await.unwrap();

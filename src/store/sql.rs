@@ -274,14 +274,15 @@ macro_rules! sql_store {
             }
 
             async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
-                // A rename alone cannot touch admin rights: no write lock.
-                let mut transaction = if changes.role.is_none() && changes.disabled.is_none() {
-                    self.pool.begin().await?
-                } else {
-                    <$db as Dialect>::begin_admin_change(&self.pool).await?
-                };
+                // The write lock even for a rename: on SQLite a deferred
+                // transaction that reads and then writes fails when another
+                // write lands in between.
+                let mut transaction = <$db as Dialect>::begin_admin_change(&self.pool).await?;
                 let (role, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
                 if loses_admin(role, disabled, changes) && active_admins <= 1 {
+                    // At once, not when the pool gets round to it: the lock
+                    // must not outlive the refusal.
+                    transaction.rollback().await?;
                     return Err(StoreError::LastActiveAdmin);
                 }
                 let user: User = sqlx::query_as(concat_users!(
@@ -310,6 +311,7 @@ macro_rules! sql_store {
                 let mut transaction = <$db as Dialect>::begin_admin_change(&self.pool).await?;
                 let (role, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
                 if role == Role::Admin && !disabled && active_admins <= 1 {
+                    transaction.rollback().await?;
                     return Err(StoreError::LastActiveAdmin);
                 }
                 sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *transaction).await?;
