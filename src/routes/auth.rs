@@ -374,7 +374,13 @@ async fn delete_session(
     if let Some(user_id) = owner {
         state.audit.record(audit.event(state.clock.now(), AuditKind::Logout, Some(user_id), Outcome::Success));
     }
-    Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cleared_cookie(&state)))
+    // The session is gone either way; a refused bearer token is still
+    // reported as refused, so a client learns its token is bad.
+    let answer = match caller {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    };
+    Ok(with_cookie(answer, &cleared_cookie(&state)))
 }
 
 /// The JSON Web Key Set of the token signing keys.

@@ -118,7 +118,12 @@ async fn logout_deletes_the_session_on_the_server() {
 async fn deleting_the_session_ends_it_whatever_other_header_comes_along() {
     let app = spawn_app().await;
     let token = app.token_for(&app.users.user).await;
-    for authorization in [format!("Bearer {token}"), "Bearer not-a-token".to_owned(), "Basic dXNlcjpwYXNz".to_owned()] {
+    let cases = [
+        (format!("Bearer {token}"), 204),
+        ("Bearer not-a-token".to_owned(), 401),
+        ("Basic dXNlcjpwYXNz".to_owned(), 401),
+    ];
+    for (authorization, status) in cases {
         let session = sign_in(&app, &app.users.user).await;
         let out = app
             .send(
@@ -128,7 +133,8 @@ async fn deleting_the_session_ends_it_whatever_other_header_comes_along() {
                     .header("authorization", &authorization),
             )
             .await;
-        assert_eq!(out.status, 204, "{authorization}: {}", out.body);
+        // A refused token is reported as refused; the session goes all the same.
+        assert_eq!(out.status, status, "{authorization}: {}", out.body);
         assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"), "the cookie is cleared");
         session.get(&app, "/api/profile").await.assert_problem(401);
     }
