@@ -110,16 +110,26 @@ async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respon
     );
     if !state.oauth.is_empty() {
         body.push_str("<p class=\"divider\">or</p>\n");
-        for provider in state.oauth.iter() {
-            body.push_str(&format!(
-                "<a class=\"provider\" id=\"provider-{name}\" href=\"/auth/oauth/{name}/start\">Sign in with {label}</a>\n",
-                name = escape(&provider.name),
-                label = escape(&provider.display_name),
-            ));
-        }
+        body.push_str(&provider_links(&state, "provider", "", "Sign in with"));
     }
     body.push_str("</div>\n");
     page("Sign in", "/pages/login.js", &body)
+}
+
+/// One link per configured provider to its `start`, as
+/// `<a id="{id}-{name}" href=".../start{query}">{verb} {label}</a>`.
+fn provider_links(state: &AppState, id: &str, query: &str, verb: &str) -> String {
+    state
+        .oauth
+        .iter()
+        .map(|provider| {
+            format!(
+                "<a class=\"provider\" id=\"{id}-{name}\" href=\"/auth/oauth/{name}/start{query}\">{verb} {label}</a>\n",
+                name = escape(&provider.name),
+                label = escape(&provider.display_name),
+            )
+        })
+        .collect()
 }
 
 async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Result<Response, ApiError> {
@@ -132,13 +142,7 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
     let mut links = String::new();
     if !state.oauth.is_empty() {
         links.push_str("<p>Sign in with a provider too:</p>\n");
-        for provider in state.oauth.iter() {
-            links.push_str(&format!(
-                "<a class=\"provider\" id=\"link-{name}\" href=\"/auth/oauth/{name}/start?link=true\">Link {label}</a>\n",
-                name = escape(&provider.name),
-                label = escape(&provider.display_name),
-            ));
-        }
+        links.push_str(&provider_links(&state, "link", "?link=true", "Link"));
     }
     let body = format!(
         "<h1>Your account</h1>\n<div class=\"card\">\n<dl id=\"account\">\n\
