@@ -44,6 +44,7 @@ use crate::{
     metrics::Metrics,
     openapi,
     policy::{Action, Authorizer, Decision, Resource},
+    proxy::Gateway,
     route_class::{RouteClass, RouteClasses},
     routes::{self, RouteParts, Routes},
     shared::{Redis, RedisLimiter, RedisRevocations, RedisSessions},
@@ -87,6 +88,8 @@ pub struct AppStateInner {
     pub oauth: Arc<OAuthProviders>,
     /// Set when `redis.url` is: shared counters, sessions, revocations.
     pub redis: Option<Redis>,
+    /// Protect mode: the route table, upstreams and assertion signer.
+    pub gateway: Arc<Gateway>,
     /// A hash of a random password, verified against when an email is
     /// unknown so that the answer takes as long as for a real account.
     dummy_hash: tokio::sync::OnceCell<Arc<str>>,
@@ -116,7 +119,7 @@ impl AppState {
             );
         }
         let auth = &config.auth;
-        let tokens = TokenKeys::new(
+        let mut tokens = TokenKeys::new(
             auth.jwt_algorithm,
             &keys.current,
             &keys.previous,
@@ -124,6 +127,7 @@ impl AppState {
             &auth.audience,
             auth.access_token_ttl.0,
         )?;
+        let gateway = Arc::new(Gateway::new(&config, &mut tokens, tls)?);
         let device_cookies = DeviceCookies::new(&keys.current, &keys.previous);
         let local_revocations = Arc::new(MemoryRevocations::load(store.clone(), clock.clone()).await?);
         let audit = Arc::new(Auditor::spawn(store.clone()));
@@ -154,6 +158,8 @@ impl AppState {
         rate_limiter.register_metrics(registry);
         defense.register_metrics(registry);
         audit.register_metrics(registry);
+        gateway.register_metrics(registry);
+        gateway.start();
         let throttle = Arc::new(match &redis {
             Some(redis) => LoginThrottle::shared(redis.clone(), clock.clone()),
             None => LoginThrottle::new(clock.clone()),
@@ -171,6 +177,7 @@ impl AppState {
             redis,
             oauth: Arc::new(OAuthProviders::from_config(&config.oauth)?),
             throttle,
+            gateway,
             device_cookies,
             audit,
             dummy_hash: tokio::sync::OnceCell::new(),
@@ -303,6 +310,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> PublicService {
         }),
         defense: Some(state.defense.clone()),
         route_classes: classes,
+        gateway: Some(state.gateway.clone()),
     };
     Edge::new(settings, inner)
 }
@@ -320,6 +328,7 @@ pub fn admin_router(state: AppState) -> AdminService {
         defense: None,
         // Nothing on the admin listener reads a class: no limits, no blocks.
         route_classes: RouteClasses::default(),
+        gateway: None,
     };
     Edge::new(settings, routes::ops::admin_router().fallback(not_found).with_state(state))
 }

@@ -20,6 +20,7 @@ use crate::{
     config::{self, Config, ConfigSources, JwtAlgorithm},
     domain::Role,
     policy::Authorizer,
+    proxy::Gateway,
     server::{self, Server},
     store, telemetry, tls,
 };
@@ -163,15 +164,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (config, _) = load_config(&args.config)?;
+    let (config, sources) = load_config(&args.config)?;
     let _log_writer = telemetry::init(&config)?;
     if args.dev_tls && config.is_production() {
         anyhow::bail!("--dev-tls is for development; production needs [tls] cert_file/key_file");
     }
-    runtime()?.block_on(serve_async(Arc::new(config), args.dev_tls))
+    runtime()?.block_on(serve_async(Arc::new(config), args.dev_tls, sources))
 }
 
-async fn serve_async(config: Arc<Config>, dev_tls: bool) -> anyhow::Result<()> {
+async fn serve_async(config: Arc<Config>, dev_tls: bool, sources: ConfigSources) -> anyhow::Result<()> {
     let store = store::open(&config.database).await?;
     if config.database.auto_migrate {
         store.migrate().await?;
@@ -204,15 +205,22 @@ async fn serve_async(config: Arc<Config>, dev_tls: bool) -> anyhow::Result<()> {
              or set [bootstrap] admin_email and admin_password"
         );
     }
-    spawn_policy_reloader(state.authorizer.clone());
+    spawn_reloader(state.authorizer.clone(), state.gateway.clone(), sources);
+    let gateway = state.gateway.clone();
     let public = app::router(state.clone());
     let admin = app::admin_router(state);
-    server.run(public, admin, tls, server::shutdown_signal()).await
+    let shutdown = async move {
+        server::shutdown_signal().await;
+        // Websocket tunnels are not requests the drain waits for: tell them.
+        gateway.shut_down();
+    };
+    server.run(public, admin, tls, shutdown).await
 }
 
-/// SIGHUP re-reads `[policy] file`; an invalid policy is refused and the
-/// one in force stays.
-fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
+/// SIGHUP re-reads `[policy] file` and the protect-mode route table (from
+/// the same configuration sources as at start); whichever is invalid is
+/// refused, and the one in force stays.
+fn spawn_reloader(authorizer: Arc<Authorizer>, gateway: Arc<Gateway>, sources: ConfigSources) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
@@ -226,10 +234,23 @@ fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
                     tracing::error!(problems = %error, "policy reload refused; the previous policy stays in force")
                 }
             }
+            match config::load(&sources).map_err(|error| error.to_string()) {
+                Ok(config) => match gateway.reload(&config) {
+                    Ok(()) => tracing::info!("proxy routes reloaded"),
+                    Err(problems) => tracing::error!(
+                        problems = %problems.join("; "),
+                        "proxy route reload refused; the previous routes stay in force"
+                    ),
+                },
+                Err(problems) => tracing::error!(
+                    problems = %problems,
+                    "configuration reload refused; the previous routes stay in force"
+                ),
+            }
         }
     });
     #[cfg(not(unix))]
-    let _ = authorizer;
+    let _ = (authorizer, gateway, sources);
 }
 
 fn migrate(args: ConfigArg) -> anyhow::Result<()> {

@@ -44,13 +44,27 @@ use crate::{layers::client_ip::canonical, limiter::ip_subject};
 
 /// What one connection has been doing, shared by its service (requests)
 /// and its I/O (response bytes written).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Activity {
     in_flight: AtomicUsize,
     /// Bumped by every request that starts or ends and every write of
     /// response bytes (see `Watched`).
     progress: AtomicU64,
+    /// The connection's slots (the `max_connections` permit and the
+    /// per-client count), released when the last holder of this activity
+    /// goes: the connection, or a websocket tunnel that outlives it.
+    slots: std::sync::Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
 }
+
+impl std::fmt::Debug for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activity").field("in_flight", &self.in_flight).field("progress", &self.progress).finish()
+    }
+}
+
+/// Held by whatever keeps a connection's slots taken (a websocket tunnel).
+#[derive(Clone)]
+pub struct ConnectionGuard(pub Arc<Activity>);
 
 impl Activity {
     /// Marks a request in progress until the returned guard drops.
@@ -58,6 +72,11 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.progress.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
+    }
+
+    /// Keeps `slots` until this activity is dropped.
+    pub fn hold(&self, slots: Box<dyn std::any::Any + Send + Sync>) {
+        *self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(slots);
     }
 
     fn progress(&self) -> u64 {

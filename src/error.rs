@@ -52,6 +52,20 @@ pub enum ApiError {
     Timeout,
     #[error("service unavailable")]
     Unavailable,
+    /// A path with routes, none of which allows the method; `allow` is the
+    /// `Allow` header's value.
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: HeaderValue },
+    /// Protect mode: the upstream refused or dropped the connection before
+    /// answering.
+    #[error("bad gateway")]
+    BadGateway,
+    /// Protect mode: no response headers within the upstream's `response_timeout`.
+    #[error("gateway timeout")]
+    GatewayTimeout,
+    /// Protect mode: the upstream's health check marks it down.
+    #[error("upstream down")]
+    UpstreamDown { retry_after_secs: u64 },
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -67,7 +81,10 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Timeout | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Unavailable | Self::UpstreamDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,7 +117,16 @@ impl ApiError {
             }
             Self::Timeout => problem.detail = "The request took too long and was stopped.".into(),
             Self::Internal(cause) => problem.internal = Some(format!("{cause:#}")),
-            Self::NotFound | Self::PayloadTooLarge | Self::UnsupportedMediaType | Self::Unavailable => {}
+            Self::BadGateway => problem.detail = "The upstream service did not answer.".into(),
+            Self::GatewayTimeout => problem.detail = "The upstream service did not answer in time.".into(),
+            Self::UpstreamDown { .. } => {
+                problem.detail = "The upstream service is down; retry after the time in Retry-After.".into();
+            }
+            Self::NotFound
+            | Self::PayloadTooLarge
+            | Self::UnsupportedMediaType
+            | Self::Unavailable
+            | Self::MethodNotAllowed { .. } => {}
         }
         problem
     }
@@ -145,8 +171,11 @@ impl IntoResponse for ApiError {
             Self::Unauthorized { token_sent: false } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"rampart\""));
             }
-            Self::TooManyRequests { retry_after_secs } => {
+            Self::TooManyRequests { retry_after_secs } | Self::UpstreamDown { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, allow.clone());
             }
             _ => {}
         }
@@ -207,6 +236,8 @@ impl Problem {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "The request headers are larger than the server accepts.",
             StatusCode::REQUEST_TIMEOUT => "The request was not received in time.",
             StatusCode::SERVICE_UNAVAILABLE => "The service is unavailable; try again later.",
+            StatusCode::BAD_GATEWAY => "The upstream service did not answer.",
+            StatusCode::GATEWAY_TIMEOUT => "The upstream service did not answer in time.",
             StatusCode::FORBIDDEN => "This action is not allowed.",
             StatusCode::UNAUTHORIZED => "Valid credentials are required.",
             status if status.is_server_error() => {

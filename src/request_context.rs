@@ -35,11 +35,16 @@ pub struct RequestContext {
     pub request_id: RequestId,
     /// The client, as `client_ip` resolved it (trusted proxies applied).
     pub client_ip: Option<IpAddr>,
+    /// The socket peer (a trusted proxy, or the client itself).
+    pub peer: Option<IpAddr>,
     /// How the pipeline treats the route of the request's path, as the
     /// routers declared it.
     pub route_class: RouteClass,
     /// The matched route template, recorded by `pipeline::RecordRoute`.
     pub route: OnceLock<MatchedPath>,
+    /// For a request through a protect-mode route: `proxy:<route id>`,
+    /// and the upstream's name.
+    pub proxy_route: OnceLock<(String, std::sync::Arc<str>)>,
     /// Who is calling, set by `authenticate` (unset: a guest).
     pub authentication: OnceLock<Authentication>,
     /// Set when a handler recorded its own audit event for this request.
@@ -55,12 +60,25 @@ impl RequestContext {
         }
     }
 
+    /// The route for logs, metrics and audit: the matched template, or the
+    /// protect-mode route.
+    pub fn route_label(&self) -> Option<&str> {
+        self.route.get().map(MatchedPath::as_str).or_else(|| self.proxy_route.get().map(|(label, _)| label.as_str()))
+    }
+
+    /// The upstream a proxied request went to.
+    pub fn upstream(&self) -> Option<&str> {
+        self.proxy_route.get().map(|(_, upstream)| &**upstream)
+    }
+
     pub fn new(request_id: RequestId, client_ip: Option<IpAddr>, route_class: RouteClass) -> Self {
         Self {
             request_id,
             client_ip,
+            peer: None,
             route_class,
             route: OnceLock::new(),
+            proxy_route: OnceLock::new(),
             authentication: OnceLock::new(),
             audited: AtomicBool::new(false),
         }

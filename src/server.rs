@@ -234,8 +234,8 @@ async fn accept_loop<S: HttpService>(mut loop_: AcceptLoop<S>) {
         let tls = loop_.tls.clone();
         let idle_limit = loop_.idle_limit;
         tokio::spawn(async move {
-            let _permit = (permit, slot);
             let activity = Arc::new(Activity::default());
+            activity.hold(Box::new((permit, slot)));
             let service = router.for_connection(peer, activity.clone());
             let watch = (activity, idle_limit);
             match tls {

@@ -25,6 +25,8 @@ use crate::{config::JwtAlgorithm, domain::Role};
 const MAX_TOKEN_BYTES: usize = 4096;
 const MAX_KID_BYTES: usize = 64;
 const LEEWAY_SECS: i64 = 30;
+/// The JOSE `typ` of the gateway's assertions (PROTECT.md).
+pub const ASSERTION_TYP: &str = "rampart-assertion+jwt";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
@@ -139,9 +141,23 @@ impl TokenKeys {
         })
     }
 
-    /// The public keys, for `/.well-known/jwks.json` (empty for HS256).
+    /// The public keys, for `/.well-known/jwks.json` (empty for HS256,
+    /// unless the gateway's assertion key is published).
     pub fn jwks(&self) -> &JwkSet {
         &self.jwks
+    }
+
+    /// Publishes another verification key in the JWKS (the gateway's
+    /// assertion key when access tokens use HS256).
+    pub fn publish(&mut self, jwk: Jwk) {
+        self.jwks.keys.push(jwk);
+    }
+
+    /// The current key, its algorithm and `kid`, for signing other JWTs
+    /// (gateway assertions); `None` for HS256, whose secret must never sign
+    /// anything an upstream is told to verify.
+    pub fn asymmetric_signer(&self) -> Option<(Algorithm, EncodingKey, String)> {
+        (self.algorithm != Algorithm::HS256).then(|| (self.algorithm, self.signing.clone(), self.signing_kid.clone()))
     }
 
     pub fn ttl_secs(&self) -> i64 {
@@ -184,6 +200,11 @@ impl TokenKeys {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != self.algorithm {
             return Err(TokenError::WrongAlgorithm);
+        }
+        // A gateway assertion is signed with the same key but is never an
+        // access token (PROTECT.md).
+        if header.typ.as_deref().is_some_and(|typ| typ.eq_ignore_ascii_case(ASSERTION_TYP)) {
+            return Err(TokenError::Invalid);
         }
         let kid = header.kid.filter(|kid| kid.len() <= MAX_KID_BYTES).ok_or(TokenError::UnknownKey)?;
         let key = self.verifying.get(&kid).ok_or(TokenError::UnknownKey)?;

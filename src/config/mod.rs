@@ -7,6 +7,7 @@
 //! being ignored. Secrets are `SecretString`s: their `Debug` prints nothing.
 
 mod load;
+mod proxy;
 pub mod units;
 
 use std::{
@@ -20,6 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use load::{ConfigError, ConfigSources, load};
+pub use proxy::{DemoConfig, ProxyConfig, RouteAuth, RouteConfig, Unauthenticated, UpstreamConfig};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole configuration. Build it with `load` (or `Config::defaults()`
@@ -53,6 +55,10 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub demo: DemoConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +111,7 @@ pub struct ServerConfig {
     pub ipv6_prefix: u8,
     /// Most distinct rate-limit keys kept in memory (see `limiter::memory`).
     pub rate_limit_max_keys: usize,
+    pub public_url: String,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,6 +145,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             ipv6_prefix: 64,
             rate_limit_max_keys: 2_000_000,
+            public_url: String::new(),
         }
     }
 }
@@ -414,6 +422,10 @@ impl Config {
             // The built-in tree is covered by a unit test; reaching this is a bug.
             Err(error) => panic!("built-in configuration defaults are invalid: {error}"),
         }
+    }
+
+    pub fn public_origin(&self) -> Option<&str> {
+        (!self.server.public_url.is_empty()).then_some(self.server.public_url.as_str())
     }
 
     pub fn is_production(&self) -> bool {

@@ -96,7 +96,7 @@ impl AccessLog {
     /// once per client and route a minute, and refusals are counted per IP.
     async fn finish_watched(&self, started: Started, latency: Duration, status: u16, defended: bool) {
         let context = started.context.clone();
-        let route = context.route.get().map_or(UNMATCHED, |path| path.as_str());
+        let route = context.route_label().unwrap_or(UNMATCHED);
         let first_of_flood = status != 401 || self.defense.first_unauthorized(context.client_ip, route).await;
         self.record(started, latency, status, first_of_flood);
         if defended && let Some(ip) = context.client_ip {
@@ -120,7 +120,7 @@ impl AccessLog {
         let path = truncate(uri.path(), MAX_LOGGED_PATH);
         let (request_id, client_ip) = (&context.request_id, context.client_ip);
         let metrics = &self.metrics;
-        let route = context.route.get().map_or(UNMATCHED, |path| path.as_str());
+        let route = context.route_label().unwrap_or(UNMATCHED);
         metrics.traffic.record(self.clock.unix_millis(), status);
         metrics.observe_request(method, route, status, latency.as_secs_f64());
         if let Some((event, outcome)) = audited_status(status)
@@ -148,6 +148,7 @@ impl AccessLog {
             latency_ms: latency.as_secs_f64() * 1000.0,
             client_ip,
             user_id: context.user_id(),
+            upstream: context.upstream(),
         }
         .log();
     }

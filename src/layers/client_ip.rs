@@ -30,7 +30,7 @@ impl TrustedProxies {
         Self { nets: Arc::new(nets), header: ForwardedHeader::XForwardedFor }
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.nets.iter().any(|net| net.contains(&ip))
     }
@@ -62,6 +62,30 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
         believed = ip;
     }
     believed
+}
+
+/// The addresses a request came through, client first and the socket peer
+/// last: the client `client_ip` resolves, the trusted proxies between, the
+/// peer. What a client wrote itself (left of the client) is never part of
+/// it, so an upstream told this chain cannot be fooled by the client.
+pub fn forwarded_chain(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Vec<IpAddr> {
+    let peer = canonical(peer);
+    if !trusted.trusts(peer) {
+        return vec![peer];
+    }
+    let mut chain = vec![peer];
+    for hop in forwarded_hops(headers, trusted.header).iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            break;
+        };
+        let ip = canonical(ip);
+        chain.push(ip);
+        if !trusted.trusts(ip) {
+            break;
+        }
+    }
+    chain.reverse();
+    chain
 }
 
 /// The hops of the configured header, left (client side) to right

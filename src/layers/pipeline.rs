@@ -44,9 +44,10 @@ use super::{
 };
 use crate::{
     app::AppState,
-    connection::{Activity, Busy},
+    connection::{Activity, Busy, ConnectionGuard},
     defense::Defense,
     error::ApiError,
+    proxy::{Dispatch, FromUpstream, Gateway, Proxied},
     request_context::RequestContext,
     route_class::RouteClasses,
 };
@@ -114,6 +115,8 @@ pub struct EdgeSettings {
     /// The routers' route classes, looked up once per request into its
     /// `RequestContext`.
     pub route_classes: RouteClasses,
+    /// Protect mode's gateway, on the public listener.
+    pub gateway: Option<Arc<Gateway>>,
 }
 
 /// The outer service: the `Runner::Edge` stages of `STAGES`. The server makes one per
@@ -161,7 +164,7 @@ where
         let busy = self.activity.as_ref().map(Activity::begin);
         // `edge` itself is the boxed future: a wrapping `async` block would
         // hold a second copy of its arguments and be copied once more.
-        Box::pin(edge(self.settings.clone(), self.peer, inner, request.map(Body::new), busy))
+        Box::pin(edge(self.settings.clone(), self.peer, self.activity.clone(), inner, request.map(Body::new), busy))
     }
 }
 
@@ -169,6 +172,7 @@ where
 async fn edge<S>(
     settings: Arc<EdgeSettings>,
     peer: Option<SocketAddr>,
+    activity: Option<Arc<Activity>>,
     mut inner: S,
     mut request: Request,
     busy: Option<Busy>,
@@ -180,12 +184,38 @@ where
     let id = request_id::assign(&request);
     let ip = peer.map(|peer| client_ip::client_ip(peer.ip(), request.headers(), &settings.trusted));
     let route_class = settings.route_classes.classify(request.uri().path());
-    let context = Arc::new(RequestContext::new(id.clone(), ip, route_class));
+    let mut context = RequestContext::new(id.clone(), ip, route_class);
+    context.peer = peer.map(|peer| client_ip::canonical(peer.ip()));
+    // Protect mode: a request for an upstream is marked here, before any
+    // layer that treats it differently (timeout, limits, the gate).
+    let dispatch =
+        settings.gateway.as_ref().map(|gateway| gateway.dispatch(request.method(), request.headers(), request.uri()));
+    let (proxied, path_refusal) = match dispatch {
+        Some(Dispatch::Proxy(proxied)) => {
+            let _ = context.proxy_route.set((format!("proxy:{}", proxied.route.id), proxied.upstream.name.clone()));
+            request.extensions_mut().insert(proxied);
+            (true, None)
+        }
+        Some(Dispatch::Refuse(refusal)) => (false, Some(refusal)),
+        Some(Dispatch::Rampart) | None => (false, None),
+    };
+    let context = Arc::new(context);
     request.extensions_mut().insert(context.clone());
+    if let Some(activity) = &activity {
+        request.extensions_mut().insert(ConnectionGuard(activity.clone()));
+    }
     let started = settings.access_log.as_ref().map(|log| log.start(&request, context.clone()));
 
     let response = match early_refusal(settings, &request, &context) {
         Some(refusal) => refusal,
+        None if path_refusal.is_some() => path_refusal.map(IntoResponse::into_response).unwrap_or_default(),
+        // `server.request_timeout` does not apply to proxied routes: the
+        // upstream's own timeouts do (`proxy::gateway`).
+        None if proxied => match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(payload) => panic::response(payload),
+        },
         None => {
             let handled = AssertUnwindSafe(inner.call(request)).catch_unwind();
             match tokio::time::timeout(settings.timeout, handled).await {
@@ -197,11 +227,17 @@ where
         }
     };
 
-    let mut response = problem::render(response, &id);
+    // An upstream's own answer keeps its body and the headers it set.
+    let from_upstream = response.extensions().get::<FromUpstream>().is_some();
+    let mut response = if from_upstream { response } else { problem::render(response, &id) };
     if let (Some(log), Some(started)) = (&settings.access_log, started) {
         log.finish(started, response.status()).await;
     }
-    settings.headers.apply(response.headers_mut());
+    if from_upstream {
+        settings.headers.fill(response.headers_mut());
+    } else {
+        settings.headers.apply(response.headers_mut());
+    }
     request_id::stamp(&mut response, id);
     drop(busy);
     Ok(response)
@@ -248,6 +284,9 @@ impl Service<Request> for Gate {
 }
 
 async fn gate(mut gate: Gate, request: Request) -> Result<Response, Infallible> {
+    if let Some(proxied) = request.extensions().get::<Proxied>().cloned() {
+        return Ok(Box::pin(proxied_gate(gate, request, proxied)).await);
+    }
     // A declared length past the limit is refused unread; any other body is
     // cut off at the limit while it is read (the extractors answer 413).
     let declared = request
@@ -274,6 +313,33 @@ async fn gate(mut gate: Gate, request: Request) -> Result<Response, Infallible> 
     };
     limiter.finish(admission, &mut response).await;
     Ok(response)
+}
+
+/// `gate` for a protect-mode route: the upstream's body limit, the same
+/// authentication, the route's own rate-limit group, then the gateway.
+async fn proxied_gate(gate: Gate, request: Request, proxied: Proxied) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > proxied.upstream.max_body) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let Some(context) = parts.extensions.get::<Arc<RequestContext>>().cloned() else {
+        return ApiError::Internal(anyhow::anyhow!("no request context")).into_response();
+    };
+    authenticate(&gate.state, &parts.headers, &context).await;
+    let limiter = gate.state.rate_limiter.clone();
+    let admission = match limiter.admit_route(&parts, &proxied.route.rate_limit).await {
+        Ok(admission) => admission,
+        Err(refusal) => return refusal,
+    };
+    let request = Request::from_parts(parts, body);
+    let mut response = gate.state.gateway.serve(&gate.state, &proxied, request, &context).await;
+    limiter.finish(admission, &mut response).await;
+    response
 }
 
 /// Records the matched route template in the request's `RequestContext`

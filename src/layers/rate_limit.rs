@@ -348,6 +348,28 @@ impl RateLimiter {
         Err(response)
     }
 
+    /// A protect-mode route's count: only its own group (`rate_limit` of
+    /// the route, `proxy` by default), never `global` or `api`, keyed like
+    /// the others by user id when signed in, else by client IP.
+    pub async fn admit_route(&self, request: &Parts, group_name: &str) -> Result<Admission<'_>, Response> {
+        let Some(group) = self.groups.iter().find(|group| group.name == group_name) else {
+            return Ok(Admission { results: Vec::new() });
+        };
+        let context = request.extensions.get::<Arc<RequestContext>>().map(|context| &**context);
+        let key = self.key(group, self.ip_subject(context), context.and_then(RequestContext::user_id));
+        let decision = self.decide(group, &key, !group.failures_only).await;
+        let results = vec![(group, key, decision)];
+        if decision.allowed {
+            return Ok(Admission { results });
+        }
+        let route = || context.and_then(RequestContext::route_label).unwrap_or_default().to_owned();
+        self.note_refusal(group, &key, context, route).await;
+        let retry_after_secs = u64::try_from(seconds(decision.retry_after_ms).max(1)).unwrap_or(1);
+        let mut response = ApiError::TooManyRequests { retry_after_secs }.into_response();
+        self.add_headers(&mut response, &results);
+        Err(response)
+    }
+
     /// Counts a failure in the groups that count only failures, and adds
     /// the `RateLimit` headers.
     pub async fn finish(&self, mut admission: Admission<'_>, response: &mut Response) {

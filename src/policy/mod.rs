@@ -38,6 +38,7 @@ use uuid::Uuid;
 use crate::{
     auth::principal::Caller,
     domain::{PostWithAuthor, Role, User},
+    proxy::table::ProxyRoute,
 };
 
 const SCHEMA: &str = include_str!("schema.cedarschema");
@@ -58,10 +59,12 @@ pub enum Action {
     DeleteUser,
     /// Read or change one's own profile and password.
     ManageOwnAccount,
+    /// Send a request through a protect-mode route (`Rampart::Route`).
+    Proxy,
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::ListPosts,
         Action::ReadPost,
         Action::CreatePost,
@@ -74,6 +77,7 @@ impl Action {
         Action::UpdateUser,
         Action::DeleteUser,
         Action::ManageOwnAccount,
+        Action::Proxy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +94,7 @@ impl Action {
             Action::UpdateUser => "UpdateUser",
             Action::DeleteUser => "DeleteUser",
             Action::ManageOwnAccount => "ManageOwnAccount",
+            Action::Proxy => "Proxy",
         }
     }
 }
@@ -102,6 +107,8 @@ pub enum Resource<'a> {
     Users,
     User(&'a User),
     AdminArea,
+    /// A protect-mode route, for `Action::Proxy`.
+    Route(&'a ProxyRoute),
 }
 
 impl Resource<'_> {
@@ -112,6 +119,7 @@ impl Resource<'_> {
             Resource::Users => "Users".into(),
             Resource::User(user) => format!("User {}", user.id),
             Resource::AdminArea => "AdminArea".into(),
+            Resource::Route(route) => format!("Route {}", route.id),
         }
     }
 }
@@ -179,6 +187,10 @@ pub struct Authorizer {
 struct Loaded {
     policies: PolicySet,
     decisions: Mutex<HashMap<DecisionInput, bool>>,
+    /// Whether a policy reads a proxied request's method, path or client
+    /// address: then those go into Cedar's context and such decisions are
+    /// not remembered (each request would be a new entry).
+    reads_request: bool,
 }
 
 /// Decisions kept per policy; past this many the memory starts over.
@@ -186,7 +198,14 @@ const MAX_REMEMBERED_DECISIONS: usize = 50_000;
 
 impl Loaded {
     fn new(policies: PolicySet) -> Self {
-        Self { policies, decisions: Mutex::new(HashMap::new()) }
+        let reads_request = policies.policies().any(|policy| {
+            let text: String = policy.to_string().chars().filter(|c| !c.is_whitespace()).collect();
+            ["context.method", "context.path", "context.client_ip", "context[", "contexthasmethod", "contexthaspath"]
+                .iter()
+                .chain(&["contexthasclient_ip"])
+                .any(|needle| text.contains(needle))
+        });
+        Self { policies, decisions: Mutex::new(HashMap::new()), reads_request }
     }
 
     fn remembered(&self, input: &DecisionInput) -> Option<bool> {
@@ -212,6 +231,33 @@ struct DecisionInput {
     principal: PrincipalInput,
     action: Action,
     resource: ResourceInput,
+    /// Cedar's `context`, for `Proxy` only.
+    context: Option<ContextInput>,
+}
+
+/// A proxied request's context as the policy sees it. `method`, `path`
+/// and `client_ip` are left empty when no policy reads them, so that the
+/// remembered decisions stay few.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ContextInput {
+    method: String,
+    path: String,
+    client_ip: String,
+    amr: Vec<&'static str>,
+    scopes: Option<Vec<String>>,
+}
+
+/// What the gateway tells the policy about a proxied request beyond the
+/// caller and the route (`context` in `Rampart::Action::"Proxy"`).
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub client_ip: Option<std::net::IpAddr>,
+    /// How the caller authenticated (API.md's `amr` table).
+    pub amr: &'a [&'static str],
+    /// An API key's scopes; `None` for other credentials.
+    pub scopes: Option<&'a [String]>,
 }
 
 /// A user's attributes as Cedar's `User` entity holds them.
@@ -235,6 +281,7 @@ enum ResourceInput {
     AdminArea,
     User(UserAttributes),
     Post { id: Uuid, author: Uuid, author_department: Option<String>, author_role: Option<Role> },
+    Route { id: Arc<str>, path: String, upstream: Arc<str>, auth: &'static str, allow_roles: Vec<Role> },
 }
 
 impl DecisionInput {
@@ -262,8 +309,15 @@ impl DecisionInput {
                 author_department: post.author_department.as_deref().map(str::to_owned),
                 author_role: post.author_role,
             },
+            Resource::Route(route) => ResourceInput::Route {
+                id: route.id.clone(),
+                path: route.path.clone(),
+                upstream: route.upstream.clone(),
+                auth: route.auth.as_str(),
+                allow_roles: route.allow_roles.clone(),
+            },
         };
-        Self { principal, action, resource }
+        Self { principal, action, resource, context: None }
     }
 }
 
@@ -274,6 +328,7 @@ struct EntityTypes {
     posts: EntityTypeName,
     users: EntityTypeName,
     admin_area: EntityTypeName,
+    route: EntityTypeName,
 }
 
 fn type_name(name: &str) -> Result<EntityTypeName, PolicyError> {
@@ -354,6 +409,7 @@ impl Authorizer {
             posts: type_name("Rampart::Posts")?,
             users: type_name("Rampart::Users")?,
             admin_area: type_name("Rampart::AdminArea")?,
+            route: type_name("Rampart::Route")?,
         };
         let decisions = Family::<DecisionLabels, Counter>::default();
         let counters = Action::ALL.map(|action| {
@@ -411,13 +467,49 @@ impl Authorizer {
     /// function of the policy and the input.
     pub fn is_allowed(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
         let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        let input = DecisionInput::new(caller, action, resource);
-        if let Some(allowed) = loaded.remembered(&input) {
+        self.decide_remembering(&loaded, DecisionInput::new(caller, action, resource))
+    }
+
+    fn decide_remembering(&self, loaded: &Loaded, input: DecisionInput) -> bool {
+        let rememberable = !(input.context.is_some() && loaded.reads_request);
+        if rememberable && let Some(allowed) = loaded.remembered(&input) {
             return allowed;
         }
         let allowed = self.decide(&loaded.policies, &input);
-        loaded.remember(input, allowed);
+        if rememberable {
+            loaded.remember(input, allowed);
+        }
         allowed
+    }
+
+    /// May `caller` send `request` through `route`? (`Action::Proxy`, with
+    /// the request's context.) Counted like every decision.
+    pub fn authorize_proxy<'a>(
+        &self,
+        caller: &Caller,
+        route: &'a ProxyRoute,
+        request: &ProxyRequest<'_>,
+    ) -> Decision<'a> {
+        let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let mut input = DecisionInput::new(caller, Action::Proxy, Resource::Route(route));
+        let detail = |text: &str| if loaded.reads_request { text.to_owned() } else { String::new() };
+        input.context = Some(ContextInput {
+            method: detail(request.method),
+            path: detail(request.path),
+            client_ip: request.client_ip.filter(|_| loaded.reads_request).map(|ip| ip.to_string()).unwrap_or_default(),
+            amr: request.amr.to_vec(),
+            scopes: request.scopes.map(<[String]>::to_vec),
+        });
+        let allowed = self.decide_remembering(&loaded, input);
+        self.count(Action::Proxy, allowed);
+        if allowed {
+            return Decision::Allow;
+        }
+        Decision::Deny(Denial {
+            user_id: caller.user().map(|principal| principal.user_id),
+            action: Action::Proxy,
+            resource: Resource::Route(route),
+        })
     }
 
     /// `is_allowed` without the remembered decisions: what Cedar costs (benches).
@@ -472,6 +564,24 @@ impl Authorizer {
                 entities.push(entity);
                 uid
             }
+            ResourceInput::Route { id, path, upstream, auth, allow_roles } => {
+                let uid = self.uid(&self.types.route, id);
+                let roles = allow_roles.iter().map(|role| RestrictedExpression::new_string(role.as_str().to_owned()));
+                let attributes = HashMap::from([
+                    ("path".to_owned(), RestrictedExpression::new_string(path.clone())),
+                    ("upstream".to_owned(), RestrictedExpression::new_string(upstream.to_string())),
+                    ("auth".to_owned(), RestrictedExpression::new_string((*auth).to_owned())),
+                    ("allow_roles".to_owned(), RestrictedExpression::new_set(roles)),
+                    // Cedar cannot join strings: the scope an API key needs
+                    // for this route comes ready-made.
+                    ("scope".to_owned(), RestrictedExpression::new_string(format!("routes:{id}"))),
+                ]);
+                let Ok(entity) = Entity::new(uid.clone(), attributes, HashSet::new()) else {
+                    return false;
+                };
+                entities.push(entity);
+                uid
+            }
         };
         let Some(action) = self.action_uids.get(&input.action) else {
             return false;
@@ -481,7 +591,28 @@ impl Authorizer {
         let Ok(entities) = Entities::from_entities(entities, None) else {
             return false;
         };
-        let Ok(request) = Request::new(principal, action.clone(), resource, Context::empty(), None) else {
+        let context = match &input.context {
+            None => Context::empty(),
+            Some(context) => {
+                let strings = |items: &mut dyn Iterator<Item = &str>| {
+                    RestrictedExpression::new_set(items.map(|item| RestrictedExpression::new_string(item.to_owned())))
+                };
+                let mut pairs = vec![
+                    ("method".to_owned(), RestrictedExpression::new_string(context.method.clone())),
+                    ("path".to_owned(), RestrictedExpression::new_string(context.path.clone())),
+                    ("client_ip".to_owned(), RestrictedExpression::new_string(context.client_ip.clone())),
+                    ("amr".to_owned(), strings(&mut context.amr.iter().copied())),
+                ];
+                if let Some(scopes) = &context.scopes {
+                    pairs.push(("scopes".to_owned(), strings(&mut scopes.iter().map(String::as_str))));
+                }
+                let Ok(context) = Context::from_pairs(pairs) else {
+                    return false;
+                };
+                context
+            }
+        };
+        let Ok(request) = Request::new(principal, action.clone(), resource, context, None) else {
             return false;
         };
         self.engine.is_authorized(&request, policies, &entities).decision() == cedar_policy::Decision::Allow

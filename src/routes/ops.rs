@@ -91,14 +91,15 @@ struct Ready {
 }
 
 /// Readiness: 200 when the database (and Redis, when configured) answer
-/// within 2 s. Never rate limited.
+/// within 2 s and, in protect mode, an upstream of the required routes is
+/// up. Never rate limited.
 #[utoipa::path(
     get,
     path = "/ready",
     tag = tags::OPS,
     responses(
         (status = 200, description = "The database (and Redis, when configured) answered.", body = Ready),
-        (status = 503, description = "The database or Redis did not answer."),
+        (status = 503, description = "The database or Redis did not answer, or (protect mode) every upstream of a required route is down."),
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
@@ -118,6 +119,10 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
         None => None,
     };
     if !database_up || redis_up == Some(false) {
+        return Err(ApiError::Unavailable);
+    }
+    if !state.gateway.ready() {
+        tracing::warn!("readiness check: every upstream of a required route is down");
         return Err(ApiError::Unavailable);
     }
     Ok(Json(Ready { status: "ready", database: "up", redis: redis_up.map(|_| "up") }))

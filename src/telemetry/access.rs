@@ -42,6 +42,8 @@ pub struct AccessLine<'a> {
     pub latency_ms: f64,
     pub client_ip: Option<IpAddr>,
     pub user_id: Option<Uuid>,
+    /// The upstream of a protect-mode route.
+    pub upstream: Option<&'a str>,
 }
 
 impl AccessLine<'_> {
@@ -68,6 +70,7 @@ impl AccessLine<'_> {
             latency_ms = self.latency_ms,
             client_ip = self.client_ip.map(tracing::field::display),
             user_id = user_id.as_deref(),
+            upstream = self.upstream,
             "request"
         );
     }
@@ -106,6 +109,9 @@ impl AccessLine<'_> {
         }
         if let Some(user_id) = self.user_id {
             text(fields, "user_id", user_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        }
+        if let Some(upstream) = self.upstream {
+            text(fields, "upstream", &scrub(upstream));
         }
         frame(line, json, "INFO", TARGET, "request", fields);
     }
@@ -176,6 +182,7 @@ mod tests {
                 latency_ms: 0.123_456,
                 client_ip: Some("203.0.113.7".parse().unwrap()),
                 user_id: Some(Uuid::now_v7()),
+                upstream: None,
             },
             AccessLine {
                 request_id: jwt,
@@ -186,6 +193,7 @@ mod tests {
                 latency_ms: 12.0,
                 client_ip: Some("2001:db8::1".parse().unwrap()),
                 user_id: None,
+                upstream: Some("orders"),
             },
             AccessLine {
                 request_id: "r",
@@ -196,6 +204,7 @@ mod tests {
                 latency_ms: 1e-7,
                 client_ip: None,
                 user_id: None,
+                upstream: None,
             },
         ];
         for json in [true, false] {

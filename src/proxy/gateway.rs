@@ -1,0 +1,713 @@
+//! The gateway: which requests go upstream (`dispatch`, at the edge), and
+//! what happens to them once the pipeline has authenticated and rate
+//! limited them (`serve`): the route's authentication rule, CSRF, the
+//! policy, the request and response header rules, the signed assertion,
+//! streaming with the upstream's timeouts, and the 502/503/504 answers.
+//! Forward auth (`routes::forward_auth`) shares `dispatch_path`, `admit` and
+//! `identity`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use super::{
+    assertion::{AssertionClaims, AssertionSigner},
+    body::{Activity, IdleBody, LimitedBody},
+    headers::{self, Forwarding, RequestRules},
+    path,
+    table::{ProxyRoute, RouteTable, Selection, rampart_owns},
+    upstream::Upstream,
+};
+use crate::{
+    app::AppState,
+    auth::{
+        principal::{Authentication, CSRF_HEADER, Caller, Credential, Principal},
+        secret,
+        tokens::TokenKeys,
+    },
+    config::{Config, RouteAuth, Unauthenticated},
+    domain::{AuditKind, Outcome},
+    error::ApiError,
+    layers::client_ip::{TrustedProxies, forwarded_chain},
+    policy::{Decision, ProxyRequest},
+    request_context::RequestContext,
+};
+
+/// What the edge does with a request.
+pub enum Dispatch {
+    /// One of Rampart's own routes, or no protect-mode route at all.
+    Rampart,
+    /// Refused before any other work (400 path shape, 405).
+    Refuse(ApiError),
+    /// Through this route to its upstream.
+    Proxy(Proxied),
+}
+
+/// A request on its way upstream, in the request's extensions from the edge on.
+#[derive(Clone)]
+pub struct Proxied {
+    pub route: Arc<ProxyRoute>,
+    pub upstream: Arc<Upstream>,
+}
+
+/// Marks a response that came from an upstream: its error bodies are the
+/// upstream's own (not replaced by a problem) and Rampart's security
+/// headers only fill in what it did not set.
+#[derive(Clone, Copy)]
+pub struct FromUpstream;
+
+/// The route table and the upstreams it uses, replaced whole on reload.
+pub struct Routing {
+    pub table: RouteTable,
+    upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+    health_checks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Routing {
+    fn drop(&mut self) {
+        for task in self.health_checks.get_mut().map(std::mem::take).unwrap_or_default() {
+            task.abort();
+        }
+    }
+}
+
+impl Routing {
+    fn build(config: &Config) -> Result<Self, Vec<String>> {
+        let table = RouteTable::build(config)?;
+        let mut upstreams = HashMap::new();
+        let mut configured: Vec<(String, crate::config::UpstreamConfig)> =
+            config.proxy.upstreams.iter().map(|(name, upstream)| (name.clone(), upstream.clone())).collect();
+        if !config.proxy.default_upstream.is_empty() {
+            configured.push((
+                "default".into(),
+                crate::config::UpstreamConfig { url: config.proxy.default_upstream.clone(), ..Default::default() },
+            ));
+        }
+        let mut problems = Vec::new();
+        for (name, upstream) in configured {
+            match Upstream::new(&name, &upstream) {
+                Ok(upstream) => {
+                    upstreams.insert(upstream.name.clone(), Arc::new(upstream));
+                }
+                Err(error) => problems.push(format!("proxy.upstreams.{name}: {error:#}")),
+            }
+        }
+        for route in table.routes() {
+            if !upstreams.contains_key(&route.upstream) {
+                problems.push(format!("proxy.routes: route {} names an unknown upstream {}", route.id, route.upstream));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self { table, upstreams, health_checks: std::sync::Mutex::new(Vec::new()) })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamRequestLabels {
+    pub route: String,
+    pub upstream: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteUpstreamLabels {
+    pub route: String,
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+/// PROTECT.md "Observability".
+#[derive(Clone)]
+struct UpstreamMetrics {
+    requests: Family<UpstreamRequestLabels, Counter>,
+    duration: Family<RouteUpstreamLabels, Histogram>,
+    up: Family<UpstreamLabels, Gauge>,
+}
+
+impl UpstreamMetrics {
+    fn new() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            }),
+            up: Family::default(),
+        }
+    }
+}
+
+/// What a signed-in caller is told to the upstream as.
+pub struct Identity {
+    pub principal: Principal,
+    /// `bearer`, `session` or `api_key` (`X-Rampart-Auth`).
+    pub kind: &'static str,
+    pub amr: &'static [&'static str],
+}
+
+pub struct Gateway {
+    routing: RwLock<Arc<Routing>>,
+    assertion: Option<AssertionSigner>,
+    assertion_header: Option<HeaderName>,
+    strip: Vec<HeaderName>,
+    /// `server.public_url`, or `http://<server.bind>` when unset.
+    public_origin: String,
+    cors_origins: Vec<String>,
+    demo: bool,
+    tls: bool,
+    trusted: TrustedProxies,
+    metrics: UpstreamMetrics,
+    /// Set on shutdown; websocket tunnels close with 1001.
+    pub(super) shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gateway {
+    /// The route table and upstreams of `config`, and the assertion signer:
+    /// the access-token key, or `proxy.assertion_key_file`'s EdDSA key for
+    /// HS256 deployments (published in `tokens`' JWKS).
+    pub fn new(config: &Config, tokens: &mut TokenKeys, tls: bool) -> anyhow::Result<Self> {
+        let routing = Routing::build(config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
+        let proxy = &config.proxy;
+        let assertion_header = if proxy.assertion_header.is_empty() {
+            None
+        } else {
+            Some(HeaderName::from_bytes(proxy.assertion_header.to_ascii_lowercase().as_bytes())?)
+        };
+        let assertion = match &assertion_header {
+            None => None,
+            Some(_) if !proxy.assertion_key_file.as_os_str().is_empty() => {
+                let (signer, jwk) = AssertionSigner::with_key_file(
+                    &proxy.assertion_key_file,
+                    &config.auth.issuer,
+                    proxy.assertion_ttl.0,
+                )?;
+                tokens.publish(jwk);
+                Some(signer)
+            }
+            Some(_) => {
+                let signer = AssertionSigner::with_token_key(tokens, &config.auth.issuer, proxy.assertion_ttl.0);
+                if signer.is_none() && !routing.table.is_empty() {
+                    anyhow::bail!(
+                        "proxy.assertion_key_file: needed with auth.jwt_algorithm = \"HS256\" (a shared secret would let upstreams mint access tokens)"
+                    );
+                }
+                signer
+            }
+        };
+        let strip = proxy
+            .strip_request_headers
+            .iter()
+            .map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let public_origin = match config.public_origin() {
+            Some(origin) => origin.trim_end_matches('/').to_owned(),
+            None => format!("{}://{}", if tls { "https" } else { "http" }, config.server.bind),
+        };
+        Ok(Self {
+            routing: RwLock::new(Arc::new(routing)),
+            assertion,
+            assertion_header,
+            strip,
+            public_origin,
+            cors_origins: config.server.cors_origins.clone(),
+            demo: config.demo.enabled,
+            tls,
+            trusted: TrustedProxies {
+                nets: Arc::new(config.server.trusted_proxies.clone()),
+                header: config.server.forwarded_header,
+            },
+            metrics: UpstreamMetrics::new(),
+            shutdown: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "upstream_requests",
+            "Requests the gateway sent upstream, by route, upstream and status (502/504 when none came back)",
+            self.metrics.requests.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to its response headers, by route and upstream",
+            self.metrics.duration.clone(),
+        );
+        registry.register("upstream_up", "1 while the upstream's health check passes", self.metrics.up.clone());
+    }
+
+    fn routing(&self) -> Arc<Routing> {
+        self.routing.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Whether any protect-mode route exists.
+    pub fn is_active(&self) -> bool {
+        !self.routing().table.is_empty()
+    }
+
+    /// Replaces the route table and upstreams with `config`'s (SIGHUP); on
+    /// a problem the old table stays and the problems are returned.
+    pub fn reload(&self, config: &Config) -> Result<(), Vec<String>> {
+        let routing = Arc::new(Routing::build(config)?);
+        self.start_health_checks(&routing);
+        *self.routing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = routing;
+        Ok(())
+    }
+
+    /// Starts the active health checks of the current upstreams (call once
+    /// inside the runtime; reloads start their own).
+    pub fn start(&self) {
+        self.start_health_checks(&self.routing());
+    }
+
+    fn start_health_checks(&self, routing: &Arc<Routing>) {
+        let mut tasks = routing.health_checks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for upstream in routing.upstreams.values() {
+            let gauge = self.metrics.up.get_or_create(&UpstreamLabels { upstream: upstream.name.to_string() }).clone();
+            gauge.set(1);
+            let Some((_, interval)) = upstream.health.clone() else {
+                continue;
+            };
+            let upstream = Arc::downgrade(upstream);
+            let task = tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let Some(upstream) = upstream.upgrade() else {
+                        return;
+                    };
+                    let up = upstream.check().await;
+                    if up != upstream.is_up() {
+                        tracing::warn!(upstream = %upstream.name, up, "upstream health changed");
+                    }
+                    upstream.set_up(up);
+                    gauge.set(i64::from(up));
+                }
+            });
+            tasks.push(task.abort_handle());
+        }
+    }
+
+    /// `/ready` is 503 while every upstream of a required route is down.
+    pub fn ready(&self) -> bool {
+        let routing = self.routing();
+        let mut required = routing
+            .table
+            .routes()
+            .iter()
+            .filter(|route| route.auth == RouteAuth::Required)
+            .filter_map(|route| routing.upstreams.get(&route.upstream))
+            .peekable();
+        required.peek().is_none() || required.any(|upstream| upstream.is_up())
+    }
+
+    /// Which way a request goes (the edge asks before anything else runs).
+    pub fn dispatch(&self, method: &Method, headers: &HeaderMap, uri: &axum::http::Uri) -> Dispatch {
+        let routing = self.routing();
+        if routing.table.is_empty() {
+            return Dispatch::Rampart;
+        }
+        let host = request_host(headers, uri);
+        dispatch_in(&routing, self.demo, method, host, uri.path())
+    }
+
+    /// `dispatch` for a request described by another proxy (forward auth).
+    pub fn dispatch_path(&self, method: &Method, host: Option<&str>, path: &str) -> Dispatch {
+        let routing = self.routing();
+        match dispatch_in(&routing, self.demo, method, host, path) {
+            // Rampart's own paths are not for another proxy to ask about.
+            Dispatch::Rampart => Dispatch::Refuse(ApiError::NotFound),
+            other => other,
+        }
+    }
+
+    /// The route's authentication and CSRF rules and the policy: `Ok` with
+    /// the identity to forward (none for a guest), or the refusal.
+    pub fn admit(
+        &self,
+        state: &AppState,
+        route: &ProxyRoute,
+        method: &Method,
+        path: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        context: &RequestContext,
+    ) -> Result<Option<Identity>, Response> {
+        let refuse_guest = |token_sent: bool| match route.unauthenticated {
+            Unauthenticated::Login if !token_sent => login_redirect(path_and_query),
+            _ => ApiError::Unauthorized { token_sent }.into_response(),
+        };
+        let caller = match context.authentication.get() {
+            None | Some(Authentication::Guest) => Caller::Guest,
+            Some(Authentication::Invalid { token_sent }) => return Err(refuse_guest(*token_sent)),
+            Some(Authentication::Unavailable) => return Err(ApiError::Unavailable.into_response()),
+            Some(Authentication::Signed(principal)) => Caller::User(principal.clone()),
+        };
+        if route.auth == RouteAuth::Required && matches!(caller, Caller::Guest) {
+            return Err(refuse_guest(false));
+        }
+        if let Caller::User(principal) = &caller {
+            self.check_cookie_request(principal, method, headers)?;
+        }
+        let identity = caller.user().map(|principal| identity_of(principal));
+        let amr = identity.as_ref().map_or(&[][..], |identity| identity.amr);
+        let request = ProxyRequest { method: method.as_str(), path, client_ip: context.client_ip, amr, scopes: None };
+        match state.authorizer.authorize_proxy(&caller, route, &request) {
+            Decision::Allow => Ok(identity),
+            Decision::Deny(denial) => {
+                let Some(user_id) = denial.user_id else {
+                    return Err(refuse_guest(false));
+                };
+                let audit = crate::audit::AuditContext::from_facts(
+                    Some(context.request_id.as_str().to_owned()),
+                    context.client_ip,
+                    Some(format!("proxy:{}", route.id)),
+                );
+                let mut event = audit.event(state.clock.now(), AuditKind::Forbidden, Some(user_id), Outcome::Denied);
+                event.detail = Some(denial.detail());
+                state.audit.record(event);
+                context.audited.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(ApiError::forbidden("You are not allowed to use this route.").into_response())
+            }
+        }
+    }
+
+    /// A cookie-authenticated unsafe request needs the session's
+    /// `X-CSRF-Token`, or (forms cannot send it) `Sec-Fetch-Site:
+    /// same-origin` or an allowed `Origin`. A websocket upgrade needs the
+    /// allowed `Origin` whatever its method (cross-site websocket hijacking).
+    fn check_cookie_request(
+        &self,
+        principal: &Principal,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<(), Response> {
+        let Credential::Session { csrf_hash, .. } = &principal.credential else {
+            return Ok(());
+        };
+        let origin_allowed = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).is_some_and(|origin| {
+            origin == self.public_origin || self.cors_origins.iter().any(|allowed| allowed == origin)
+        });
+        if is_websocket_upgrade(headers) {
+            return if origin_allowed {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden("A websocket signed in by cookie must come from an allowed Origin.")
+                    .into_response())
+            };
+        }
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return Ok(());
+        }
+        let token_ok = headers
+            .get(CSRF_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|token| secret::matches(token, csrf_hash));
+        let same_site = headers.get("sec-fetch-site").is_some_and(|value| value.as_bytes() == b"same-origin");
+        if token_ok || same_site || origin_allowed {
+            return Ok(());
+        }
+        Err(ApiError::forbidden("A request signed in by cookie needs the X-CSRF-Token header or a same-origin Origin.")
+            .into_response())
+    }
+
+    /// The identity headers and the assertion for a signed-in caller.
+    pub async fn identity_headers(
+        &self,
+        state: &AppState,
+        route: &ProxyRoute,
+        identity: &Identity,
+        method: &Method,
+        path: &str,
+        request_id: &str,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
+        let principal = &identity.principal;
+        let mut out = vec![
+            (HeaderName::from_static("x-rampart-user-id"), header_value(&principal.user_id.to_string())),
+            (HeaderName::from_static("x-rampart-role"), HeaderValue::from_static(principal.role.as_str())),
+            (HeaderName::from_static("x-rampart-auth"), HeaderValue::from_static(identity.kind)),
+        ];
+        if let (Some(signer), Some(name)) = (&self.assertion, &self.assertion_header) {
+            let user = state.store.user_by_id(principal.user_id).await.map_err(|error| match error {
+                crate::store::StoreError::NotFound => ApiError::Unauthorized { token_sent: true },
+                other => other.into(),
+            })?;
+            let (iat, exp, jti) = signer.times(state.clock.now());
+            let claims = AssertionClaims {
+                iss: signer.issuer(),
+                aud: &route.upstream,
+                sub: principal.user_id,
+                role: principal.role.as_str(),
+                department: principal.department.as_deref(),
+                email: user.email.as_str(),
+                amr: identity.amr,
+                scope: None,
+                route: &route.id,
+                htm: method.as_str(),
+                htu: format!("{}{}", self.public_origin, path),
+                iat,
+                exp,
+                jti,
+                rid: request_id,
+            };
+            let token = signer.sign(&claims)?;
+            out.push((name.clone(), header_value(&token)));
+        }
+        Ok(out)
+    }
+
+    /// Sends an admitted request upstream and streams the answer back.
+    pub async fn serve(
+        &self,
+        state: &AppState,
+        proxied: &Proxied,
+        request: Request,
+        context: &RequestContext,
+    ) -> Response {
+        let (mut parts, body) = request.into_parts();
+        let route = &proxied.route;
+        let path = parts.uri.path().to_owned();
+        let path_and_query = parts.uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str()).to_owned();
+        let identity = match self.admit(state, route, &parts.method, &path, &path_and_query, &parts.headers, context) {
+            Ok(identity) => identity,
+            Err(refusal) => return refusal,
+        };
+        let upstream = &proxied.upstream;
+        if !upstream.is_up() {
+            return ApiError::UpstreamDown { retry_after_secs: upstream.retry_after_secs() }.into_response();
+        }
+        let websocket = route.websockets && is_websocket_upgrade(&parts.headers);
+        let identity_headers = match &identity {
+            Some(identity) => {
+                match self
+                    .identity_headers(state, route, identity, &parts.method, &path, context.request_id.as_str())
+                    .await
+                {
+                    Ok(headers) => headers,
+                    Err(error) => return error.into_response(),
+                }
+            }
+            None => Vec::new(),
+        };
+        let Some(uri) = upstream.uri(&route.upstream_path_and_query(&path, parts.uri.query())) else {
+            return ApiError::bad_request("This path cannot be forwarded.").into_response();
+        };
+        let client_host = request_host(&parts.headers, &parts.uri).map(str::to_owned);
+        let mut outgoing = std::mem::take(&mut parts.headers);
+        let chain = context.peer.map(|peer| forwarded_chain(peer, &outgoing, &self.trusted)).unwrap_or_default();
+        let proto = self.forwarded_proto(context, &outgoing).to_owned();
+        let host_value = client_host.as_deref().and_then(|host| HeaderValue::from_str(host).ok());
+        headers::request_headers(
+            &mut outgoing,
+            &RequestRules {
+                pass_authorization: route.pass_authorization,
+                websocket,
+                assertion_header: self.assertion_header.as_ref(),
+                extra: &self.strip,
+            },
+            &Forwarding { chain: &chain, proto: &proto, host: host_value.as_ref(), request_id: &context.request_id.0 },
+        );
+        let host = match (&host_value, route.preserve_host) {
+            (Some(host), true) => host.clone(),
+            _ => header_value(upstream.authority.as_str()),
+        };
+        outgoing.insert(header::HOST, host);
+        for (name, value) in identity_headers {
+            outgoing.insert(name, value);
+        }
+
+        if websocket {
+            return super::websocket::open(self, state, proxied, parts, body, uri, outgoing, identity).await;
+        }
+
+        let activity = Activity::new();
+        let limited = LimitedBody::new(body, upstream.max_body, activity.clone());
+        let exceeded = limited.exceeded.clone();
+        let empty_body = http_body::Body::size_hint(&limited).exact() == Some(0);
+        let method = parts.method.clone();
+        let build = |body: Body| {
+            let mut request = axum::http::Request::new(body);
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = outgoing.clone();
+            request
+        };
+        let started = Instant::now();
+        let mut answer = self.send(upstream, build(Body::new(limited))).await;
+        // Retried once, only where nothing can have reached the upstream: an
+        // idempotent method without a body whose connection failed to open.
+        if let Err(SendError::Connect) = answer
+            && method.is_idempotent()
+            && empty_body
+        {
+            answer = self.send(upstream, build(Body::empty())).await;
+        }
+        let labels = RouteUpstreamLabels { route: route.id.to_string(), upstream: upstream.name.to_string() };
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) => {
+                let status = match error {
+                    _ if exceeded.load(std::sync::atomic::Ordering::Relaxed) => ApiError::PayloadTooLarge,
+                    SendError::Timeout => ApiError::GatewayTimeout,
+                    SendError::Connect | SendError::Other => ApiError::BadGateway,
+                };
+                self.count(&labels, status.status().as_u16());
+                if status.status() != StatusCode::PAYLOAD_TOO_LARGE {
+                    tracing::warn!(route = %route.id, upstream = %upstream.name, cause = ?error, "upstream request failed");
+                }
+                return status.into_response();
+            }
+        };
+        self.metrics.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        self.count(&labels, response.status().as_u16());
+        let (mut head, incoming) = response.into_parts();
+        headers::response_headers(&mut head.headers, false);
+        head.extensions = Default::default();
+        head.extensions.insert(FromUpstream);
+        Response::from_parts(head, Body::new(IdleBody::new(incoming, upstream.idle_timeout, activity)))
+    }
+
+    pub(super) fn count(&self, labels: &RouteUpstreamLabels, status: u16) {
+        self.metrics
+            .requests
+            .get_or_create(&UpstreamRequestLabels {
+                route: labels.route.clone(),
+                upstream: labels.upstream.clone(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Sends with the upstream's `response_timeout` on the response headers.
+    pub(super) async fn send(
+        &self,
+        upstream: &Upstream,
+        request: axum::http::Request<Body>,
+    ) -> Result<axum::http::Response<hyper::body::Incoming>, SendError> {
+        match tokio::time::timeout(upstream.response_timeout, upstream.client.request(request)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if error.is_connect() => Err(SendError::Connect),
+            Ok(Err(error)) => {
+                tracing::debug!(cause = %error, "upstream request error");
+                Err(SendError::Other)
+            }
+        }
+    }
+
+    /// `https` over TLS; behind a trusted proxy, what it says it received.
+    fn forwarded_proto<'h>(&self, context: &RequestContext, headers: &'h HeaderMap) -> &'h str {
+        let trusted_peer = context.peer.is_some_and(|peer| self.trusted.trusts(peer));
+        if trusted_peer
+            && let Some(proto) = headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok())
+            && (proto == "https" || proto == "http")
+        {
+            return proto;
+        }
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// Closes every websocket tunnel (with 1001) on shutdown.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// The origin clients use (`server.public_url`).
+    pub fn public_origin(&self) -> &str {
+        &self.public_origin
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum SendError {
+    Connect,
+    Timeout,
+    Other,
+}
+
+fn dispatch_in(routing: &Routing, demo: bool, method: &Method, host: Option<&str>, path: &str) -> Dispatch {
+    if let Err(refusal) = path::check(path) {
+        return Dispatch::Refuse(ApiError::bad_request(refusal.0));
+    }
+    if rampart_owns(path, demo) {
+        return Dispatch::Rampart;
+    }
+    match routing.table.select(method, host, path) {
+        Selection::Route(route) => match routing.upstreams.get(&route.upstream) {
+            Some(upstream) => Dispatch::Proxy(Proxied { route: route.clone(), upstream: upstream.clone() }),
+            None => Dispatch::Refuse(ApiError::NotFound),
+        },
+        Selection::MethodNotAllowed { allow } => {
+            Dispatch::Refuse(ApiError::MethodNotAllowed { allow: header_value(&allow) })
+        }
+        Selection::NoRoute => Dispatch::Rampart,
+    }
+}
+
+/// The identity a principal is forwarded as. Access tokens and sessions do
+/// not yet record how their user signed in; both come from a password or a
+/// provider sign-in, reported as `pwd` until second factors add their own.
+fn identity_of(principal: &Principal) -> Identity {
+    let kind = match principal.credential {
+        Credential::Bearer { .. } => "bearer",
+        Credential::Session { .. } => "session",
+    };
+    Identity { principal: principal.clone(), kind, amr: &["pwd"] }
+}
+
+/// `Host`, or the HTTP/2 `:authority`.
+fn request_host<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
+    headers.get(header::HOST).and_then(|value| value.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers.get(header::UPGRADE).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let connection = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    upgrade && connection
+}
+
+/// 303 to `/login?next=<path and query>` for browser routes.
+fn login_redirect(path_and_query: &str) -> Response {
+    let next: String = path_and_query
+        .bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect();
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response.headers_mut().insert(header::LOCATION, header_value(&format!("/login?next={next}")));
+    response
+}
+
+/// Values built from our own ASCII text; anything else becomes empty.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
