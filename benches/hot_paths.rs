@@ -127,6 +127,7 @@ fn access_log_line(c: &mut Criterion) {
         latency_ms: 0.42,
         client_ip: Some("203.0.113.7".parse().unwrap()),
         user_id: Some(Uuid::now_v7()),
+        upstream: None,
     };
     c.bench_function("access-log line (JSON, written directly, as the server does)", |b| {
         b.iter(|| black_box(&line).write_to(true, &writer))

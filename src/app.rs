@@ -258,6 +258,7 @@ pub fn public_routes() -> Routes {
         .merge(routes::ops::router())
         .merge(routes::auth::router())
         .merge(routes::oauth::router())
+        .merge(routes::forward_auth::router())
         .merge(routes::pages::router())
         .merge(routes::users::router())
         .merge(routes::posts::router())

@@ -36,12 +36,15 @@ pub enum RouteClass {
     /// A liveness check: never rate limited and open even to blocked
     /// clients.
     Liveness,
+    /// Forward auth (`/auth/forward`): the pipeline's groups do not count
+    /// it; the route it asks about counts in its own group.
+    ForwardAuth,
 }
 
 impl RouteClass {
     /// Whether rate limits count requests to this route.
     pub fn rate_limited(self) -> bool {
-        !matches!(self, RouteClass::Readiness | RouteClass::Liveness)
+        !matches!(self, RouteClass::Readiness | RouteClass::Liveness | RouteClass::ForwardAuth)
     }
 
     /// Whether a blocked client is refused here.

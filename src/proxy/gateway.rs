@@ -346,31 +346,34 @@ impl Gateway {
         &self,
         state: &AppState,
         route: &ProxyRoute,
-        method: &Method,
-        path: &str,
-        path_and_query: &str,
-        headers: &HeaderMap,
+        asked: &Asked<'_>,
         context: &RequestContext,
-    ) -> Result<Option<Identity>, Response> {
+    ) -> Result<Option<Identity>, Refusal> {
         let refuse_guest = |token_sent: bool| match route.unauthenticated {
-            Unauthenticated::Login if !token_sent => login_redirect(path_and_query),
-            _ => ApiError::Unauthorized { token_sent }.into_response(),
+            Unauthenticated::Login if !token_sent => Refusal::Login(login_location(asked.path_and_query)),
+            _ => Refusal::Api(ApiError::Unauthorized { token_sent }),
         };
         let caller = match context.authentication.get() {
             None | Some(Authentication::Guest) => Caller::Guest,
             Some(Authentication::Invalid { token_sent }) => return Err(refuse_guest(*token_sent)),
-            Some(Authentication::Unavailable) => return Err(ApiError::Unavailable.into_response()),
+            Some(Authentication::Unavailable) => return Err(Refusal::Api(ApiError::Unavailable)),
             Some(Authentication::Signed(principal)) => Caller::User(principal.clone()),
         };
         if route.auth == RouteAuth::Required && matches!(caller, Caller::Guest) {
             return Err(refuse_guest(false));
         }
         if let Caller::User(principal) = &caller {
-            self.check_cookie_request(principal, method, headers)?;
+            self.check_cookie_request(principal, asked.method, asked.headers).map_err(Refusal::Api)?;
         }
-        let identity = caller.user().map(|principal| identity_of(principal));
+        let identity = caller.user().map(identity_of);
         let amr = identity.as_ref().map_or(&[][..], |identity| identity.amr);
-        let request = ProxyRequest { method: method.as_str(), path, client_ip: context.client_ip, amr, scopes: None };
+        let request = ProxyRequest {
+            method: asked.method.as_str(),
+            path: asked.path,
+            client_ip: context.client_ip,
+            amr,
+            scopes: None,
+        };
         match state.authorizer.authorize_proxy(&caller, route, &request) {
             Decision::Allow => Ok(identity),
             Decision::Deny(denial) => {
@@ -386,7 +389,7 @@ impl Gateway {
                 event.detail = Some(denial.detail());
                 state.audit.record(event);
                 context.audited.store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(ApiError::forbidden("You are not allowed to use this route.").into_response())
+                Err(Refusal::Api(ApiError::forbidden("You are not allowed to use this route.")))
             }
         }
     }
@@ -400,7 +403,7 @@ impl Gateway {
         principal: &Principal,
         method: &Method,
         headers: &HeaderMap,
-    ) -> Result<(), Response> {
+    ) -> Result<(), ApiError> {
         let Credential::Session { csrf_hash, .. } = &principal.credential else {
             return Ok(());
         };
@@ -411,8 +414,7 @@ impl Gateway {
             return if origin_allowed {
                 Ok(())
             } else {
-                Err(ApiError::forbidden("A websocket signed in by cookie must come from an allowed Origin.")
-                    .into_response())
+                Err(ApiError::forbidden("A websocket signed in by cookie must come from an allowed Origin."))
             };
         }
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -426,8 +428,7 @@ impl Gateway {
         if token_ok || same_site || origin_allowed {
             return Ok(());
         }
-        Err(ApiError::forbidden("A request signed in by cookie needs the X-CSRF-Token header or a same-origin Origin.")
-            .into_response())
+        Err(ApiError::forbidden("A request signed in by cookie needs the X-CSRF-Token header or a same-origin Origin."))
     }
 
     /// The identity headers and the assertion for a signed-in caller.
@@ -487,9 +488,11 @@ impl Gateway {
         let route = &proxied.route;
         let path = parts.uri.path().to_owned();
         let path_and_query = parts.uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str()).to_owned();
-        let identity = match self.admit(state, route, &parts.method, &path, &path_and_query, &parts.headers, context) {
+        let asked =
+            Asked { method: &parts.method, path: &path, path_and_query: &path_and_query, headers: &parts.headers };
+        let identity = match self.admit(state, route, &asked, context) {
             Ok(identity) => identity,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.into_response(),
         };
         let upstream = &proxied.upstream;
         if !upstream.is_up() {
@@ -581,6 +584,9 @@ impl Gateway {
         self.count(&labels, response.status().as_u16());
         let (mut head, incoming) = response.into_parts();
         headers::response_headers(&mut head.headers, false);
+        // The client's protocol, not the upstream's (an HTTP/1.0 upstream
+        // must not turn the client's keep-alive connection into 1.0).
+        head.version = parts.version;
         head.extensions = Default::default();
         head.extensions.insert(FromUpstream);
         Response::from_parts(head, Body::new(IdleBody::new(incoming, upstream.idle_timeout, activity)))
@@ -690,8 +696,9 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     upgrade && connection
 }
 
-/// 303 to `/login?next=<path and query>` for browser routes.
-fn login_redirect(path_and_query: &str) -> Response {
+/// `/login?next=<path and query, percent-encoded>`, where a browser route
+/// sends a guest.
+fn login_location(path_and_query: &str) -> HeaderValue {
     let next: String = path_and_query
         .bytes()
         .map(|byte| {
@@ -702,9 +709,39 @@ fn login_redirect(path_and_query: &str) -> Response {
             }
         })
         .collect();
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    response.headers_mut().insert(header::LOCATION, header_value(&format!("/login?next={next}")));
-    response
+    header_value(&format!("/login?next={next}"))
+}
+
+/// The request a decision is about: the gateway's own, or the one another
+/// proxy describes to forward auth.
+pub struct Asked<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub path_and_query: &'a str,
+    /// Where credentials, `Origin`, `Sec-Fetch-Site` and `X-CSRF-Token` are read.
+    pub headers: &'a HeaderMap,
+}
+
+/// Why `admit` refused.
+#[derive(Debug)]
+pub enum Refusal {
+    Api(ApiError),
+    /// A guest on a `login` route: 303 to this sign-in page (the gateway),
+    /// or 401 with it in `Location` (forward auth).
+    Login(HeaderValue),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Api(error) => error.into_response(),
+            Refusal::Login(location) => {
+                let mut response = StatusCode::SEE_OTHER.into_response();
+                response.headers_mut().insert(header::LOCATION, location);
+                response
+            }
+        }
+    }
 }
 
 /// Values built from our own ASCII text; anything else becomes empty.

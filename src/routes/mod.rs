@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod blocks;
 pub mod docs;
+pub mod forward_auth;
 pub mod oauth;
 pub mod ops;
 pub mod pages;
