@@ -742,6 +742,57 @@ mod tests {
         loaded.remembered(&DecisionInput::new(caller, action, resource))
     }
 
+    fn route(id: &str, auth: crate::config::RouteAuth, allow_roles: &[Role]) -> ProxyRoute {
+        ProxyRoute {
+            id: id.into(),
+            path: format!("/{id}"),
+            methods: None,
+            host: None,
+            upstream: "app".into(),
+            strip_prefix: false,
+            auth,
+            unauthenticated: crate::config::Unauthenticated::Problem,
+            allow_roles: allow_roles.to_vec(),
+            rate_limit: "proxy".into(),
+            websockets: false,
+            pass_authorization: false,
+            preserve_host: false,
+        }
+    }
+
+    fn proxy_allowed(authorizer: &Authorizer, caller: &Caller, route: &ProxyRoute, scopes: Option<&[String]>) -> bool {
+        let request = ProxyRequest { method: "GET", path: &route.path, client_ip: None, amr: &["pwd"], scopes };
+        matches!(authorizer.authorize_proxy(caller, route, &request), Decision::Allow)
+    }
+
+    #[test]
+    fn the_default_policy_implements_protect_modes_route_rules() {
+        use crate::config::RouteAuth::{Optional, Public, Required};
+        let authorizer = Authorizer::load(Path::new("")).expect("built-in policy");
+        let (admin, _) = caller(Role::Admin, None);
+        let (manager, _) = caller(Role::Manager, Some("sales"));
+        let (user, _) = caller(Role::User, None);
+        let guest = Caller::Guest;
+        let allowed = |c: &Caller, r: &ProxyRoute| proxy_allowed(&authorizer, c, r, None);
+
+        for c in [&guest, &user, &admin] {
+            assert!(allowed(c, &route("public", Public, &[Role::Admin])), "public routes are open");
+            assert!(allowed(c, &route("optional", Optional, &[])), "optional routes take guests and users");
+        }
+        let any_user = route("any", Required, &[]);
+        assert!(!allowed(&guest, &any_user));
+        assert!(allowed(&user, &any_user) && allowed(&manager, &any_user) && allowed(&admin, &any_user));
+        let managers = route("reports", Required, &[Role::Manager]);
+        assert!(allowed(&manager, &managers));
+        assert!(!allowed(&user, &managers));
+        assert!(!allowed(&admin, &managers), "allow_roles binds admins too");
+
+        let scopes = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let key = |list: &[&str]| proxy_allowed(&authorizer, &user, &any_user, Some(&scopes(list)));
+        assert!(key(&["routes:any"]) && key(&["routes:*"]));
+        assert!(!key(&[]) && !key(&["routes:other"]) && !key(&["posts:read"]), "a key needs the route's scope");
+    }
+
     #[test]
     fn remembered_decisions_agree_with_cedar_over_every_role_department_owner_action_and_resource() {
         let authorizer = Authorizer::load(Path::new("")).expect("built-in policy");
