@@ -84,21 +84,38 @@ const fn stage(name: &'static str, runner: Runner, work: &'static str) -> Stage 
 /// The order matters where a stage refuses early: a blocked client is
 /// refused before authentication or rate limiting counts it, and signed-in
 /// callers are rate limited by user id because authentication comes first.
-pub const STAGES: [Stage; 16] = [
+pub const STAGES: [Stage; 17] = [
     stage("request id", Runner::Edge, "keep a safe client X-Request-Id or mint one (request_id.rs)"),
     stage("client IP", Runner::Edge, "the socket peer, or the forwarded client behind trusted proxies (client_ip.rs)"),
     stage("route class", Runner::Edge, "the path's RouteClass, as the routers declared it, into the RequestContext"),
+    stage(
+        "protect mode",
+        Runner::Edge,
+        "a path for an upstream is marked Proxied; refused path shapes 400, 405 (proxy/gateway.rs)",
+    ),
     stage("access log in", Runner::Edge, "note the start time, method and URI (access_log.rs)"),
     stage("blocked clients", Runner::Edge, "403 for a blocked client where the route class is blockable (block.rs)"),
     stage("size limits", Runner::Edge, "414 for a long URI, 431 for large headers (limits.rs)"),
-    stage("timeout", Runner::Edge, "503 past server.request_timeout"),
+    stage("timeout", Runner::Edge, "503 past server.request_timeout (not on proxied routes)"),
     stage("panic catching", Runner::Edge, "a panic becomes a 500 (panic.rs)"),
     stage("CORS", Runner::Cors, "preflights answered, CORS headers added, when origins are configured"),
     stage("body limit", Runner::Gate, "413 by Content-Length; any other body is cut off as it is read"),
     stage("authenticate", Runner::Gate, "bearer token, then session cookie, into the context (authenticate.rs)"),
-    stage("rate limit", Runner::Gate, "429 or admitted; on the way out failure counting and RateLimit fields"),
-    stage("route", Runner::Router, "record the matched route, run the handler; 404 and 405 otherwise"),
-    stage("problem out", Runner::Edge, "render every error as problem+json with the request id (problem.rs)"),
+    stage(
+        "rate limit",
+        Runner::Gate,
+        "429 or admitted (proxied: the route's group only); on the way out RateLimit fields",
+    ),
+    stage(
+        "route",
+        Runner::Router,
+        "record the matched route, run the handler (proxied: the gateway); 404 and 405 otherwise",
+    ),
+    stage(
+        "problem out",
+        Runner::Edge,
+        "render every error as problem+json with the request id, not an upstream's (problem.rs)",
+    ),
     stage("access log out", Runner::Edge, "metrics, audit of 401/403/429/5xx, defence counting, the log line"),
     stage("headers out", Runner::Edge, "the security headers and X-Request-Id (security_headers.rs, request_id.rs)"),
 ];

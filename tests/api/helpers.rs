@@ -18,6 +18,7 @@ use rampart::{
     config::{Config, PasswordHashConfig},
     domain::{Email, Role},
     policy::Authorizer,
+    proxy::Gateway,
     server::Server,
     store,
     telemetry::RedactingLayer,
@@ -58,6 +59,8 @@ pub struct TestApp {
     pub users: Seeded,
     /// The running server's policy engine, to trigger reloads.
     pub authorizer: Arc<Authorizer>,
+    /// The running server's protect-mode gateway, to reload routes.
+    pub gateway: Arc<Gateway>,
     pub client: reqwest::Client,
     pub logs: LogBuffer,
     _data_dir: TempDir,
@@ -170,7 +173,8 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut SpawnOptions)) -> TestApp {
 
 async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
     let logs = LogBuffer::default();
-    let (ready_tx, ready_rx) = oneshot::channel::<(SocketAddr, SocketAddr, Vec<TestUser>, Arc<Authorizer>)>();
+    let (ready_tx, ready_rx) =
+        oneshot::channel::<(SocketAddr, SocketAddr, Vec<TestUser>, Arc<Authorizer>, Arc<Gateway>)>();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let writer = logs.clone();
     let thread = std::thread::spawn(move || {
@@ -211,18 +215,26 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
                 seeded.push(TestUser { id: user.id, email: email.to_owned(), password: SEED_PASSWORD.to_owned() });
             }
             let server = Server::bind(&config).await.expect("bind");
-            let _ = ready_tx.send((server.public_addr(), server.admin_addr(), seeded, state.authorizer.clone()));
+            let gateway = state.gateway.clone();
+            let _ = ready_tx.send((
+                server.public_addr(),
+                server.admin_addr(),
+                seeded,
+                state.authorizer.clone(),
+                gateway.clone(),
+            ));
             let public = app::router_with(state.clone(), options.extra_routes);
             let admin = app::admin_router(state);
             server
-                .run(public, admin, tls, async {
+                .run(public, admin, tls, async move {
                     let _ = shutdown_rx.await;
+                    gateway.shut_down();
                 })
                 .await
                 .expect("server runs");
         });
     });
-    let (address, admin_address, seeded, authorizer) = ready_rx.await.expect("server started");
+    let (address, admin_address, seeded, authorizer, gateway) = ready_rx.await.expect("server started");
     let mut seeded = seeded.into_iter();
     let mut next = || seeded.next().expect("four seeded users");
     let users = Seeded { admin: next(), manager: next(), user: next(), other: next() };
@@ -231,6 +243,7 @@ async fn start(dir: TempDir, options: SpawnOptions) -> TestApp {
         admin_address,
         users,
         authorizer,
+        gateway,
         client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         logs,
         _data_dir: dir,
