@@ -221,6 +221,51 @@ pub async fn spawn_nginx(template: &str, rampart: SocketAddr, upstream: SocketAd
     panic!("nginx found no free port:\n{log}");
 }
 
+/// The Python interpreter that has PyJWT for tests/upstream/verify_assertion.py:
+/// `ASSERTION_VERIFIER_PYTHON` (.ci/run sets it from
+/// `bash tests/upstream/install-python.sh`). `None` (the test then skips)
+/// only when unset outside CI.
+pub fn python_verifier() -> Option<PathBuf> {
+    match std::env::var_os("ASSERTION_VERIFIER_PYTHON") {
+        Some(python) => Some(PathBuf::from(python)),
+        None => {
+            assert!(!ci(), "CI=true but ASSERTION_VERIFIER_PYTHON is unset (.ci/run sets it)");
+            eprintln!("skipped: needs ASSERTION_VERIFIER_PYTHON=$(bash tests/upstream/install-python.sh)");
+            None
+        }
+    }
+}
+
+/// Checks `assertion` with PyJWT against the keys at `jwks_url` (typ
+/// rampart-assertion+jwt, EdDSA/ES256/RS256, unexpired; issuer and audience
+/// when given): the claims, or PyJWT's reason.
+pub async fn verify_with_python(
+    python: &Path,
+    jwks_url: &str,
+    assertion: &str,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Result<Value, String> {
+    let mut command = Command::new(python);
+    command.arg(repo_path("tests/upstream/verify_assertion.py")).args([jwks_url, assertion]);
+    if let Some(issuer) = issuer {
+        command.args(["--issuer", issuer]);
+    }
+    if let Some(audience) = audience {
+        command.args(["--audience", audience]);
+    }
+    // Blocking, off the runtime, so a JWKS server on this runtime can answer.
+    let output = tokio::task::spawn_blocking(move || command.stdin(Stdio::null()).output())
+        .await
+        .expect("the verifier thread")
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).expect("claims as JSON"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
 #[tokio::test]
 async fn the_upstream_echoes_requests_byte_for_byte_and_streams_events() {
     let upstream = spawn_upstream(&[]).await;
@@ -319,4 +364,14 @@ async fn nginx_forward_auth_template_copies_identity_and_maps_denials() {
     let response = client.get(format!("{}/nowhere", nginx.url())).send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_python_verifier_refuses_what_is_not_a_signed_assertion() {
+    let Some(python) = python_verifier() else {
+        return;
+    };
+    // No JWKS is fetched for a token that does not even parse.
+    let refused = verify_with_python(&python, "http://127.0.0.1:9/jwks.json", "not.a.jwt", None, None).await;
+    assert!(refused.unwrap_err().contains("invalid: DecodeError"));
 }
