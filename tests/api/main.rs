@@ -26,4 +26,5 @@ mod sessions;
 mod test_routes;
 mod tls;
 mod tokens;
+mod upstream_rig;
 mod users;
