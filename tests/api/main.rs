@@ -20,6 +20,7 @@ mod postgres;
 #[path = "../common/postgres_schema.rs"]
 mod postgres_schema;
 mod posts;
+mod proxy;
 mod rate_limit;
 mod redis;
 mod sessions;

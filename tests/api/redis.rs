@@ -379,3 +379,63 @@ async fn a_revocation_whose_message_was_missed_arrives_with_the_periodic_reload(
     }
     assert!(seen, "the revocation was not reloaded within 5 s");
 }
+
+/// Protect mode across instances: a websocket tunnel held by B closes
+/// within 5 s of its token being revoked on A.
+#[tokio::test]
+async fn a_websocket_on_one_instance_closes_when_its_token_is_revoked_on_another() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+    let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
+    let upstream = crate::upstream_rig::spawn_upstream(&[]).await;
+    let routes = format!(
+        "[proxy.upstreams.app]\nurl = \"{}\"\n[[proxy.routes]]\nid = \"ws\"\npath = \"/ws\"\nupstream = \"app\"\nwebsockets = true\n",
+        upstream.url()
+    );
+    let Deployment { dir, config, schema } = deployment(&postgres, &redis, &routes).await;
+    let created = crate::cli::rampart(dir.path())
+        .args(["user", "create", "--email", "sam@example.com", "--name", "Sam", "--role", "user", "--config"])
+        .arg(&config)
+        .env("RAMPART_PASSWORD", "violet pancake orbit nine")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let a = crate::cli::Served::start(dir.path(), &config);
+    let b = crate::cli::Served::start(dir.path(), &config);
+    let client = reqwest::Client::new();
+    let credentials = json!({"email": "sam@example.com", "password": "violet pancake orbit nine"});
+    let pair: serde_json::Value = client
+        .post(format!("http://{}/auth/login", a.public))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+
+    let mut request = format!("ws://{}/ws", b.public).into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade on B");
+    socket.send(tungstenite::Message::text("hello")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "hello");
+
+    let logout = client.post(format!("http://{}/auth/logout", a.public)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(logout.status(), 204);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tungstenite::Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the tunnel on B outlived the logout on A by 5 s");
+
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+    schema.drop().await;
+}

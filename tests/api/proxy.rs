@@ -1,0 +1,597 @@
+//! Protect mode's gateway (PROTECT.md) against a real upstream that no Rust
+//! code of ours wrote: the Node service in tests/upstream (echo, SSE, slow
+//! answers, websocket echo, JWKS verification with `jose`).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use rampart::config::{ByteSize, Config, HumanDuration, RouteAuth, RouteConfig, Unauthenticated, UpstreamConfig};
+use serde_json::Value;
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+use crate::{
+    helpers::{TestApp, spawn_with},
+    upstream_rig::{Upstream, python_verifier, spawn_upstream, verify_with_python},
+};
+
+fn route(id: &str, path: &str, upstream: &str, auth: RouteAuth) -> RouteConfig {
+    RouteConfig {
+        id: id.into(),
+        path: path.into(),
+        upstream: upstream.into(),
+        auth,
+        rate_limit: "proxy".into(),
+        ..RouteConfig::default()
+    }
+}
+
+fn upstream_config(url: String) -> UpstreamConfig {
+    UpstreamConfig { url, ..UpstreamConfig::default() }
+}
+
+/// A closed port: connections to it are refused.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    format!("http://{address}")
+}
+
+/// The route table most tests use, over one upstream `app`.
+fn table(config: &mut Config, app: &Upstream) {
+    let proxy = &mut config.proxy;
+    proxy.upstreams = BTreeMap::from([
+        ("app".to_owned(), upstream_config(app.url())),
+        ("small".to_owned(), UpstreamConfig { max_body: ByteSize(1024), ..upstream_config(app.url()) }),
+        (
+            "hasty".to_owned(),
+            UpstreamConfig {
+                response_timeout: HumanDuration(Duration::from_millis(300)),
+                ..upstream_config(app.url())
+            },
+        ),
+        ("nowhere".to_owned(), upstream_config(closed_port())),
+    ]);
+    let mut routes = vec![
+        route("root", "/", "app", RouteAuth::Public),
+        // Prefixes stripped where the test calls the upstream's own
+        // endpoints (/sse, /slow, /set-cookies, /status/…).
+        RouteConfig { strip_prefix: true, ..route("open", "/open", "app", RouteAuth::Public) },
+        route("optional", "/maybe", "app", RouteAuth::Optional),
+        route("any-user", "/mine", "app", RouteAuth::Required),
+        RouteConfig { allow_roles: vec!["manager".into()], ..route("orders", "/orders", "app", RouteAuth::Required) },
+        RouteConfig { methods: vec!["GET".into()], ..route("orders-read", "/orders", "app", RouteAuth::Required) },
+        RouteConfig { unauthenticated: Unauthenticated::Login, ..route("app", "/app", "app", RouteAuth::Required) },
+        RouteConfig { strip_prefix: true, ..route("strip", "/strip", "app", RouteAuth::Public) },
+        RouteConfig { pass_authorization: true, ..route("pass", "/pass", "app", RouteAuth::Required) },
+        route("small", "/small", "small", RouteAuth::Public),
+        RouteConfig { strip_prefix: true, ..route("hasty", "/hasty", "hasty", RouteAuth::Public) },
+        route("nowhere", "/nowhere", "nowhere", RouteAuth::Public),
+        RouteConfig { websockets: true, ..route("ws", "/ws", "app", RouteAuth::Required) },
+        RouteConfig { websockets: true, ..route("ws-open", "/open-ws", "app", RouteAuth::Optional) },
+    ];
+    config.proxy.routes.append(&mut routes);
+}
+
+async fn gateway_app(app: &Upstream) -> TestApp {
+    spawn_with(|options| table(&mut options.config, app)).await
+}
+
+async fn echo(app: &TestApp, request: reqwest::RequestBuilder) -> Value {
+    let response = app.send(request).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    serde_json::from_str(&response.body).expect("the upstream's echo")
+}
+
+#[tokio::test]
+async fn identity_and_routing_headers_from_the_client_never_reach_the_upstream() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let token = app.token_for(&app.users.user).await;
+    let seen = echo(
+        &app,
+        app.client
+            .get(app.url("/mine/x?a=%20b&c"))
+            .bearer_auth(&token)
+            .header("X-Rampart-User-Id", "00000000-0000-0000-0000-000000000000")
+            .header("X-Rampart-Role", "admin")
+            .header("X-Rampart-Assertion", "forged")
+            .header("X-Forwarded-User", "root")
+            .header("X-Auth-Request-Email", "root@example.com")
+            .header("Remote-User", "root")
+            .header("X-Forwarded-For", "6.6.6.6")
+            .header("X-Forwarded-Uri", "/admin")
+            .header("X-Original-URL", "/admin")
+            .header("X-HTTP-Method-Override", "DELETE")
+            .header("Forwarded", "for=6.6.6.6")
+            .header("X-CSRF-Token", "t")
+            .header("Cookie", "rampart_session=stolen; app_pref=dark")
+            .header("Connection", "X-Hop")
+            .header("X-Hop", "1"),
+    )
+    .await;
+    let headers = &seen["headers"];
+    assert_eq!(seen["url"], "/mine/x?a=%20b&c", "path and query byte for byte");
+    assert_eq!(headers["x-rampart-user-id"], app.users.user.id.to_string());
+    assert_eq!(headers["x-rampart-role"], "user");
+    assert_eq!(headers["x-rampart-auth"], "bearer");
+    assert_ne!(headers["x-rampart-assertion"], "forged");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "the client's own value is replaced");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], app.address.to_string());
+    assert_eq!(headers["cookie"], "app_pref=dark");
+    assert_eq!(headers["host"], upstream.addr.to_string(), "the upstream's own host unless preserve_host");
+    for gone in [
+        "authorization",
+        "x-forwarded-user",
+        "x-auth-request-email",
+        "remote-user",
+        "x-forwarded-uri",
+        "x-original-url",
+        "x-http-method-override",
+        "forwarded",
+        "x-csrf-token",
+        "x-hop",
+    ] {
+        assert!(headers.get(gone).is_none(), "{gone} reached the upstream: {headers}");
+    }
+    let request_id = headers["x-request-id"].as_str().expect("request id").to_owned();
+    assert!(!request_id.is_empty());
+
+    // pass_authorization lets the bearer token through.
+    let passed = echo(&app, app.client.get(app.url("/pass")).bearer_auth(&token)).await;
+    assert_eq!(passed["headers"]["authorization"], format!("Bearer {token}"));
+    // strip_prefix: "/strip/7" arrives as "/7", "/strip" as "/".
+    assert_eq!(echo(&app, app.client.get(app.url("/strip/7?q=1"))).await["url"], "/7?q=1");
+    assert_eq!(echo(&app, app.client.get(app.url("/strip"))).await["url"], "/");
+    // A guest on a public route carries no identity.
+    let guest = echo(&app, app.client.get(app.url("/open/x"))).await;
+    assert!(guest["headers"].get("x-rampart-user-id").is_none());
+    assert!(guest["headers"].get("x-rampart-assertion").is_none());
+}
+
+#[tokio::test]
+async fn refused_path_shapes_are_400_and_never_forwarded() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    upstream.clear_received().await;
+    for path in [
+        "/open/../mine",
+        "/open/%2e%2e/mine",
+        "/open/.%2E/mine",
+        "/open/./x",
+        "/open//x",
+        "/open/%61",
+        "/open/%2D",
+        "/open/a%2Fb",
+        "/open/a%2fb",
+        "/open/a%5Cb",
+        "/open/a;b",
+        "/open/a%00b",
+        "/open/a%0ab",
+        "/open/a%zz",
+        "/open/a%4",
+    ] {
+        let response = app.get(path).await;
+        response.assert_problem(400);
+    }
+    // A raw backslash and a raw control character, which reqwest would not send.
+    for raw in ["/open/a\\b", "/open/a\x01b"] {
+        let status = raw_status(&app, &format!("GET {raw} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(status == 400, "{raw:?} got {status}");
+    }
+    assert!(upstream.received().await.is_empty(), "a refused path reached the upstream");
+}
+
+/// Sends `request` as bytes and returns the status of the first response.
+async fn raw_status(app: &TestApp, request: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buffer = vec![0u8; 4096];
+    let read =
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await.expect("answer").expect("read");
+    let text = String::from_utf8_lossy(&buffer[..read]);
+    text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn path_variants_are_judged_by_the_route_they_name() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let user = app.token_for(&app.users.user).await;
+    // "/ORDERS" is the orders routes' business, not the public "/" route's.
+    app.get("/ORDERS").await.assert_problem(401);
+    app.get("/Orders/7").await.assert_problem(401);
+    app.send(app.client.delete(app.url("/orders/7")).bearer_auth(&user)).await.assert_problem(403);
+    // GET is the read route's: any signed-in user.
+    assert_eq!(app.get_as("/orders/7", &user).await.status, 200);
+    // A segment boundary: "/ordersx" is not under "/orders"; the root route takes it.
+    assert_eq!(app.get("/ordersx").await.status, 200);
+    // Rampart's own paths stay Rampart's whatever their case.
+    assert_eq!(app.get("/AUTH/login").await.status, 404);
+    assert_eq!(app.get("/health").await.status, 200);
+}
+
+#[tokio::test]
+async fn without_credentials_required_routes_refuse_and_browser_routes_redirect_to_login() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let refused = app.get("/mine").await;
+    refused.assert_problem(401);
+    assert_eq!(refused.header("www-authenticate"), Some("Bearer realm=\"rampart\""));
+    let redirect = app.get("/app/page?x=1&y=/z").await;
+    assert_eq!(redirect.status, 303);
+    assert_eq!(redirect.header("location"), Some("/login?next=/app/page%3Fx%3D1%26y%3D/z"));
+    // A bad token is 401 even on public and optional routes.
+    let bad = app.send(app.client.get(app.url("/open")).bearer_auth("not-a-token")).await;
+    bad.assert_problem(401);
+    // Guests pass optional routes without identity; users with it.
+    let guest = echo(&app, app.client.get(app.url("/maybe"))).await;
+    assert!(guest["headers"].get("x-rampart-user-id").is_none());
+    let token = app.token_for(&app.users.other).await;
+    let signed = echo(&app, app.client.get(app.url("/maybe")).bearer_auth(&token)).await;
+    assert_eq!(signed["headers"]["x-rampart-user-id"], app.users.other.id.to_string());
+}
+
+#[tokio::test]
+async fn allow_roles_binds_admins_and_denials_are_audited_with_the_route() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let manager = app.token_for(&app.users.manager).await;
+    let admin = app.token_for(&app.users.admin).await;
+    assert_eq!(app.send(app.client.post(app.url("/orders")).bearer_auth(&manager)).await.status, 200);
+    app.send(app.client.post(app.url("/orders")).bearer_auth(&admin)).await.assert_problem(403);
+    // The audit trail names the route.
+    let mut found = false;
+    for _ in 0..50 {
+        let audit = app.get_as("/api/admin/audit?event=forbidden", &admin).await;
+        if audit.body.contains("Proxy on Route orders") && audit.body.contains("proxy:orders") {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "no audited denial naming the route");
+}
+
+#[tokio::test]
+async fn cookie_requests_need_a_same_origin_signal_on_unsafe_methods() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let session = app
+        .post_json(
+            "/auth/session",
+            &serde_json::json!({"email": app.users.user.email, "password": app.users.user.password}),
+        )
+        .await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    let cookie = session
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("rampart_session="))
+        .and_then(|value| value.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let csrf = session.json()["csrf_token"].as_str().expect("csrf token").to_owned();
+    let post = |extra: Option<(&'static str, String)>| {
+        let mut request = app.client.post(app.url("/mine")).header("Cookie", &cookie);
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        request
+    };
+    app.send(post(None)).await.assert_problem(403);
+    app.send(post(Some(("Origin", "https://evil.example".into())))).await.assert_problem(403);
+    app.send(post(Some(("Sec-Fetch-Site", "cross-site".into())))).await.assert_problem(403);
+    assert_eq!(app.send(post(Some(("Sec-Fetch-Site", "same-origin".into())))).await.status, 200);
+    assert_eq!(app.send(post(Some(("Origin", format!("http://{}", app.address))))).await.status, 200);
+    let with_token = echo(&app, post(Some(("X-CSRF-Token", csrf)))).await;
+    assert_eq!(with_token["headers"]["x-rampart-auth"], "session");
+    assert!(with_token["headers"].get("x-csrf-token").is_none());
+    // Safe methods need nothing more.
+    assert_eq!(app.send(app.client.get(app.url("/mine")).header("Cookie", &cookie)).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_assertion_verifies_with_the_jwks_in_the_upstreams_own_language_and_is_never_an_access_token() {
+    let verifier = spawn_upstream(&[]).await;
+    let app = gateway_app(&verifier).await;
+    verifier.configure_assertion(&app.url("/.well-known/jwks.json"), Some("rampart"), Some("app")).await;
+
+    let token = app.token_for(&app.users.manager).await;
+    // "/strip/verify" reaches the upstream's "/verify".
+    let verified = app.send(app.client.get(app.url("/strip/verify")).bearer_auth(&token)).await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let claims = &verified.json()["claims"];
+    assert_eq!(claims["sub"], app.users.manager.id.to_string());
+    assert_eq!(claims["role"], "manager");
+    assert_eq!(claims["department"], "sales");
+    assert_eq!(claims["email"], app.users.manager.email);
+    assert_eq!(claims["aud"], "app");
+    assert_eq!(claims["route"], "strip");
+    assert_eq!(claims["htm"], "GET");
+    assert_eq!(claims["htu"], format!("http://{}/strip/verify", app.address));
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+    assert!(claims["jti"].as_str().is_some_and(|jti| !jti.is_empty()));
+    assert!(claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat") == 60);
+
+    // The assertion as a bearer token: refused.
+    let echoed = echo(&app, app.client.get(app.url("/mine")).bearer_auth(&token)).await;
+    let assertion = echoed["headers"]["x-rampart-assertion"].as_str().expect("assertion").to_owned();
+    app.get_as("/api/profile", &assertion).await.assert_problem(401);
+    app.get_as("/mine", &assertion).await.assert_problem(401);
+    // A Python upstream verifies the same assertion with PyJWT.
+    if let Some(python) = python_verifier() {
+        let jwks = app.url("/.well-known/jwks.json");
+        let claims = verify_with_python(&python, &jwks, &assertion, Some("rampart"), Some("app")).await.expect("valid");
+        assert_eq!(claims["sub"], app.users.manager.id.to_string());
+        let wrong = verify_with_python(&python, &jwks, &assertion, Some("rampart"), Some("other")).await;
+        assert!(wrong.is_err(), "another upstream's audience must not verify");
+    }
+    // An access token where an assertion is expected: the upstream refuses it.
+    let direct = reqwest::Client::new()
+        .get(format!("{}/verify", verifier.url()))
+        .header("X-Rampart-Assertion", &token)
+        .send()
+        .await
+        .expect("upstream answers");
+    assert_eq!(direct.status(), 401, "an access token passed as an assertion");
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_504_503_and_413_problems() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = spawn_with(|options| {
+        table(&mut options.config, &upstream);
+        let checked = UpstreamConfig {
+            health_path: "/healthz".into(),
+            health_interval: HumanDuration(Duration::from_millis(100)),
+            ..upstream_config(upstream.url())
+        };
+        options.config.proxy.upstreams.insert("checked".into(), checked);
+        options
+            .config
+            .proxy
+            .routes
+            .push(RouteConfig { strip_prefix: true, ..route("checked", "/checked", "checked", RouteAuth::Public) });
+    })
+    .await;
+    let refused = app.get("/nowhere/x").await;
+    refused.assert_problem(502);
+    assert!(!refused.body.contains("127.0.0.1"), "no upstream detail: {}", refused.body);
+    app.get("/hasty/slow?ms=2000").await.assert_problem(504);
+    assert_eq!(app.get("/hasty/slow?ms=10").await.status, 200);
+
+    // 413: declared, and while streaming (no Content-Length).
+    let big = vec![b'x'; 4096];
+    app.send(app.client.post(app.url("/small/upload")).body(big.clone())).await.assert_problem(413);
+    let chunks: Vec<Vec<u8>> = big.chunks(512).map(<[u8]>::to_vec).collect();
+    let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+    app.send(app.client.post(app.url("/small/upload")).body(reqwest::Body::wrap_stream(stream)))
+        .await
+        .assert_problem(413);
+    assert_eq!(app.send(app.client.post(app.url("/small/upload")).body(vec![b'x'; 512])).await.status, 200);
+
+    // 503 with Retry-After while the health check fails; back when it passes.
+    assert_eq!(app.get("/checked/x").await.status, 200);
+    upstream.set_health(false).await;
+    let mut down = None;
+    for _ in 0..50 {
+        let response = app.get("/checked/x").await;
+        if response.status == 503 {
+            down = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let down = down.expect("the upstream was marked down");
+    down.assert_problem(503);
+    assert!(down.header("retry-after").is_some());
+    upstream.set_health(true).await;
+    let mut back = false;
+    for _ in 0..50 {
+        if app.get("/checked/x").await.status == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "the upstream came back");
+    let metrics = reqwest::get(format!("http://{}/metrics", app.admin_address))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        "rampart_upstream_requests_total{route=\"nowhere\",upstream=\"nowhere\",status=\"502\"}",
+        "rampart_upstream_requests_total{route=\"hasty\",upstream=\"hasty\",status=\"504\"}",
+        "rampart_upstream_duration_seconds_bucket{route=\"hasty\",upstream=\"hasty\"",
+        "rampart_upstream_up{upstream=\"checked\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from the scrape");
+    }
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways_unbuffered_and_intact() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    // 5 MiB up, its hash echoed back.
+    let body: Vec<u8> = (0..5 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let expected = hex(&sha2::Sha256::digest(&body));
+    let seen = echo(&app, app.client.post(app.url("/open/upload")).body(body.clone())).await;
+    assert_eq!(seen["body_length"], 5 * 1024 * 1024);
+    assert_eq!(seen["body_sha256"], expected);
+
+    // Server-sent events arrive as the upstream writes them.
+    let started = std::time::Instant::now();
+    let response = app.client.get(app.url("/open/sse?count=3&interval_ms=400")).send().await.expect("sse");
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let first = stream.next().await.expect("a first event").expect("bytes");
+    let first_at = started.elapsed();
+    assert!(String::from_utf8_lossy(&first).contains("data:"), "{first:?}");
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        rest.extend_from_slice(&chunk.expect("bytes"));
+    }
+    let all_at = started.elapsed();
+    assert!(
+        all_at - first_at >= Duration::from_millis(600),
+        "the first event waited for the others: {first_at:?} {all_at:?}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[tokio::test]
+async fn the_upstreams_answer_passes_back_without_its_hop_headers_or_rampart_cookies() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let response = app.get("/open/set-cookies").await;
+    assert_eq!(response.status, 200);
+    let cookies: Vec<&str> = response.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+    assert!(cookies.iter().all(|cookie| !cookie.to_ascii_lowercase().starts_with("rampart")), "{cookies:?}");
+    assert!(cookies.iter().any(|cookie| cookie.starts_with("app_session=ok")), "{cookies:?}");
+    assert!(response.header("server").is_none());
+    assert!(response.header("x-powered-by").is_none());
+    assert!(response.header("x-hop").is_none());
+    assert_eq!(response.header("x-frame-options"), Some("SAMEORIGIN"), "the upstream's own value stays");
+    assert_eq!(response.header("x-content-type-options"), Some("nosniff"), "Rampart fills in the rest");
+    assert!(response.header("x-request-id").is_some());
+    // The upstream's own error answers are its own, not problems.
+    let missing = app.get("/open/status/404").await;
+    assert_eq!(missing.status, 404);
+    assert!(!missing.body.contains("about:blank"), "{}", missing.body);
+    // Outside every route and Rampart's paths: 404; a matched path with another method: 405.
+    let reads_only = spawn_with(|options| {
+        table(&mut options.config, &upstream);
+        options.config.proxy.routes.retain(|route| route.id != "root");
+    })
+    .await;
+    reads_only.get("/elsewhere").await.assert_problem(404);
+    let not_allowed = reads_only.send(reads_only.client.put(reads_only.url("/orders"))).await;
+    assert_eq!(not_allowed.status, 401, "PUT has the managers' route");
+}
+
+#[tokio::test]
+async fn the_route_group_limits_proxied_requests_by_user_and_says_so() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = spawn_with(|options| {
+        table(&mut options.config, &upstream);
+        let group = options.config.rate_limit.get_mut("proxy").expect("the built-in proxy group");
+        group.limit = 3;
+    })
+    .await;
+    let user = app.token_for(&app.users.user).await;
+    let other = app.token_for(&app.users.other).await;
+    for _ in 0..3 {
+        let response = app.get_as("/mine", &user).await;
+        assert_eq!(response.status, 200);
+        assert!(response.header("ratelimit").is_some_and(|value| value.contains("\"proxy\"")));
+    }
+    let limited = app.get_as("/mine", &user).await;
+    limited.assert_problem(429);
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(app.get_as("/mine", &other).await.status, 200, "keyed by user, not by address");
+    // Rampart's own API does not count in the proxy group.
+    assert_eq!(app.get_as("/api/profile", &user).await.status, 200);
+}
+
+async fn ws_request(app: &TestApp, path: &str) -> tungstenite::handshake::client::Request {
+    format!("ws://{}{path}", app.address).into_client_request().expect("request")
+}
+
+#[tokio::test]
+async fn websockets_echo_and_close_when_the_caller_logs_out() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    // Refused without credentials.
+    let refused = tokio_tungstenite::connect_async(ws_request(&app, "/ws").await).await;
+    assert!(matches!(refused, Err(tungstenite::Error::Http(ref response)) if response.status() == 401), "{refused:?}");
+
+    let login = app.login(&app.users.user.email, &app.users.user.password).await;
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let refresh = login["refresh_token"].as_str().expect("refresh").to_owned();
+    let mut request = ws_request(&app, "/ws").await;
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+    assert_eq!(response.status(), 101);
+    socket.send(tungstenite::Message::text("ping 1")).await.expect("send");
+    let echoed = socket.next().await.expect("an answer").expect("a message");
+    assert_eq!(echoed.into_text().expect("text").as_str(), "ping 1");
+
+    // Logging out revokes the token: the tunnel is closed within 5 s.
+    let logout = app
+        .send(
+            app.client
+                .post(app.url("/auth/logout"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert!(logout.status == 204 || logout.status == 200, "{}", logout.body);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|frame| u16::from(frame.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s");
+    assert_eq!(closed, Some(1008));
+}
+
+#[tokio::test]
+async fn a_cookie_websocket_from_another_origin_is_refused() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let session = app
+        .post_json(
+            "/auth/session",
+            &serde_json::json!({"email": app.users.user.email, "password": app.users.user.password}),
+        )
+        .await;
+    let cookie = session
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("rampart_session="))
+        .and_then(|value| value.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let mut evil = ws_request(&app, "/ws").await;
+    evil.headers_mut().insert("cookie", cookie.parse().expect("cookie"));
+    evil.headers_mut().insert("origin", "https://evil.example".parse().expect("origin"));
+    let refused = tokio_tungstenite::connect_async(evil).await;
+    assert!(matches!(refused, Err(tungstenite::Error::Http(ref response)) if response.status() == 403), "{refused:?}");
+    let mut good = ws_request(&app, "/ws").await;
+    good.headers_mut().insert("cookie", cookie.parse().expect("cookie"));
+    good.headers_mut().insert("origin", format!("http://{}", app.address).parse().expect("origin"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(good).await.expect("same-origin upgrade");
+    socket.send(tungstenite::Message::text("hi")).await.expect("send");
+    assert_eq!(socket.next().await.expect("answer").expect("message").into_text().expect("text").as_str(), "hi");
+}
+
+#[tokio::test]
+async fn a_broken_route_reload_keeps_the_old_table() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let mut broken = rampart::config::Config::defaults();
+    table(&mut broken, &upstream);
+    broken.proxy.routes.push(route("ghost", "/ghost", "no-such-upstream", RouteAuth::Public));
+    let problems = app.gateway.reload(&broken).expect_err("an unknown upstream is refused");
+    assert!(problems.iter().any(|problem| problem.contains("no-such-upstream")), "{problems:?}");
+    assert_eq!(app.get("/open/x").await.status, 200, "the old table still serves");
+}
