@@ -43,6 +43,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod proxy;
 pub mod request_context;
 pub mod route_class;
 pub mod routes;

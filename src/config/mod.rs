@@ -7,6 +7,7 @@
 //! being ignored. Secrets are `SecretString`s: their `Debug` prints nothing.
 
 mod load;
+pub mod proxy;
 pub mod units;
 
 use std::{
@@ -20,6 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use load::{ConfigError, ConfigSources, load};
+pub use proxy::{DemoConfig, ProxyConfig, RouteAuth, RouteConfig, Unauthenticated, UpstreamConfig};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole configuration. Build it with `load` (or `Config::defaults()`
@@ -53,6 +55,11 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Protect mode: upstreams and the route table.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub demo: DemoConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +112,9 @@ pub struct ServerConfig {
     pub ipv6_prefix: u8,
     /// Most distinct rate-limit keys kept in memory (see `limiter::memory`).
     pub rate_limit_max_keys: usize,
+    /// The origin clients use (`https://api.example.com`): links, same-origin
+    /// checks, the assertion's `htu`. "" = not configured.
+    pub public_url: String,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,6 +148,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             ipv6_prefix: 64,
             rate_limit_max_keys: 2_000_000,
+            public_url: String::new(),
         }
     }
 }
@@ -416,6 +427,11 @@ impl Config {
         }
     }
 
+    /// `server.public_url`, when configured (an origin, checked at load).
+    pub fn public_origin(&self) -> Option<&str> {
+        (!self.server.public_url.is_empty()).then_some(self.server.public_url.as_str())
+    }
+
     pub fn is_production(&self) -> bool {
         self.server.environment == Environment::Production
     }
@@ -451,6 +467,7 @@ impl Config {
     /// means the configuration may start a server.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        let route_table_problems = crate::proxy::table::RouteTable::build(self).err().unwrap_or_default();
         let mut problem = |key: &str, message: &str| problems.push(format!("{key}: {message}"));
         let server = &self.server;
 
@@ -530,9 +547,19 @@ impl Config {
             if group.window.0.is_zero() {
                 problem(&format!("rate_limit.{name}.window"), "must be longer than zero");
             }
-            let builtin = matches!(name.as_str(), "global" | "login" | "api");
-            if !builtin && group.paths.is_empty() {
-                problem(&format!("rate_limit.{name}.paths"), "a custom group needs at least one path prefix");
+            let builtin = matches!(name.as_str(), "global" | "login" | "api" | proxy::PROXY_RATE_LIMIT_GROUP);
+            let named_by_route = self.proxy.routes.iter().any(|route| route.rate_limit == *name);
+            if !builtin && group.paths.is_empty() && !named_by_route {
+                problem(
+                    &format!("rate_limit.{name}.paths"),
+                    "a custom group needs at least one path prefix, or a proxy route naming it in rate_limit",
+                );
+            }
+            if name == proxy::PROXY_RATE_LIMIT_GROUP && !group.paths.is_empty() {
+                problem(
+                    &format!("rate_limit.{name}.paths"),
+                    "the proxy group applies to proxy routes only; define another group for paths",
+                );
             }
         }
 
@@ -633,6 +660,10 @@ impl Config {
         {
             problem("auth.signing_key_file", &message);
         }
+        for (key, message) in proxy::problems(self) {
+            problem(&key, &message);
+        }
+        problems.extend(route_table_problems);
         problems
     }
 }

@@ -3,7 +3,8 @@
 //! health checks), `login` on sign-ins (`RouteClass::signs_in`), `api` on
 //! the API namespace (`RouteClass::in_api_group`), and groups added by path
 //! prefix and method in configuration. Which route is which is declared by
-//! the routers, not here.
+//! the routers, not here. The `proxy` group, and groups without `paths`,
+//! are only for the gateway's routes, which name them (`Scope::Routes`).
 //!
 //! Keys: the user id for signed-in callers, else the client IP (IPv6 by
 //! prefix); the login group counts the IP here, before the handler, and
@@ -32,7 +33,7 @@ use prometheus_client::{
 use crate::{
     audit::Auditor,
     clock::Clock,
-    config::{Config, CountMode, OnBackendError, RateLimitStrategy},
+    config::{Config, CountMode, OnBackendError, RateLimitStrategy, proxy::PROXY_RATE_LIMIT_GROUP},
     domain::{AuditEvent, AuditKind, Outcome},
     error::ApiError,
     limiter::{
@@ -48,7 +49,13 @@ enum Scope {
     Everything,
     Login,
     Api,
-    Paths { prefixes: Vec<String>, methods: Vec<Method> },
+    Paths {
+        prefixes: Vec<String>,
+        methods: Vec<Method>,
+    },
+    /// Named by proxy routes (`proxy`, and groups without `paths`): never
+    /// applied by path, only by the gateway to its routes.
+    Routes,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +84,7 @@ impl Group {
                 prefixes.iter().any(|prefix| path.starts_with(prefix.as_str()))
                     && (methods.is_empty() || methods.contains(method))
             }
+            Scope::Routes => false,
         }
     }
 }
@@ -114,6 +122,8 @@ impl RateLimiter {
                     "global" => Scope::Everything,
                     "login" => Scope::Login,
                     "api" => Scope::Api,
+                    PROXY_RATE_LIMIT_GROUP => Scope::Routes,
+                    _ if group.paths.is_empty() => Scope::Routes,
                     _ => Scope::Paths {
                         prefixes: group.paths.clone(),
                         methods: group
