@@ -560,6 +560,34 @@ mod tests {
         assert!(limiter.admit_sign_in(&client, "bob@example.com").await.is_ok());
     }
 
+    #[tokio::test]
+    async fn route_groups_never_apply_to_rampart_routes_by_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut config = Config::defaults();
+        config.database.url = SecretString::from(format!("sqlite://{}/audit.db", dir.path().display()));
+        let mut pathed = config.rate_limit["api"].clone();
+        pathed.paths = vec!["/orders".into()];
+        config.rate_limit.insert("by-path".into(), pathed.clone());
+        pathed.paths.clear();
+        config.rate_limit.insert("by-route".into(), pathed);
+        let store = store::open(&config.database).await.expect("store");
+        store.migrate().await.expect("migrations");
+        let clock: Arc<dyn Clock> =
+            Arc::new(ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time")));
+        let backend = Arc::new(MemoryLimiter::new(1_000, clock.clone()));
+        let limiter = RateLimiter::new(&config, backend, Arc::new(Auditor::spawn(store)), clock);
+        let applying = |path: &str| -> Vec<&str> {
+            let groups = limiter.groups.iter();
+            groups.filter(|group| group.applies(&Method::GET, path, RouteClass::Api)).map(|g| g.name.as_str()).collect()
+        };
+        assert_eq!(applying("/orders/1"), ["api", "by-path", "global"]);
+        assert_eq!(applying("/"), ["api", "global"], "neither proxy nor a path-less group applies by path");
+        let scopes =
+            |name: &str| limiter.groups.iter().find(|group| group.name == name).map(|group| group.scope.clone());
+        assert!(matches!(scopes("proxy"), Some(Scope::Routes)));
+        assert!(matches!(scopes("by-route"), Some(Scope::Routes)));
+    }
+
     #[test]
     fn numbers_are_written_in_decimal() {
         for number in [0, 7, 10, 99, 840, 1_000_000_007, u64::MAX] {
