@@ -250,8 +250,8 @@ impl AppState {
 /// therefore lists the same operations) and the classes. Adding a route
 /// module is one `merge` here; adding a documented route is one
 /// `.routes(routes!(handler))` in its module.
-pub fn public_routes() -> Routes {
-    Routes::with_openapi(openapi::base())
+pub fn public_routes(demo: bool) -> Routes {
+    let routes = Routes::with_openapi(openapi::base())
         // The API namespace, routed or not: 404s and 405s there count in
         // the `api` group too.
         .class_under("/api/", RouteClass::Api)
@@ -260,8 +260,11 @@ pub fn public_routes() -> Routes {
         .merge(routes::oauth::router())
         .merge(routes::forward_auth::router())
         .merge(routes::pages::router())
-        .merge(routes::users::router())
-        .merge(routes::posts::router())
+        .merge(routes::users::router());
+    // `[demo] enabled = false` frees the posts and dashboard paths (and
+    // leaves them out of the document).
+    let routes = if demo { routes.merge(routes::posts::router()) } else { routes };
+    routes
         .merge(routes::audit::router())
         .merge(routes::blocks::router())
         .merge(routes::admin_page::router())
@@ -284,7 +287,7 @@ pub fn router(state: AppState) -> PublicService {
 /// for routes that panic or echo).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> PublicService {
     let config = &state.config;
-    let RouteParts { router: routes, document, classes } = public_routes().into_parts();
+    let RouteParts { router: routes, document, classes } = public_routes(config.demo.enabled).into_parts();
     let _ = state.api_document.set(Bytes::from(openapi::finish(document, &classes).to_string()));
     let routes: Router =
         routes.merge(extra).route_layer(RecordRouteLayer).fallback(not_found).with_state(state.clone());

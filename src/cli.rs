@@ -36,6 +36,7 @@ use crate::{
         then RAMPART_<SECTION>__<KEY> variables.",
     after_help = "First steps:\n  rampart serve                        start on 127.0.0.1:3000 with SQLite under data/\n  \
         rampart user create --email you@example.com --name You --role admin\n  \
+        rampart serve --upstream http://127.0.0.1:8080   put Rampart in front of an existing API\n  \
         rampart config check --config rampart.toml"
 )]
 pub struct Cli {
@@ -76,6 +77,10 @@ struct ServeArgs {
     /// Serve HTTPS with a freshly generated self-signed certificate (development only).
     #[arg(long)]
     dev_tls: bool,
+    /// Protect the API at URL (e.g. http://127.0.0.1:8080): every path Rampart does not
+    /// serve itself is proxied there for signed-in callers (sets proxy.default_upstream).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -149,7 +154,14 @@ pub fn main() -> ExitCode {
 }
 
 fn load_config(arg: &ConfigArg) -> anyhow::Result<(Config, ConfigSources)> {
-    let sources = ConfigSources::from_process(arg.config.clone()).map_err(config_error)?;
+    load_config_with(arg, Vec::new())
+}
+
+/// Loads with `overrides` (variable name, value) above every other source,
+/// so command-line options are checked like any configuration value.
+fn load_config_with(arg: &ConfigArg, overrides: Vec<(String, String)>) -> anyhow::Result<(Config, ConfigSources)> {
+    let mut sources = ConfigSources::from_process(arg.config.clone()).map_err(config_error)?;
+    sources.env.extend(overrides);
     let config = config::load(&sources).map_err(config_error)?;
     Ok((config, sources))
 }
@@ -164,7 +176,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (config, sources) = load_config(&args.config)?;
+    let overrides =
+        args.upstream.iter().map(|url| ("RAMPART_PROXY__DEFAULT_UPSTREAM".to_owned(), url.clone())).collect();
+    // The overrides stay in `sources`, so a SIGHUP reload keeps `--upstream`.
+    let (config, sources) = load_config_with(&args.config, overrides)?;
     let _log_writer = telemetry::init(&config)?;
     if args.dev_tls && config.is_production() {
         anyhow::bail!("--dev-tls is for development; production needs [tls] cert_file/key_file");

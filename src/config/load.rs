@@ -35,6 +35,11 @@ on_backend_error = "deny"
 strategy = "sliding_window"
 limit = 30
 window = "1m"
+
+[rate_limit.proxy]
+strategy = "token_bucket"
+limit = 1000
+window = "1m"
 "#;
 
 /// Variables that steer the program rather than name a configuration key.
@@ -483,6 +488,136 @@ mod tests {
         let missing =
             ConfigSources { env: vars(&[("RAMPART_DATABASE__URL_FILE", "/no/such/file")]), ..Default::default() };
         assert!(error_of(&missing).contains("database.url_file: cannot read"));
+    }
+
+    #[test]
+    fn protect_mode_defaults_load() {
+        let config = Config::defaults();
+        let proxy = &config.rate_limit["proxy"];
+        assert_eq!((proxy.strategy, proxy.limit, proxy.window.0.as_secs()), (RateLimitStrategy::TokenBucket, 1000, 60));
+        assert!(proxy.paths.is_empty());
+        assert_eq!(config.proxy.assertion_header, "X-Rampart-Assertion");
+        assert_eq!(config.proxy.assertion_ttl.0.as_secs(), 60);
+        assert!(config.proxy.routes.is_empty() && config.proxy.upstreams.is_empty());
+        assert!(config.demo.enabled);
+        assert_eq!(config.public_origin(), None);
+    }
+
+    #[test]
+    fn a_proxy_file_loads_with_its_defaults() {
+        let toml = file(
+            "[server]\npublic_url = \"https://api.example.com\"\n[demo]\nenabled = false\n\
+             [rate_limit.orders]\nlimit = 10\nwindow = \"1m\"\n\
+             [proxy.upstreams.orders]\nurl = \"http://127.0.0.1:8081\"\n\
+             [[proxy.routes]]\nid = \"orders\"\npath = \"/orders\"\nupstream = \"orders\"\nrate_limit = \"orders\"\n\
+             auth = \"optional\"\nunauthenticated = \"login\"\n\
+             [[proxy.routes]]\nid = \"posts\"\npath = \"/api/posts\"\nupstream = \"orders\"\n",
+        );
+        let sources = ConfigSources {
+            file: Some(toml.path().to_owned()),
+            env: vars(&[("RAMPART_PROXY__DEFAULT_UPSTREAM", "http://127.0.0.1:8080")]),
+            ..Default::default()
+        };
+        let config = load(&sources).expect("loads");
+        assert_eq!(config.public_origin(), Some("https://api.example.com"));
+        assert!(!config.demo.enabled, "[demo] enabled = false frees /api/posts");
+        let upstream = &config.proxy.upstreams["orders"];
+        assert_eq!(upstream.response_timeout.0.as_secs(), 30);
+        assert_eq!(upstream.idle_timeout.0.as_secs(), 300);
+        assert_eq!(upstream.max_body.0, 10 * 1024 * 1024);
+        let route = &config.proxy.routes[0];
+        assert_eq!(
+            (route.auth, route.unauthenticated),
+            (crate::config::RouteAuth::Optional, crate::config::Unauthenticated::Login)
+        );
+        assert_eq!(config.proxy.routes[1].rate_limit, "proxy");
+        assert_eq!(config.proxy.default_upstream, "http://127.0.0.1:8080");
+        let table = crate::proxy::table::RouteTable::build(&config).expect("a good table");
+        assert_eq!(table.routes().len(), 3, "two routes and default_upstream's");
+    }
+
+    #[test]
+    fn proxy_values_are_checked_by_key() {
+        let toml = file(
+            "[server]\npublic_url = \"https://api.example.com/\"\n\
+             [proxy]\nassertion_ttl = \"2h\"\nassertion_header = \"X Bad\"\nstrip_request_headers = [\"ok\", \"no good\"]\n\
+             default_upstream = \"ftp://x\"\n\
+             [proxy.upstreams.orders]\nurl = \"http://127.0.0.1:8081/base\"\nconnect_timeout = \"0s\"\nmax_body = \"0B\"\n\
+             [proxy.upstreams.tls]\nurl = \"http://127.0.0.1:8082\"\nca_file = \"/no/such/ca.pem\"\n\
+             [proxy.upstreams.secure]\nurl = \"https://orders.internal\"\nca_file = \"/no/such/ca.pem\"\n\
+             [rate_limit.lonely]\nlimit = 1\nwindow = \"1m\"\n\
+             [[proxy.routes]]\nid = \"a\"\npath = \"/a\"\nupstream = \"orders\"\n\
+             [[proxy.routes]]\nid = \"b\"\npath = \"/b\"\nupstream = \"nowhere\"\n",
+        );
+        let message = error_of(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() });
+        for expected in [
+            "server.public_url: \"https://api.example.com/\" is not an origin",
+            "proxy.assertion_ttl: must be between 1s and 1h",
+            "proxy.assertion_header: \"X Bad\" is not a header name",
+            "proxy.strip_request_headers[1]: \"no good\" is not a header name",
+            "proxy.default_upstream: \"ftp://x\" must start with http:// or https://",
+            "proxy.upstreams.orders.url: \"http://127.0.0.1:8081/base\" must be only scheme, host and port",
+            "proxy.upstreams.orders.connect_timeout: must be longer than zero",
+            "proxy.upstreams.orders.max_body: must be greater than zero",
+            "proxy.upstreams.tls.ca_file: only applies to an https:// upstream",
+            "proxy.upstreams.secure.ca_file: /no/such/ca.pem does not exist",
+            "rate_limit.lonely.paths: a custom group needs at least one path prefix",
+            "proxy.routes[1].upstream: no upstream named \"nowhere\"",
+        ] {
+            assert!(message.contains(expected), "{expected:?} missing in {message}");
+        }
+    }
+
+    #[test]
+    fn a_group_named_by_a_route_needs_no_paths_but_must_exist() {
+        let toml = file(
+            "[rate_limit.orders]\nstrategy = \"token_bucket\"\nlimit = 5\nwindow = \"1s\"\n\
+             [proxy.upstreams.orders]\nurl = \"http://127.0.0.1:8081\"\n\
+             [[proxy.routes]]\nid = \"orders\"\npath = \"/orders\"\nupstream = \"orders\"\nrate_limit = \"orders\"\n",
+        );
+        let config = load(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() }).expect("loads");
+        assert!(config.rate_limit["orders"].paths.is_empty());
+
+        let toml = file(
+            "[proxy.upstreams.orders]\nurl = \"http://127.0.0.1:8081\"\n\
+             [[proxy.routes]]\nid = \"orders\"\npath = \"/orders\"\nupstream = \"orders\"\nrate_limit = \"missing\"\n\
+             [rate_limit.proxy]\npaths = [\"/x\"]\n",
+        );
+        let message = error_of(&ConfigSources { file: Some(toml.path().to_owned()), ..Default::default() });
+        assert!(message.contains("proxy.routes[0].rate_limit: no rate-limit group named \"missing\""), "{message}");
+        assert!(message.contains("rate_limit.proxy.paths: the proxy group applies to proxy routes only"), "{message}");
+    }
+
+    #[test]
+    fn hs256_tokens_need_an_assertion_key_once_routes_exist() {
+        let strong = file("0123456789abcdef0123456789abcdef");
+        let hs256 = |extra: &[(&str, &str)]| {
+            let mut env = vars(&[
+                ("RAMPART_AUTH__JWT_ALGORITHM", "HS256"),
+                ("RAMPART_AUTH__SIGNING_KEY_FILE", strong.path().to_str().expect("utf-8 path")),
+            ]);
+            env.extend(vars(extra));
+            ConfigSources { env, ..Default::default() }
+        };
+        load(&hs256(&[])).expect("no routes: no assertion to sign");
+        let message = error_of(&hs256(&[("RAMPART_PROXY__DEFAULT_UPSTREAM", "http://127.0.0.1:8080")]));
+        assert!(message.contains("proxy.assertion_key_file: must be set"), "{message}");
+        load(&hs256(&[
+            ("RAMPART_PROXY__DEFAULT_UPSTREAM", "http://127.0.0.1:8080"),
+            ("RAMPART_PROXY__ASSERTION_HEADER", ""),
+        ]))
+        .expect("the assertion is off");
+        let key = file("an EdDSA key would be here");
+        load(&hs256(&[
+            ("RAMPART_PROXY__DEFAULT_UPSTREAM", "http://127.0.0.1:8080"),
+            ("RAMPART_PROXY__ASSERTION_KEY_FILE", key.path().to_str().expect("utf-8 path")),
+        ]))
+        .expect("a key file is set");
+        let message = error_of(&ConfigSources {
+            env: vars(&[("RAMPART_PROXY__ASSERTION_KEY_FILE", "/no/such/key.pem")]),
+            ..Default::default()
+        });
+        assert!(message.contains("proxy.assertion_key_file: /no/such/key.pem does not exist"), "{message}");
     }
 
     #[test]

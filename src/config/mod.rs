@@ -7,7 +7,7 @@
 //! being ignored. Secrets are `SecretString`s: their `Debug` prints nothing.
 
 mod load;
-mod proxy;
+pub mod proxy;
 pub mod units;
 
 use std::{
@@ -55,6 +55,7 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Protect mode: upstreams and the route table.
     #[serde(default)]
     pub proxy: ProxyConfig,
     #[serde(default)]
@@ -111,6 +112,8 @@ pub struct ServerConfig {
     pub ipv6_prefix: u8,
     /// Most distinct rate-limit keys kept in memory (see `limiter::memory`).
     pub rate_limit_max_keys: usize,
+    /// The origin clients use (`https://api.example.com`): links, same-origin
+    /// checks, the assertion's `htu`. "" = not configured.
     pub public_url: String,
 }
 
@@ -424,6 +427,7 @@ impl Config {
         }
     }
 
+    /// `server.public_url`, when configured (an origin, checked at load).
     pub fn public_origin(&self) -> Option<&str> {
         (!self.server.public_url.is_empty()).then_some(self.server.public_url.as_str())
     }
@@ -463,6 +467,7 @@ impl Config {
     /// means the configuration may start a server.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        let route_table_problems = crate::proxy::table::RouteTable::build(self).err().unwrap_or_default();
         let mut problem = |key: &str, message: &str| problems.push(format!("{key}: {message}"));
         let server = &self.server;
 
@@ -542,9 +547,19 @@ impl Config {
             if group.window.0.is_zero() {
                 problem(&format!("rate_limit.{name}.window"), "must be longer than zero");
             }
-            let builtin = matches!(name.as_str(), "global" | "login" | "api");
-            if !builtin && group.paths.is_empty() {
-                problem(&format!("rate_limit.{name}.paths"), "a custom group needs at least one path prefix");
+            let builtin = matches!(name.as_str(), "global" | "login" | "api" | proxy::PROXY_RATE_LIMIT_GROUP);
+            let named_by_route = self.proxy.routes.iter().any(|route| route.rate_limit == *name);
+            if !builtin && group.paths.is_empty() && !named_by_route {
+                problem(
+                    &format!("rate_limit.{name}.paths"),
+                    "a custom group needs at least one path prefix, or a proxy route naming it in rate_limit",
+                );
+            }
+            if name == proxy::PROXY_RATE_LIMIT_GROUP && !group.paths.is_empty() {
+                problem(
+                    &format!("rate_limit.{name}.paths"),
+                    "the proxy group applies to proxy routes only; define another group for paths",
+                );
             }
         }
 
@@ -645,6 +660,10 @@ impl Config {
         {
             problem("auth.signing_key_file", &message);
         }
+        for (key, message) in proxy::problems(self) {
+            problem(&key, &message);
+        }
+        problems.extend(route_table_problems);
         problems
     }
 }

@@ -3,7 +3,8 @@
 //! health checks), `login` on sign-ins (`RouteClass::signs_in`), `api` on
 //! the API namespace (`RouteClass::in_api_group`), and groups added by path
 //! prefix and method in configuration. Which route is which is declared by
-//! the routers, not here.
+//! the routers, not here. The `proxy` group, and groups without `paths`,
+//! are only for the gateway's routes, which name them (`Scope::Routes`).
 //!
 //! Keys: the user id for signed-in callers, else the client IP (IPv6 by
 //! prefix); the login group counts the IP here, before the handler, and
@@ -32,7 +33,7 @@ use prometheus_client::{
 use crate::{
     audit::Auditor,
     clock::Clock,
-    config::{Config, CountMode, OnBackendError, RateLimitStrategy},
+    config::{Config, CountMode, OnBackendError, RateLimitStrategy, proxy::PROXY_RATE_LIMIT_GROUP},
     domain::{AuditEvent, AuditKind, Outcome},
     error::ApiError,
     limiter::{
@@ -48,7 +49,13 @@ enum Scope {
     Everything,
     Login,
     Api,
-    Paths { prefixes: Vec<String>, methods: Vec<Method> },
+    Paths {
+        prefixes: Vec<String>,
+        methods: Vec<Method>,
+    },
+    /// Named by proxy routes (`proxy`, and groups without `paths`): never
+    /// applied by path, only by the gateway to its routes.
+    Routes,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +84,7 @@ impl Group {
                 prefixes.iter().any(|prefix| path.starts_with(prefix.as_str()))
                     && (methods.is_empty() || methods.contains(method))
             }
+            Scope::Routes => false,
         }
     }
 }
@@ -114,6 +122,8 @@ impl RateLimiter {
                     "global" => Scope::Everything,
                     "login" => Scope::Login,
                     "api" => Scope::Api,
+                    PROXY_RATE_LIMIT_GROUP => Scope::Routes,
+                    _ if group.paths.is_empty() => Scope::Routes,
                     _ => Scope::Paths {
                         prefixes: group.paths.clone(),
                         methods: group
@@ -570,6 +580,34 @@ mod tests {
         limiter.count_failed_sign_in(&client, "ada@example.com").await;
         assert!(refused(limiter.admit_sign_in(&client, "ada@example.com").await));
         assert!(limiter.admit_sign_in(&client, "bob@example.com").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn route_groups_never_apply_to_rampart_routes_by_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut config = Config::defaults();
+        config.database.url = SecretString::from(format!("sqlite://{}/audit.db", dir.path().display()));
+        let mut pathed = config.rate_limit["api"].clone();
+        pathed.paths = vec!["/orders".into()];
+        config.rate_limit.insert("by-path".into(), pathed.clone());
+        pathed.paths.clear();
+        config.rate_limit.insert("by-route".into(), pathed);
+        let store = store::open(&config.database).await.expect("store");
+        store.migrate().await.expect("migrations");
+        let clock: Arc<dyn Clock> =
+            Arc::new(ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time")));
+        let backend = Arc::new(MemoryLimiter::new(1_000, clock.clone()));
+        let limiter = RateLimiter::new(&config, backend, Arc::new(Auditor::spawn(store)), clock);
+        let applying = |path: &str| -> Vec<&str> {
+            let groups = limiter.groups.iter();
+            groups.filter(|group| group.applies(&Method::GET, path, RouteClass::Api)).map(|g| g.name.as_str()).collect()
+        };
+        assert_eq!(applying("/orders/1"), ["api", "by-path", "global"]);
+        assert_eq!(applying("/"), ["api", "global"], "neither proxy nor a path-less group applies by path");
+        let scopes =
+            |name: &str| limiter.groups.iter().find(|group| group.name == name).map(|group| group.scope.clone());
+        assert!(matches!(scopes("proxy"), Some(Scope::Routes)));
+        assert!(matches!(scopes("by-route"), Some(Scope::Routes)));
     }
 
     #[test]

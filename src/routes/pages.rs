@@ -1,10 +1,15 @@
-//! `/login` and `/account`: small server-rendered pages for people. Plain
-//! HTML with one stylesheet and one script each, served by Rampart under the
-//! same strict CSP as `/admin` (only the page's own files, no inline code).
+//! `/`, `/login` and `/account`: small server-rendered pages for people.
+//! Plain HTML with one stylesheet and at most one script each, served by
+//! Rampart under the same strict CSP as `/admin` (only the page's own
+//! files, no inline code).
 //!
-//! `/login` posts email and password to `POST /auth/session` (script) and
-//! links to each provider's `start`; `?error=<code>` from a failed OAuth
-//! callback is shown as a sentence from a fixed table, never echoed.
+//! `/` points a newcomer to `/login` and `/docs` instead of a bare 404; a
+//! proxy route at "/" takes it over (the gateway is asked before the
+//! router). `/login` posts email and password to `POST /auth/session`
+//! (script), then opens `?next=` when it is a path on this site (else
+//! `/account`), and links to each provider's `start`; `?error=<code>` from
+//! a failed OAuth callback is shown as a sentence from a fixed table, never
+//! echoed.
 //! `/account` shows who is signed in and links each provider to the account
 //! (`start?link=true`), or sends the browser to `/login`.
 
@@ -31,6 +36,7 @@ const ACCOUNT_SCRIPT: &str = include_str!("pages/account.js");
 /// descriptions (`tests/api/openapi.rs` lists them).
 pub fn router() -> Routes {
     Routes::new()
+        .route("/", get(home))
         .route("/login", get(login))
         .route("/account", get(account))
         .route("/pages/pages.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
@@ -77,11 +83,12 @@ fn escape(text: &str) -> String {
     escaped
 }
 
-fn page(title: &str, script: &str, body: &str) -> Response {
+fn page(title: &str, script: Option<&str>, body: &str) -> Response {
+    let script = script.map(|src| format!("<script src=\"{src}\" defer></script>\n")).unwrap_or_default();
     let html = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title} · Rampart</title>\n\
-         <link rel=\"stylesheet\" href=\"/pages/pages.css\">\n<script src=\"{script}\" defer></script>\n</head>\n\
+         <link rel=\"stylesheet\" href=\"/pages/pages.css\">\n{script}</head>\n\
          <body>\n<main>\n{body}</main>\n</body>\n</html>\n"
     );
     let mut response = html.into_response();
@@ -90,6 +97,17 @@ fn page(title: &str, script: &str, body: &str) -> Response {
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// What a newcomer sees at `/` when no proxy route serves it.
+async fn home() -> Response {
+    page(
+        "Welcome",
+        None,
+        "<h1>Rampart</h1>\n<div class=\"card\">\n<p>This is a Rampart server.</p>\n\
+         <p><a id=\"home-login\" href=\"/login\">Sign in</a> to your account, or read the \
+         <a id=\"home-docs\" href=\"/docs/\">API documentation</a>.</p>\n</div>\n",
+    )
 }
 
 async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
@@ -113,7 +131,7 @@ async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respon
         body.push_str(&provider_links(&state, "provider", "", "Sign in with"));
     }
     body.push_str("</div>\n");
-    page("Sign in", "/pages/login.js", &body)
+    page("Sign in", Some("/pages/login.js"), &body)
 }
 
 /// One link per configured provider to its `start`, as
@@ -155,7 +173,7 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
         role = user.role.as_str(),
         department = escape(user.department.as_deref().unwrap_or("—")),
     );
-    Ok(page("Your account", "/pages/account.js", &body))
+    Ok(page("Your account", Some("/pages/account.js"), &body))
 }
 
 #[cfg(test)]

@@ -89,6 +89,56 @@ fn config_check_passes_a_good_file_and_reads_variables() {
 }
 
 #[test]
+fn config_check_names_every_broken_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "[proxy.upstreams.orders]\nurl = \"http://127.0.0.1:8081\"\n\
+         [[proxy.routes]]\nid = \"orders\"\npath = \"/orders\"\nupstream = \"orders\"\n\
+         [[proxy.routes]]\nid = \"people\"\npath = \"/people\"\nupstream = \"people\"\n\
+         [[proxy.routes]]\nid = \"orders\"\npath = \"/orders2\"\nupstream = \"orders\"\n\
+         [[proxy.routes]]\nid = \"sneaky\"\npath = \"/auth/x\"\nupstream = \"orders\"\n\
+         [[proxy.routes]]\nid = \"slow\"\npath = \"/slow\"\nupstream = \"orders\"\nmethods = [\"GET\"]\n\
+         [[proxy.routes]]\nid = \"slow-too\"\npath = \"/SLOW\"\nupstream = \"orders\"\nmethods = [\"HEAD\"]\n",
+    );
+    let output = rampart(dir.path()).args(["config", "check", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    for expected in [
+        "proxy.routes[1].upstream: no upstream named \"people\"",
+        "proxy.routes[2].id: \"orders\" is also the id of proxy.routes[0]",
+        "proxy.routes[3].path: \"/auth/x\" lies under Rampart's own \"/auth\"",
+        "proxy.routes[5]: matches the same requests as proxy.routes[4]",
+    ] {
+        assert!(message.contains(expected), "{expected:?} missing in {message}");
+    }
+    assert!(!message.contains("panicked"));
+
+    // The fixed table passes.
+    let file = write_config(
+        dir.path(),
+        "[proxy]\ndefault_upstream = \"http://127.0.0.1:8080\"\n[proxy.upstreams.orders]\nurl = \"http://127.0.0.1:8081\"\n\
+         [[proxy.routes]]\nid = \"orders\"\npath = \"/orders\"\nupstream = \"orders\"\nauth = \"public\"\n",
+    );
+    let output = rampart(dir.path()).args(["config", "check", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn serve_upstream_is_checked_like_the_configuration_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rampart(dir.path()).args(["serve", "--upstream", "ftp://127.0.0.1:8080"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("proxy.default_upstream: \"ftp://127.0.0.1:8080\""), "{}", stderr(&output));
+    // It stands above the file: a good file does not hide a bad option.
+    let file = write_config(dir.path(), "[proxy]\ndefault_upstream = \"http://127.0.0.1:8080\"\n");
+    let output =
+        rampart(dir.path()).args(["serve", "--upstream", "http://x/base", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("proxy.default_upstream: \"http://x/base\""), "{}", stderr(&output));
+}
+
+#[test]
 fn keys_generate_prints_a_pkcs8_key() {
     let dir = tempfile::tempdir().unwrap();
     let output = rampart(dir.path()).args(["keys", "generate"]).output().unwrap();

@@ -15,6 +15,7 @@ mod logging;
 mod oauth;
 mod openapi;
 mod ops;
+mod pages;
 mod pipeline;
 mod postgres;
 #[path = "../common/postgres_schema.rs"]

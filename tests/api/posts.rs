@@ -398,3 +398,17 @@ async fn a_reload_takes_a_valid_policy_and_refuses_an_invalid_one() {
     assert_eq!(delete_as(&app, &app.users.user, &second).await, 204, "the previous policy stays in force");
     assert_eq!(app.get("/api/posts").await.status, 200);
 }
+
+#[tokio::test]
+async fn turning_the_demo_off_removes_posts_and_the_dashboard() {
+    let app = spawn_with(|options| options.config.demo.enabled = false).await;
+    let admin = app.token_for(&app.users.admin).await;
+    for path in ["/api/posts", "/api/posts/01900000-0000-7000-8000-000000000000", "/api/admin/dashboard"] {
+        app.get_as(path, &admin).await.assert_problem(404);
+    }
+    let document = app.get("/openapi.json").await.json();
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.keys().all(|path| !path.starts_with("/api/posts") && path != "/api/admin/dashboard"), "{paths:?}");
+    assert!(paths.contains_key("/api/profile"), "the rest stays");
+    assert_eq!(app.get_as("/api/profile", &admin).await.status, 200);
+}

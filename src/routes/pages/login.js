@@ -1,13 +1,23 @@
 // Signs in with email and password through POST /auth/session, keeps the
 // session's CSRF token where /account's script can read it, then opens
-// /account. Errors are shown as the API's problem detail.
+// `?next=` (a path on this site) or /account. Errors are shown as the
+// API's problem detail.
 const form = document.getElementById("password-form");
 
-// Where to go after signing in: `?next=` when it is one of the pages here
-// (never another site), else /account.
+// Where to go after signing in: `?next=` when it is a path (and query) on
+// this site, else /account. Never "//host" or "/\\host" (browsers read both
+// as another site), a control character, or anything that resolves to
+// another origin.
 function landing() {
   const next = new URLSearchParams(window.location.search).get("next");
-  return next === "/admin" ? "/admin" : "/account";
+  if (typeof next !== "string" || !next.startsWith("/") || next.startsWith("//")) return "/account";
+  if (/[\\\u0000-\u001f\u007f]/.test(next)) return "/account";
+  try {
+    if (new URL(next, window.location.origin).origin !== window.location.origin) return "/account";
+  } catch {
+    return "/account";
+  }
+  return next;
 }
 const message = document.getElementById("message");
 
