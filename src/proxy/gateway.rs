@@ -169,8 +169,9 @@ pub struct Gateway {
     assertion: Option<AssertionSigner>,
     assertion_header: Option<HeaderName>,
     strip: Vec<HeaderName>,
-    /// `server.public_url`, or `http://<server.bind>` when unset.
-    public_origin: String,
+    /// `server.public_url`; unset, the origin a request came to (its
+    /// scheme and `Host`) is taken as this server's.
+    public_origin: Option<String>,
     cors_origins: Vec<String>,
     demo: bool,
     tls: bool,
@@ -218,10 +219,7 @@ impl Gateway {
             .iter()
             .map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
-        let public_origin = match config.public_origin() {
-            Some(origin) => origin.trim_end_matches('/').to_owned(),
-            None => format!("{}://{}", if tls { "https" } else { "http" }, config.server.bind),
-        };
+        let public_origin = config.public_origin().map(|origin| origin.trim_end_matches('/').to_owned());
         Ok(Self {
             routing: RwLock::new(Arc::new(routing)),
             assertion,
@@ -363,7 +361,7 @@ impl Gateway {
             return Err(refuse_guest(false));
         }
         if let Caller::User(principal) = &caller {
-            self.check_cookie_request(principal, asked.method, asked.headers).map_err(Refusal::Api)?;
+            self.check_cookie_request(principal, asked).map_err(Refusal::Api)?;
         }
         let identity = caller.user().map(identity_of);
         let amr = identity.as_ref().map_or(&[][..], |identity| identity.amr);
@@ -398,18 +396,15 @@ impl Gateway {
     /// `X-CSRF-Token`, or (forms cannot send it) `Sec-Fetch-Site:
     /// same-origin` or an allowed `Origin`. A websocket upgrade needs the
     /// allowed `Origin` whatever its method (cross-site websocket hijacking).
-    fn check_cookie_request(
-        &self,
-        principal: &Principal,
-        method: &Method,
-        headers: &HeaderMap,
-    ) -> Result<(), ApiError> {
+    fn check_cookie_request(&self, principal: &Principal, asked: &Asked<'_>) -> Result<(), ApiError> {
         let Credential::Session { csrf_hash, .. } = &principal.credential else {
             return Ok(());
         };
-        let origin_allowed = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).is_some_and(|origin| {
-            origin == self.public_origin || self.cors_origins.iter().any(|allowed| allowed == origin)
-        });
+        let (method, headers) = (asked.method, asked.headers);
+        let origin_allowed = headers
+            .get(header::ORIGIN)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|origin| origin == asked.origin || self.cors_origins.iter().any(|allowed| allowed == origin));
         if is_websocket_upgrade(headers) {
             return if origin_allowed {
                 Ok(())
@@ -437,8 +432,7 @@ impl Gateway {
         state: &AppState,
         route: &ProxyRoute,
         identity: &Identity,
-        method: &Method,
-        path: &str,
+        asked: &Asked<'_>,
         request_id: &str,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
         let principal = &identity.principal;
@@ -463,8 +457,8 @@ impl Gateway {
                 amr: identity.amr,
                 scope: None,
                 route: &route.id,
-                htm: method.as_str(),
-                htu: format!("{}{}", self.public_origin, path),
+                htm: asked.method.as_str(),
+                htu: format!("{}{}", asked.origin, asked.path),
                 iat,
                 exp,
                 jti,
@@ -488,8 +482,14 @@ impl Gateway {
         let route = &proxied.route;
         let path = parts.uri.path().to_owned();
         let path_and_query = parts.uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str()).to_owned();
-        let asked =
-            Asked { method: &parts.method, path: &path, path_and_query: &path_and_query, headers: &parts.headers };
+        let origin = self.origin(context, &parts.headers);
+        let asked = Asked {
+            method: &parts.method,
+            path: &path,
+            path_and_query: &path_and_query,
+            headers: &parts.headers,
+            origin: &origin,
+        };
         let identity = match self.admit(state, route, &asked, context) {
             Ok(identity) => identity,
             Err(refusal) => return refusal.into_response(),
@@ -499,12 +499,18 @@ impl Gateway {
             return ApiError::UpstreamDown { retry_after_secs: upstream.retry_after_secs() }.into_response();
         }
         let websocket = route.websockets && is_websocket_upgrade(&parts.headers);
+        // A tunnel re-checks its token's revocation: keep the verified claims.
+        let bearer = match &identity {
+            Some(identity) if websocket && matches!(identity.principal.credential, Credential::Bearer { .. }) => parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(crate::layers::authenticate::bearer_token)
+                .and_then(|token| state.verified_tokens.verify(&state.tokens, token, state.clock.now()).ok()),
+            _ => None,
+        };
         let identity_headers = match &identity {
             Some(identity) => {
-                match self
-                    .identity_headers(state, route, identity, &parts.method, &path, context.request_id.as_str())
-                    .await
-                {
+                match self.identity_headers(state, route, identity, &asked, context.request_id.as_str()).await {
                     Ok(headers) => headers,
                     Err(error) => return error.into_response(),
                 }
@@ -539,7 +545,7 @@ impl Gateway {
         }
 
         if websocket {
-            return super::websocket::open(self, state, proxied, parts, body, uri, outgoing, identity).await;
+            return super::websocket::open(self, state, proxied, parts, body, uri, outgoing, identity, bearer).await;
         }
 
         let activity = Activity::new();
@@ -637,9 +643,17 @@ impl Gateway {
         self.shutdown.send_replace(true);
     }
 
-    /// The origin clients use (`server.public_url`).
-    pub fn public_origin(&self) -> &str {
-        &self.public_origin
+    /// The origin the request was made to: `server.public_url`, else the
+    /// scheme and host it reached Rampart by (through a trusted proxy: the
+    /// ones it names).
+    pub fn origin(&self, context: &RequestContext, headers: &HeaderMap) -> String {
+        if let Some(origin) = &self.public_origin {
+            return origin.clone();
+        }
+        let trusted_peer = context.peer.is_some_and(|peer| self.trusted.trusts(peer));
+        let forwarded_host = headers.get("x-forwarded-host").filter(|_| trusted_peer);
+        let host = forwarded_host.or_else(|| headers.get(header::HOST)).and_then(|value| value.to_str().ok());
+        format!("{}://{}", self.forwarded_proto(context, headers), host.unwrap_or_default())
     }
 }
 
@@ -720,6 +734,8 @@ pub struct Asked<'a> {
     pub path_and_query: &'a str,
     /// Where credentials, `Origin`, `Sec-Fetch-Site` and `X-CSRF-Token` are read.
     pub headers: &'a HeaderMap,
+    /// The origin it was made to (`Gateway::origin`).
+    pub origin: &'a str,
 }
 
 /// Why `admit` refused.

@@ -27,7 +27,6 @@ use crate::{
     app::AppState,
     auth::{principal::Credential, tokens::AccessClaims},
     error::ApiError,
-    layers::authenticate::bearer_token,
 };
 
 /// How often a tunnel re-checks its caller's credentials.
@@ -50,6 +49,7 @@ pub(super) async fn open(
     uri: Uri,
     outgoing: HeaderMap,
     identity: Option<Identity>,
+    bearer: Option<Arc<AccessClaims>>,
 ) -> Response {
     let watch = match &identity {
         None => Watch::Guest,
@@ -57,17 +57,10 @@ pub(super) async fn open(
             Credential::Session { id_hash, .. } => {
                 Watch::Session { id_hash: *id_hash, user_id: identity.principal.user_id, role: identity.principal.role }
             }
-            Credential::Bearer { .. } => {
-                let claims = parts
-                    .headers
-                    .get(axum::http::header::AUTHORIZATION)
-                    .and_then(bearer_token)
-                    .and_then(|token| state.verified_tokens.verify(&state.tokens, token, state.clock.now()).ok());
-                match claims {
-                    Some(claims) => Watch::Bearer(claims),
-                    None => return ApiError::Unauthorized { token_sent: true }.into_response(),
-                }
-            }
+            Credential::Bearer { .. } => match bearer {
+                Some(claims) => Watch::Bearer(claims),
+                None => return ApiError::Unauthorized { token_sent: true }.into_response(),
+            },
         },
     };
     let guard = parts.extensions.get::<crate::connection::ConnectionGuard>().cloned();

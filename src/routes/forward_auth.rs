@@ -134,8 +134,14 @@ async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
     };
     let _ = context.proxy_route.set((format!("proxy:{}", proxied.route.id), proxied.upstream.name.clone()));
     let route = &proxied.route;
-    let asked =
-        Asked { method: &original.method, path, path_and_query: &original.path_and_query, headers: &parts.headers };
+    let origin = gateway.origin(&context, &parts.headers);
+    let asked = Asked {
+        method: &original.method,
+        path,
+        path_and_query: &original.path_and_query,
+        headers: &parts.headers,
+        origin: &origin,
+    };
     let identity = match gateway.admit(state, route, &asked, &context) {
         Ok(identity) => identity,
         // A proxy cannot pass a 303 on: a login route's guest gets 401 with
@@ -154,10 +160,7 @@ async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
     };
     let mut response = StatusCode::OK.into_response();
     if let Some(identity) = &identity {
-        match gateway
-            .identity_headers(state, route, identity, &original.method, path, context.request_id.as_str())
-            .await
-        {
+        match gateway.identity_headers(state, route, identity, &asked, context.request_id.as_str()).await {
             Ok(headers) => {
                 for (name, value) in headers {
                     response.headers_mut().insert(name, value);

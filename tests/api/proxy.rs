@@ -158,10 +158,6 @@ async fn refused_path_shapes_are_400_and_never_forwarded() {
     let app = gateway_app(&upstream).await;
     upstream.clear_received().await;
     for path in [
-        "/open/../mine",
-        "/open/%2e%2e/mine",
-        "/open/.%2E/mine",
-        "/open/./x",
         "/open//x",
         "/open/%61",
         "/open/%2D",
@@ -175,10 +171,21 @@ async fn refused_path_shapes_are_400_and_never_forwarded() {
         "/open/a%4",
     ] {
         let response = app.get(path).await;
+        assert_eq!(response.status, 400, "{path}: {}", response.body);
         response.assert_problem(400);
     }
-    // A raw backslash and a raw control character, which reqwest would not send.
-    for raw in ["/open/a\\b", "/open/a\x01b"] {
+    // Dot segments, a raw backslash and a raw control character, which
+    // reqwest would normalise or refuse to send.
+    for raw in [
+        "/open/../mine",
+        "/open/./x",
+        "/open/..",
+        "/open/%2e%2e/mine",
+        "/open/.%2E/mine",
+        "/open/%2E/x",
+        "/open/a\\b",
+        "/open/a\x01b",
+    ] {
         let status = raw_status(&app, &format!("GET {raw} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
         assert!(status == 400, "{raw:?} got {status}");
     }
@@ -410,7 +417,7 @@ async fn upstream_failures_are_502_504_503_and_413_problems() {
     for series in [
         "rampart_upstream_requests_total{route=\"nowhere\",upstream=\"nowhere\",status=\"502\"}",
         "rampart_upstream_requests_total{route=\"hasty\",upstream=\"hasty\",status=\"504\"}",
-        "rampart_upstream_duration_seconds_bucket{route=\"hasty\",upstream=\"hasty\"",
+        "rampart_upstream_duration_seconds_count{route=\"hasty\",upstream=\"hasty\"}",
         "rampart_upstream_up{upstream=\"checked\"} 1",
     ] {
         assert!(metrics.contains(series), "{series} missing from the scrape");
