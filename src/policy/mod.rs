@@ -904,4 +904,27 @@ mod tests {
             check_policy("custom.cedar", "permit (principal, action, resource)\nforbid (").expect_err("syntax");
         assert!(syntax.problems[0].starts_with("custom.cedar:"), "{syntax}");
     }
+
+    #[test]
+    fn a_policy_reading_the_request_path_is_asked_for_every_request_and_can_name_a_route() {
+        use crate::config::RouteAuth::Required;
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("policy.cedar");
+        let text = format!(
+            "{DEFAULT_POLICY}\nforbid (principal, action == Rampart::Action::\"Proxy\", resource == Rampart::Route::\"files\")\nwhen {{ context.path like \"/files/secret*\" }};\n"
+        );
+        std::fs::write(&file, text).expect("write");
+        let authorizer = Authorizer::load(&file).expect("custom policy");
+        let (user, _) = caller(Role::User, None);
+        let files = route("files", Required, &[]);
+        let other = route("other", Required, &[]);
+        let ask = |route: &ProxyRoute, path: &str| {
+            let request = ProxyRequest { method: "GET", path, client_ip: None, amr: &["pwd"], scopes: None };
+            matches!(authorizer.authorize_proxy(&user, route, &request), Decision::Allow)
+        };
+        assert!(ask(&files, "/files/a"));
+        assert!(!ask(&files, "/files/secret/plan"), "a decision by path");
+        assert!(ask(&files, "/files/a"), "not a remembered answer for another path");
+        assert!(ask(&other, "/files/secret/plan"), "the rule names one route");
+    }
 }
