@@ -60,6 +60,7 @@ fn table(config: &mut Config, app: &Upstream) {
         // endpoints (/sse, /slow, /set-cookies, /status/…).
         RouteConfig { strip_prefix: true, ..route("open", "/open", "app", RouteAuth::Public) },
         route("optional", "/maybe", "app", RouteAuth::Optional),
+        RouteConfig { methods: vec!["GET".into()], ..route("reports", "/reports", "app", RouteAuth::Public) },
         route("any-user", "/mine", "app", RouteAuth::Required),
         RouteConfig { allow_roles: vec!["manager".into()], ..route("orders", "/orders", "app", RouteAuth::Required) },
         RouteConfig { methods: vec!["GET".into()], ..route("orders-read", "/orders", "app", RouteAuth::Required) },
@@ -70,7 +71,11 @@ fn table(config: &mut Config, app: &Upstream) {
         RouteConfig { strip_prefix: true, ..route("hasty", "/hasty", "hasty", RouteAuth::Public) },
         route("nowhere", "/nowhere", "nowhere", RouteAuth::Public),
         RouteConfig { websockets: true, ..route("ws", "/ws", "app", RouteAuth::Required) },
-        RouteConfig { websockets: true, ..route("ws-open", "/open-ws", "app", RouteAuth::Optional) },
+        RouteConfig {
+            websockets: true,
+            strip_prefix: true,
+            ..route("ws-open", "/open-ws", "app", RouteAuth::Optional)
+        },
     ];
     config.proxy.routes.append(&mut routes);
 }
@@ -138,7 +143,12 @@ async fn identity_and_routing_headers_from_the_client_never_reach_the_upstream()
         assert!(headers.get(gone).is_none(), "{gone} reached the upstream: {headers}");
     }
     let request_id = headers["x-request-id"].as_str().expect("request id").to_owned();
-    assert!(!request_id.is_empty());
+    // The access log line of that request names the route and the upstream.
+    let logs = app.logs.contents();
+    let line =
+        logs.lines().find(|line| line.contains(&request_id) && line.contains("\"status\":200")).expect("access line");
+    assert!(line.contains("\"route\":\"proxy:any-user\"") && line.contains("\"upstream\":\"app\""), "{line}");
+    assert!(!line.contains(&token), "no token in the log");
 
     // pass_authorization lets the bearer token through.
     let passed = echo(&app, app.client.get(app.url("/pass")).bearer_auth(&token)).await;
@@ -216,6 +226,11 @@ async fn path_variants_are_judged_by_the_route_they_name() {
     assert_eq!(app.get_as("/orders/7", &user).await.status, 200);
     // A segment boundary: "/ordersx" is not under "/orders"; the root route takes it.
     assert_eq!(app.get("/ordersx").await.status, 200);
+    // A path whose routes do not list the method: 405 with Allow (GET covers HEAD).
+    let not_allowed = app.send(app.client.post(app.url("/reports/q1"))).await;
+    not_allowed.assert_problem(405);
+    assert_eq!(not_allowed.header("allow"), Some("GET, HEAD"));
+    assert_eq!(app.send(app.client.head(app.url("/reports/q1"))).await.status, 200);
     // Rampart's own paths stay Rampart's whatever their case.
     assert_eq!(app.get("/AUTH/login").await.status, 404);
     assert_eq!(app.get("/health").await.status, 200);
@@ -601,4 +616,110 @@ async fn a_broken_route_reload_keeps_the_old_table() {
     let problems = app.gateway.reload(&broken).expect_err("an unknown upstream is refused");
     assert!(problems.iter().any(|problem| problem.contains("no-such-upstream")), "{problems:?}");
     assert_eq!(app.get("/open/x").await.status, 200, "the old table still serves");
+}
+
+/// Sends raw bytes and returns everything the server answers until it
+/// closes or goes quiet for a moment.
+async fn raw_exchange(app: &TestApp, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buffer = vec![0u8; 8192];
+    while let Ok(Ok(read)) = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buffer)).await {
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn smuggling_attempts_never_reach_the_upstream_as_a_second_request() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    upstream.clear_received().await;
+    // Content-Length and Transfer-Encoding together, hiding a second request
+    // in what a length-reading peer would take as the body.
+    let smuggled = "GET /mine/admin-only HTTP/1.1\r\nHost: x\r\n\r\n";
+    let chunked = format!(
+        "POST /open/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+    );
+    let answer = raw_exchange(&app, chunked.as_bytes()).await;
+    // Two Content-Lengths that disagree, and an obfuscated Transfer-Encoding.
+    let doubled =
+        format!("POST /open/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 45\r\n\r\n{smuggled}");
+    let doubled_answer = raw_exchange(&app, doubled.as_bytes()).await;
+    let obfuscated = format!(
+        "POST /open/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\nContent-Length: 0\r\n\r\n{smuggled}"
+    );
+    let obfuscated_answer = raw_exchange(&app, obfuscated.as_bytes()).await;
+    for answer in [&answer, &doubled_answer, &obfuscated_answer] {
+        assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    }
+    let received = upstream.received().await;
+    let urls: Vec<&str> = received.iter().filter_map(|request| request["url"].as_str()).collect();
+    assert!(!urls.iter().any(|url| url.contains("admin-only")), "a smuggled request reached the upstream: {urls:?}");
+    // Whatever reached the upstream carried no conflicting framing.
+    for request in &received {
+        let headers = &request["headers"];
+        assert!(!(headers.get("content-length").is_some() && headers.get("transfer-encoding").is_some()), "{request}");
+    }
+    // The smuggled request, had it been parsed on Rampart's side, would be a
+    // guest on a required route: 401. It must not have been answered as 200.
+    assert!(!answer.contains("admin-only"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_idle_stream_is_cut_and_a_streaming_one_is_not() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = spawn_with(|options| {
+        table(&mut options.config, &upstream);
+        let quick = UpstreamConfig {
+            idle_timeout: HumanDuration(Duration::from_millis(300)),
+            ..upstream_config(upstream.url())
+        };
+        options.config.proxy.upstreams.insert("quick".into(), quick);
+        options
+            .config
+            .proxy
+            .routes
+            .push(RouteConfig { strip_prefix: true, ..route("quick", "/quick", "quick", RouteAuth::Public) });
+    })
+    .await;
+    // One chunk, then 2 s of nothing: cut after 300 ms, never a clean end.
+    let response = app.client.get(app.url("/quick/stall-body?ms=2000")).send().await.expect("headers");
+    assert_eq!(response.status(), 200);
+    let started = std::time::Instant::now();
+    let body = response.bytes().await;
+    assert!(body.is_err(), "a stalled body must not end as if complete");
+    assert!(started.elapsed() < Duration::from_millis(1500), "cut at the idle timeout");
+    // Events every 100 ms keep a 300 ms idle timeout from firing over 1 s.
+    let events = app.client.get(app.url("/quick/sse?count=10&interval_ms=100")).send().await.expect("sse");
+    let text = events.text().await.expect("a stream that keeps moving is never idle");
+    assert_eq!(text.matches("data:").count(), 10, "{text}");
+}
+
+#[tokio::test]
+async fn websockets_are_closed_with_1001_on_shutdown() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = gateway_app(&upstream).await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(ws_request(&app, "/open-ws/ws").await).await.expect("a guest upgrade");
+    socket.send(tungstenite::Message::text("before")).await.expect("send");
+    assert_eq!(socket.next().await.expect("answer").expect("message").into_text().expect("text").as_str(), "before");
+    let stopping = tokio::task::spawn_blocking(move || app.stop());
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|frame| u16::from(frame.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s of shutdown");
+    assert_eq!(code, Some(1001));
+    stopping.await.expect("the server stopped");
 }
