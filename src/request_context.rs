@@ -44,7 +44,7 @@ pub struct RequestContext {
     pub route: OnceLock<MatchedPath>,
     /// For a request through a protect-mode route: `proxy:<route id>`,
     /// and the upstream's name.
-    pub proxy_route: OnceLock<(String, std::sync::Arc<str>)>,
+    pub proxy_route: OnceLock<(std::sync::Arc<str>, std::sync::Arc<str>)>,
     /// Who is calling, set by `authenticate` (unset: a guest).
     pub authentication: OnceLock<Authentication>,
     /// Set when a handler recorded its own audit event for this request.
@@ -63,7 +63,7 @@ impl RequestContext {
     /// The route for logs, metrics and audit: the matched template, or the
     /// protect-mode route.
     pub fn route_label(&self) -> Option<&str> {
-        self.route.get().map(MatchedPath::as_str).or_else(|| self.proxy_route.get().map(|(label, _)| label.as_str()))
+        self.route.get().map(MatchedPath::as_str).or_else(|| self.proxy_route.get().map(|(label, _)| &**label))
     }
 
     /// The upstream a proxied request went to.

@@ -209,7 +209,7 @@ where
         settings.gateway.as_ref().map(|gateway| gateway.dispatch(request.method(), request.headers(), request.uri()));
     let (proxied, path_refusal) = match dispatch {
         Some(Dispatch::Proxy(proxied)) => {
-            let _ = context.proxy_route.set((format!("proxy:{}", proxied.route.id), proxied.upstream.name.clone()));
+            let _ = context.proxy_route.set((proxied.label.clone(), proxied.upstream.name.clone()));
             request.extensions_mut().insert(proxied);
             (true, None)
         }

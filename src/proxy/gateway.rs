@@ -62,6 +62,8 @@ pub enum Dispatch {
 pub struct Proxied {
     pub route: Arc<ProxyRoute>,
     pub upstream: Arc<Upstream>,
+    /// `proxy:<route id>`, the route's name in logs, metrics and audit.
+    pub label: Arc<str>,
 }
 
 /// Marks a response that came from an upstream: its error bodies are the
@@ -74,6 +76,8 @@ pub struct FromUpstream;
 pub struct Routing {
     pub table: RouteTable,
     upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+    /// `proxy:<id>` by route id, made once.
+    labels: HashMap<Arc<str>, Arc<str>>,
     health_checks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -114,7 +118,9 @@ impl Routing {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Self { table, upstreams, health_checks: std::sync::Mutex::new(Vec::new()) })
+        let labels =
+            table.routes().iter().map(|route| (route.id.clone(), Arc::from(format!("proxy:{}", route.id)))).collect();
+        Ok(Self { table, upstreams, labels, health_checks: std::sync::Mutex::new(Vec::new()) })
     }
 }
 
@@ -672,9 +678,11 @@ fn dispatch_in(routing: &Routing, demo: bool, method: &Method, host: Option<&str
         return Dispatch::Rampart;
     }
     match routing.table.select(method, host, path) {
-        Selection::Route(route) => match routing.upstreams.get(&route.upstream) {
-            Some(upstream) => Dispatch::Proxy(Proxied { route: route.clone(), upstream: upstream.clone() }),
-            None => Dispatch::Refuse(ApiError::NotFound),
+        Selection::Route(route) => match (routing.upstreams.get(&route.upstream), routing.labels.get(&route.id)) {
+            (Some(upstream), Some(label)) => {
+                Dispatch::Proxy(Proxied { route: route.clone(), upstream: upstream.clone(), label: label.clone() })
+            }
+            _ => Dispatch::Refuse(ApiError::NotFound),
         },
         Selection::MethodNotAllowed { allow } => {
             Dispatch::Refuse(ApiError::MethodNotAllowed { allow: header_value(&allow) })

@@ -132,7 +132,7 @@ async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
         Dispatch::Refuse(refusal) => return refusal.into_response(),
         Dispatch::Rampart => return ApiError::NotFound.into_response(),
     };
-    let _ = context.proxy_route.set((format!("proxy:{}", proxied.route.id), proxied.upstream.name.clone()));
+    let _ = context.proxy_route.set((proxied.label.clone(), proxied.upstream.name.clone()));
     let route = &proxied.route;
     let origin = gateway.origin(&context, &parts.headers);
     let asked = Asked {
