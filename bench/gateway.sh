@@ -3,6 +3,7 @@
 # ceiling peer (../shared/peers/bare-axum) is the upstream, measured
 #   D   directly                                    GET /health
 #   N   through nginx, a plain keep-alive proxy     GET /health      (bench/peers/nginx-proxy.conf)
+#   N2  the same with worker_processes auto (Debian's default: one per core)
 #   E1  through an Express gateway, bearer JWT      GET /health      (bench/peers/express-gateway)
 #   E2  through the Express gateway, public route   GET /public/health
 #   G1  through Rampart's gateway, auth = required  GET /priv/health (bearer access token)
@@ -69,7 +70,7 @@ wait_for() { # URL [TOKEN]: true once it answers 2xx within 10 s
   return 1
 }
 
-P=18290; N=18291; E=18292; G=18293; GA=18294
+P=18290; N=18291; E=18292; G=18293; GA=18294; N2=18295
 
 echo "starting the peer, nginx and the Express gateway" >&2
 PORT=$P "$PEER" 2>/dev/null &
@@ -82,6 +83,14 @@ sed -e "s/@LISTEN@/127.0.0.1:$N/" -e "s/@UPSTREAM@/127.0.0.1:$P/" bench/peers/ng
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e stderr 2>"$WORK/nginx/error.log" &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$N/health" || { cat "$WORK/nginx/error.log" >&2; exit 1; }
+# N2: the same proxy as Debian runs nginx by default, one worker per core.
+mkdir -p "$WORK/nginx2"
+sed -e 's/^master_process off;/master_process on;/' -e 's/^worker_processes 1;/worker_processes auto;/' \
+  deploy/nginx/nginx.conf.test-wrapper > "$WORK/nginx2/nginx.conf"
+sed -e "s/@LISTEN@/127.0.0.1:$N2/" -e "s/@UPSTREAM@/127.0.0.1:$P/" bench/peers/nginx-proxy.conf > "$WORK/nginx2/site.conf"
+"$NGINX" -p "$WORK/nginx2" -c "$WORK/nginx2/nginx.conf" -e stderr 2>"$WORK/nginx2/error.log" &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$N2/health" || { cat "$WORK/nginx2/error.log" >&2; exit 1; }
 
 # ES256: jsonwebtoken 9 cannot verify EdDSA, Rampart's default.
 openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$WORK/es256.pem"
@@ -171,6 +180,7 @@ run() {
 
 run D "http://127.0.0.1:$P/health"
 run N "http://127.0.0.1:$N/health"
+run N2 "http://127.0.0.1:$N2/health"
 run E1 "http://127.0.0.1:$E/health" "$EXPRESS_TOKEN"
 run E2 "http://127.0.0.1:$E/public/health"
 if [ -n "$GATEWAY" ]; then
@@ -181,7 +191,7 @@ fi
 python3 - "$RESULTS" "$MEASURE" <<'PY'
 import json, sys
 rows = {r["name"]: r for r in map(json.loads, open(sys.argv[1]))}
-what = {"D": "upstream direct", "N": "nginx, plain proxy", "E1": "Express gateway, bearer JWT (ES256)",
+what = {"D": "upstream direct", "N": "nginx, plain proxy (1 worker)", "N2": "nginx, plain proxy (worker_processes auto)", "E1": "Express gateway, bearer JWT (ES256)",
         "E2": "Express gateway, public route", "G1": "Rampart gateway, auth required (bearer)",
         "G2": "Rampart gateway, public route"}
 n = rows.get("N", {}).get("rps"); d = rows.get("D", {}).get("rps")

@@ -723,3 +723,41 @@ async fn websockets_are_closed_with_1001_on_shutdown() {
     assert_eq!(code, Some(1001));
     stopping.await.expect("the server stopped");
 }
+
+#[tokio::test]
+async fn ready_is_503_while_every_upstream_of_a_required_route_is_down() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = spawn_with(|options| {
+        let checked = UpstreamConfig {
+            health_path: "/healthz".into(),
+            health_interval: HumanDuration(Duration::from_millis(100)),
+            ..upstream_config(upstream.url())
+        };
+        options.config.proxy.upstreams.insert("checked".into(), checked);
+        options.config.proxy.routes.push(route("api", "/v1", "checked", RouteAuth::Required));
+    })
+    .await;
+    assert_eq!(app.get("/ready").await.status, 200);
+    upstream.set_health(false).await;
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let status = app.get("/ready").await.status;
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    assert_eq!(app.get("/health").await.status, 200, "liveness does not depend on upstreams");
+    upstream.set_health(true).await;
+    let mut back = false;
+    for _ in 0..50 {
+        if app.get("/ready").await.status == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back);
+}
