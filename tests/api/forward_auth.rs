@@ -38,6 +38,7 @@ fn table(config: &mut Config, app: &Upstream) {
         RouteConfig { allow_roles: vec!["manager".into()], ..route("managers", "/managers", RouteAuth::Required) },
         RouteConfig { methods: vec!["GET".into()], ..route("reads", "/reads", RouteAuth::Required) },
         RouteConfig { unauthenticated: Unauthenticated::Login, ..route("app", "/app", RouteAuth::Required) },
+        RouteConfig { host: "api.example.test".into(), ..route("hosted", "/hosted", RouteAuth::Public) },
     ];
 }
 
@@ -177,6 +178,17 @@ async fn each_proxy_dialect_gets_the_gateways_decisions() {
     // request itself was sent to.
     assert_eq!(app.send(traefik(&app, "GET", "/mine").bearer_auth(&user)).await.status, 200);
 
+    // A route with `host` is matched against the host the proxy names.
+    let hosted = app.send(traefik(&app, "GET", "/hosted")).await;
+    assert_eq!(hosted.status, 200, "{}", hosted.body);
+    assert_eq!(hosted.header("x-rampart-route"), Some("hosted"));
+    let elsewhere = app
+        .client
+        .get(app.url("/auth/forward"))
+        .header("X-Forwarded-Host", "other.example.test")
+        .header("X-Forwarded-Uri", "/hosted");
+    app.send(elsewhere).await.assert_problem(404);
+
     // Envoy: /auth/forward/<original path> with the original method.
     let envoy = app.send(app.client.get(app.url("/auth/forward/mine/x?q=1")).bearer_auth(&user)).await;
     assert_eq!(envoy.status, 200, "{}", envoy.body);
@@ -240,8 +252,15 @@ async fn the_routes_group_limits_forward_auth_with_retry_after() {
     assert!(limited.header("ratelimit").is_some_and(|value| value.contains("\"proxy\"")), "{limited:?}");
     assert!(limited.header("ratelimit-policy").is_some(), "{limited:?}");
     assert_eq!(app.send(traefik(&app, "GET", "/mine").bearer_auth(&other)).await.status, 200, "keyed by user");
-    // Rampart's own API does not count in the proxy group, nor forward auth in Rampart's.
+    // Rampart's own API does not count in the proxy group.
     assert_eq!(app.get_as("/api/profile", &user).await.status, 200);
+    // Guests are keyed by the client address the trusted proxy names.
+    let guest = |ip: &'static str| traefik(&app, "GET", "/open").header("X-Forwarded-For", ip);
+    for _ in 0..2 {
+        assert_eq!(app.send(guest("203.0.113.7")).await.status, 200);
+    }
+    app.send(guest("203.0.113.7")).await.assert_problem(429);
+    assert_eq!(app.send(guest("203.0.113.8")).await.status, 200, "keyed by the forwarded client address");
 }
 
 #[tokio::test]
@@ -379,6 +398,13 @@ async fn nginx_passes_rampart_refusals_on_to_the_client() {
 
     let refused = client.get(format!("{}/mine", nginx.url())).send().await.unwrap();
     assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer realm=\"rampart\"");
+    // nginx names the request itself: a client's own X-Forwarded-Uri or
+    // X-Original-URI never chooses the route.
+    for name in ["X-Forwarded-Uri", "X-Original-URI"] {
+        let smuggled = client.get(format!("{}/mine", nginx.url())).header(name, "/open").send().await.unwrap();
+        assert_eq!(smuggled.status(), 401, "{name}");
+    }
     let login = client.get(format!("{}/app/page?x=1", nginx.url())).send().await.unwrap();
     assert_eq!(login.status(), 303);
     assert_eq!(login.headers()["location"], "/login?next=/app/page%3Fx%3D1");
@@ -389,6 +415,12 @@ async fn nginx_passes_rampart_refusals_on_to_the_client() {
     assert_eq!(missing.headers()["content-type"], "application/problem+json");
     let not_allowed = client.delete(format!("{}/reads", nginx.url())).bearer_auth(&user).send().await.unwrap();
     assert_eq!(not_allowed.status(), 405);
+    assert!(not_allowed.headers().get("allow").is_some_and(|allow| allow == "GET, HEAD"), "{not_allowed:?}");
+    // A cookie-authenticated POST needs a same-origin signal, as in the gateway.
+    let (session, _) = session_cookies(&app).await;
+    let post = || client.post(format!("{}/mine", nginx.url())).header("Cookie", &session).body("x");
+    assert_eq!(post().send().await.unwrap().status(), 403);
+    assert_eq!(post().header("Origin", "https://evil.example").send().await.unwrap().status(), 403);
     // nginx does not normalise the URI it names to Rampart: a dot segment is 400.
     let mut stream = tokio::net::TcpStream::connect(nginx.addr).await.unwrap();
     stream.write_all(b"GET /open/%2e%2e/mine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -396,6 +428,11 @@ async fn nginx_passes_rampart_refusals_on_to_the_client() {
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(upstream.received().await.is_empty(), "a refused request reached the app");
+    let same_origin = post().header("Sec-Fetch-Site", "same-origin").send().await.unwrap();
+    assert_eq!(same_origin.status(), 200);
+    let echo: Value = same_origin.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-rampart-auth"], "session");
+    assert_eq!(echo["body_length"], 1);
 }
 
 #[tokio::test]
@@ -419,4 +456,5 @@ async fn nginx_passes_the_route_rate_limit_on_with_retry_after() {
     assert_eq!(limited.status(), 429);
     assert!(limited.headers().get("retry-after").is_some_and(|value| !value.is_empty()), "{limited:?}");
     assert!(limited.headers().get("ratelimit").is_some(), "{limited:?}");
+    assert!(limited.headers().get("allow").is_none(), "an empty Allow: {limited:?}");
 }
