@@ -150,9 +150,20 @@ async fn each_proxy_dialect_gets_the_gateways_decisions() {
     let login = app.send(nginx_style(&app, "GET", "/app/page?x=1&y=/z")).await;
     login.assert_problem(401);
     assert_eq!(login.header("location"), Some("/login?next=/app/page%3Fx%3D1%26y%3D/z"));
-    // allow_roles.
+    // allow_roles, and the denial audited with the route.
     app.send(traefik(&app, "GET", "/managers").bearer_auth(&user)).await.assert_problem(403);
     assert_eq!(app.send(traefik(&app, "GET", "/managers").bearer_auth(&manager)).await.status, 200);
+    let admin = app.token_for(&app.users.admin).await;
+    let mut audited = false;
+    for _ in 0..50 {
+        let audit = app.get_as("/api/admin/audit?event=forbidden", &admin).await;
+        if audit.body.contains("Proxy on Route managers") && audit.body.contains("proxy:managers") {
+            audited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(audited, "no audited denial naming the route");
     // No route, and Rampart's own paths: 404.
     app.send(traefik(&app, "GET", "/nowhere").bearer_auth(&user)).await.assert_problem(404);
     app.send(nginx_style(&app, "GET", "/api/profile").bearer_auth(&user)).await.assert_problem(404);
@@ -198,6 +209,13 @@ async fn each_proxy_dialect_gets_the_gateways_decisions() {
     app.send(app.client.post(app.url("/auth/forward/managers")).bearer_auth(&user)).await.assert_problem(403);
     app.send(app.client.delete(app.url("/auth/forward/reads")).bearer_auth(&user)).await.assert_problem(405);
     app.send(app.client.get(app.url("/auth/forward/nowhere")).bearer_auth(&user)).await.assert_problem(404);
+    // Envoy passes the client's cookie and same-origin signals with the original method.
+    let (session, _) = session_cookies(&app).await;
+    let envoy_post = || app.client.post(app.url("/auth/forward/mine")).header("Cookie", &session);
+    app.send(envoy_post()).await.assert_problem(403);
+    let envoy_cookie = app.send(envoy_post().header("Sec-Fetch-Site", "same-origin")).await;
+    assert_eq!(envoy_cookie.status, 200, "{}", envoy_cookie.body);
+    assert_eq!(envoy_cookie.header("x-rampart-auth"), Some("session"));
     let open = app.send(app.client.put(app.url("/auth/forward/open"))).await;
     assert_eq!(open.status, 200, "{}", open.body);
     assert_eq!(raw_status(&app, "GET /auth/forward/open/../mine HTTP/1.1\r\nHost: x\r\n\r\n").await, 400);
@@ -239,6 +257,8 @@ async fn the_routes_group_limits_forward_auth_with_retry_after() {
     let app = spawn_with(|options| {
         table(&mut options.config, &upstream);
         options.config.rate_limit.get_mut("proxy").unwrap().limit = 2;
+        // Two sign-ins and one profile read fit; forward auth must not count here.
+        options.config.rate_limit.get_mut("global").unwrap().limit = 4;
     })
     .await;
     let user = app.token_for(&app.users.user).await;
@@ -252,8 +272,9 @@ async fn the_routes_group_limits_forward_auth_with_retry_after() {
     assert!(limited.header("ratelimit").is_some_and(|value| value.contains("\"proxy\"")), "{limited:?}");
     assert!(limited.header("ratelimit-policy").is_some(), "{limited:?}");
     assert_eq!(app.send(traefik(&app, "GET", "/mine").bearer_auth(&other)).await.status, 200, "keyed by user");
-    // Rampart's own API does not count in the proxy group.
-    assert_eq!(app.get_as("/api/profile", &user).await.status, 200);
+    // Rampart's own API does not count in the proxy group, nor forward auth in `global`.
+    let profile = app.get_as("/api/profile", &user).await;
+    assert_eq!(profile.status, 200, "{}", profile.body);
     // Guests are keyed by the client address the trusted proxy names.
     let guest = |ip: &'static str| traefik(&app, "GET", "/open").header("X-Forwarded-For", ip);
     for _ in 0..2 {
