@@ -442,6 +442,18 @@ async fn nginx_passes_rampart_refusals_on_to_the_client() {
     let post = || client.post(format!("{}/mine", nginx.url())).header("Cookie", &session).body("x");
     assert_eq!(post().send().await.unwrap().status(), 403);
     assert_eq!(post().header("Origin", "https://evil.example").send().await.unwrap().status(), 403);
+    // Clients cannot ask /auth/forward through nginx (a trusted peer), however spelled.
+    for path in ["/auth/forward", "/auth/forward/open", "/auth//forward", "/auth/%66orward", "/AUTH/forward"] {
+        let asked = client
+            .get(format!("{}{path}", nginx.url()))
+            .header("X-Forwarded-Uri", "/open")
+            .header("X-Original-URI", "/open")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asked.status(), 404, "{path}");
+        assert!(asked.headers().get("x-rampart-route").is_none(), "{path} was answered by forward auth");
+    }
     // nginx does not normalise the URI it names to Rampart: a dot segment is 400.
     let mut stream = tokio::net::TcpStream::connect(nginx.addr).await.unwrap();
     stream.write_all(b"GET /open/%2e%2e/mine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
