@@ -491,3 +491,17 @@ async fn nginx_passes_the_route_rate_limit_on_with_retry_after() {
     assert!(limited.headers().get("ratelimit").is_some(), "{limited:?}");
     assert!(limited.headers().get("allow").is_none(), "an empty Allow: {limited:?}");
 }
+
+#[tokio::test]
+async fn nginx_answers_502_and_never_reaches_the_app_when_rampart_is_down() {
+    let upstream = spawn_upstream(&[]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let Some(nginx) = spawn_nginx("deploy/nginx/rampart-forward-auth.conf", closed, upstream.addr).await else {
+        return;
+    };
+    upstream.clear_received().await;
+    let response = plain_client().get(format!("{}/open", nginx.url())).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert!(upstream.received().await.is_empty(), "the app was reached without Rampart's answer");
+}
