@@ -9,6 +9,7 @@ mod cli;
 mod connections;
 mod defense;
 mod deploy;
+mod forward_auth;
 mod helpers;
 mod lockout;
 mod logging;
