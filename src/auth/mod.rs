@@ -15,5 +15,6 @@ pub mod password;
 pub mod principal;
 pub mod revocation;
 pub mod secret;
+pub mod signers;
 pub mod throttle;
 pub mod tokens;

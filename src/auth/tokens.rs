@@ -95,6 +95,7 @@ impl TokenKeys {
         audience: &str,
         ttl: std::time::Duration,
     ) -> anyhow::Result<Self> {
+        super::signers::install();
         let algorithm = algorithm_of(configured);
         let mut verifying = HashMap::new();
         let mut jwks = JwkSet::default();

@@ -91,23 +91,32 @@ struct Original {
     path_and_query: String,
 }
 
-fn original(headers: &HeaderMap, method: &Method, uri: &axum::http::Uri, envoy: bool) -> Option<Original> {
+fn original(
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &axum::http::Uri,
+    envoy: bool,
+) -> Result<Original, &'static str> {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let host = text("x-forwarded-host").or_else(|| text("host")).map(str::to_owned);
     if envoy {
-        let path = uri.path().strip_prefix("/auth/forward")?;
+        let path = uri.path().strip_prefix("/auth/forward").ok_or("Ask at /auth/forward/<original path>.")?;
         let path_and_query = match uri.query() {
             Some(query) => format!("{path}?{query}"),
             None => path.to_owned(),
         };
-        return Some(Original { method: method.clone(), host, path_and_query });
+        return Ok(Original { method: method.clone(), host, path_and_query });
     }
     let method = match text("x-forwarded-method").or_else(|| text("x-original-method")) {
-        Some(name) => Method::from_bytes(name.as_bytes()).ok()?,
+        Some(name) => Method::from_bytes(name.as_bytes())
+            .map_err(|_| "X-Forwarded-Method or X-Original-Method is not an HTTP method.")?,
         None => Method::GET,
     };
-    let path_and_query = text("x-forwarded-uri").or_else(|| text("x-original-uri"))?.to_owned();
-    Some(Original { method, host, path_and_query })
+    let path_and_query = text("x-forwarded-uri")
+        .or_else(|| text("x-original-uri"))
+        .ok_or("Name the original request in X-Original-URI or X-Forwarded-Uri.")?
+        .to_owned();
+    Ok(Original { method, host, path_and_query })
 }
 
 async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
@@ -121,9 +130,9 @@ async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
     if !trusted {
         return ApiError::forbidden("Forward auth answers only the proxies in server.trusted_proxies.").into_response();
     }
-    let Some(original) = original(&parts.headers, &parts.method, &parts.uri, envoy) else {
-        return ApiError::bad_request("Name the original request in X-Original-URI or X-Forwarded-Uri.")
-            .into_response();
+    let original = match original(&parts.headers, &parts.method, &parts.uri, envoy) {
+        Ok(original) => original,
+        Err(detail) => return ApiError::bad_request(detail).into_response(),
     };
     let (path, _query) = original.path_and_query.split_once('?').unwrap_or((original.path_and_query.as_str(), ""));
     let gateway = &state.gateway;
