@@ -64,6 +64,32 @@ pub struct Proxied {
     pub upstream: Arc<Upstream>,
     /// `proxy:<route id>`, the route's name in logs, metrics and audit.
     pub label: Arc<str>,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// One route's upstream series, looked up once per table rather than by
+/// label strings on every request.
+pub struct RouteMetrics {
+    pub duration: Histogram,
+    labels: RouteUpstreamLabels,
+    family: Family<UpstreamRequestLabels, Counter>,
+    /// `requests` by status, as met.
+    by_status: std::sync::Mutex<Vec<(u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    pub fn count(&self, status: u16) {
+        let mut known = self.by_status.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, counter)) = known.iter().find(|(seen, _)| *seen == status) {
+            counter.inc();
+            return;
+        }
+        let labels =
+            UpstreamRequestLabels { route: self.labels.route.clone(), upstream: self.labels.upstream.clone(), status };
+        let counter = self.family.get_or_create(&labels).clone();
+        counter.inc();
+        known.push((status, counter));
+    }
 }
 
 /// Marks a response that came from an upstream: its error bodies are the
@@ -76,8 +102,8 @@ pub struct FromUpstream;
 pub struct Routing {
     pub table: RouteTable,
     upstreams: HashMap<Arc<str>, Arc<Upstream>>,
-    /// `proxy:<id>` by route id, made once.
-    labels: HashMap<Arc<str>, Arc<str>>,
+    /// `proxy:<id>` and the metrics by route id, made once.
+    labels: HashMap<Arc<str>, (Arc<str>, Arc<RouteMetrics>)>,
     health_checks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -90,7 +116,7 @@ impl Drop for Routing {
 }
 
 impl Routing {
-    fn build(config: &Config) -> Result<Self, Vec<String>> {
+    fn build(config: &Config, metrics: &UpstreamMetrics) -> Result<Self, Vec<String>> {
         let table = RouteTable::build(config)?;
         let mut upstreams = HashMap::new();
         let mut configured: Vec<(String, crate::config::UpstreamConfig)> =
@@ -118,8 +144,20 @@ impl Routing {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let labels =
-            table.routes().iter().map(|route| (route.id.clone(), Arc::from(format!("proxy:{}", route.id)))).collect();
+        let labels = table
+            .routes()
+            .iter()
+            .map(|route| {
+                let labels = RouteUpstreamLabels { route: route.id.to_string(), upstream: route.upstream.to_string() };
+                let route_metrics = RouteMetrics {
+                    duration: metrics.duration.get_or_create(&labels).clone(),
+                    labels,
+                    family: metrics.requests.clone(),
+                    by_status: std::sync::Mutex::new(Vec::new()),
+                };
+                (route.id.clone(), (Arc::from(format!("proxy:{}", route.id)), Arc::new(route_metrics)))
+            })
+            .collect();
         Ok(Self { table, upstreams, labels, health_checks: std::sync::Mutex::new(Vec::new()) })
     }
 }
@@ -192,7 +230,8 @@ impl Gateway {
     /// the access-token key, or `proxy.assertion_key_file`'s EdDSA key for
     /// HS256 deployments (published in `tokens`' JWKS).
     pub fn new(config: &Config, tokens: &mut TokenKeys, tls: bool) -> anyhow::Result<Self> {
-        let routing = Routing::build(config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
+        let metrics = UpstreamMetrics::new();
+        let routing = Routing::build(config, &metrics).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
         let proxy = &config.proxy;
         let assertion_header = if proxy.assertion_header.is_empty() {
             None
@@ -239,7 +278,7 @@ impl Gateway {
                 nets: Arc::new(config.server.trusted_proxies.clone()),
                 header: config.server.forwarded_header,
             },
-            metrics: UpstreamMetrics::new(),
+            metrics,
             shutdown: tokio::sync::watch::channel(false).0,
         })
     }
@@ -270,7 +309,7 @@ impl Gateway {
     /// Replaces the route table and upstreams with `config`'s (SIGHUP); on
     /// a problem the old table stays and the problems are returned.
     pub fn reload(&self, config: &Config) -> Result<(), Vec<String>> {
-        let routing = Arc::new(Routing::build(config)?);
+        let routing = Arc::new(Routing::build(config, &self.metrics)?);
         self.start_health_checks(&routing);
         *self.routing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = routing;
         Ok(())
@@ -559,24 +598,22 @@ impl Gateway {
         let exceeded = limited.exceeded.clone();
         let empty_body = http_body::Body::size_hint(&limited).exact() == Some(0);
         let method = parts.method.clone();
-        let build = |body: Body| {
+        let build = |body: Body, headers: HeaderMap| {
             let mut request = axum::http::Request::new(body);
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
-            *request.headers_mut() = outgoing.clone();
+            *request.headers_mut() = headers;
             request
         };
-        let started = Instant::now();
-        let mut answer = self.send(upstream, build(Body::new(limited))).await;
         // Retried once, only where nothing can have reached the upstream: an
         // idempotent method without a body whose connection failed to open.
-        if let Err(SendError::Connect) = answer
-            && method.is_idempotent()
-            && empty_body
-        {
-            answer = self.send(upstream, build(Body::empty())).await;
+        let retry_headers = (method.is_idempotent() && empty_body).then(|| outgoing.clone());
+        let started = Instant::now();
+        let mut answer = self.send(upstream, build(Body::new(limited), outgoing)).await;
+        if let (Err(SendError::Connect), Some(headers)) = (&answer, retry_headers) {
+            answer = self.send(upstream, build(Body::empty(), headers)).await;
         }
-        let labels = RouteUpstreamLabels { route: route.id.to_string(), upstream: upstream.name.to_string() };
+        let metrics = &proxied.metrics;
         let response = match answer {
             Ok(response) => response,
             Err(error) => {
@@ -585,15 +622,15 @@ impl Gateway {
                     SendError::Timeout => ApiError::GatewayTimeout,
                     SendError::Connect | SendError::Other => ApiError::BadGateway,
                 };
-                self.count(&labels, status.status().as_u16());
+                metrics.count(status.status().as_u16());
                 if status.status() != StatusCode::PAYLOAD_TOO_LARGE {
                     tracing::warn!(route = %route.id, upstream = %upstream.name, cause = ?error, "upstream request failed");
                 }
                 return status.into_response();
             }
         };
-        self.metrics.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-        self.count(&labels, response.status().as_u16());
+        metrics.duration.observe(started.elapsed().as_secs_f64());
+        metrics.count(response.status().as_u16());
         let (mut head, incoming) = response.into_parts();
         headers::response_headers(&mut head.headers, false);
         // The client's protocol, not the upstream's (an HTTP/1.0 upstream
@@ -602,17 +639,6 @@ impl Gateway {
         head.extensions = Default::default();
         head.extensions.insert(FromUpstream);
         Response::from_parts(head, Body::new(IdleBody::new(incoming, upstream.idle_timeout, activity)))
-    }
-
-    pub(super) fn count(&self, labels: &RouteUpstreamLabels, status: u16) {
-        self.metrics
-            .requests
-            .get_or_create(&UpstreamRequestLabels {
-                route: labels.route.clone(),
-                upstream: labels.upstream.clone(),
-                status,
-            })
-            .inc();
     }
 
     /// Sends with the upstream's `response_timeout` on the response headers.
@@ -679,9 +705,12 @@ fn dispatch_in(routing: &Routing, demo: bool, method: &Method, host: Option<&str
     }
     match routing.table.select(method, host, path) {
         Selection::Route(route) => match (routing.upstreams.get(&route.upstream), routing.labels.get(&route.id)) {
-            (Some(upstream), Some(label)) => {
-                Dispatch::Proxy(Proxied { route: route.clone(), upstream: upstream.clone(), label: label.clone() })
-            }
+            (Some(upstream), Some((label, metrics))) => Dispatch::Proxy(Proxied {
+                route: route.clone(),
+                upstream: upstream.clone(),
+                label: label.clone(),
+                metrics: metrics.clone(),
+            }),
             _ => Dispatch::Refuse(ApiError::NotFound),
         },
         Selection::MethodNotAllowed { allow } => {

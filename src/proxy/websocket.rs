@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::{
-    gateway::{FromUpstream, Gateway, Identity, Proxied, RouteUpstreamLabels, SendError},
+    gateway::{FromUpstream, Gateway, Identity, Proxied, SendError},
     headers,
 };
 use crate::{
@@ -72,7 +72,6 @@ pub(super) async fn open(
     *request.uri_mut() = uri;
     *request.headers_mut() = outgoing;
     let upstream = &proxied.upstream;
-    let labels = RouteUpstreamLabels { route: proxied.route.id.to_string(), upstream: upstream.name.to_string() };
     let mut response = match gateway.send(upstream, request).await {
         Ok(response) => response,
         Err(error) => {
@@ -80,11 +79,11 @@ pub(super) async fn open(
                 SendError::Timeout => ApiError::GatewayTimeout,
                 SendError::Connect | SendError::Other => ApiError::BadGateway,
             };
-            gateway.count(&labels, refusal.status().as_u16());
+            proxied.metrics.count(refusal.status().as_u16());
             return refusal.into_response();
         }
     };
-    gateway.count(&labels, response.status().as_u16());
+    proxied.metrics.count(response.status().as_u16());
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The upstream declined the upgrade: its answer goes back as it is.
         let (mut head, incoming) = response.into_parts();
