@@ -47,6 +47,10 @@ use crate::{
     request_context::RequestContext,
 };
 
+/// Upstream bodies of at most this declared length are read whole before
+/// the answer starts (`Gateway::serve`).
+const BUFFERED_BODY_LIMIT: u64 = 64 * 1024;
+
 /// What the edge does with a request.
 pub enum Dispatch {
     /// One of Rampart's own routes, or no protect-mode route at all.
@@ -638,7 +642,24 @@ impl Gateway {
         head.version = parts.version;
         head.extensions = Default::default();
         head.extensions.insert(FromUpstream);
-        Response::from_parts(head, Body::new(IdleBody::new(incoming, upstream.idle_timeout, activity)))
+        let body = IdleBody::new(incoming, upstream.idle_timeout, activity);
+        // A small body of declared length is read before answering, so the
+        // client gets head and body in one write (as nginx's proxy_buffering
+        // does): streamed, the head went out alone and the body followed in
+        // a second write and a second wake-up of the client. Bodies of
+        // unknown length (server-sent events, chunked streams) and large ones
+        // stream as they come.
+        let small = http_body::Body::size_hint(&body).exact().is_some_and(|length| length <= BUFFERED_BODY_LIMIT);
+        if small && parts.method != Method::HEAD {
+            return match http_body_util::BodyExt::collect(body).await {
+                Ok(collected) => Response::from_parts(head, Body::from(collected.to_bytes())),
+                Err(error) => {
+                    tracing::debug!(route = %route.id, cause = %error, "upstream body failed");
+                    ApiError::BadGateway.into_response()
+                }
+            };
+        }
+        Response::from_parts(head, Body::new(body))
     }
 
     /// Sends with the upstream's `response_timeout` on the response headers.
