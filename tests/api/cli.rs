@@ -400,3 +400,40 @@ async fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_otherwise() {
     assert_eq!(dashboard().await.unwrap().status(), 403, "the last valid policy stays in force");
     assert!(served.stop().success());
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_proxy_routes_and_keeps_them_when_the_new_table_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    // An upstream nobody listens on: a routed path answers 502, an unrouted one 404.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let upstream = format!("[proxy.upstreams.app]\nurl = \"http://{closed}\"\n");
+    let route = |id: &str, upstream: &str| {
+        format!("[[proxy.routes]]\nid = \"{id}\"\npath = \"/{id}\"\nupstream = \"{upstream}\"\nauth = \"public\"\n")
+    };
+    let config = served_config(dir.path(), &format!("{upstream}{}", route("a", "app")));
+    let served = Served::start(dir.path(), &config);
+    served.lines.wait_for("created the bootstrap admin");
+    let client = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let client = client.clone();
+        let public = served.public.clone();
+        async move { client.get(format!("http://{public}{path}")).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/a").await, 502);
+    assert_eq!(status("/b").await, 404);
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{}", route("b", "app"))).unwrap();
+    served.signal("HUP");
+    served.lines.wait_for("proxy routes reloaded");
+    assert_eq!(status("/b").await, 502, "the new route serves");
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{}", route("c", "missing"))).unwrap();
+    served.signal("HUP");
+    let refusal = served.lines.wait_for("reload refused; the previous routes stay in force");
+    assert!(refusal.contains("proxy.routes[2].upstream"), "{refusal}");
+    assert_eq!(status("/b").await, 502, "the last valid table stays in force");
+    assert_eq!(status("/c").await, 404);
+    assert!(served.stop().success());
+}

@@ -761,3 +761,38 @@ async fn ready_is_503_while_every_upstream_of_a_required_route_is_down() {
     }
     assert!(back);
 }
+
+#[tokio::test]
+async fn with_hs256_tokens_the_assertion_is_signed_by_its_own_published_ed25519_key() {
+    let upstream = spawn_upstream(&[]).await;
+    let keys = tempfile::tempdir().expect("dir");
+    let secret = keys.path().join("hs256.secret");
+    std::fs::write(&secret, "an HS256 secret that is long enough to be accepted here").expect("secret");
+    let assertion_key = keys.path().join("assertion.pem");
+    let pem = rampart::auth::keys::generate(rampart::config::JwtAlgorithm::EdDSA).expect("key");
+    std::fs::write(&assertion_key, pem).expect("key file");
+    let app = spawn_with(|options| {
+        options.config.auth.jwt_algorithm = rampart::config::JwtAlgorithm::HS256;
+        options.config.auth.signing_key_file = secret.clone();
+        options.config.proxy.assertion_key_file = assertion_key.clone();
+        table(&mut options.config, &upstream);
+    })
+    .await;
+    let jwks = app.get("/.well-known/jwks.json").await.json();
+    let published = jwks["keys"].as_array().expect("keys");
+    assert_eq!(published.len(), 1, "only the assertion key, never the HS256 secret: {jwks}");
+    assert_eq!(published[0]["alg"], "EdDSA");
+    let token = app.token_for(&app.users.user).await;
+    let seen = echo(&app, app.client.get(app.url("/mine")).bearer_auth(&token)).await;
+    let assertion = seen["headers"]["x-rampart-assertion"].as_str().expect("assertion").to_owned();
+    if let Some(python) = python_verifier() {
+        let claims =
+            verify_with_python(&python, &app.url("/.well-known/jwks.json"), &assertion, Some("rampart"), Some("app"))
+                .await
+                .expect("the assertion verifies with the published key");
+        assert_eq!(claims["sub"], app.users.user.id.to_string());
+    }
+    // The HS256 access token is still what the API accepts; the assertion is not.
+    app.get_as("/api/profile", &assertion).await.assert_problem(401);
+    assert_eq!(app.get_as("/api/profile", &token).await.status, 200);
+}
