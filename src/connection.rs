@@ -52,7 +52,8 @@ pub struct Activity {
     progress: AtomicU64,
     /// The connection's slots (the `max_connections` permit and the
     /// per-client count), released when the last holder of this activity
-    /// goes: the connection, or a websocket tunnel that outlives it.
+    /// goes: its service and its I/O (`Watched`), which a websocket tunnel
+    /// takes over after an upgrade, so a tunnel keeps its slot.
     slots: std::sync::Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
@@ -61,10 +62,6 @@ impl std::fmt::Debug for Activity {
         f.debug_struct("Activity").field("in_flight", &self.in_flight).field("progress", &self.progress).finish()
     }
 }
-
-/// Held by whatever keeps a connection's slots taken (a websocket tunnel).
-#[derive(Clone)]
-pub struct ConnectionGuard(pub Arc<Activity>);
 
 impl Activity {
     /// Marks a request in progress until the returned guard drops.

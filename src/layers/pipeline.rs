@@ -44,7 +44,7 @@ use super::{
 };
 use crate::{
     app::AppState,
-    connection::{Activity, Busy, ConnectionGuard},
+    connection::{Activity, Busy},
     defense::Defense,
     error::ApiError,
     proxy::{Dispatch, FromUpstream, Gateway, Proxied},
@@ -181,7 +181,7 @@ where
         let busy = self.activity.as_ref().map(Activity::begin);
         // `edge` itself is the boxed future: a wrapping `async` block would
         // hold a second copy of its arguments and be copied once more.
-        Box::pin(edge(self.settings.clone(), self.peer, self.activity.clone(), inner, request.map(Body::new), busy))
+        Box::pin(edge(self.settings.clone(), self.peer, inner, request.map(Body::new), busy))
     }
 }
 
@@ -189,7 +189,6 @@ where
 async fn edge<S>(
     settings: Arc<EdgeSettings>,
     peer: Option<SocketAddr>,
-    activity: Option<Arc<Activity>>,
     mut inner: S,
     mut request: Request,
     busy: Option<Busy>,
@@ -218,9 +217,6 @@ where
     };
     let context = Arc::new(context);
     request.extensions_mut().insert(context.clone());
-    if let Some(activity) = &activity {
-        request.extensions_mut().insert(ConnectionGuard(activity.clone()));
-    }
     let started = settings.access_log.as_ref().map(|log| log.start(&request, context.clone()));
 
     let response = match early_refusal(settings, &request, &context) {

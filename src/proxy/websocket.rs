@@ -63,7 +63,6 @@ pub(super) async fn open(
             },
         },
     };
-    let guard = parts.extensions.get::<crate::connection::ConnectionGuard>().cloned();
     let mut client_request = Request::from_parts(parts, body);
     let client_upgrade = hyper::upgrade::on(&mut client_request);
     drop(client_request);
@@ -98,13 +97,8 @@ pub(super) async fn open(
     head.extensions = Default::default();
     head.extensions.insert(FromUpstream);
 
-    let tunnel = Tunnel {
-        state: state.clone(),
-        watch,
-        idle: upstream.idle_timeout,
-        shutdown: gateway.shutdown.subscribe(),
-        _guard: guard,
-    };
+    let tunnel =
+        Tunnel { state: state.clone(), watch, idle: upstream.idle_timeout, shutdown: gateway.shutdown.subscribe() };
     tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade));
     Response::from_parts(head, Body::empty())
 }
@@ -114,8 +108,6 @@ struct Tunnel {
     watch: Watch,
     idle: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Keeps the client's connection slot while the tunnel is open.
-    _guard: Option<crate::connection::ConnectionGuard>,
 }
 
 /// Why a tunnel ended on Rampart's side.

@@ -796,3 +796,83 @@ async fn with_hs256_tokens_the_assertion_is_signed_by_its_own_published_ed25519_
     app.get_as("/api/profile", &assertion).await.assert_problem(401);
     assert_eq!(app.get_as("/api/profile", &token).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_https_upstream_is_trusted_through_its_ca_file_and_refused_without_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("leaf params")
+        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+        .expect("leaf");
+    let (ca_file, cert_file, key_file) =
+        (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca_file, ca.pem()).expect("ca");
+    std::fs::write(&cert_file, leaf.pem()).expect("cert");
+    std::fs::write(&key_file, leaf_key.serialize_pem()).expect("key");
+    let cert = cert_file.display().to_string();
+    let key = key_file.display().to_string();
+    let upstream = spawn_upstream(&[("TLS_CERT_FILE", &cert), ("TLS_KEY_FILE", &key)]).await;
+    let https = format!("https://{}", upstream.addr);
+    let app = spawn_with(|options| {
+        let proxy = &mut options.config.proxy;
+        proxy
+            .upstreams
+            .insert("private-ca".into(), UpstreamConfig { ca_file: ca_file.clone(), ..upstream_config(https.clone()) });
+        proxy.upstreams.insert("public-roots".into(), upstream_config(https.clone()));
+        proxy.routes.push(route("trusted", "/trusted", "private-ca", RouteAuth::Public));
+        proxy.routes.push(route("untrusted", "/untrusted", "public-roots", RouteAuth::Public));
+    })
+    .await;
+    let seen = echo(&app, app.client.get(app.url("/trusted/x"))).await;
+    assert_eq!(seen["url"], "/trusted/x");
+    // The same server, checked against the public roots only: no answer.
+    app.get("/untrusted/x").await.assert_problem(502);
+}
+
+/// Whether a new connection is served: `GET /health` answered, or the
+/// connection closed unserved.
+async fn served(app: &TestApp) -> (bool, Option<tokio::net::TcpStream>) {
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.expect("connect");
+    let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buffer = vec![0u8; 2048];
+    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+        Ok(Ok(read)) if read > 0 && buffer.starts_with(b"HTTP/1.1 200") => (true, Some(stream)),
+        Ok(_) => (false, None),
+        Err(_) => panic!("neither answered nor closed"),
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_keeps_its_clients_connection_slot_until_it_ends() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = spawn_with(|options| {
+        table(&mut options.config, &upstream);
+        options.config.server.max_connections_per_ip = 2;
+    })
+    .await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(ws_request(&app, "/open-ws/ws").await).await.expect("a guest upgrade");
+    socket.send(tungstenite::Message::text("held")).await.expect("send");
+    assert_eq!(socket.next().await.expect("answer").expect("message").into_text().expect("text").as_str(), "held");
+    let (second, kept) = served(&app).await;
+    assert!(second, "the second slot is free");
+    let (third, _) = served(&app).await;
+    assert!(!third, "the tunnel and the kept-alive connection hold both slots");
+    drop(kept);
+    socket.close(None).await.expect("close");
+    drop(socket);
+    let mut freed = false;
+    for _ in 0..100 {
+        if served(&app).await.0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "the slots came back once the tunnel ended");
+}

@@ -2,6 +2,7 @@
 // forward auth). One process, loopback only, no state worth keeping.
 //
 //   node tests/upstream/server.js --port 0        (or PORT=0; 0 picks a free port)
+//   TLS_CERT_FILE=cert.pem TLS_KEY_FILE=key.pem …   serves https instead
 //
 // Prints one JSON line, {"listening": <port>}, once it accepts connections,
 // and exits when its stdin closes, so a test's dropped child never lingers
@@ -41,7 +42,9 @@
 //                                64 KiB), remote_port}. The body is hashed as it streams.
 
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import { WebSocketServer } from "ws";
 
@@ -269,12 +272,19 @@ async function handle(req, res) {
   });
 }
 
-const server = http.createServer((req, res) => {
+const onRequest = (req, res) => {
   handle(req, res).catch((error) => {
     if (!res.headersSent) sendJson(res, 500, { error: String(error) });
     else res.destroy();
   });
-});
+};
+// TLS_CERT_FILE and TLS_KEY_FILE (PEM) make it an https upstream.
+const server = process.env.TLS_CERT_FILE
+  ? https.createServer(
+      { cert: readFileSync(process.env.TLS_CERT_FILE), key: readFileSync(process.env.TLS_KEY_FILE) },
+      onRequest,
+    )
+  : http.createServer(onRequest);
 // Longer than a proxy's pool idle time, so a kept-alive connection is not
 // closed under a request the proxy is sending on it.
 server.keepAliveTimeout = Number(process.env.KEEP_ALIVE_MS || 75_000);
