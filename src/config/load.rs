@@ -335,6 +335,17 @@ mod tests {
     }
 
     #[test]
+    fn a_token_bucket_past_one_request_per_millisecond_is_refused() {
+        let too_fast = file("[rate_limit.proxy]\nstrategy = \"token_bucket\"\nlimit = 100000\nwindow = \"1m\"\n");
+        let error =
+            load(&ConfigSources { file: Some(too_fast.path().to_owned()), ..Default::default() }).expect_err("refused");
+        assert!(error.problems.iter().any(|problem| problem.starts_with("rate_limit.proxy.limit:")), "{error:?}");
+        let sliding = file("[rate_limit.proxy]\nstrategy = \"sliding_window\"\nlimit = 100000\nwindow = \"1m\"\n");
+        load(&ConfigSources { file: Some(sliding.path().to_owned()), ..Default::default() })
+            .expect("a sliding window may");
+    }
+
+    #[test]
     fn later_layers_win_key_by_key() {
         let toml = file("[server]\nbind = \"127.0.0.1:4000\"\nbody_limit = \"20KiB\"\n[rate_limit.login]\nlimit = 9\n");
         let sources = ConfigSources {

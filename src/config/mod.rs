@@ -547,6 +547,15 @@ impl Config {
             if group.window.0.is_zero() {
                 problem(&format!("rate_limit.{name}.window"), "must be longer than zero");
             }
+            // The token bucket keeps time in milliseconds: past one request
+            // per millisecond its interval would round to nothing.
+            if group.strategy == RateLimitStrategy::TokenBucket && u128::from(group.limit) > group.window.0.as_millis()
+            {
+                problem(
+                    &format!("rate_limit.{name}.limit"),
+                    "a token_bucket allows at most one request per millisecond of its window; use sliding_window for more",
+                );
+            }
             let builtin = matches!(name.as_str(), "global" | "login" | "api" | proxy::PROXY_RATE_LIMIT_GROUP);
             let named_by_route = self.proxy.routes.iter().any(|route| route.rate_limit == *name);
             if !builtin && group.paths.is_empty() && !named_by_route {
