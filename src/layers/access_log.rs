@@ -79,9 +79,15 @@ impl AccessLog {
     /// nothing asynchronous; the few that do (401s, and 429s and failed
     /// logins while active defence counts) take a boxed path, so the
     /// pipeline's per-request future does not carry that state for all.
-    pub async fn finish(&self, started: Started, status: StatusCode) {
+    pub async fn finish(&self, started: Started, status: StatusCode, from_upstream: bool) {
         let latency = started.at.elapsed();
         let status = status.as_u16();
+        if from_upstream {
+            // An upstream's own 401, 403, 429 or 5xx is its business: logged
+            // and counted, never audited or held against the client here.
+            self.record(started, latency, status, false);
+            return;
+        }
         let defended = started.context.client_ip.is_some()
             && self.defense.counts()
             && (status == 429 || (started.sign_in && status == 401));

@@ -244,7 +244,7 @@ where
     let from_upstream = response.extensions().get::<FromUpstream>().is_some();
     let mut response = if from_upstream { response } else { problem::render(response, &id) };
     if let (Some(log), Some(started)) = (&settings.access_log, started) {
-        log.finish(started, response.status()).await;
+        log.finish(started, response.status(), from_upstream).await;
     }
     if from_upstream {
         settings.headers.fill(response.headers_mut());

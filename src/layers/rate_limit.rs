@@ -362,7 +362,14 @@ impl RateLimiter {
     /// the route, `proxy` by default), never `global` or `api`, keyed like
     /// the others by user id when signed in, else by client IP.
     pub async fn admit_route(&self, request: &Parts, group_name: &str) -> Result<Admission<'_>, Response> {
-        let Some(group) = self.groups.iter().find(|group| group.name == group_name) else {
+        // A group named only by routes a reload added is not running yet:
+        // those requests count in the built-in `proxy` group until restart,
+        // never in none.
+        let Some(group) =
+            self.groups.iter().find(|group| group.name == group_name).or_else(|| {
+                self.groups.iter().find(|group| group.name == crate::config::proxy::PROXY_RATE_LIMIT_GROUP)
+            })
+        else {
             return Ok(Admission { results: Vec::new() });
         };
         let context = request.extensions.get::<Arc<RequestContext>>().map(|context| &**context);

@@ -314,6 +314,12 @@ impl Gateway {
     /// a problem the old table stays and the problems are returned.
     pub fn reload(&self, config: &Config) -> Result<(), Vec<String>> {
         let routing = Arc::new(Routing::build(config, &self.metrics)?);
+        if self.assertion_header.is_some() && self.assertion.is_none() && !routing.table.is_empty() {
+            return Err(vec![
+                "proxy.assertion_key_file: routes with HS256 tokens need an assertion key, read at start (restart to add one)"
+                    .into(),
+            ]);
+        }
         self.start_health_checks(&routing);
         *self.routing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = routing;
         Ok(())
@@ -402,6 +408,9 @@ impl Gateway {
         };
         let caller = match context.authentication.get() {
             None | Some(Authentication::Guest) => Caller::Guest,
+            // A public route judges no one: a stale or foreign credential
+            // is ignored there, as if none was sent.
+            Some(Authentication::Invalid { .. }) if route.auth == RouteAuth::Public => Caller::Guest,
             Some(Authentication::Invalid { token_sent }) => return Err(refuse_guest(*token_sent)),
             Some(Authentication::Unavailable) => return Err(Refusal::Api(ApiError::Unavailable)),
             Some(Authentication::Signed(principal)) => Caller::User(principal.clone()),
@@ -454,7 +463,7 @@ impl Gateway {
             .get(header::ORIGIN)
             .and_then(|value| value.to_str().ok())
             .is_some_and(|origin| origin == asked.origin || self.cors_origins.iter().any(|allowed| allowed == origin));
-        if is_websocket_upgrade(headers) {
+        if asks_for_websocket(headers) {
             return if origin_allowed {
                 Ok(())
             } else {
@@ -755,6 +764,14 @@ fn identity_of(principal: &Principal) -> Identity {
 /// `Host`, or the HTTP/2 `:authority`.
 fn request_host<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
     headers.get(header::HOST).and_then(|value| value.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
+/// Whether a request asks for a websocket, also as another proxy describes
+/// it to forward auth: nginx and Envoy drop the hop-by-hop `Upgrade` and
+/// `Connection` from the question, but not the end-to-end
+/// `Sec-WebSocket-Key`.
+pub fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    is_websocket_upgrade(headers) || headers.contains_key(header::SEC_WEBSOCKET_KEY)
 }
 
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Request headers never forwarded, whatever the route says (lower case).
 /// Hop-by-hop headers and those `Connection` names are removed separately.
-const STRIPPED: [&str; 24] = [
+const STRIPPED: [&str; 35] = [
     "x-csrf-token",
     "x-http-method-override",
     "x-http-method",
@@ -31,6 +31,18 @@ const STRIPPED: [&str; 24] = [
     "remote-groups",
     "remote-email",
     "x-remote-user",
+    // Client addresses and schemes some frameworks believe.
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "front-end-https",
     // Set by Rampart below; the client's values are dropped first.
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -88,7 +100,11 @@ pub fn request_headers(headers: &mut HeaderMap, rules: &RequestRules<'_>, forwar
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            STRIPPED.contains(&name)
+            // `X_Rampart_User_Id` is `X-Rampart-User-Id` to CGI, WSGI, Rack
+            // and PHP (both become HTTP_X_RAMPART_USER_ID): no name with an
+            // underscore goes upstream (nginx's default too).
+            name.contains('_')
+                || STRIPPED.contains(&name)
                 || STRIPPED_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
                 || rules.assertion_header.is_some_and(|assertion| assertion.as_str() == name)
                 || rules.extra.iter().any(|extra| extra.as_str() == name)
@@ -227,6 +243,9 @@ mod tests {
             ("x-forwarded-user", "root"),
             ("x-auth-request-email", "root@example.com"),
             ("remote-user", "root"),
+            ("x_rampart_user_id", "spoofed"),
+            ("x_forwarded_user", "root"),
+            ("x-real-ip", "6.6.6.6"),
             ("forwarded", "for=1.2.3.4"),
             ("x-forwarded-for", "1.2.3.4"),
             ("x-request-id", "client-chosen"),
@@ -249,6 +268,9 @@ mod tests {
             "remote-user",
             "forwarded",
             "x-internal",
+            "x_rampart_user_id",
+            "x_forwarded_user",
+            "x-real-ip",
         ] {
             assert!(!headers.contains_key(gone), "{gone} was forwarded");
         }

@@ -32,6 +32,11 @@ use crate::{
 /// How often a tunnel re-checks its caller's credentials.
 const CREDENTIAL_CHECK: Duration = Duration::from_secs(1);
 
+/// How long one write may wait for a side that does not read. A tunnel
+/// blocked in a write checks nothing else, so this bounds how late a
+/// revocation or shutdown can close it.
+const WRITE_STALL: Duration = Duration::from_secs(3);
+
 /// What a tunnel re-checks.
 enum Watch {
     Guest,
@@ -141,7 +146,8 @@ impl Tunnel {
                 read = client_read.read(&mut from_client) => match read {
                     Ok(0) | Err(_) => break Ending::Closed,
                     Ok(count) => {
-                        if upstream_write.write_all(&from_client[..count]).await.is_err() {
+                        let written = tokio::time::timeout(WRITE_STALL, upstream_write.write_all(&from_client[..count])).await;
+                        if !matches!(written, Ok(Ok(()))) {
                             break Ending::Closed;
                         }
                         idle.as_mut().reset(tokio::time::Instant::now() + self.idle);
@@ -151,7 +157,8 @@ impl Tunnel {
                     Ok(0) | Err(_) => break Ending::Closed,
                     Ok(count) => {
                         frames.advance(&from_upstream[..count]);
-                        if client_write.write_all(&from_upstream[..count]).await.is_err() {
+                        let written = tokio::time::timeout(WRITE_STALL, client_write.write_all(&from_upstream[..count])).await;
+                        if !matches!(written, Ok(Ok(()))) {
                             break Ending::Closed;
                         }
                         idle.as_mut().reset(tokio::time::Instant::now() + self.idle);
@@ -175,10 +182,10 @@ impl Tunnel {
             // violation" when the credentials were revoked.
             let code: u16 = if ending == Ending::Revoked { 1008 } else { 1001 };
             let [high, low] = code.to_be_bytes();
-            let _ = client_write.write_all(&[0x88, 0x02, high, low]).await;
+            let _ = tokio::time::timeout(WRITE_STALL, client_write.write_all(&[0x88, 0x02, high, low])).await;
         }
-        let _ = client_write.shutdown().await;
-        let _ = upstream_write.shutdown().await;
+        let _ = tokio::time::timeout(WRITE_STALL, client_write.shutdown()).await;
+        let _ = tokio::time::timeout(WRITE_STALL, upstream_write.shutdown()).await;
     }
 
     async fn still_valid(&self) -> bool {

@@ -21,7 +21,7 @@ use crate::{
     openapi::tags,
     proxy::{
         Dispatch,
-        gateway::{Asked, Refusal},
+        gateway::{Asked, Proxied, Refusal, asks_for_websocket},
     },
     request_context::RequestContext,
     route_class::RouteClass,
@@ -98,6 +98,12 @@ fn original(
     envoy: bool,
 ) -> Result<Original, &'static str> {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    // Two names for one fact must agree: a proxy that sets only one of them
+    // passes the client's own copy of the other through.
+    let one_of = |first: &str, second: &str| match (text(first), text(second)) {
+        (Some(a), Some(b)) if a != b => Err("X-Forwarded-Uri/-Method and X-Original-URI/-Method disagree."),
+        (a, b) => Ok(a.or(b)),
+    };
     let host = text("x-forwarded-host").or_else(|| text("host")).map(str::to_owned);
     if envoy {
         let path = uri.path().strip_prefix("/auth/forward").ok_or("Ask at /auth/forward/<original path>.")?;
@@ -107,13 +113,12 @@ fn original(
         };
         return Ok(Original { method: method.clone(), host, path_and_query });
     }
-    let method = match text("x-forwarded-method").or_else(|| text("x-original-method")) {
+    let method = match one_of("x-forwarded-method", "x-original-method")? {
         Some(name) => Method::from_bytes(name.as_bytes())
             .map_err(|_| "X-Forwarded-Method or X-Original-Method is not an HTTP method.")?,
         None => Method::GET,
     };
-    let path_and_query = text("x-forwarded-uri")
-        .or_else(|| text("x-original-uri"))
+    let path_and_query = one_of("x-forwarded-uri", "x-original-uri")?
         .ok_or("Name the original request in X-Original-URI or X-Forwarded-Uri.")?
         .to_owned();
     Ok(Original { method, host, path_and_query })
@@ -151,7 +156,28 @@ async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
         headers: &parts.headers,
         origin: &origin,
     };
-    let identity = match gateway.admit(state, route, &asked, &context) {
+    // Counted before the route's rules and the policy, as the gateway
+    // counts: refusals use up the route's budget too.
+    let limiter = state.rate_limiter.clone();
+    let admission = match limiter.admit_route(&parts, &route.rate_limit).await {
+        Ok(admission) => admission,
+        Err(refusal) => return refusal,
+    };
+    let mut response = decide(state, &proxied, &asked, &context).await;
+    limiter.finish(admission, &mut response).await;
+    response
+}
+
+/// The answer for an admitted question: 200 with the identity headers, or
+/// the refusal.
+async fn decide(state: &AppState, proxied: &Proxied, asked: &Asked<'_>, context: &RequestContext) -> Response {
+    let (gateway, route) = (&state.gateway, &proxied.route);
+    // The question carries no `Upgrade` (nginx and Envoy drop it), but a
+    // websocket's key says what the client asked for.
+    if asks_for_websocket(asked.headers) && !route.websockets {
+        return ApiError::forbidden("This route does not take websockets.").into_response();
+    }
+    let identity = match gateway.admit(state, route, asked, context) {
         Ok(identity) => identity,
         // A proxy cannot pass a 303 on: a login route's guest gets 401 with
         // the sign-in page in `Location` (deploy/nginx turns it into a redirect).
@@ -162,14 +188,9 @@ async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
         }
         Err(Refusal::Api(error)) => return error.into_response(),
     };
-    let limiter = state.rate_limiter.clone();
-    let admission = match limiter.admit_route(&parts, &route.rate_limit).await {
-        Ok(admission) => admission,
-        Err(refusal) => return refusal,
-    };
     let mut response = StatusCode::OK.into_response();
     if let Some(identity) = &identity {
-        match gateway.identity_headers(state, route, identity, &asked, context.request_id.as_str()).await {
+        match gateway.identity_headers(state, route, identity, asked, context.request_id.as_str()).await {
             Ok(headers) => {
                 for (name, value) in headers {
                     response.headers_mut().insert(name, value);
@@ -181,6 +202,5 @@ async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
     if let Ok(value) = HeaderValue::from_str(&route.id) {
         response.headers_mut().insert("x-rampart-route", value);
     }
-    limiter.finish(admission, &mut response).await;
     response
 }

@@ -39,6 +39,7 @@ fn table(config: &mut Config, app: &Upstream) {
         RouteConfig { methods: vec!["GET".into()], ..route("reads", "/reads", RouteAuth::Required) },
         RouteConfig { unauthenticated: Unauthenticated::Login, ..route("app", "/app", RouteAuth::Required) },
         RouteConfig { host: "api.example.test".into(), ..route("hosted", "/hosted", RouteAuth::Public) },
+        RouteConfig { websockets: true, ..route("live", "/live", RouteAuth::Required) },
     ];
 }
 
@@ -140,12 +141,16 @@ async fn each_proxy_dialect_gets_the_gateways_decisions() {
         assert_eq!(guest.status, 200, "{path}: {}", guest.body);
         assert_no_identity(&guest);
     }
-    // No credentials on a required route: 401; a bad token: 401 everywhere.
+    // No credentials on a required route: 401; a bad token: 401, except on
+    // a public route, which ignores credentials.
     let refused = app.send(traefik(&app, "GET", "/mine")).await;
     refused.assert_problem(401);
     assert!(refused.header("location").is_none());
     app.send(nginx_style(&app, "GET", "/mine")).await.assert_problem(401);
-    app.send(traefik(&app, "GET", "/open").bearer_auth("not-a-token")).await.assert_problem(401);
+    app.send(traefik(&app, "GET", "/mine").bearer_auth("not-a-token")).await.assert_problem(401);
+    let ignored = app.send(traefik(&app, "GET", "/open").bearer_auth("not-a-token")).await;
+    assert_eq!(ignored.status, 200);
+    assert_no_identity(&ignored);
     // A login route: 401 naming the sign-in page, for the proxy to redirect.
     let login = app.send(nginx_style(&app, "GET", "/app/page?x=1&y=/z")).await;
     login.assert_problem(401);
@@ -504,4 +509,37 @@ async fn nginx_answers_502_and_never_reaches_the_app_when_rampart_is_down() {
     assert_eq!(response.status(), 502);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     assert!(upstream.received().await.is_empty(), "the app was reached without Rampart's answer");
+}
+
+#[tokio::test]
+async fn a_websocket_question_is_judged_as_one_though_the_proxy_drops_its_upgrade_headers() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = forward_app(&upstream).await;
+    let (session, _) = session_cookies(&app).await;
+    // nginx asks without Upgrade and Connection; the key is still there.
+    let ask = |path: &str, origin: &str| {
+        traefik(&app, "GET", path)
+            .header("Cookie", &session)
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Origin", origin.to_owned())
+    };
+    // A route without websockets takes none, whoever asks.
+    app.send(ask("/mine", "https://api.example.test")).await.assert_problem(403);
+    // Cross-site websocket hijacking: the cookie alone is not enough.
+    app.send(ask("/live", "https://evil.example")).await.assert_problem(403);
+    assert_eq!(app.send(ask("/live", "https://api.example.test")).await.status, 200);
+}
+
+#[tokio::test]
+async fn two_names_for_the_original_request_must_agree() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = forward_app(&upstream).await;
+    // A proxy that sets only X-Original-URI passes the client's own
+    // X-Forwarded-Uri: the two disagree and nothing is judged.
+    let spoofed = nginx_style(&app, "GET", "/mine").header("X-Forwarded-Uri", "/open/x");
+    app.send(spoofed).await.assert_problem(400);
+    let method = nginx_style(&app, "DELETE", "/open/x").header("X-Forwarded-Method", "GET");
+    app.send(method).await.assert_problem(400);
+    let agreeing = nginx_style(&app, "GET", "/open/x").header("X-Forwarded-Uri", "/open/x");
+    assert_eq!(app.send(agreeing).await.status, 200);
 }

@@ -106,6 +106,9 @@ async fn identity_and_routing_headers_from_the_client_never_reach_the_upstream()
             .header("X-Forwarded-User", "root")
             .header("X-Auth-Request-Email", "root@example.com")
             .header("Remote-User", "root")
+            .header("X_Rampart_User_Id", "00000000-0000-0000-0000-000000000000")
+            .header("X_Forwarded_User", "root")
+            .header("X-Real-IP", "6.6.6.6")
             .header("X-Forwarded-For", "6.6.6.6")
             .header("X-Forwarded-Uri", "/admin")
             .header("X-Original-URL", "/admin")
@@ -139,6 +142,9 @@ async fn identity_and_routing_headers_from_the_client_never_reach_the_upstream()
         "forwarded",
         "x-csrf-token",
         "x-hop",
+        "x_rampart_user_id",
+        "x_forwarded_user",
+        "x-real-ip",
     ] {
         assert!(headers.get(gone).is_none(), "{gone} reached the upstream: {headers}");
     }
@@ -246,9 +252,11 @@ async fn without_credentials_required_routes_refuse_and_browser_routes_redirect_
     let redirect = app.get("/app/page?x=1&y=/z").await;
     assert_eq!(redirect.status, 303);
     assert_eq!(redirect.header("location"), Some("/login?next=/app/page%3Fx%3D1%26y%3D/z"));
-    // A bad token is 401 even on public and optional routes.
-    let bad = app.send(app.client.get(app.url("/open")).bearer_auth("not-a-token")).await;
+    // A bad token is 401 on an optional route; a public route ignores it.
+    let bad = app.send(app.client.get(app.url("/maybe")).bearer_auth("not-a-token")).await;
     bad.assert_problem(401);
+    let ignored = echo(&app, app.client.get(app.url("/open")).bearer_auth("not-a-token")).await;
+    assert!(ignored["headers"].get("x-rampart-user-id").is_none());
     // Guests pass optional routes without identity; users with it.
     let guest = echo(&app, app.client.get(app.url("/maybe"))).await;
     assert!(guest["headers"].get("x-rampart-user-id").is_none());
@@ -488,10 +496,17 @@ async fn the_upstreams_answer_passes_back_without_its_hop_headers_or_rampart_coo
     assert_eq!(response.header("x-frame-options"), Some("SAMEORIGIN"), "the upstream's own value stays");
     assert_eq!(response.header("x-content-type-options"), Some("nosniff"), "Rampart fills in the rest");
     assert!(response.header("x-request-id").is_some());
-    // The upstream's own error answers are its own, not problems.
+    // The upstream's own error answers are its own, not problems, and not
+    // security events of Rampart's.
     let missing = app.get("/open/status/404").await;
     assert_eq!(missing.status, 404);
     assert!(!missing.body.contains("about:blank"), "{}", missing.body);
+    let forbidden = app.get("/open/status/403").await;
+    assert_eq!(forbidden.status, 403);
+    let admin = app.token_for(&app.users.admin).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = app.get_as("/api/admin/audit?event=forbidden", &admin).await;
+    assert!(!audit.body.contains("/open/status/403") && !audit.body.contains("proxy:open"), "{}", audit.body);
     // Outside every route and Rampart's paths: 404; a matched path with another method: 405.
     let reads_only = spawn_with(|options| {
         table(&mut options.config, &upstream);
