@@ -89,9 +89,21 @@ pub fn finish(doc: utoipa::openapi::OpenApi, classes: &RouteClasses) -> Value {
         for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else { continue };
             let class = classes.classify(path);
+            // One handler for several methods (forward auth) shares one
+            // operationId; OpenAPI wants each unique, so the others get
+            // their method appended.
+            let ids: Vec<String> =
+                item.values().filter_map(|operation| operation["operationId"].as_str().map(str::to_owned)).collect();
             for (method, operation) in item.iter_mut() {
                 if let Some(operation) = operation.as_object_mut() {
                     complete_operation(class, method, operation);
+                    if method != "get"
+                        && let Some(Value::String(id)) = operation.get_mut("operationId")
+                        && ids.iter().filter(|other| *other == id).count() > 1
+                    {
+                        id.push('_');
+                        id.push_str(method);
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@ use axum::{
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{any, post},
+    routing::any,
 };
 
 use crate::{
@@ -32,16 +32,7 @@ pub fn router() -> Routes {
     Routes::new()
         .routes_of(RouteClass::ForwardAuth, utoipa_axum::routes!(forward_auth))
         .class_under("/auth/forward/", RouteClass::ForwardAuth)
-        // Any method: Traefik and Caddy send the original one; Envoy calls
-        // `/auth/forward/<original path>` with it.
-        .route(
-            "/auth/forward",
-            post(forward_auth_any)
-                .put(forward_auth_any)
-                .patch(forward_auth_any)
-                .delete(forward_auth_any)
-                .options(forward_auth_any),
-        )
+        // Envoy calls `/auth/forward/<original path>` with the original method.
         .route("/auth/forward/{*path}", any(forward_auth_any))
 }
 
@@ -54,7 +45,7 @@ pub fn router() -> Routes {
 /// `/auth/forward/<original path>` with the original method. Credentials
 /// are the forwarded `Authorization` and `Cookie`. Any method is accepted.
 #[utoipa::path(
-    get,
+    method(get, post, put, patch, delete),
     path = "/auth/forward",
     tag = tags::AUTH,
     params(
