@@ -89,12 +89,14 @@ pub(super) async fn open(
     };
     proxied.metrics.count(response.status().as_u16());
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The upstream declined the upgrade: its answer goes back as it is.
+        // The upstream declined the upgrade: its answer goes back as it is,
+        // under the same idle limit as any other body.
         let (mut head, incoming) = response.into_parts();
         headers::response_headers(&mut head.headers, false);
         head.extensions = Default::default();
         head.extensions.insert(FromUpstream);
-        return Response::from_parts(head, Body::new(incoming));
+        let body = super::body::IdleBody::new(incoming, upstream.idle_timeout, super::body::Activity::new());
+        return Response::from_parts(head, Body::new(body));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let (mut head, _) = response.into_parts();

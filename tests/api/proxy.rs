@@ -891,3 +891,49 @@ async fn a_websocket_tunnel_keeps_its_clients_connection_slot_until_it_ends() {
     }
     assert!(freed, "the slots came back once the tunnel ended");
 }
+
+/// A stand-in upstream that reads each request and hangs up without an
+/// answer, counting what it received. (Fault injection the Node upstream
+/// cannot do: a peer that drops a request it has read.)
+async fn hanging_up_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(read) = stream.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buffer[..read]);
+                    if seen.windows(4).any(|window| window == b"\r\n\r\n") {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
+                }
+                // Dropped: the connection closes with no response.
+            });
+        }
+    });
+    (format!("http://{address}"), received)
+}
+
+#[tokio::test]
+async fn a_request_that_reached_the_upstream_is_never_sent_again() {
+    let (url, received) = hanging_up_upstream().await;
+    let app = spawn_with(|options| {
+        options.config.proxy.upstreams.insert("flaky".into(), upstream_config(url.clone()));
+        options.config.proxy.routes.push(route("flaky", "/flaky", "flaky", RouteAuth::Public));
+    })
+    .await;
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    app.send(app.client.post(app.url("/flaky/order")).body("{}")).await.assert_problem(502);
+    assert_eq!(received.load(ordering), 1, "a POST the upstream read is not repeated");
+    app.get("/flaky/report").await.assert_problem(502);
+    assert_eq!(received.load(ordering), 2, "nor a GET: only a connection that never opened is retried");
+}
