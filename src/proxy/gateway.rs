@@ -556,6 +556,11 @@ impl Gateway {
         if !upstream.is_up() {
             return ApiError::UpstreamDown { retry_after_secs: upstream.retry_after_secs() }.into_response();
         }
+        // Rampart judged the first Authorization; an upstream might read
+        // another. With the header passed on, there must be only one.
+        if route.pass_authorization && parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+            return ApiError::bad_request("Send one Authorization header.").into_response();
+        }
         let websocket = route.websockets && is_websocket_upgrade(&parts.headers);
         // A tunnel re-checks its token's revocation: keep the verified claims.
         let bearer = match &identity {

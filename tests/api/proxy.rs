@@ -159,6 +159,13 @@ async fn identity_and_routing_headers_from_the_client_never_reach_the_upstream()
     // pass_authorization lets the bearer token through.
     let passed = echo(&app, app.client.get(app.url("/pass")).bearer_auth(&token)).await;
     assert_eq!(passed["headers"]["authorization"], format!("Bearer {token}"));
+    // Judged by the first, read by the upstream as the second: refused.
+    let twice = app
+        .client
+        .get(app.url("/pass"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Authorization", "Basic YWRtaW46YWRtaW4=");
+    app.send(twice).await.assert_problem(400);
     // strip_prefix: "/strip/7" arrives as "/7", "/strip" as "/".
     assert_eq!(echo(&app, app.client.get(app.url("/strip/7?q=1"))).await["url"], "/7?q=1");
     assert_eq!(echo(&app, app.client.get(app.url("/strip"))).await["url"], "/");
