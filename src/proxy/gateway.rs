@@ -321,7 +321,12 @@ impl Gateway {
             ]);
         }
         self.start_health_checks(&routing);
-        *self.routing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = routing;
+        let old =
+            std::mem::replace(&mut *self.routing.write().unwrap_or_else(|poisoned| poisoned.into_inner()), routing);
+        // An upstream the new table dropped leaves no `upstream_up` series behind.
+        for name in old.upstreams.keys().filter(|name| !self.routing().upstreams.contains_key(*name)) {
+            self.metrics.up.remove(&UpstreamLabels { upstream: name.to_string() });
+        }
         Ok(())
     }
 
@@ -584,6 +589,21 @@ impl Gateway {
             return ApiError::bad_request("This path cannot be forwarded.").into_response();
         };
         let client_host = request_host(&parts.headers, &parts.uri).map(str::to_owned);
+        // The host goes upstream (X-Forwarded-Host, or Host with
+        // preserve_host) where frameworks build links from it: it must be a
+        // host, and over HTTP/2 agree with `:authority`.
+        let authority_disagrees = parts
+            .uri
+            .authority()
+            .zip(parts.headers.get(header::HOST))
+            .is_some_and(|(authority, host)| !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()));
+        if authority_disagrees
+            || client_host
+                .as_deref()
+                .is_some_and(|host| host.parse::<axum::http::uri::Authority>().is_err() || host.contains('@'))
+        {
+            return ApiError::bad_request("The Host header is not this request's host.").into_response();
+        }
         let mut outgoing = std::mem::take(&mut parts.headers);
         let chain = context.peer.map(|peer| forwarded_chain(peer, &outgoing, &self.trusted)).unwrap_or_default();
         let proto = self.forwarded_proto(context, &outgoing).to_owned();
@@ -627,9 +647,9 @@ impl Gateway {
         // idempotent method without a body whose connection failed to open.
         let retry_headers = (method.is_idempotent() && empty_body).then(|| outgoing.clone());
         let started = Instant::now();
-        let mut answer = self.send(upstream, build(Body::new(limited), outgoing)).await;
+        let mut answer = self.send(upstream, build(Body::new(limited), outgoing), &activity).await;
         if let (Err(SendError::Connect), Some(headers)) = (&answer, retry_headers) {
-            answer = self.send(upstream, build(Body::empty(), headers)).await;
+            answer = self.send(upstream, build(Body::empty(), headers), &activity).await;
         }
         let metrics = &proxied.metrics;
         let response = match answer {
@@ -677,16 +697,36 @@ impl Gateway {
     }
 
     /// Sends with the upstream's `response_timeout` on the response headers.
+    /// `response_timeout` runs from the last byte of the request body the
+    /// upstream took (`activity`), so a long upload that keeps moving is
+    /// not cut: the upstream has until then plus the timeout to answer.
     pub(super) async fn send(
         &self,
         upstream: &Upstream,
         request: axum::http::Request<Body>,
+        activity: &Activity,
     ) -> Result<axum::http::Response<hyper::body::Incoming>, SendError> {
-        match tokio::time::timeout(upstream.response_timeout, upstream.client.request(request)).await {
-            Err(_) => Err(SendError::Timeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) if error.is_connect() => Err(SendError::Connect),
-            Ok(Err(error)) => {
+        let limit = upstream.response_timeout;
+        let answer = upstream.client.request(request);
+        tokio::pin!(answer);
+        let timer = tokio::time::sleep(limit);
+        tokio::pin!(timer);
+        let result = loop {
+            tokio::select! {
+                result = &mut answer => break result,
+                () = &mut timer => {
+                    let deadline = activity.deadline(limit);
+                    if deadline <= tokio::time::Instant::now() {
+                        return Err(SendError::Timeout);
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        };
+        match result {
+            Ok(response) => Ok(response),
+            Err(error) if error.is_connect() => Err(SendError::Connect),
+            Err(error) => {
                 tracing::debug!(cause = %error, "upstream request error");
                 Err(SendError::Other)
             }

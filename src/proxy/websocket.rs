@@ -76,7 +76,7 @@ pub(super) async fn open(
     *request.uri_mut() = uri;
     *request.headers_mut() = outgoing;
     let upstream = &proxied.upstream;
-    let mut response = match gateway.send(upstream, request).await {
+    let mut response = match gateway.send(upstream, request, &super::body::Activity::new()).await {
         Ok(response) => response,
         Err(error) => {
             let refusal = match error {

@@ -212,6 +212,11 @@ async fn refused_path_shapes_are_400_and_never_forwarded() {
         let status = raw_status(&app, &format!("GET {raw} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
         assert!(status == 400, "{raw:?} got {status}");
     }
+    // A Host that is not a host is not forwarded either (links are built from it).
+    for host in ["evil.example/reset?x=", "user@evil.example", "a b"] {
+        let status = raw_status(&app, &format!("GET /open/x HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+        assert_eq!(status, 400, "{host:?}");
+    }
     assert!(upstream.received().await.is_empty(), "a refused path reached the upstream");
 }
 
@@ -402,6 +407,19 @@ async fn upstream_failures_are_502_504_503_and_413_problems() {
     assert!(!refused.body.contains("127.0.0.1"), "no upstream detail: {}", refused.body);
     app.get("/hasty/slow?ms=2000").await.assert_problem(504);
     assert_eq!(app.get("/hasty/slow?ms=10").await.status, 200);
+    // An upload that keeps moving for longer than the response timeout is
+    // not cut: the timeout runs from its last byte.
+    let slow_upload = futures_util::stream::unfold(0u32, |sent| async move {
+        if sent == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<_, std::io::Error>(vec![b'x'; 100]), sent + 1))
+    });
+    let uploaded =
+        app.send(app.client.post(app.url("/hasty/upload")).body(reqwest::Body::wrap_stream(slow_upload))).await;
+    assert_eq!(uploaded.status, 200, "{}", uploaded.body);
+    assert_eq!(uploaded.json()["body_length"], 1000);
 
     // 413: declared, and while streaming (no Content-Length).
     let big = vec![b'x'; 4096];
@@ -638,6 +656,27 @@ async fn a_broken_route_reload_keeps_the_old_table() {
     let problems = app.gateway.reload(&broken).expect_err("an unknown upstream is refused");
     assert!(problems.iter().any(|problem| problem.contains("no-such-upstream")), "{problems:?}");
     assert_eq!(app.get("/open/x").await.status, 200, "the old table still serves");
+
+    // A valid reload without an upstream drops its series from the scrape.
+    let scrape = || async {
+        reqwest::get(format!("http://{}/metrics", app.admin_address))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    assert!(scrape().await.contains("rampart_upstream_up{upstream=\"nowhere\"}"));
+    let mut smaller = rampart::config::Config::defaults();
+    table(&mut smaller, &upstream);
+    smaller.proxy.upstreams.remove("nowhere");
+    smaller.proxy.routes.retain(|route| route.upstream != "nowhere");
+    app.gateway.reload(&smaller).expect("a valid table");
+    assert!(
+        !scrape().await.contains("rampart_upstream_up{upstream=\"nowhere\"}"),
+        "a removed upstream's up series stays"
+    );
+    assert_eq!(app.get("/nowhere/x").await.status, 200, "now the root route's path");
 }
 
 /// Sends raw bytes and returns everything the server answers until it
