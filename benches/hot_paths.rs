@@ -80,7 +80,7 @@ fn policy_decision(c: &mut Criterion) {
         user_id: Uuid::now_v7(),
         role: Role::Manager,
         department: Some("sales".into()),
-        credential: Credential::Session { id_hash: [0; 32], csrf_hash: [0; 32] },
+        credential: Credential::Session { id_hash: [0; 32], csrf_hash: [0; 32], sign_in: Default::default() },
     });
     let now = SystemClock.now();
     let post = PostWithAuthor {

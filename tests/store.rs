@@ -11,7 +11,10 @@ use std::{future::Future, sync::Arc};
 
 use postgres_schema::TestSchema;
 use rampart::{
-    domain::{AuditEvent, AuditKind, Department, Email, NewUser, Outcome, PostBody, PostTitle, Role, User, UserName},
+    domain::{
+        AuditEvent, AuditKind, Department, Email, NewUser, Outcome, PostBody, PostTitle, Role, SignInMethod, User,
+        UserName,
+    },
     store::{
         AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshSuccessor, RefreshTokenRecord,
         RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
@@ -170,6 +173,7 @@ async fn users_list_in_pages_and_deletion_cascades() {
                 created_at: now,
                 idle_expires_at: now + Duration::minutes(30),
                 absolute_expires_at: now + Duration::hours(12),
+                sign_in: SignInMethod::Password,
             })
             .await
             .unwrap();
@@ -361,6 +365,7 @@ async fn a_disabled_or_deleted_user_cannot_rotate_or_receive_a_first_token() {
             created_at: now,
             idle_expires_at: now + Duration::minutes(30),
             absolute_expires_at: now + Duration::hours(1),
+            sign_in: SignInMethod::Password,
         };
         let opened = store.insert_session(&session).await;
         assert!(matches!(opened, Err(StoreError::NotFound)), "{opened:?}");
@@ -430,10 +435,12 @@ async fn sessions_are_stored_extended_and_deleted_by_hash() {
             created_at: now,
             idle_expires_at: now + Duration::minutes(30),
             absolute_expires_at: now + Duration::hours(12),
+            sign_in: SignInMethod::Provider,
         };
         store.insert_session(&session).await.unwrap();
         let found = store.session(&hash(3)).await.unwrap().unwrap();
         assert_eq!((found.user_id, found.csrf_hash), (user.id, hash(4)));
+        assert_eq!(found.sign_in, SignInMethod::Provider, "how the user signed in is kept");
         let later = now + Duration::hours(1);
         store.extend_session(&hash(3), later).await.unwrap();
         assert_eq!(
@@ -892,6 +899,7 @@ async fn the_hourly_housekeeping_purges_what_expired() {
             created_at: now,
             idle_expires_at: now + idle,
             absolute_expires_at: now + Duration::hours(10),
+            sign_in: SignInMethod::Password,
         };
         store.insert_session(&session(1, Duration::minutes(1))).await.unwrap();
         store.insert_session(&session(2, Duration::minutes(30))).await.unwrap();

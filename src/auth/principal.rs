@@ -26,7 +26,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 #[derive(Debug, Clone)]
 pub enum Credential {
     Bearer { jti: Uuid, family: Uuid, expires_at: OffsetDateTime },
-    Session { id_hash: [u8; 32], csrf_hash: [u8; 32] },
+    Session { id_hash: [u8; 32], csrf_hash: [u8; 32], sign_in: crate::domain::SignInMethod },
 }
 
 #[derive(Debug, Clone)]

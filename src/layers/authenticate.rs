@@ -105,7 +105,7 @@ async fn resolve_session(state: &AppState, session_id: &str, now: OffsetDateTime
         user_id: user.id,
         role: user.role,
         department: user.department.map(|department| department.as_str().to_owned()),
-        credential: Credential::Session { id_hash, csrf_hash: session.csrf_hash },
+        credential: Credential::Session { id_hash, csrf_hash: session.csrf_hash, sign_in: session.sign_in },
     })
 }
 

@@ -652,7 +652,7 @@ mod tests {
             user_id: id,
             role,
             department: department.map(str::to_owned),
-            credential: Credential::Session { id_hash: [0; 32], csrf_hash: [0; 32] },
+            credential: Credential::Session { id_hash: [0; 32], csrf_hash: [0; 32], sign_in: Default::default() },
         };
         (Caller::User(principal), id)
     }
@@ -810,7 +810,11 @@ mod tests {
                     user_id: me,
                     role,
                     department: department.map(str::to_owned),
-                    credential: Credential::Session { id_hash: [0; 32], csrf_hash: [0; 32] },
+                    credential: Credential::Session {
+                        id_hash: [0; 32],
+                        csrf_hash: [0; 32],
+                        sign_in: Default::default(),
+                    },
                 }));
             }
         }

@@ -40,7 +40,7 @@ use crate::{
         tokens::TokenKeys,
     },
     config::{Config, RouteAuth, Unauthenticated},
-    domain::{AuditKind, Outcome},
+    domain::{AuditKind, Outcome, SignInMethod},
     error::ApiError,
     layers::client_ip::{TrustedProxies, forwarded_chain},
     policy::{Decision, ProxyRequest},
@@ -795,15 +795,15 @@ fn dispatch_in(routing: &Routing, demo: bool, method: &Method, host: Option<&str
     }
 }
 
-/// The identity a principal is forwarded as. Access tokens and sessions do
-/// not yet record how their user signed in; both come from a password or a
-/// provider sign-in, reported as `pwd` until second factors add their own.
+/// The identity a principal is forwarded as. Access tokens come only from
+/// a password sign-in (`POST /auth/login`, then refreshes); a session
+/// records how its user signed in.
 fn identity_of(principal: &Principal) -> Identity {
-    let kind = match principal.credential {
-        Credential::Bearer { .. } => "bearer",
-        Credential::Session { .. } => "session",
+    let (kind, amr) = match principal.credential {
+        Credential::Bearer { .. } => ("bearer", SignInMethod::Password.amr()),
+        Credential::Session { sign_in, .. } => ("session", sign_in.amr()),
     };
-    Identity { principal: principal.clone(), kind, amr: &["pwd"] }
+    Identity { principal: principal.clone(), kind, amr }
 }
 
 /// `Host`, or the HTTP/2 `:authority`.

@@ -23,7 +23,7 @@ use crate::{
         principal::{Credential, CurrentUser, SESSION_COOKIE},
         secret,
     },
-    domain::{AuditKind, Outcome, Role, User},
+    domain::{AuditKind, Outcome, Role, SignInMethod, User},
     error::ApiError,
     extract::JsonBody,
     layers::{
@@ -287,7 +287,7 @@ async fn create_session(
     let signed_in =
         accounts::verify_login(&state, &audit, &sign_in, device_cookie(&headers), &request.email, &request.password)
             .await?;
-    let (cookie, csrf_token) = open_session(&state, &headers, signed_in.user.id).await?;
+    let (cookie, csrf_token) = open_session(&state, &headers, signed_in.user.id, SignInMethod::Password).await?;
     let response = with_cookie(Json(SessionCreated { user: signed_in.user, csrf_token }).into_response(), &cookie);
     Ok(with_cookie(response, &device_cookie_value(&state, &signed_in.device_cookie)))
 }
@@ -299,6 +299,7 @@ pub(crate) async fn open_session(
     state: &AppState,
     headers: &HeaderMap,
     user_id: Uuid,
+    sign_in: SignInMethod,
 ) -> Result<(String, String), ApiError> {
     if let Some(old) = session_cookie(headers) {
         state.sessions.delete_session(&secret::hash(old)).await?;
@@ -319,6 +320,7 @@ pub(crate) async fn open_session(
             created_at: now,
             idle_expires_at: idle,
             absolute_expires_at: absolute,
+            sign_in,
         })
         .await
         .map_err(|error| match error {

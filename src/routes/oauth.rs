@@ -246,7 +246,8 @@ async fn callback(
             return Ok(with_cookie(see_other(&redirect_to)?, &flow_cookie(&state, "", 0)));
         }
     };
-    let (session_cookie, csrf_token) = open_session(&state, &headers, user.id).await?;
+    let (session_cookie, csrf_token) =
+        open_session(&state, &headers, user.id, crate::domain::SignInMethod::Provider).await?;
     let mut event = audit.event(state.clock.now(), how.audit_kind(), Some(user.id), Outcome::Success);
     event.detail = Some(format!("provider={name}"));
     state.audit.record(event);

@@ -24,6 +24,9 @@ struct Stored {
     created_at: i128,
     idle_expires_at: i128,
     absolute_expires_at: i128,
+    /// Absent in sessions written before it was kept: a password sign-in.
+    #[serde(default)]
+    sign_in: crate::domain::SignInMethod,
 }
 
 fn encode(hash: &[u8; 32]) -> String {
@@ -61,6 +64,7 @@ impl RedisSessions {
             created_at: record.created_at.unix_timestamp_nanos(),
             idle_expires_at: record.idle_expires_at.unix_timestamp_nanos(),
             absolute_expires_at: record.absolute_expires_at.unix_timestamp_nanos(),
+            sign_in: record.sign_in,
         };
         let ttl_ms = (record.absolute_expires_at - OffsetDateTime::now_utc()).whole_milliseconds().max(1);
         let json = serde_json::to_string(&stored).map_err(other)?;
@@ -101,6 +105,7 @@ impl SessionStore for RedisSessions {
             created_at: time_of(stored.created_at)?,
             idle_expires_at: time_of(stored.idle_expires_at)?,
             absolute_expires_at: time_of(stored.absolute_expires_at)?,
+            sign_in: stored.sign_in,
         }))
     }
 

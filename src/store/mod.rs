@@ -156,6 +156,8 @@ pub struct SessionRecord {
     pub created_at: OffsetDateTime,
     pub idle_expires_at: OffsetDateTime,
     pub absolute_expires_at: OffsetDateTime,
+    /// How the user signed in (the session's `amr`).
+    pub sign_in: crate::domain::SignInMethod,
 }
 
 text_enum! {

@@ -483,8 +483,8 @@ macro_rules! sql_store {
             async fn insert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO sessions (id_hash, user_id, csrf_hash, created_at, idle_expires_at, \
-                                           absolute_expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                                           absolute_expires_at, sign_in) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(&record.id_hash[..])
                 .bind(record.user_id)
@@ -492,6 +492,7 @@ macro_rules! sql_store {
                 .bind(record.created_at)
                 .bind(record.idle_expires_at)
                 .bind(record.absolute_expires_at)
+                .bind(record.sign_in.as_str())
                 .execute(&self.pool)
                 .await
                 .map_err(missing_user)?;
@@ -500,7 +501,7 @@ macro_rules! sql_store {
 
             async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
                 Ok(sqlx::query_as(
-                    "SELECT id_hash, user_id, csrf_hash, created_at, idle_expires_at, absolute_expires_at \
+                    "SELECT id_hash, user_id, csrf_hash, created_at, idle_expires_at, absolute_expires_at, sign_in \
                      FROM sessions WHERE id_hash = $1",
                 )
                 .bind(&id_hash[..])

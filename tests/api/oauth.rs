@@ -92,6 +92,20 @@ async fn world() -> Option<OAuthWorld> {
         let config = &mut options.config;
         config.server.bind = format!("127.0.0.1:{port}").parse().unwrap();
         config.oauth.redirect_allowlist = vec!["/account".into(), "/welcome".into()];
+        // A protect-mode route, asked about through forward auth: its answer
+        // carries the assertion, and with it the session's `amr`.
+        config.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        config.proxy.upstreams.insert(
+            "app".into(),
+            rampart::config::UpstreamConfig { url: format!("http://{nowhere}"), ..Default::default() },
+        );
+        config.proxy.routes.push(rampart::config::RouteConfig {
+            id: "mine".into(),
+            path: "/mine".into(),
+            upstream: "app".into(),
+            ..Default::default()
+        });
         for (name, issuer) in [("test", issuer.clone()), ("mixup", format!("{issuer}/mixup"))] {
             config.oauth.providers.insert(
                 name.into(),
@@ -718,4 +732,38 @@ async fn linking_a_provider_needs_a_signed_in_caller() {
     for site in [Some("same-origin"), Some("none"), None] {
         assert_eq!(app.send(navigate(site)).await.status, 302, "{site:?}");
     }
+}
+
+/// The `amr` of the assertion forward auth gives `browser` for `/mine`.
+async fn forwarded_amr(world: &OAuthWorld, browser: &reqwest::Client) -> Value {
+    let answer = browser.get(world.app.url("/auth/forward")).header("X-Original-URI", "/mine").send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let assertion = answer.headers()["x-rampart-assertion"].to_str().unwrap().to_owned();
+    let payload = assertion.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    claims["amr"].clone()
+}
+
+#[tokio::test]
+async fn a_provider_session_is_reported_as_oauth_and_a_password_session_as_pwd() {
+    let Some(world) = world().await else { return };
+    let browser = browser();
+    let callback = sign_in_at_provider(&world, &browser, "test", "amr-person", |url| url).await;
+    let (status, _, cookies) = finish(&browser, callback).await;
+    assert!(status == StatusCode::SEE_OTHER && has_session(&cookies));
+    assert_eq!(forwarded_amr(&world, &browser).await, json!(["oauth"]));
+
+    let by_password = self::browser();
+    let user = &world.app.users.user;
+    let session = by_password
+        .post(world.app.url("/auth/session"))
+        .json(&json!({"email": user.email, "password": user.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), StatusCode::OK);
+    assert_eq!(forwarded_amr(&world, &by_password).await, json!(["pwd"]));
 }

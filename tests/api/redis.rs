@@ -293,7 +293,12 @@ async fn a_session_deleted_during_its_extension_stays_deleted() {
             created_at: now,
             idle_expires_at: now + time::Duration::minutes(30),
             absolute_expires_at: now + time::Duration::hours(8),
+            sign_in: rampart::domain::SignInMethod::Provider,
         };
+        sessions.insert_session(&record).await.unwrap();
+        let kept = sessions.session(&id_hash).await.unwrap().expect("stored");
+        assert_eq!(kept.sign_in, rampart::domain::SignInMethod::Provider, "Redis keeps how the user signed in");
+        sessions.delete_session(&id_hash).await.unwrap();
         sessions.insert_session(&record).await.unwrap();
         let later = now + time::Duration::hours(1);
         let (extended, deleted) =
