@@ -83,16 +83,15 @@ impl SecurityHeaders {
 }
 
 impl SecurityHeaders {
-    /// For an upstream's response (protect mode): the set fills in only the
-    /// headers the upstream did not send; nothing is forced.
+    /// For an upstream's response (protect mode, whose header rules have
+    /// already dropped `Server` and `X-Powered-By`): the set fills in only
+    /// the headers the upstream did not send; nothing is forced.
     pub fn fill(&self, headers: &mut HeaderMap) {
         for (name, value) in self.template.iter() {
             if !headers.contains_key(name) {
                 headers.insert(name.clone(), value.clone());
             }
         }
-        headers.remove(header::SERVER);
-        headers.remove("x-powered-by");
     }
 }
 

@@ -5,6 +5,7 @@
 //! alive and a streaming response is activity, not idleness.
 
 use std::{
+    future::Future as _,
     pin::Pin,
     sync::{
         Arc,
@@ -150,5 +151,3 @@ where
         self.inner.size_hint()
     }
 }
-
-use std::future::Future as _;

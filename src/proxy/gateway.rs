@@ -127,7 +127,7 @@ impl Routing {
             config.proxy.upstreams.iter().map(|(name, upstream)| (name.clone(), upstream.clone())).collect();
         if !config.proxy.default_upstream.is_empty() {
             configured.push((
-                "default".into(),
+                crate::config::proxy::DEFAULT_UPSTREAM_NAME.into(),
                 crate::config::UpstreamConfig { url: config.proxy.default_upstream.clone(), ..Default::default() },
             ));
         }
@@ -138,11 +138,6 @@ impl Routing {
                     upstreams.insert(upstream.name.clone(), Arc::new(upstream));
                 }
                 Err(error) => problems.push(format!("proxy.upstreams.{name}: {error:#}")),
-            }
-        }
-        for route in table.routes() {
-            if !upstreams.contains_key(&route.upstream) {
-                problems.push(format!("proxy.routes: route {} names an unknown upstream {}", route.id, route.upstream));
             }
         }
         if !problems.is_empty() {
@@ -655,10 +650,10 @@ impl Gateway {
         let response = match answer {
             Ok(response) => response,
             Err(error) => {
-                let status = match error {
-                    _ if exceeded.load(std::sync::atomic::Ordering::Relaxed) => ApiError::PayloadTooLarge,
-                    SendError::Timeout => ApiError::GatewayTimeout,
-                    SendError::Connect | SendError::Other => ApiError::BadGateway,
+                let status = if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+                    ApiError::PayloadTooLarge
+                } else {
+                    error.refusal()
                 };
                 metrics.count(status.status().as_u16());
                 if status.status() != StatusCode::PAYLOAD_TOO_LARGE {
@@ -733,10 +728,14 @@ impl Gateway {
         }
     }
 
+    /// Whether the socket peer is one of `server.trusted_proxies`.
+    pub fn from_trusted_proxy(&self, context: &RequestContext) -> bool {
+        context.peer.is_some_and(|peer| self.trusted.trusts(peer))
+    }
+
     /// `https` over TLS; behind a trusted proxy, what it says it received.
     fn forwarded_proto<'h>(&self, context: &RequestContext, headers: &'h HeaderMap) -> &'h str {
-        let trusted_peer = context.peer.is_some_and(|peer| self.trusted.trusts(peer));
-        if trusted_peer
+        if self.from_trusted_proxy(context)
             && let Some(proto) = headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok())
             && (proto == "https" || proto == "http")
         {
@@ -757,8 +756,7 @@ impl Gateway {
         if let Some(origin) = &self.public_origin {
             return origin.clone();
         }
-        let trusted_peer = context.peer.is_some_and(|peer| self.trusted.trusts(peer));
-        let forwarded_host = headers.get("x-forwarded-host").filter(|_| trusted_peer);
+        let forwarded_host = headers.get("x-forwarded-host").filter(|_| self.from_trusted_proxy(context));
         let host = forwarded_host.or_else(|| headers.get(header::HOST)).and_then(|value| value.to_str().ok());
         format!("{}://{}", self.forwarded_proto(context, headers), host.unwrap_or_default())
     }
@@ -769,6 +767,16 @@ pub(super) enum SendError {
     Connect,
     Timeout,
     Other,
+}
+
+impl SendError {
+    /// What the client is told: 504 for no answer in time, else 502.
+    pub(super) fn refusal(&self) -> ApiError {
+        match self {
+            SendError::Timeout => ApiError::GatewayTimeout,
+            SendError::Connect | SendError::Other => ApiError::BadGateway,
+        }
+    }
 }
 
 fn dispatch_in(routing: &Routing, demo: bool, method: &Method, host: Option<&str>, path: &str) -> Dispatch {

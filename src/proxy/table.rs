@@ -139,22 +139,21 @@ impl RouteTable {
             }
         }
         if has_default {
-            routes.push(Arc::new(ProxyRoute {
+            // A route like any other, with the defaults of one.
+            let default = RouteConfig {
                 id: DEFAULT_UPSTREAM_NAME.into(),
                 path: "/".into(),
-                methods: None,
-                host: None,
                 upstream: DEFAULT_UPSTREAM_NAME.into(),
-                strip_prefix: false,
-                auth: RouteAuth::Required,
-                unauthenticated: Unauthenticated::Problem,
-                allow_roles: Vec::new(),
-                rate_limit: PROXY_RATE_LIMIT_GROUP.into(),
-                websockets: false,
-                pass_authorization: false,
-                preserve_host: false,
-            }));
-            keys.push("proxy.default_upstream".into());
+                ..RouteConfig::default()
+            };
+            let key = "proxy.default_upstream".to_owned();
+            match build_route(config, &upstreams, &default, &key) {
+                Ok(route) => {
+                    routes.push(Arc::new(route));
+                    keys.push(key);
+                }
+                Err(route_problems) => problems.extend(route_problems),
+            }
         }
 
         // Two routes the precedence rules cannot order.

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::{
-    gateway::{FromUpstream, Gateway, Identity, Proxied, SendError},
+    gateway::{FromUpstream, Gateway, Identity, Proxied},
     headers,
 };
 use crate::{
@@ -79,10 +79,7 @@ pub(super) async fn open(
     let mut response = match gateway.send(upstream, request, &super::body::Activity::new()).await {
         Ok(response) => response,
         Err(error) => {
-            let refusal = match error {
-                SendError::Timeout => ApiError::GatewayTimeout,
-                SendError::Connect | SendError::Other => ApiError::BadGateway,
-            };
+            let refusal = error.refusal();
             proxied.metrics.count(refusal.status().as_u16());
             return refusal.into_response();
         }

@@ -120,10 +120,7 @@ async fn answer(state: &AppState, request: Request, envoy: bool) -> Response {
     let Some(context) = parts.extensions.get::<Arc<RequestContext>>().cloned() else {
         return ApiError::Internal(anyhow::anyhow!("no request context")).into_response();
     };
-    let trusted = context.peer.is_some_and(|peer| {
-        state.config.server.trusted_proxies.iter().any(|net| net.contains(&crate::layers::client_ip::canonical(peer)))
-    });
-    if !trusted {
+    if !state.gateway.from_trusted_proxy(&context) {
         return ApiError::forbidden("Forward auth answers only the proxies in server.trusted_proxies.").into_response();
     }
     let original = match original(&parts.headers, &parts.method, &parts.uri, envoy) {
