@@ -302,23 +302,7 @@ async fn allow_roles_binds_admins_and_denials_are_audited_with_the_route() {
 async fn cookie_requests_need_a_same_origin_signal_on_unsafe_methods() {
     let upstream = spawn_upstream(&[]).await;
     let app = gateway_app(&upstream).await;
-    let session = app
-        .post_json(
-            "/auth/session",
-            &serde_json::json!({"email": app.users.user.email, "password": app.users.user.password}),
-        )
-        .await;
-    assert_eq!(session.status, 200, "{}", session.body);
-    let cookie = session
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("rampart_session="))
-        .and_then(|value| value.split(';').next())
-        .expect("session cookie")
-        .to_owned();
-    let csrf = session.json()["csrf_token"].as_str().expect("csrf token").to_owned();
+    let (cookie, csrf) = user_session(&app).await;
     let post = |extra: Option<(&'static str, String)>| {
         let mut request = app.client.post(app.url("/mine")).header("Cookie", &cookie);
         if let Some((name, value)) = extra {
@@ -567,6 +551,41 @@ async fn the_route_group_limits_proxied_requests_by_user_and_says_so() {
     assert_eq!(app.get_as("/api/profile", &user).await.status, 200);
 }
 
+/// The seeded user's session cookie (`rampart_session=…`) and CSRF token.
+async fn user_session(app: &TestApp) -> (String, String) {
+    let user = &app.users.user;
+    let session =
+        app.post_json("/auth/session", &serde_json::json!({"email": user.email, "password": user.password})).await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    let cookie = session
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("rampart_session="))
+        .and_then(|value| value.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    (cookie, session.json()["csrf_token"].as_str().expect("csrf token").to_owned())
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The close code the server ends `socket` with (`None` for a close
+/// without one, or the connection simply ending); `Err` past 5 s.
+async fn close_code(socket: &mut Socket) -> Result<Option<u16>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|frame| u16::from(frame.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+}
+
 async fn ws_request(app: &TestApp, path: &str) -> tungstenite::handshake::client::Request {
     format!("ws://{}{path}", app.address).into_client_request().expect("request")
 }
@@ -600,17 +619,7 @@ async fn websockets_echo_and_close_when_the_caller_logs_out() {
         )
         .await;
     assert!(logout.status == 204 || logout.status == 200, "{}", logout.body);
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|frame| u16::from(frame.code)),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    })
-    .await
-    .expect("closed within 5 s");
+    let closed = close_code(&mut socket).await.expect("closed within 5 s");
     assert_eq!(closed, Some(1008));
 }
 
@@ -618,21 +627,7 @@ async fn websockets_echo_and_close_when_the_caller_logs_out() {
 async fn a_cookie_websocket_from_another_origin_is_refused() {
     let upstream = spawn_upstream(&[]).await;
     let app = gateway_app(&upstream).await;
-    let session = app
-        .post_json(
-            "/auth/session",
-            &serde_json::json!({"email": app.users.user.email, "password": app.users.user.password}),
-        )
-        .await;
-    let cookie = session
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("rampart_session="))
-        .and_then(|value| value.split(';').next())
-        .expect("session cookie")
-        .to_owned();
+    let (cookie, _) = user_session(&app).await;
     let mut evil = ws_request(&app, "/ws").await;
     evil.headers_mut().insert("cookie", cookie.parse().expect("cookie"));
     evil.headers_mut().insert("origin", "https://evil.example".parse().expect("origin"));
@@ -770,17 +765,7 @@ async fn websockets_are_closed_with_1001_on_shutdown() {
     socket.send(tungstenite::Message::text("before")).await.expect("send");
     assert_eq!(socket.next().await.expect("answer").expect("message").into_text().expect("text").as_str(), "before");
     let stopping = tokio::task::spawn_blocking(move || app.stop());
-    let code = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|frame| u16::from(frame.code)),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    })
-    .await
-    .expect("closed within 5 s of shutdown");
+    let code = close_code(&mut socket).await.expect("closed within 5 s of shutdown");
     assert_eq!(code, Some(1001));
     stopping.await.expect("the server stopped");
 }
