@@ -222,6 +222,7 @@ async fn serve_async(config: Arc<Config>, dev_tls: bool, sources: ConfigSources)
     }
     spawn_reloader(state.authorizer.clone(), state.gateway.clone(), sources);
     let gateway = state.gateway.clone();
+    let api_keys = state.api_keys.clone();
     let public = app::router(state.clone());
     let admin = app::admin_router(state);
     let shutdown = async move {
@@ -229,7 +230,12 @@ async fn serve_async(config: Arc<Config>, dev_tls: bool, sources: ConfigSources)
         // Websocket tunnels are not requests the drain waits for: tell them.
         gateway.shut_down();
     };
-    server.run(public, admin, tls, shutdown).await
+    let served = server.run(public, admin, tls, shutdown).await;
+    // The API key uses noted since the last batch.
+    if let Err(error) = api_keys.flush().await {
+        tracing::warn!(cause = %error, "could not record the last API key uses");
+    }
+    served
 }
 
 /// SIGHUP re-reads `[policy] file` and the protect-mode route table (from

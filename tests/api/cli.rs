@@ -437,3 +437,55 @@ async fn sighup_reloads_the_proxy_routes_and_keeps_them_when_the_new_table_is_br
     assert_eq!(status("/c").await, 404);
     assert!(served.stop().success());
 }
+
+/// A key's last use survives a graceful restart (written at shutdown, not
+/// only by the 30-second batch), and the key itself never reaches a log
+/// line of the real process.
+#[tokio::test]
+async fn an_api_keys_last_use_is_written_at_shutdown_and_the_key_is_never_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = served_config(dir.path(), "");
+    let client = reqwest::Client::new();
+    let credentials = serde_json::json!({"email": "root@example.com", "password": "bootstrap secret passphrase"});
+    let token = |public: String| {
+        let (client, credentials) = (client.clone(), credentials.clone());
+        async move {
+            let login = client.post(format!("http://{public}/auth/login")).json(&credentials).send().await.unwrap();
+            login.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+
+    let served = Served::start(dir.path(), &config);
+    let public = served.public.clone();
+    let admin_token = token(public.clone()).await;
+    let created = client
+        .post(format!("http://{public}/api/profile/api-keys"))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({"name": "restart", "scopes": ["profile:read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let key = created.json::<serde_json::Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
+    let used = client.get(format!("http://{public}/api/profile")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(used.status(), 200);
+    served.lines.wait_for("\"route\":\"/api/profile\"");
+    let logged = served.lines.all();
+    assert!(!logged.contains(&key) && !logged.contains(key.rsplit('_').next().unwrap()), "{logged}");
+    assert!(served.stop().success());
+
+    let served = Served::start(dir.path(), &config);
+    let public = served.public.clone();
+    let admin_token = token(public.clone()).await;
+    let listed: serde_json::Value = client
+        .get(format!("http://{public}/api/profile/api-keys"))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["items"][0]["last_used_at"].is_string(), "{listed}");
+    assert!(served.stop().success());
+}
