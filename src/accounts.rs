@@ -15,6 +15,7 @@ use crate::{
     app::AppState,
     audit::AuditContext,
     auth::{
+        api_keys::KeyRevocation,
         oauth::ProviderAccount,
         password::{PasswordCheck, PasswordHasher},
         secret,
@@ -291,9 +292,21 @@ pub fn revocation_horizon(state: &AppState, now: OffsetDateTime) -> OffsetDateTi
         + time::Duration::minutes(1)
 }
 
-/// Cuts every token and session of `user_id` issued before now: logout-all,
-/// password change, role change, disabling and deletion all come here.
+/// Cuts every token, session and API key of `user_id` issued before now:
+/// logout-all, role or department change, disabling and deletion all come
+/// here.
 pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), AccountError> {
+    revoke_sign_ins(state, user_id).await?;
+    // Deleted first: a key read again after the cache drops it is gone.
+    state.store.delete_user_api_keys(user_id).await?;
+    state.revocations.revoke_api_keys(KeyRevocation::User(user_id)).await;
+    Ok(())
+}
+
+/// Cuts every token and session of `user_id` issued before now, and not
+/// its API keys: a password change by the signed-in owner (keys are not
+/// derived from the password).
+pub async fn revoke_sign_ins(state: &AppState, user_id: Uuid) -> Result<(), AccountError> {
     let now = state.clock.now();
     state
         .revocations

@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     audit::{AuditContext, Auditor},
     auth::{
+        api_keys::{ApiKeys, KeyCache},
         device::DeviceCookies,
         keys,
         oauth::OAuthProviders,
@@ -75,6 +76,8 @@ pub struct AppStateInner {
     pub hasher: PasswordHasher,
     pub tokens: Arc<TokenKeys>,
     pub verified_tokens: Arc<VerifiedTokens>,
+    /// API keys: made, verified (through their cache), their uses noted.
+    pub api_keys: Arc<ApiKeys>,
     pub revocations: Arc<dyn RevocationList>,
     pub throttle: Arc<LoginThrottle>,
     /// Signs and checks `rampart_device` cookies (`auth::device`).
@@ -129,7 +132,11 @@ impl AppState {
         )?;
         let gateway = Arc::new(Gateway::new(&config, &mut tokens, tls)?);
         let device_cookies = DeviceCookies::new(&keys.current, &keys.previous);
-        let local_revocations = Arc::new(MemoryRevocations::load(store.clone(), clock.clone()).await?);
+        let key_cache = Arc::new(KeyCache::default());
+        let local_revocations =
+            Arc::new(MemoryRevocations::load(store.clone(), clock.clone()).await?.with_key_cache(key_cache.clone()));
+        let api_keys = Arc::new(ApiKeys::new(store.clone(), clock.clone(), key_cache));
+        api_keys.spawn_flusher();
         let audit = Arc::new(Auditor::spawn(store.clone()));
         let redis_url = config.redis.url.expose_secret();
         let redis =
@@ -159,6 +166,7 @@ impl AppState {
         defense.register_metrics(registry);
         audit.register_metrics(registry);
         gateway.register_metrics(registry);
+        api_keys.register_metrics(registry);
         gateway.start();
         let throttle = Arc::new(match &redis {
             Some(redis) => LoginThrottle::shared(redis.clone(), clock.clone()),
@@ -172,6 +180,7 @@ impl AppState {
             hasher,
             tokens: Arc::new(tokens),
             verified_tokens: Arc::new(VerifiedTokens::new(VERIFIED_TOKEN_CACHE)),
+            api_keys,
             revocations,
             sessions,
             redis,
@@ -227,7 +236,7 @@ impl AppState {
         let mut event = audit.event(self.clock.now(), AuditKind::Forbidden, Some(user_id), Outcome::Denied);
         event.detail = Some(denial.detail());
         self.audit.record(event);
-        Err(ApiError::forbidden("You are not allowed to do this."))
+        Err(ApiError::denied(denial.code))
     }
 
     /// Whether cookies get `Secure`: over TLS, or behind a TLS proxy in production.
@@ -260,7 +269,8 @@ pub fn public_routes(demo: bool) -> Routes {
         .merge(routes::oauth::router())
         .merge(routes::forward_auth::router())
         .merge(routes::pages::router())
-        .merge(routes::users::router());
+        .merge(routes::users::router())
+        .merge(routes::api_keys::router());
     // `[demo] enabled = false` frees the posts and dashboard paths (and
     // leaves them out of the document).
     let routes = if demo { routes.merge(routes::posts::router()) } else { routes };
@@ -287,7 +297,12 @@ pub fn router(state: AppState) -> PublicService {
 /// for routes that panic or echo).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> PublicService {
     let config = &state.config;
-    let RouteParts { router: routes, document, classes } = public_routes(config.demo.enabled).into_parts();
+    let RouteParts { router: routes, mut document, classes } = public_routes(config.demo.enabled).into_parts();
+    // The scope names of the routes in force join the scopes' `enum`.
+    document.components.get_or_insert_with(Default::default).schemas.insert(
+        routes::api_keys::SCOPE_SCHEMA.into(),
+        routes::api_keys::scope_schema(&state.gateway.route_ids()).into(),
+    );
     let _ = state.api_document.set(Bytes::from(openapi::finish(document, &classes).to_string()));
     let routes: Router =
         routes.merge(extra).route_layer(RecordRouteLayer).fallback(not_found).with_state(state.clone());

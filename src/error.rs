@@ -38,6 +38,10 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("forbidden: {0}")]
     Forbidden(Cow<'static, str>),
+    /// A 403 a client must tell apart from others: `code` goes into the
+    /// problem body (API.md v1.1's codes).
+    #[error("forbidden ({code}): {detail}")]
+    ForbiddenCode { code: &'static str, detail: Cow<'static, str> },
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]
@@ -75,7 +79,7 @@ impl ApiError {
         match self {
             Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized { .. } | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::ForbiddenCode { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,6 +101,26 @@ impl ApiError {
         Self::Forbidden(detail.into())
     }
 
+    /// What an API key may never do: manage keys, passwords, second
+    /// factors, or sign out (`key_not_allowed`).
+    pub fn key_not_allowed() -> Self {
+        Self::ForbiddenCode {
+            code: "key_not_allowed",
+            detail: "An API key cannot do this; sign in as a person.".into(),
+        }
+    }
+
+    /// A policy denial: with the denying rule's code, if it has one.
+    pub fn denied(code: Option<&'static str>) -> Self {
+        match code {
+            Some("scope_missing") => {
+                Self::ForbiddenCode { code: "scope_missing", detail: "This API key's scopes do not allow this.".into() }
+            }
+            Some(code) => Self::ForbiddenCode { code, detail: "You are not allowed to do this.".into() },
+            None => Self::forbidden("You are not allowed to do this."),
+        }
+    }
+
     fn problem(self) -> Problem {
         let status = self.status();
         let mut problem = Problem::for_status(status);
@@ -107,6 +131,10 @@ impl ApiError {
             }
             Self::BadRequest(detail) | Self::Forbidden(detail) | Self::Conflict(detail) => {
                 problem.detail = detail;
+            }
+            Self::ForbiddenCode { code, detail } => {
+                problem.detail = detail;
+                problem.code = Some(code);
             }
             Self::Unauthorized { .. } => {
                 problem.detail = "Valid credentials are required.".into();
@@ -190,6 +218,8 @@ pub struct Problem {
     pub status: StatusCode,
     pub detail: Cow<'static, str>,
     pub errors: Option<Vec<FieldError>>,
+    /// A word that tells this refusal apart (RFC 9457 extension member).
+    pub code: Option<&'static str>,
     /// The cause of a 5xx, for the log line only.
     pub internal: Option<String>,
 }
@@ -219,6 +249,11 @@ pub struct ProblemBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Vec<FieldError>)]
     errors: Option<&'a [FieldError]>,
+    /// Present where a client must tell refusals apart, e.g.
+    /// `scope_missing` or `key_not_allowed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, example = "scope_missing")]
+    code: Option<&'a str>,
 }
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -245,7 +280,7 @@ impl Problem {
             }
             _ => "The request could not be processed.",
         };
-        Self { status, detail: detail.into(), errors: None, internal: None }
+        Self { status, detail: detail.into(), errors: None, code: None, internal: None }
     }
 
     /// The JSON body, with the request id the problem belongs to.
@@ -265,6 +300,10 @@ impl Problem {
             json::write_str(&mut out, &self.detail);
             out.extend_from_slice(br#","request_id":"#);
             json::write_str(&mut out, request_id);
+            if let Some(code) = self.code {
+                out.extend_from_slice(br#","code":"#);
+                json::write_str(&mut out, code);
+            }
             out.push(b'}');
             return out;
         }
@@ -275,6 +314,7 @@ impl Problem {
             detail: &self.detail,
             request_id,
             errors: self.errors.as_deref(),
+            code: self.code,
         };
         // Serialising plain strings and numbers cannot fail.
         match serde_json::to_writer(&mut out, &body) {
@@ -315,8 +355,9 @@ mod tests {
     fn the_direct_body_is_what_serde_makes_of_the_problem() {
         let statuses = [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS, StatusCode::from_u16(599).unwrap()];
         let details = ["Valid credentials are required.", "quote \" back\\slash\nnew line \u{1} ünï", ""];
-        for (status, detail) in statuses.into_iter().zip(details) {
-            let problem = Problem { status, detail: detail.into(), errors: None, internal: None };
+        let codes = [None, Some("scope_missing"), Some("odd \" code")];
+        for ((status, detail), code) in statuses.into_iter().zip(details).zip(codes) {
+            let problem = Problem { status, detail: detail.into(), errors: None, code, internal: None };
             for request_id in ["01a22331-5fd7-7c0e-9365-1747380a5c76", "r\"id"] {
                 let expected = serde_json::to_vec(&ProblemBody {
                     kind: "about:blank",
@@ -325,6 +366,7 @@ mod tests {
                     detail,
                     request_id,
                     errors: None,
+                    code,
                 })
                 .unwrap();
                 let body = problem.to_body(request_id);

@@ -47,6 +47,9 @@ pub struct RequestContext {
     pub proxy_route: OnceLock<(std::sync::Arc<str>, std::sync::Arc<str>)>,
     /// Who is calling, set by `authenticate` (unset: a guest).
     pub authentication: OnceLock<Authentication>,
+    /// Set by `authenticate` when an API key was refused: the key's id (if
+    /// it had one) and why, for the `api_key_refused` event of the 401.
+    pub refused_key: OnceLock<String>,
     /// Set when a handler recorded its own audit event for this request.
     pub audited: AtomicBool,
 }
@@ -80,6 +83,7 @@ impl RequestContext {
             route: OnceLock::new(),
             proxy_route: OnceLock::new(),
             authentication: OnceLock::new(),
+            refused_key: OnceLock::new(),
             audited: AtomicBool::new(false),
         }
     }

@@ -8,6 +8,7 @@
 //! - `device`: the signed device cookie of a client that signed in before;
 //! - `principal`: who is calling, as handlers see it.
 
+pub mod api_keys;
 pub mod device;
 pub mod keys;
 pub mod oauth;

@@ -18,15 +18,32 @@ use uuid::Uuid;
 use super::secret;
 use std::sync::Arc;
 
-use crate::{domain::Role, error::ApiError, request_context::RequestContext};
+use crate::{
+    domain::{Role, Scopes, SignInMethod},
+    error::ApiError,
+    request_context::RequestContext,
+};
 
 pub const SESSION_COOKIE: &str = "rampart_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 #[derive(Debug, Clone)]
 pub enum Credential {
-    Bearer { jti: Uuid, family: Uuid, expires_at: OffsetDateTime },
-    Session { id_hash: [u8; 32], csrf_hash: [u8; 32], sign_in: crate::domain::SignInMethod },
+    Bearer {
+        jti: Uuid,
+        family: Uuid,
+        expires_at: OffsetDateTime,
+    },
+    Session {
+        id_hash: [u8; 32],
+        csrf_hash: [u8; 32],
+        sign_in: SignInMethod,
+    },
+    /// An API key (`Authorization: Bearer rk_...`), limited to its scopes.
+    ApiKey {
+        key_id: Uuid,
+        scopes: Scopes,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +57,35 @@ pub struct Principal {
 impl Principal {
     pub fn is_session(&self) -> bool {
         matches!(self.credential, Credential::Session { .. })
+    }
+
+    /// API.md's `amr` for this credential. Access tokens come only from a
+    /// password sign-in (`POST /auth/login`, then refreshes); a session
+    /// records how its user signed in.
+    pub fn amr(&self) -> &'static [&'static str] {
+        match &self.credential {
+            Credential::Bearer { .. } => SignInMethod::Password.amr(),
+            Credential::Session { sign_in, .. } => sign_in.amr(),
+            Credential::ApiKey { .. } => &["api_key"],
+        }
+    }
+
+    /// `key_not_allowed` for an API key: what only a person may do
+    /// (manage keys, passwords, second factors; sign out). A fixed rule,
+    /// not the policy's, so that no policy file can lift it.
+    pub fn refuse_api_key(&self) -> Result<(), ApiError> {
+        match self.credential {
+            Credential::ApiKey { .. } => Err(ApiError::key_not_allowed()),
+            _ => Ok(()),
+        }
+    }
+
+    /// An API key's scopes; `None` for other credentials.
+    pub fn scopes(&self) -> Option<&Scopes> {
+        match &self.credential {
+            Credential::ApiKey { scopes, .. } => Some(scopes),
+            _ => None,
+        }
     }
 }
 

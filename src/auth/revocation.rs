@@ -7,7 +7,9 @@
 //! restart forgets nothing. Entries leave once every credential they could
 //! match has expired, which bounds the memory by the number of live tokens.
 //! The `RevocationList` trait is what a shared (Redis) list implements for
-//! several instances.
+//! several instances. API keys are stopped through it too
+//! (`revoke_api_keys`): their durable state is the store's key table, so
+//! only the verified-key cache (`api_keys::KeyCache`) is told.
 
 use std::{
     collections::HashMap,
@@ -18,7 +20,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::tokens::{AccessClaims, uuid_v7_nanos};
+use super::{
+    api_keys::{KeyCache, KeyRevocation},
+    tokens::{AccessClaims, uuid_v7_nanos},
+};
 use crate::{
     clock::Clock,
     store::{Revocation, RevocationKind, Store, StoreError},
@@ -32,6 +37,9 @@ pub trait RevocationList: Send + Sync + 'static {
     fn is_session_revoked(&self, user_id: Uuid, created_at: OffsetDateTime) -> bool;
     /// Takes effect for the next check, then is made durable.
     async fn revoke(&self, revocation: Revocation) -> Result<(), StoreError>;
+    /// Drops API keys from the verified-key cache of every instance; the
+    /// caller has deleted them from the store first.
+    async fn revoke_api_keys(&self, revocation: KeyRevocation);
 }
 
 #[derive(Default)]
@@ -79,6 +87,7 @@ pub struct MemoryRevocations {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     last_purge: Mutex<OffsetDateTime>,
+    keys: Arc<KeyCache>,
 }
 
 impl MemoryRevocations {
@@ -89,7 +98,18 @@ impl MemoryRevocations {
         for revocation in store.active_revocations(now).await? {
             lists.apply(&revocation);
         }
-        Ok(Self { lists: RwLock::new(lists), store, clock, last_purge: Mutex::new(now) })
+        Ok(Self { lists: RwLock::new(lists), store, clock, last_purge: Mutex::new(now), keys: Arc::default() })
+    }
+
+    /// The verified-key cache that key revocations drop entries from.
+    pub fn with_key_cache(mut self, keys: Arc<KeyCache>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Applies a key revocation another instance made.
+    pub fn apply_key_revocation(&self, revocation: KeyRevocation) {
+        self.keys.forget(revocation);
     }
 
     /// Applies a revocation another instance made (already durable).
@@ -97,8 +117,10 @@ impl MemoryRevocations {
         self.lists.write().unwrap_or_else(|poisoned| poisoned.into_inner()).apply(revocation);
     }
 
-    /// Re-reads the durable list, to catch up after a gap.
+    /// Re-reads the durable list, to catch up after a gap; verified keys
+    /// are read again from the store too.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        self.keys.clear();
         let revocations = self.store.active_revocations(self.clock.now()).await?;
         let mut lists = self.lists.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         for revocation in &revocations {
@@ -150,5 +172,9 @@ impl RevocationList for MemoryRevocations {
             self.store.purge_expired(now).await?;
         }
         Ok(())
+    }
+
+    async fn revoke_api_keys(&self, revocation: KeyRevocation) {
+        self.keys.forget(revocation);
     }
 }

@@ -55,6 +55,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub api_keys: ApiKeysConfig,
     /// Protect mode: upstreams and the route table.
     #[serde(default)]
     pub proxy: ProxyConfig,
@@ -72,6 +74,20 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self { retention: HumanDuration::days(90) }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    /// The longest an API key may live (and how long one does when its
+    /// `expires_at` is omitted).
+    pub max_lifetime: HumanDuration,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self { max_lifetime: HumanDuration::days(365) }
     }
 }
 
@@ -586,6 +602,11 @@ impl Config {
         }
         if self.defense.failed_login_threshold == 0 || self.defense.rate_limited_threshold == 0 {
             problem("defense", "thresholds must be at least 1");
+        }
+        if self.api_keys.max_lifetime.0 < std::time::Duration::from_secs(60)
+            || self.api_keys.max_lifetime.0 > std::time::Duration::from_secs(10 * 366 * 86_400)
+        {
+            problem("api_keys.max_lifetime", "must be between 1m and 10 years");
         }
         if self.audit.retention.0 < std::time::Duration::from_secs(3600) {
             problem("audit.retention", "must be at least 1h");

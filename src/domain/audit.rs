@@ -95,6 +95,13 @@ audit_kinds! {
     OauthFailure = "oauth_failure",
     /// A signed-in user linked a provider account (`start?link=true`).
     ProviderLinked = "provider_linked",
+    /// An API key was made (its id in `detail`).
+    ApiKeyCreated = "api_key_created",
+    /// An API key was revoked by its owner or an admin (its id in `detail`).
+    ApiKeyRevoked = "api_key_revoked",
+    /// A request with an `rk_` key that is unknown, wrong, expired or
+    /// revoked (one per client IP and route per minute, as 401s).
+    ApiKeyRefused = "api_key_refused",
 }
 
 /// Which events give way when the audit queue is full.
@@ -128,7 +135,9 @@ impl AuditKind {
     /// Whether the event gives way to others when the queue is full.
     pub fn priority(&self) -> AuditPriority {
         match self {
-            Self::Unauthorized | Self::Forbidden | Self::RateLimited | Self::ServerError => AuditPriority::Traffic,
+            Self::Unauthorized | Self::ApiKeyRefused | Self::Forbidden | Self::RateLimited | Self::ServerError => {
+                AuditPriority::Traffic
+            }
             _ => AuditPriority::Security,
         }
     }

@@ -5,6 +5,7 @@
 //! name (`FieldError`) and turn it into a 400 with `errors`. No type here imports axum or
 //! the store.
 
+mod api_key;
 mod audit;
 mod department;
 mod email;
@@ -17,6 +18,7 @@ mod text_enum;
 mod user;
 mod user_name;
 
+pub use api_key::{API_KEY_PREFIX, ApiKeyName, PresentedKey, Scope, Scopes};
 pub use audit::{AuditEvent, AuditKind, AuditPriority, Outcome};
 pub use department::Department;
 pub use email::Email;

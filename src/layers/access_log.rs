@@ -133,6 +133,9 @@ impl AccessLog {
             && !context.audited.load(Ordering::Relaxed)
             && audit
         {
+            // A 401 for an API key says which key and why.
+            let refused_key = context.refused_key.get().filter(|_| status == 401);
+            let event = if refused_key.is_some() { AuditKind::ApiKeyRefused } else { event };
             self.audit.record(AuditEvent {
                 id: Uuid::now_v7(),
                 time: self.clock.now(),
@@ -142,7 +145,7 @@ impl AccessLog {
                 client_ip,
                 route: Some(route.to_string()),
                 outcome,
-                detail: None,
+                detail: refused_key.cloned(),
             });
         }
         AccessLine {

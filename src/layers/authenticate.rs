@@ -1,10 +1,13 @@
 //! Resolves the caller's credentials once per request: `Authorization:
-//! Bearer <JWT>` first, then the `rampart_session` cookie, else guest.
+//! Bearer <JWT>` or `Bearer rk_...` (an API key) first, then the
+//! `rampart_session` cookie, else guest.
 //!
 //! Tokens are verified (signature, algorithm, key, claims, times) and then
-//! checked against the in-memory revocation list; no database read. A
-//! session costs one store read, and a write at most once a minute to
-//! extend its idle timeout. What this layer decides is only *who* is
+//! checked against the in-memory revocation list; no database read. An API
+//! key is looked up in the verified-key cache (`auth::api_keys`), which
+//! reads the store only when its entry is missing or stale. A session
+//! costs one store read, and a write at most once a minute to extend its
+//! idle timeout. What this layer decides is only *who* is
 //! calling; the `Caller`/`CurrentUser` extractors turn it into 401/403.
 
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -14,9 +17,11 @@ use crate::request_context::RequestContext;
 use crate::{
     app::AppState,
     auth::{
+        api_keys::{ApiKeys, KeyRefusal},
         principal::{Authentication, Credential, Principal, SESSION_COOKIE},
         secret,
     },
+    domain::PresentedKey,
 };
 
 /// Sessions are extended at most this often, to keep reads cheap.
@@ -30,6 +35,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, context: &Reque
     let authentication = match resolve_at_once(state, headers) {
         Presented::Decided(authentication) => authentication,
         Presented::Session(session_id) => Box::pin(resolve_session(state, session_id, state.clock.now())).await,
+        Presented::ApiKey(key) => Box::pin(resolve_api_key(state, key, context)).await,
     };
     let _ = context.authentication.set(authentication);
 }
@@ -40,6 +46,8 @@ enum Presented<'h> {
     Decided(Authentication),
     /// A session cookie's id, to look up.
     Session(&'h str),
+    /// An API key (`rk_...`), to verify.
+    ApiKey(&'h str),
 }
 
 fn resolve_at_once<'h>(state: &AppState, headers: &'h HeaderMap) -> Presented<'h> {
@@ -48,6 +56,9 @@ fn resolve_at_once<'h>(state: &AppState, headers: &'h HeaderMap) -> Presented<'h
         let Some(token) = bearer_token(value) else {
             return Presented::Decided(Authentication::Invalid { token_sent: false });
         };
+        if ApiKeys::is_api_key(token) {
+            return Presented::ApiKey(token);
+        }
         return Presented::Decided(match state.verified_tokens.verify(&state.tokens, token, now) {
             Ok(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
                 user_id: claims.sub,
@@ -65,6 +76,24 @@ fn resolve_at_once<'h>(state: &AppState, headers: &'h HeaderMap) -> Presented<'h
     match session_cookie(headers) {
         Some(session_id) => Presented::Session(session_id),
         None => Presented::Decided(Authentication::Guest),
+    }
+}
+
+async fn resolve_api_key(state: &AppState, token: &str, context: &RequestContext) -> Authentication {
+    match state.api_keys.verify(token).await {
+        Ok(key) => Authentication::Signed(Principal {
+            user_id: key.user_id,
+            role: key.role,
+            department: key.department.clone(),
+            credential: Credential::ApiKey { key_id: key.id, scopes: key.scopes.clone() },
+        }),
+        Err(KeyRefusal::Unavailable) => Authentication::Unavailable,
+        Err(refusal) => {
+            // The access log makes its 401 an `api_key_refused` event.
+            let id = PresentedKey::parse(token).map(|key| format!("key {}: ", key.id)).unwrap_or_default();
+            let _ = context.refused_key.set(format!("{id}{}", refusal.as_str()));
+            Authentication::Invalid { token_sent: true }
+        }
     }
 }
 

@@ -36,8 +36,8 @@ use prometheus_client::{
 use uuid::Uuid;
 
 use crate::{
-    auth::principal::Caller,
-    domain::{PostWithAuthor, Role, User},
+    auth::principal::{Caller, Principal},
+    domain::{PostWithAuthor, Role, Scopes, User},
     proxy::table::ProxyRoute,
 };
 
@@ -53,18 +53,23 @@ pub enum Action {
     DeletePost,
     ViewDashboard,
     ViewAudit,
+    ListBlocks,
     ManageBlocks,
+    /// List and revoke any user's API keys (admins; never with a key).
+    ManageApiKeys,
     ListUsers,
     UpdateUser,
     DeleteUser,
-    /// Read or change one's own profile and password.
+    /// Read one's own profile.
+    ReadOwnAccount,
+    /// Change one's own profile and password.
     ManageOwnAccount,
     /// Send a request through a protect-mode route (`Rampart::Route`).
     Proxy,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 16] = [
         Action::ListPosts,
         Action::ReadPost,
         Action::CreatePost,
@@ -72,10 +77,13 @@ impl Action {
         Action::DeletePost,
         Action::ViewDashboard,
         Action::ViewAudit,
+        Action::ListBlocks,
         Action::ManageBlocks,
+        Action::ManageApiKeys,
         Action::ListUsers,
         Action::UpdateUser,
         Action::DeleteUser,
+        Action::ReadOwnAccount,
         Action::ManageOwnAccount,
         Action::Proxy,
     ];
@@ -89,10 +97,13 @@ impl Action {
             Action::DeletePost => "DeletePost",
             Action::ViewDashboard => "ViewDashboard",
             Action::ViewAudit => "ViewAudit",
+            Action::ListBlocks => "ListBlocks",
             Action::ManageBlocks => "ManageBlocks",
+            Action::ManageApiKeys => "ManageApiKeys",
             Action::ListUsers => "ListUsers",
             Action::UpdateUser => "UpdateUser",
             Action::DeleteUser => "DeleteUser",
+            Action::ReadOwnAccount => "ReadOwnAccount",
             Action::ManageOwnAccount => "ManageOwnAccount",
             Action::Proxy => "Proxy",
         }
@@ -140,6 +151,24 @@ pub struct Denial<'a> {
     pub user_id: Option<Uuid>,
     pub action: Action,
     pub resource: Resource<'a>,
+    /// The `@code` of the rule that denied, when it is one of
+    /// `DENIAL_CODES` (API.md's problem `code`).
+    pub code: Option<&'static str>,
+}
+
+/// The `@code` annotations a denial passes on to its problem body.
+pub const DENIAL_CODES: [&str; 2] = ["scope_missing", "key_not_allowed"];
+
+/// Cedar's answer: allowed, or denied with the code of the rule that
+/// denied (if it has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Answer {
+    allowed: bool,
+    code: Option<&'static str>,
+}
+
+impl Answer {
+    const DENY: Answer = Answer { allowed: false, code: None };
 }
 
 impl Denial<'_> {
@@ -186,7 +215,7 @@ pub struct Authorizer {
 /// A loaded policy and the decisions made with it.
 struct Loaded {
     policies: PolicySet,
-    decisions: Mutex<HashMap<DecisionInput, bool>>,
+    decisions: Mutex<HashMap<DecisionInput, Answer>>,
     /// Whether a policy reads a proxied request's method, path or client
     /// address: then those go into Cedar's context and such decisions are
     /// not remembered (each request would be a new entry).
@@ -208,16 +237,16 @@ impl Loaded {
         Self { policies, decisions: Mutex::new(HashMap::new()), reads_request }
     }
 
-    fn remembered(&self, input: &DecisionInput) -> Option<bool> {
+    fn remembered(&self, input: &DecisionInput) -> Option<Answer> {
         self.decisions.lock().ok()?.get(input).copied()
     }
 
-    fn remember(&self, input: DecisionInput, allowed: bool) {
+    fn remember(&self, input: DecisionInput, answer: Answer) {
         if let Ok(mut decisions) = self.decisions.lock() {
             if decisions.len() >= MAX_REMEMBERED_DECISIONS {
                 decisions.clear();
             }
-            decisions.insert(input, allowed);
+            decisions.insert(input, answer);
         }
     }
 }
@@ -231,20 +260,20 @@ struct DecisionInput {
     principal: PrincipalInput,
     action: Action,
     resource: ResourceInput,
-    /// Cedar's `context`, for `Proxy` only.
-    context: Option<ContextInput>,
+    /// Cedar's `context`.
+    context: ContextInput,
 }
 
-/// A proxied request's context as the policy sees it. `method`, `path`
-/// and `client_ip` are left empty when no policy reads them, so that the
-/// remembered decisions stay few.
+/// A request's context as the policy sees it: how the caller signed in
+/// and an API key's scopes; for `Proxy`, also the request's `method`,
+/// `path` and `client_ip`, which are left empty when no policy reads
+/// them, so that the remembered decisions stay few.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ContextInput {
-    method: String,
-    path: String,
-    client_ip: String,
-    amr: Vec<&'static str>,
-    scopes: Option<Vec<String>>,
+    /// `Some` for `Proxy` only.
+    request: Option<(String, String, String)>,
+    amr: &'static [&'static str],
+    scopes: Option<Scopes>,
 }
 
 /// What the gateway tells the policy about a proxied request beyond the
@@ -254,10 +283,6 @@ pub struct ProxyRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub client_ip: Option<std::net::IpAddr>,
-    /// How the caller authenticated (API.md's `amr` table).
-    pub amr: &'a [&'static str],
-    /// An API key's scopes; `None` for other credentials.
-    pub scopes: Option<&'a [String]>,
 }
 
 /// A user's attributes as Cedar's `User` entity holds them.
@@ -286,6 +311,11 @@ enum ResourceInput {
 
 impl DecisionInput {
     fn new(caller: &Caller, action: Action, resource: Resource<'_>) -> Self {
+        let context = ContextInput {
+            request: None,
+            amr: caller.user().map_or(&[], Principal::amr),
+            scopes: caller.user().and_then(Principal::scopes).cloned(),
+        };
         let principal = match caller {
             Caller::Guest => PrincipalInput::Guest,
             Caller::User(principal) => PrincipalInput::User(UserAttributes {
@@ -317,7 +347,7 @@ impl DecisionInput {
                 allow_roles: route.allow_roles.clone(),
             },
         };
-        Self { principal, action, resource, context: None }
+        Self { principal, action, resource, context }
     }
 }
 
@@ -466,20 +496,24 @@ impl Authorizer {
     /// per `DecisionInput` until the policy is reloaded: Cedar's answer is a
     /// function of the policy and the input.
     pub fn is_allowed(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
+        self.answer(caller, action, resource).allowed
+    }
+
+    fn answer(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> Answer {
         let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         self.decide_remembering(&loaded, DecisionInput::new(caller, action, resource))
     }
 
-    fn decide_remembering(&self, loaded: &Loaded, input: DecisionInput) -> bool {
-        let rememberable = !(input.context.is_some() && loaded.reads_request);
-        if rememberable && let Some(allowed) = loaded.remembered(&input) {
-            return allowed;
+    fn decide_remembering(&self, loaded: &Loaded, input: DecisionInput) -> Answer {
+        let rememberable = !(input.context.request.is_some() && loaded.reads_request);
+        if rememberable && let Some(answer) = loaded.remembered(&input) {
+            return answer;
         }
-        let allowed = self.decide(&loaded.policies, &input);
+        let answer = self.decide(&loaded.policies, &input);
         if rememberable {
-            loaded.remember(input, allowed);
+            loaded.remember(input, answer);
         }
-        allowed
+        answer
     }
 
     /// May `caller` send `request` through `route`? (`Action::Proxy`, with
@@ -493,22 +527,26 @@ impl Authorizer {
         let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let mut input = DecisionInput::new(caller, Action::Proxy, Resource::Route(route));
         let detail = |text: &str| if loaded.reads_request { text.to_owned() } else { String::new() };
-        input.context = Some(ContextInput {
-            method: detail(request.method),
-            path: detail(request.path),
-            client_ip: request.client_ip.filter(|_| loaded.reads_request).map(|ip| ip.to_string()).unwrap_or_default(),
-            amr: request.amr.to_vec(),
-            scopes: request.scopes.map(<[String]>::to_vec),
-        });
-        let allowed = self.decide_remembering(&loaded, input);
-        self.count(Action::Proxy, allowed);
-        if allowed {
+        input.context.request = Some((
+            detail(request.method),
+            detail(request.path),
+            request.client_ip.filter(|_| loaded.reads_request).map(|ip| ip.to_string()).unwrap_or_default(),
+        ));
+        let answer = self.decide_remembering(&loaded, input);
+        self.decision(caller, Action::Proxy, Resource::Route(route), answer)
+    }
+
+    /// Counts an answer and makes it a `Decision`.
+    fn decision<'a>(&self, caller: &Caller, action: Action, resource: Resource<'a>, answer: Answer) -> Decision<'a> {
+        self.count(action, answer.allowed);
+        if answer.allowed {
             return Decision::Allow;
         }
         Decision::Deny(Denial {
             user_id: caller.user().map(|principal| principal.user_id),
-            action: Action::Proxy,
-            resource: Resource::Route(route),
+            action,
+            resource,
+            code: answer.code,
         })
     }
 
@@ -516,17 +554,17 @@ impl Authorizer {
     #[doc(hidden)]
     pub fn is_allowed_uncached(&self, caller: &Caller, action: Action, resource: Resource<'_>) -> bool {
         let loaded = self.policies.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        self.decide(&loaded.policies, &DecisionInput::new(caller, action, resource))
+        self.decide(&loaded.policies, &DecisionInput::new(caller, action, resource)).allowed
     }
 
     /// Asks Cedar, with a request and entities built from `input` only.
-    fn decide(&self, policies: &PolicySet, input: &DecisionInput) -> bool {
+    fn decide(&self, policies: &PolicySet, input: &DecisionInput) -> Answer {
         let mut entities = Vec::with_capacity(2);
         let principal = match &input.principal {
             PrincipalInput::Guest => self.uid(&self.types.guest, "guest"),
             PrincipalInput::User(user) => {
                 let Some(entity) = self.user_entity(user) else {
-                    return false;
+                    return Answer::DENY;
                 };
                 let uid = entity.uid();
                 entities.push(entity);
@@ -541,7 +579,7 @@ impl Authorizer {
                 let uid = self.uid(&self.types.user, &user.id.to_string());
                 if uid != principal {
                     let Some(entity) = self.user_entity(user) else {
-                        return false;
+                        return Answer::DENY;
                     };
                     entities.push(entity);
                 }
@@ -559,7 +597,7 @@ impl Authorizer {
                     attributes.insert("author_role".into(), RestrictedExpression::new_string(role.as_str().to_owned()));
                 }
                 let Ok(entity) = Entity::new(uid.clone(), attributes, HashSet::new()) else {
-                    return false;
+                    return Answer::DENY;
                 };
                 entities.push(entity);
                 uid
@@ -577,45 +615,50 @@ impl Authorizer {
                     ("scope".to_owned(), RestrictedExpression::new_string(format!("routes:{id}"))),
                 ]);
                 let Ok(entity) = Entity::new(uid.clone(), attributes, HashSet::new()) else {
-                    return false;
+                    return Answer::DENY;
                 };
                 entities.push(entity);
                 uid
             }
         };
         let Some(action) = self.action_uids.get(&input.action) else {
-            return false;
+            return Answer::DENY;
         };
         // Entities are built from our own typed values, so schema checks on
         // them would only cost time; the policy itself was validated.
         let Ok(entities) = Entities::from_entities(entities, None) else {
-            return false;
+            return Answer::DENY;
         };
-        let context = match &input.context {
-            None => Context::empty(),
-            Some(context) => {
-                let strings = |items: &mut dyn Iterator<Item = &str>| {
-                    RestrictedExpression::new_set(items.map(|item| RestrictedExpression::new_string(item.to_owned())))
-                };
-                let mut pairs = vec![
-                    ("method".to_owned(), RestrictedExpression::new_string(context.method.clone())),
-                    ("path".to_owned(), RestrictedExpression::new_string(context.path.clone())),
-                    ("client_ip".to_owned(), RestrictedExpression::new_string(context.client_ip.clone())),
-                    ("amr".to_owned(), strings(&mut context.amr.iter().copied())),
-                ];
-                if let Some(scopes) = &context.scopes {
-                    pairs.push(("scopes".to_owned(), strings(&mut scopes.iter().map(String::as_str))));
-                }
-                let Ok(context) = Context::from_pairs(pairs) else {
-                    return false;
-                };
-                context
-            }
+        let strings = |items: &mut dyn Iterator<Item = String>| {
+            RestrictedExpression::new_set(items.map(RestrictedExpression::new_string))
+        };
+        let context = &input.context;
+        let mut pairs = vec![("amr".to_owned(), strings(&mut context.amr.iter().map(|amr| (*amr).to_owned())))];
+        if let Some(scopes) = &context.scopes {
+            pairs.push(("scopes".to_owned(), strings(&mut scopes.names())));
+        }
+        if let Some((method, path, client_ip)) = &context.request {
+            pairs.push(("method".to_owned(), RestrictedExpression::new_string(method.clone())));
+            pairs.push(("path".to_owned(), RestrictedExpression::new_string(path.clone())));
+            pairs.push(("client_ip".to_owned(), RestrictedExpression::new_string(client_ip.clone())));
+        }
+        let Ok(context) = Context::from_pairs(pairs) else {
+            return Answer::DENY;
         };
         let Ok(request) = Request::new(principal, action.clone(), resource, context, None) else {
-            return false;
+            return Answer::DENY;
         };
-        self.engine.is_authorized(&request, policies, &entities).decision() == cedar_policy::Decision::Allow
+        let response = self.engine.is_authorized(&request, policies, &entities);
+        if response.decision() == cedar_policy::Decision::Allow {
+            return Answer { allowed: true, code: None };
+        }
+        // A denial by forbid rules names them; the first with a known
+        // `@code` gives the problem's code.
+        let code = response.diagnostics().reason().find_map(|id| {
+            let code = policies.annotation(id, "code")?;
+            DENIAL_CODES.iter().copied().find(|known| *known == code)
+        });
+        Answer { allowed: false, code }
     }
 
     /// Counts a decision in `decisions` (`rampart_authz_decisions_total`).
@@ -627,12 +670,8 @@ impl Authorizer {
     /// what a denial becomes (401, 403, an audit event) is the caller's
     /// business (`AppState::authorize`).
     pub fn authorize<'a>(&self, caller: &Caller, action: Action, resource: Resource<'a>) -> Decision<'a> {
-        let allowed = self.is_allowed(caller, action, resource);
-        self.count(action, allowed);
-        if allowed {
-            return Decision::Allow;
-        }
-        Decision::Deny(Denial { user_id: caller.user().map(|principal| principal.user_id), action, resource })
+        let answer = self.answer(caller, action, resource);
+        self.decision(caller, action, resource, answer)
     }
 }
 
@@ -739,7 +778,7 @@ mod tests {
     /// The answer remembered for this exact input, if any.
     fn remembered(authorizer: &Authorizer, caller: &Caller, action: Action, resource: Resource<'_>) -> Option<bool> {
         let loaded = authorizer.policies.read().expect("lock").clone();
-        loaded.remembered(&DecisionInput::new(caller, action, resource))
+        loaded.remembered(&DecisionInput::new(caller, action, resource)).map(|answer| answer.allowed)
     }
 
     fn route(id: &str, auth: crate::config::RouteAuth, allow_roles: &[Role]) -> ProxyRoute {
@@ -760,9 +799,17 @@ mod tests {
         }
     }
 
-    fn proxy_allowed(authorizer: &Authorizer, caller: &Caller, route: &ProxyRoute, scopes: Option<&[String]>) -> bool {
-        let request = ProxyRequest { method: "GET", path: &route.path, client_ip: None, amr: &["pwd"], scopes };
+    fn proxy_allowed(authorizer: &Authorizer, caller: &Caller, route: &ProxyRoute) -> bool {
+        let request = ProxyRequest { method: "GET", path: &route.path, client_ip: None };
         matches!(authorizer.authorize_proxy(caller, route, &request), Decision::Allow)
+    }
+
+    /// A caller using an API key of `role` with `scopes`.
+    fn key_caller(role: Role, scopes: &[&str]) -> Caller {
+        let (Caller::User(mut principal), _) = caller(role, None) else { unreachable!() };
+        let scopes = Scopes::parse(scopes.iter().copied()).expect("scopes");
+        principal.credential = Credential::ApiKey { key_id: Uuid::now_v7(), scopes };
+        Caller::User(principal)
     }
 
     #[test]
@@ -773,7 +820,7 @@ mod tests {
         let (manager, _) = caller(Role::Manager, Some("sales"));
         let (user, _) = caller(Role::User, None);
         let guest = Caller::Guest;
-        let allowed = |c: &Caller, r: &ProxyRoute| proxy_allowed(&authorizer, c, r, None);
+        let allowed = |c: &Caller, r: &ProxyRoute| proxy_allowed(&authorizer, c, r);
 
         for c in [&guest, &user, &admin] {
             assert!(allowed(c, &route("public", Public, &[Role::Admin])), "public routes are open");
@@ -787,10 +834,66 @@ mod tests {
         assert!(!allowed(&user, &managers));
         assert!(!allowed(&admin, &managers), "allow_roles binds admins too");
 
-        let scopes = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let key = |list: &[&str]| proxy_allowed(&authorizer, &user, &any_user, Some(&scopes(list)));
+        let key = |list: &[&str]| proxy_allowed(&authorizer, &key_caller(Role::User, list), &any_user);
         assert!(key(&["routes:any"]) && key(&["routes:*"]));
-        assert!(!key(&[]) && !key(&["routes:other"]) && !key(&["posts:read"]), "a key needs the route's scope");
+        assert!(!key(&["routes:other"]) && !key(&["posts:read"]), "a key needs the route's scope");
+        let request = ProxyRequest { method: "GET", path: "/any", client_ip: None };
+        let Decision::Deny(denial) =
+            authorizer.authorize_proxy(&key_caller(Role::Admin, &["posts:read"]), &any_user, &request)
+        else {
+            panic!("an admin's key without the route's scope is denied");
+        };
+        assert_eq!(denial.code, Some("scope_missing"));
+    }
+
+    #[test]
+    fn api_keys_act_only_within_their_scopes_whatever_their_owners_role() {
+        let authorizer = Authorizer::load(Path::new("")).expect("built-in policy");
+        let owner = Uuid::now_v7();
+        let own_post = post(owner, None);
+        let me = User {
+            id: owner,
+            email: "me@example.com".into(),
+            email_verified: true,
+            name: "Me".into(),
+            role: Role::Admin,
+            department: None,
+            disabled: false,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let key = |scopes: &[&str]| {
+            let Caller::User(mut principal) = key_caller(Role::Admin, scopes) else { unreachable!() };
+            principal.user_id = owner;
+            Caller::User(principal)
+        };
+        let checks: [(&str, Action, Resource<'_>); 11] = [
+            ("posts:read", Action::ListPosts, Resource::Posts),
+            ("posts:read", Action::ReadPost, Resource::Post(&own_post)),
+            ("posts:write", Action::CreatePost, Resource::Posts),
+            ("posts:write", Action::UpdatePost, Resource::Post(&own_post)),
+            ("posts:delete", Action::DeletePost, Resource::Post(&own_post)),
+            ("profile:read", Action::ReadOwnAccount, Resource::User(&me)),
+            ("profile:write", Action::ManageOwnAccount, Resource::User(&me)),
+            ("admin:read", Action::ViewAudit, Resource::AdminArea),
+            ("admin:read", Action::ListBlocks, Resource::AdminArea),
+            ("admin:write", Action::ManageBlocks, Resource::AdminArea),
+            ("admin:write", Action::DeleteUser, Resource::User(&me)),
+        ];
+        for (scope, action, resource) in checks {
+            assert!(authorizer.is_allowed(&key(&[scope]), action, resource), "{scope} allows {action:?}");
+            let other = if scope == "posts:read" { "admin:write" } else { "posts:read" };
+            match authorizer.authorize(&key(&[other]), action, resource) {
+                Decision::Deny(denial) => assert_eq!(denial.code, Some("scope_missing"), "{action:?}"),
+                Decision::Allow => panic!("{other} must not allow {action:?}"),
+            }
+        }
+        // A scope never lends what the role lacks: a plain user's admin key.
+        let Caller::User(mut user_key) = key_caller(Role::User, &["admin:read"]) else { unreachable!() };
+        user_key.user_id = owner;
+        match authorizer.authorize(&Caller::User(user_key), Action::ViewAudit, Resource::AdminArea) {
+            Decision::Deny(denial) => assert_eq!(denial.code, None),
+            Decision::Allow => panic!("a user's key is not an admin"),
+        }
     }
 
     #[test]
@@ -923,7 +1026,7 @@ mod tests {
         let files = route("files", Required, &[]);
         let other = route("other", Required, &[]);
         let ask = |route: &ProxyRoute, path: &str| {
-            let request = ProxyRequest { method: "GET", path, client_ip: None, amr: &["pwd"], scopes: None };
+            let request = ProxyRequest { method: "GET", path, client_ip: None };
             matches!(authorizer.authorize_proxy(&user, route, &request), Decision::Allow)
         };
         assert!(ask(&files, "/files/a"));

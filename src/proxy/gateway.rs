@@ -40,7 +40,7 @@ use crate::{
         tokens::TokenKeys,
     },
     config::{Config, RouteAuth, Unauthenticated},
-    domain::{AuditKind, Outcome, SignInMethod},
+    domain::{AuditKind, Outcome},
     error::ApiError,
     layers::client_ip::{TrustedProxies, forwarded_chain},
     policy::{Decision, ProxyRequest},
@@ -305,6 +305,11 @@ impl Gateway {
         !self.routing().table.is_empty()
     }
 
+    /// The ids of the routes in force.
+    pub fn route_ids(&self) -> Vec<Arc<str>> {
+        self.routing().table.routes().iter().map(|route| route.id.clone()).collect()
+    }
+
     /// Replaces the route table and upstreams with `config`'s (SIGHUP); on
     /// a problem the old table stays and the problems are returned.
     pub fn reload(&self, config: &Config) -> Result<(), Vec<String>> {
@@ -422,14 +427,7 @@ impl Gateway {
             self.check_cookie_request(principal, asked).map_err(Refusal::Api)?;
         }
         let identity = caller.user().map(identity_of);
-        let amr = identity.as_ref().map_or(&[][..], |identity| identity.amr);
-        let request = ProxyRequest {
-            method: asked.method.as_str(),
-            path: asked.path,
-            client_ip: context.client_ip,
-            amr,
-            scopes: None,
-        };
+        let request = ProxyRequest { method: asked.method.as_str(), path: asked.path, client_ip: context.client_ip };
         match state.authorizer.authorize_proxy(&caller, route, &request) {
             Decision::Allow => Ok(identity),
             Decision::Deny(denial) => {
@@ -445,7 +443,10 @@ impl Gateway {
                 event.detail = Some(denial.detail());
                 state.audit.record(event);
                 context.audited.store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(Refusal::Api(ApiError::forbidden("You are not allowed to use this route.")))
+                Err(Refusal::Api(match denial.code {
+                    None => ApiError::forbidden("You are not allowed to use this route."),
+                    code => ApiError::denied(code),
+                }))
             }
         }
     }
@@ -513,7 +514,7 @@ impl Gateway {
                 department: principal.department.as_deref(),
                 email: user.email.as_str(),
                 amr: identity.amr,
-                scope: None,
+                scope: principal.scopes().map(|scopes| scopes.names().collect::<Vec<_>>().join(" ")),
                 route: &route.id,
                 htm: asked.method.as_str(),
                 htu: format!("{}{}", asked.origin, asked.path),
@@ -803,15 +804,14 @@ fn dispatch_in(routing: &Routing, demo: bool, method: &Method, host: Option<&str
     }
 }
 
-/// The identity a principal is forwarded as. Access tokens come only from
-/// a password sign-in (`POST /auth/login`, then refreshes); a session
-/// records how its user signed in.
+/// The identity a principal is forwarded as.
 fn identity_of(principal: &Principal) -> Identity {
-    let (kind, amr) = match principal.credential {
-        Credential::Bearer { .. } => ("bearer", SignInMethod::Password.amr()),
-        Credential::Session { sign_in, .. } => ("session", sign_in.amr()),
+    let kind = match principal.credential {
+        Credential::Bearer { .. } => "bearer",
+        Credential::Session { .. } => "session",
+        Credential::ApiKey { .. } => "api_key",
     };
-    Identity { principal: principal.clone(), kind, amr }
+    Identity { principal: principal.clone(), kind, amr: principal.amr() }
 }
 
 /// `Host`, or the HTTP/2 `:authority`.

@@ -42,6 +42,7 @@ enum Watch {
     Guest,
     Bearer(Arc<AccessClaims>),
     Session { id_hash: [u8; 32], user_id: Uuid, role: crate::domain::Role },
+    ApiKey(Uuid),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -66,6 +67,7 @@ pub(super) async fn open(
                 Some(claims) => Watch::Bearer(claims),
                 None => return ApiError::Unauthorized { token_sent: true }.into_response(),
             },
+            Credential::ApiKey { key_id, .. } => Watch::ApiKey(*key_id),
         },
     };
     let mut client_request = Request::from_parts(parts, body);
@@ -211,6 +213,9 @@ impl Tunnel {
                     Err(_) => true,
                 }
             }
+            // Everything that stops a key drops it from the key cache on
+            // every instance; the store says the rest. An outage keeps it.
+            Watch::ApiKey(key_id) => state.api_keys.still_valid(*key_id).await.unwrap_or(true),
         }
     }
 }

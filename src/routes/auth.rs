@@ -213,6 +213,8 @@ async fn logout(
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let response = match principal.credential {
+        // A key is stopped by revoking it, never by signing out.
+        Credential::ApiKey { .. } => return Err(ApiError::key_not_allowed()),
         Credential::Bearer { jti, family, expires_at } => {
             let expires_at = expires_at.max(now) + time::Duration::minutes(1);
             state
@@ -247,6 +249,7 @@ async fn logout_all(
     audit: AuditContext,
     CurrentUser(principal): CurrentUser,
 ) -> Result<Response, ApiError> {
+    principal.refuse_api_key()?;
     accounts::revoke_everything(&state, principal.user_id).await?;
     state.audit.record(audit.event(state.clock.now(), AuditKind::Logout, Some(principal.user_id), Outcome::Success));
     let response = StatusCode::NO_CONTENT.into_response();
@@ -356,7 +359,7 @@ async fn delete_session(
     let id_hash = match &caller {
         Ok(CurrentUser(principal)) => match &principal.credential {
             Credential::Session { id_hash, .. } => Some(*id_hash),
-            Credential::Bearer { .. } => named,
+            Credential::Bearer { .. } | Credential::ApiKey { .. } => named,
         },
         // A refused bearer token beside the cookie: the cookie still proves
         // its holder's session, which is ended all the same. Without such a

@@ -81,7 +81,7 @@ impl From<store::Block> for Block {
     responses(
         (status = 200, description = "A page of blocks in force, newest first.", body = List<Block>),
         (status = 400, description = "A malformed `limit` or `cursor`."),
-        (status = 403, description = "Only admins may manage blocks."),
+        (status = 403, description = "Only admins may list blocks."),
     )
 )]
 async fn list_blocks(
@@ -90,7 +90,7 @@ async fn list_blocks(
     caller: Caller,
     page: Page,
 ) -> Result<Json<List<Block>>, ApiError> {
-    state.authorize(&caller, Action::ManageBlocks, Resource::AdminArea, &audit)?;
+    state.authorize(&caller, Action::ListBlocks, Resource::AdminArea, &audit)?;
     let rows = state.store.list_blocks(state.clock.now(), page.after, page.limit + 1).await?;
     let rows = rows.into_iter().map(Block::from).collect();
     Ok(Json(List::from_rows(rows, page.limit, |block| block.id)))

@@ -8,6 +8,7 @@
 //! (`Routes::routes_of`): the layers read the class, not the path.
 
 pub mod admin_page;
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod blocks;

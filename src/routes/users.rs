@@ -115,7 +115,7 @@ async fn read_profile(
         Err(StoreError::NotFound) => return Err(ApiError::Unauthorized { token_sent: true }),
         Err(other) => return Err(other.into()),
     };
-    state.authorize(&Caller::User(principal), Action::ManageOwnAccount, Resource::User(&user), &audit)?;
+    state.authorize(&Caller::User(principal), Action::ReadOwnAccount, Resource::User(&user), &audit)?;
     super::shared_json(&PROFILE_BODIES, &user, super::render_json)
 }
 
@@ -176,7 +176,8 @@ struct PasswordChange {
         (status = 204, description = "Changed; every credential of the account is void.",
             headers(("Set-Cookie" = String, description = "Clears `rampart_session` (session callers)."))),
         (status = 400, description = "The new password is refused (see `errors`)."),
-        (status = 403, description = "The current password is not correct, or the policy does not allow it."),
+        (status = 403, description = "The current password is not correct, the policy does not allow it, or an API \
+                                      key asked (`code` `key_not_allowed`)."),
     )
 )]
 async fn change_password(
@@ -185,6 +186,7 @@ async fn change_password(
     CurrentUser(principal): CurrentUser,
     JsonBody(change): JsonBody<PasswordChange>,
 ) -> Result<Response, ApiError> {
+    principal.refuse_api_key()?;
     let is_session = principal.is_session();
     let user = own_user(&state, principal, &audit).await?;
     let now = state.clock.now();
@@ -207,7 +209,7 @@ async fn change_password(
         .map_err(|m| ApiError::Validation(vec![FieldError::new("new_password", m)]))?;
     let phc = state.hasher.hash(new_password.secret()).await?;
     state.store.set_password_hash(user.id, &phc).await?;
-    accounts::revoke_everything(&state, user.id).await?;
+    accounts::revoke_sign_ins(&state, user.id).await?;
     state.audit.record(audit.event(now, AuditKind::PasswordChange, Some(user.id), Outcome::Success));
     let response = StatusCode::NO_CONTENT.into_response();
     Ok(if is_session { with_cookie(response, &cleared_cookie(&state)) } else { response })

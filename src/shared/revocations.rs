@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::Redis;
 use crate::{
     auth::{
+        api_keys::KeyRevocation,
         revocation::{MemoryRevocations, RevocationList},
         tokens::AccessClaims,
     },
@@ -43,14 +44,24 @@ impl Message {
         }
     }
 
-    fn into_revocation(self) -> Option<Revocation> {
+    fn from_key_revocation(revocation: KeyRevocation) -> Self {
+        let (kind, subject) = match revocation {
+            KeyRevocation::Key(id) => (KEY_KIND, id),
+            KeyRevocation::User(user_id) => (USER_KEYS_KIND, user_id),
+        };
+        Self { kind: kind.to_owned(), subject, revoked_before: None, expires_at: 0 }
+    }
+
+    fn into_received(self) -> Option<Received> {
         let kind = match self.kind.as_str() {
             "token" => RevocationKind::Token,
             "family" => RevocationKind::Family,
             "user" => RevocationKind::User,
+            KEY_KIND => return Some(Received::Keys(KeyRevocation::Key(self.subject))),
+            USER_KEYS_KIND => return Some(Received::Keys(KeyRevocation::User(self.subject))),
             _ => return None,
         };
-        Some(Revocation {
+        Some(Received::Revocation(Revocation {
             kind,
             subject: self.subject,
             revoked_before: match self.revoked_before {
@@ -58,8 +69,18 @@ impl Message {
                 None => None,
             },
             expires_at: OffsetDateTime::from_unix_timestamp_nanos(self.expires_at).ok()?,
-        })
+        }))
     }
+}
+
+/// Message kinds of key revocations (not stored revocations: a revoked
+/// key is deleted from the store).
+const KEY_KIND: &str = "api_key";
+const USER_KEYS_KIND: &str = "user_api_keys";
+
+enum Received {
+    Revocation(Revocation),
+    Keys(KeyRevocation),
 }
 
 /// How often a subscribed instance re-reads the durable list anyway.
@@ -114,9 +135,10 @@ async fn subscribe(local: Arc<MemoryRevocations>, client: redis::Client, channel
                             message = messages.next() => {
                                 let Some(message) = message else { break };
                                 let Ok(payload) = message.get_payload::<String>() else { continue };
-                                match serde_json::from_str::<Message>(&payload).ok().and_then(Message::into_revocation)
+                                match serde_json::from_str::<Message>(&payload).ok().and_then(Message::into_received)
                                 {
-                                    Some(revocation) => local.apply(&revocation),
+                                    Some(Received::Revocation(revocation)) => local.apply(&revocation),
+                                    Some(Received::Keys(revocation)) => local.apply_key_revocation(revocation),
                                     None => tracing::warn!("ignored a malformed revocation message"),
                                 }
                             }
@@ -152,6 +174,22 @@ impl RevocationList for RedisRevocations {
     async fn revoke(&self, revocation: Revocation) -> Result<(), StoreError> {
         self.local.revoke(revocation.clone()).await?;
         let payload = serde_json::to_string(&Message::from_revocation(&revocation)).map_err(anyhow::Error::from)?;
+        self.publish_with_retries(payload).await;
+        Ok(())
+    }
+
+    async fn revoke_api_keys(&self, revocation: KeyRevocation) {
+        self.local.apply_key_revocation(revocation);
+        match serde_json::to_string(&Message::from_key_revocation(revocation)) {
+            Ok(payload) => self.publish_with_retries(payload).await,
+            Err(error) => tracing::warn!(cause = %error, "could not encode a key revocation"),
+        }
+    }
+}
+
+impl RedisRevocations {
+    /// Publishes; a failure is retried in the background, off the request.
+    async fn publish_with_retries(&self, payload: String) {
         if let Err(error) = publish(&self.redis, &self.channel, &payload).await {
             // Durable already, and every instance reloads within
             // `RELOAD_EVERY`; retrying makes it sooner, off the request.
@@ -169,6 +207,5 @@ impl RevocationList for RedisRevocations {
                 tracing::warn!("gave up publishing a revocation; other instances reload it from the store");
             });
         }
-        Ok(())
     }
 }

@@ -25,9 +25,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore, OAuthFlow, PostStore,
-    PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store,
-    StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore,
+    ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore,
+    OAuthFlow, PostStore, PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord,
+    SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore,
 };
 use crate::domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User};
 
@@ -225,6 +225,15 @@ cached_store_impl!(PostStore {
         Ok(page)
     }
 );
+
+cached_store_impl!(ApiKeyStore {
+    fn insert_api_key(&self, key: &ApiKeyRecord) -> ();
+    fn api_key(&self, id: Uuid) -> Option<ApiKeyRecord>;
+    fn list_api_keys(&self, user_id: Option<Uuid>, now: OffsetDateTime, after: Option<Uuid>, limit: u32) -> Vec<ApiKeyRecord>;
+    fn delete_api_key(&self, id: Uuid, owner: Option<Uuid>) -> ApiKeyRecord;
+    fn delete_user_api_keys(&self, user_id: Uuid) -> u64;
+    fn touch_api_keys(&self, uses: &[(Uuid, OffsetDateTime)]) -> ();
+});
 
 cached_store_impl!(Store {
     fn migrate(&self) -> ();

@@ -2,7 +2,7 @@
 //! talk to.
 //!
 //! One trait per aggregate (`UserStore`, `TokenStore`, `SessionStore`,
-//! `PostStore`, `AuditStore`, `BlockStore`, `IdentityStore`); `Store` is
+//! `PostStore`, `AuditStore`, `BlockStore`, `IdentityStore`, `ApiKeyStore`); `Store` is
 //! all of them plus what spans them (migrations, purging, dashboard counts,
 //! a `UnitOfWork`). Every method speaks domain types and returns
 //! `StoreError`; nothing here imports axum or builds HTTP errors.
@@ -37,8 +37,8 @@ pub use sqlite::SqliteStore;
 use crate::{
     config::DatabaseConfig,
     domain::{
-        AuditEvent, Department, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName,
-        text_enum,
+        AuditEvent, Department, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, Role, Scopes, User,
+        UserName, text_enum,
     },
 };
 
@@ -181,6 +181,20 @@ pub struct Revocation {
     pub revoked_before: Option<OffsetDateTime>,
     /// When every credential this could match has expired anyway.
     pub expires_at: OffsetDateTime,
+}
+
+/// An API key as stored: the SHA-256 of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub scopes: Scopes,
+    pub secret_hash: [u8; 32],
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// To the minute; `None` until first used.
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 /// Counts for the admin dashboard.
@@ -334,15 +348,43 @@ pub trait IdentityStore: Send + Sync {
     async fn take_oauth_flow(&self, id_hash: &[u8; 32], now: OffsetDateTime) -> Result<Option<OAuthFlow>, StoreError>;
 }
 
+/// API keys. Revoking one deletes it; a user's keys go with the user.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// `NotFound` when the user is gone.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// The key with this id, expired or not.
+    async fn api_key(&self, id: Uuid) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Keys still in force at `now`, by id after `after`, at most `limit`:
+    /// one user's, or (`None`) everyone's.
+    async fn list_api_keys(
+        &self,
+        user_id: Option<Uuid>,
+        now: OffsetDateTime,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Deletes the key and returns it; with `owner`, only that user's key
+    /// (another user's is `NotFound`, as a missing one).
+    async fn delete_api_key(&self, id: Uuid, owner: Option<Uuid>) -> Result<ApiKeyRecord, StoreError>;
+    /// Deletes every key of the user; returns how many.
+    async fn delete_user_api_keys(&self, user_id: Uuid) -> Result<u64, StoreError>;
+    /// Records when keys were last used; an older time never replaces a
+    /// newer one.
+    async fn touch_api_keys(&self, uses: &[(Uuid, OffsetDateTime)]) -> Result<(), StoreError>;
+}
+
 /// Every aggregate, plus what spans them.
 #[async_trait]
-pub trait Store: UserStore + TokenStore + SessionStore + PostStore + AuditStore + BlockStore + IdentityStore {
+pub trait Store:
+    UserStore + TokenStore + SessionStore + PostStore + AuditStore + BlockStore + IdentityStore + ApiKeyStore
+{
     /// Applies pending migrations; safe to call on every start.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// One round trip, for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Drops revocations, sessions, refresh tokens and OAuth flows that can no
-    /// longer matter.
+    /// Drops revocations, sessions, refresh tokens, OAuth flows and API
+    /// keys that can no longer matter.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
     /// Sessions in force at `now` in the SQL store.
     async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
@@ -366,8 +408,12 @@ pub trait UnitOfWork: Send {
 /// "Now" as the stores record it: to the microsecond, the precision
 /// PostgreSQL keeps, so a value reads back exactly as it was returned.
 pub fn now_stored() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
+    truncate_to_stored(OffsetDateTime::now_utc())
+}
+
+/// `at` to the microsecond, as the stores keep it.
+pub fn truncate_to_stored(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
 }
 
 /// Opens the store that `database.url` names, with its read caches.

@@ -18,12 +18,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore, OAuthFlow, PostStore,
-    PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store,
-    StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
+    ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore,
+    OAuthFlow, PostStore, PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord,
+    SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
 };
 use crate::domain::{
-    AuditEvent, AuditKind, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role, User, UserName,
+    AuditEvent, AuditKind, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role, Scopes, User,
+    UserName,
 };
 
 /// A SQL database behind the store traits; `SqliteStore` and
@@ -85,6 +86,40 @@ impl From<AuditRow> for AuditEvent {
             outcome: row.outcome,
             detail: row.detail,
         }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ApiKeyRow {
+    id: Uuid,
+    user_id: Uuid,
+    name: String,
+    scopes: String,
+    secret_hash: Vec<u8>,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    last_used_at: Option<OffsetDateTime>,
+}
+
+const API_KEY_COLUMNS: &str = "id, user_id, name, scopes, secret_hash, created_at, expires_at, last_used_at";
+
+impl TryFrom<ApiKeyRow> for ApiKeyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
+        Ok(ApiKeyRecord {
+            id: row.id,
+            user_id: row.user_id,
+            name: row.name,
+            scopes: Scopes::from_stored(&row.scopes),
+            secret_hash: row
+                .secret_hash
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a stored key hash is not 32 bytes"))?,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            last_used_at: row.last_used_at,
+        })
     }
 }
 
@@ -766,6 +801,87 @@ macro_rules! sql_store {
         }
 
         #[async_trait]
+        impl ApiKeyStore for SqlStore<$db> {
+            async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, user_id, name, scopes, secret_hash, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(key.id)
+                .bind(key.user_id)
+                .bind(&key.name)
+                .bind(key.scopes.to_stored())
+                .bind(&key.secret_hash[..])
+                .bind(key.created_at)
+                .bind(key.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(missing_user)?;
+                Ok(())
+            }
+
+            async fn api_key(&self, id: Uuid) -> Result<Option<ApiKeyRecord>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                query.push(API_KEY_COLUMNS).push(" FROM api_keys WHERE id = ").push_bind(id);
+                let row: Option<ApiKeyRow> = query.build_query_as().fetch_optional(&self.pool).await?;
+                row.map(ApiKeyRecord::try_from).transpose()
+            }
+
+            async fn list_api_keys(
+                &self,
+                user_id: Option<Uuid>,
+                now: OffsetDateTime,
+                after: Option<Uuid>,
+                limit: u32,
+            ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                query.push(API_KEY_COLUMNS).push(" FROM api_keys WHERE expires_at > ").push_bind(now);
+                if let Some(user_id) = user_id {
+                    query.push(" AND user_id = ").push_bind(user_id);
+                }
+                if let Some(after) = after {
+                    query.push(" AND id > ").push_bind(after);
+                }
+                query.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+                let rows: Vec<ApiKeyRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(ApiKeyRecord::try_from).collect()
+            }
+
+            async fn delete_api_key(&self, id: Uuid, owner: Option<Uuid>) -> Result<ApiKeyRecord, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new("DELETE FROM api_keys WHERE id = ");
+                query.push_bind(id);
+                if let Some(owner) = owner {
+                    query.push(" AND user_id = ").push_bind(owner);
+                }
+                query.push(" RETURNING ").push(API_KEY_COLUMNS);
+                let row: Option<ApiKeyRow> = query.build_query_as().fetch_optional(&self.pool).await?;
+                row.ok_or(StoreError::NotFound)?.try_into()
+            }
+
+            async fn delete_user_api_keys(&self, user_id: Uuid) -> Result<u64, StoreError> {
+                let done =
+                    sqlx::query("DELETE FROM api_keys WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn touch_api_keys(&self, uses: &[(Uuid, OffsetDateTime)]) -> Result<(), StoreError> {
+                let mut transaction = self.pool.begin().await?;
+                for (id, at) in uses {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $1 \
+                         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(*at)
+                    .bind(*id)
+                    .execute(&mut *transaction)
+                    .await?;
+                }
+                transaction.commit().await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
         impl Store for SqlStore<$db> {
             async fn migrate(&self) -> Result<(), StoreError> {
                 <$db as Dialect>::MIGRATOR.run(&self.pool).await.map_err(anyhow::Error::from)?;
@@ -783,6 +899,7 @@ macro_rules! sql_store {
                     "DELETE FROM sessions WHERE idle_expires_at <= $1 OR absolute_expires_at <= $1",
                     "DELETE FROM refresh_tokens WHERE expires_at <= $1",
                     "DELETE FROM oauth_flows WHERE expires_at <= $1",
+                    "DELETE FROM api_keys WHERE expires_at <= $1",
                 ] {
                     sqlx::query(statement).bind(now).execute(&self.pool).await?;
                 }

@@ -1,0 +1,15 @@
+-- API keys for machine clients: `rk_<id>_<secret>`; only the SHA-256 of
+-- the secret is stored. `scopes` holds the scope names separated by
+-- spaces. Revoking a key deletes its row.
+CREATE TABLE api_keys (
+    id           BLOB PRIMARY KEY NOT NULL,
+    user_id      BLOB NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    secret_hash  BLOB NOT NULL,
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    last_used_at TEXT
+);
+CREATE INDEX api_keys_user ON api_keys (user_id, id);
+CREATE INDEX api_keys_expiry ON api_keys (expires_at);
