@@ -27,6 +27,8 @@ use super::Routes;
 use crate::{
     app::AppState,
     auth::principal::Caller,
+    config::HumanDuration,
+    domain::Scope,
     error::ApiError,
     routes::admin_page::{PAGE_CSP, asset},
 };
@@ -188,39 +190,57 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
         email = escape(&user.email),
         role = user.role.as_str(),
         department = escape(user.department.as_deref().unwrap_or("—")),
-        keys = api_keys_card(),
+        keys = api_keys_card(&state),
     );
     Ok(page("Your account", Some("/pages/account.js"), Width::Wide, &body))
 }
 
-/// The scopes a key can be given here, with what each lets it do (API.md,
-/// "API keys"); a key for one protect-mode route (`routes:<route id>`) is
-/// made through the API.
-const KEY_SCOPES: [(&str, &str); 8] = [
-    ("posts:read", "list and read posts"),
-    ("posts:write", "create and edit posts"),
-    ("posts:delete", "delete posts"),
-    ("profile:read", "read your profile"),
-    ("profile:write", "change your profile"),
-    ("admin:read", "read the dashboard, users and audit trail"),
-    ("admin:write", "change users and blocks"),
-    ("routes:*", "call every protected route"),
-];
+/// What a scope lets a key do, in words for its checkbox (API.md, "API
+/// keys").
+fn scope_purpose(scope: &Scope) -> &'static str {
+    match scope {
+        Scope::PostsRead => "list and read posts",
+        Scope::PostsWrite => "create and edit posts",
+        Scope::PostsDelete => "delete posts",
+        Scope::ProfileRead => "read your profile",
+        Scope::ProfileWrite => "change your profile",
+        Scope::AdminRead => "read the dashboard, users, audit trail and blocks",
+        Scope::AdminWrite => "change users and blocks",
+        Scope::AllRoutes => "call every protected route",
+        Scope::Route(_) => "call this protected route",
+    }
+}
+
+/// How long a key may live, in words: `365 days`, else as configured.
+fn lifetime(max: HumanDuration) -> String {
+    let seconds = max.0.as_secs();
+    match (seconds / 86_400, seconds % 86_400) {
+        (1, 0) => "1 day".to_owned(),
+        (days, 0) => format!("{days} days"),
+        _ => max.to_string(),
+    }
+}
 
 /// The "API keys" card of `/account`: the table `account.js` fills from
 /// `GET /api/profile/api-keys`, the form that creates one, and the panel
 /// that shows a new key's secret once (filled by the script, never by the
-/// server: the secret is in no page the server renders).
-fn api_keys_card() -> String {
-    let scopes: String = KEY_SCOPES
-        .iter()
-        .map(|(scope, what)| {
+/// server: the secret is in no page the server renders). Every scope the
+/// API takes has a checkbox: the fixed ones, then one per protect-mode
+/// route in force.
+fn api_keys_card(state: &AppState) -> String {
+    let scopes: String = Scope::FIXED
+        .into_iter()
+        .chain(state.gateway.route_ids().into_iter().map(Scope::Route))
+        .map(|scope| {
             format!(
-                "<label class=\"check\"><input type=\"checkbox\" name=\"scopes\" value=\"{scope}\"> \
-                 <code>{scope}</code> <span class=\"hint\">{what}</span></label>\n"
+                "<label class=\"check\"><input type=\"checkbox\" name=\"scopes\" value=\"{name}\"> \
+                 <code>{name}</code> <span class=\"hint\">{what}</span></label>\n",
+                name = escape(&scope.to_string()),
+                what = scope_purpose(&scope),
             )
         })
         .collect();
+    let lifetime = lifetime(state.config.api_keys.max_lifetime);
     format!(
         "<h2>API keys</h2>\n<div class=\"card\" id=\"api-keys\">\n\
          <p>A key lets a program call the API as you (<code>Authorization: Bearer rk_…</code>), limited to the \
@@ -243,8 +263,8 @@ fn api_keys_card() -> String {
          <p class=\"error field-error\" data-field=\"scopes\"></p>\n\
          <label>Valid until <input id=\"key-expires\" name=\"expires_at\" type=\"date\" \
          aria-describedby=\"key-expires-hint\"></label>\n\
-         <p id=\"key-expires-hint\" class=\"hint\">Optional: empty, the key lives as long as the server allows (a \
-         year unless configured otherwise).</p>\n\
+         <p id=\"key-expires-hint\" class=\"hint\">Optional, at most {lifetime} ahead; left empty, the key lives \
+         {lifetime}.</p>\n\
          <p class=\"error field-error\" data-field=\"expires_at\"></p>\n\
          <p class=\"error\" id=\"key-form-message\" role=\"alert\"></p>\n\
          <button id=\"create-key\" type=\"submit\">Create key</button>\n</form>\n</div>\n"
@@ -258,6 +278,13 @@ mod tests {
     #[test]
     fn markup_is_escaped() {
         assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn a_key_lifetime_reads_in_days_when_it_is_whole_days() {
+        assert_eq!(lifetime(HumanDuration::days(365)), "365 days");
+        assert_eq!(lifetime(HumanDuration::days(1)), "1 day");
+        assert_eq!(lifetime(HumanDuration(std::time::Duration::from_secs(36 * 3600))), "36h");
     }
 
     #[test]
