@@ -12,12 +12,13 @@ use std::{future::Future, sync::Arc};
 use postgres_schema::TestSchema;
 use rampart::{
     domain::{
-        AuditEvent, AuditKind, Department, Email, NewUser, Outcome, PostBody, PostTitle, Role, SignInMethod, User,
-        UserName,
+        AuditEvent, AuditKind, Department, Email, NewUser, Outcome, PostBody, PostTitle, Role, Scopes, SignInMethod,
+        User, UserName,
     },
     store::{
-        AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshSuccessor, RefreshTokenRecord,
-        RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
+        ApiKeyRecord, AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshSuccessor,
+        RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError,
+        UserChanges,
     },
 };
 use time::{Duration, OffsetDateTime};
@@ -942,6 +943,70 @@ async fn the_hourly_housekeeping_purges_what_expired() {
         );
         assert!(store.take_oauth_flow(&hash(5), now).await.unwrap().is_none(), "the expired flow is purged");
         assert!(store.take_oauth_flow(&hash(6), now).await.unwrap().is_some(), "the live flow stays");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn api_keys_round_trip_list_per_owner_and_go_with_revocation_expiry_and_their_user() {
+    on_every_backend(|store| async move {
+        let now = rampart::store::now_stored();
+        let ada = store.create_user(new_user("ada@example.com", Role::User, None)).await.unwrap();
+        let bob = store.create_user(new_user("bob@example.com", Role::User, None)).await.unwrap();
+        let key = |user_id: Uuid, n: u8, expires_at: OffsetDateTime| ApiKeyRecord {
+            id: Uuid::now_v7(),
+            user_id,
+            name: format!("key {n}"),
+            scopes: Scopes::parse(["posts:read", "routes:orders"]).unwrap(),
+            secret_hash: hash(n),
+            created_at: now,
+            expires_at,
+            last_used_at: None,
+        };
+        let first = key(ada.id, 1, now + Duration::days(30));
+        let second = key(ada.id, 2, now + Duration::days(30));
+        let expired = key(ada.id, 3, now - Duration::seconds(1));
+        let bobs = key(bob.id, 4, now + Duration::days(30));
+        for record in [&first, &second, &expired, &bobs] {
+            store.insert_api_key(record).await.unwrap();
+        }
+        assert_eq!(store.api_key(first.id).await.unwrap().as_ref(), Some(&first), "round trip");
+        assert!(store.api_key(Uuid::now_v7()).await.unwrap().is_none());
+        let ids = |keys: Vec<ApiKeyRecord>| keys.into_iter().map(|key| key.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.list_api_keys(Some(ada.id), now, None, 10).await.unwrap()), [first.id, second.id]);
+        assert_eq!(ids(store.list_api_keys(Some(ada.id), now, Some(first.id), 10).await.unwrap()), [second.id]);
+        assert_eq!(store.list_api_keys(None, now, None, 10).await.unwrap().len(), 3, "everyone's, expired left out");
+
+        // Uses are kept, never moved back.
+        let minute = now.replace_second(0).unwrap().replace_nanosecond(0).unwrap();
+        store.touch_api_keys(&[(first.id, minute), (Uuid::now_v7(), minute)]).await.unwrap();
+        store.touch_api_keys(&[(first.id, minute - Duration::minutes(5))]).await.unwrap();
+        assert_eq!(store.api_key(first.id).await.unwrap().unwrap().last_used_at, Some(minute));
+
+        // Someone else's key is not found; the owner's goes.
+        assert!(matches!(store.delete_api_key(first.id, Some(bob.id)).await, Err(StoreError::NotFound)));
+        assert_eq!(store.delete_api_key(first.id, Some(ada.id)).await.unwrap().id, first.id);
+        assert!(matches!(store.delete_api_key(first.id, None).await, Err(StoreError::NotFound)));
+        assert_eq!(store.delete_user_api_keys(ada.id).await.unwrap(), 2);
+        assert!(store.api_key(second.id).await.unwrap().is_none());
+        store.insert_api_key(&key(ada.id, 5, now - Duration::seconds(1))).await.unwrap();
+        store.purge_expired(now).await.unwrap();
+        assert!(
+            store
+                .list_api_keys(None, now - Duration::days(1), None, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|k| k.user_id == bob.id)
+        );
+
+        // A user's deletion takes their keys; a key for a gone user is NotFound.
+        store.delete_user(bob.id).await.unwrap();
+        assert!(store.api_key(bobs.id).await.unwrap().is_none());
+        assert!(matches!(
+            store.insert_api_key(&key(bob.id, 6, now + Duration::days(1))).await,
+            Err(StoreError::NotFound)
+        ));
     })
     .await;
 }

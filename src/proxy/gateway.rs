@@ -428,7 +428,21 @@ impl Gateway {
         }
         let identity = caller.user().map(identity_of);
         let request = ProxyRequest { method: asked.method.as_str(), path: asked.path, client_ip: context.client_ip };
-        match state.authorizer.authorize_proxy(&caller, route, &request) {
+        let decision = match state.authorizer.authorize_proxy(&caller, route, &request) {
+            // PROTECT.md: on a public route, an API key without the route's
+            // scope is forwarded without identity, as a guest would be.
+            Decision::Deny(_)
+                if route.auth == RouteAuth::Public
+                    && caller.user().is_some_and(|principal| principal.scopes().is_some()) =>
+            {
+                return match state.authorizer.authorize_proxy(&Caller::Guest, route, &request) {
+                    Decision::Allow => Ok(None),
+                    Decision::Deny(_) => Err(refuse_guest(false)),
+                };
+            }
+            decision => decision,
+        };
+        match decision {
             Decision::Allow => Ok(identity),
             Decision::Deny(denial) => {
                 let Some(user_id) = denial.user_id else {

@@ -2,6 +2,7 @@
 //! a module per feature.
 #![allow(clippy::unwrap_used)]
 
+mod api_keys;
 mod audit;
 mod auth;
 mod browser;

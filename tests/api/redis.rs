@@ -444,3 +444,62 @@ async fn a_websocket_on_one_instance_closes_when_its_token_is_revoked_on_another
     assert!(b.stop().success());
     schema.drop().await;
 }
+
+/// API keys on two processes: a key made on A works on B (whose cache then
+/// holds it); revoked on A, or stopped by its owner's logout-all on A, it
+/// is refused on B at B's next request.
+#[tokio::test]
+async fn an_api_key_stopped_on_one_instance_is_refused_on_the_other_at_once() {
+    let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
+    let Deployment { dir, config, schema } = deployment(&postgres, &redis, "").await;
+    let created = crate::cli::rampart(dir.path())
+        .args(["user", "create", "--email", "kim@example.com", "--name", "Kim", "--role", "user", "--config"])
+        .arg(&config)
+        .env("RAMPART_PASSWORD", "violet pancake orbit nine")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let a = crate::cli::Served::start(dir.path(), &config);
+    let b = crate::cli::Served::start(dir.path(), &config);
+    let client = reqwest::Client::new();
+    let (on_a, on_b) =
+        (|path: &str| format!("http://{}{path}", a.public), |path: &str| format!("http://{}{path}", b.public));
+    let credentials = json!({"email": "kim@example.com", "password": "violet pancake orbit nine"});
+    let pair: serde_json::Value =
+        client.post(on_a("/auth/login")).json(&credentials).send().await.unwrap().json().await.unwrap();
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+    let make_key = || {
+        let (client, token, url) = (client.clone(), token.clone(), on_a("/api/profile/api-keys"));
+        async move {
+            let created = client
+                .post(url)
+                .bearer_auth(&token)
+                .json(&json!({"name": "job", "scopes": ["profile:read"]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 201);
+            let created: serde_json::Value = created.json().await.unwrap();
+            (created["id"].as_str().unwrap().to_owned(), created["key"].as_str().unwrap().to_owned())
+        }
+    };
+    let status_on_b = |key: String| {
+        let (client, url) = (client.clone(), on_b("/api/profile"));
+        async move { client.get(url).bearer_auth(key).send().await.unwrap().status().as_u16() }
+    };
+
+    let (id, key) = make_key().await;
+    let (_, second) = make_key().await;
+    assert_eq!(status_on_b(key.clone()).await, 200, "a key made on A works on B");
+    assert_eq!(status_on_b(second.clone()).await, 200);
+    let revoked = client.delete(on_a(&format!("/api/profile/api-keys/{id}"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(status_on_b(key).await, 401, "revoked on A, refused on B at once");
+    assert_eq!(status_on_b(second.clone()).await, 200, "the owner's other key is untouched");
+    assert_eq!(client.post(on_a("/auth/logout-all")).bearer_auth(&token).send().await.unwrap().status(), 204);
+    assert_eq!(status_on_b(second).await, 401, "logout-all on A stops the key on B");
+
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+    schema.drop().await;
+}
