@@ -11,7 +11,10 @@
 //! a failed OAuth callback is shown as a sentence from a fixed table, never
 //! echoed.
 //! `/account` shows who is signed in and links each provider to the account
-//! (`start?link=true`), or sends the browser to `/login`.
+//! (`start?link=true`), or sends the browser to `/login`. Its "API keys"
+//! card is filled by `account.js` from `/api/profile/api-keys`: the list,
+//! a form that creates a key and shows its secret once (a copy button, and
+//! gone from the page when dismissed), and a "Revoke" button per key.
 
 use axum::{
     extract::{RawQuery, State},
@@ -24,6 +27,8 @@ use super::Routes;
 use crate::{
     app::AppState,
     auth::principal::Caller,
+    config::HumanDuration,
+    domain::Scope,
     error::ApiError,
     routes::admin_page::{PAGE_CSP, asset},
 };
@@ -83,13 +88,25 @@ fn escape(text: &str) -> String {
     escaped
 }
 
-fn page(title: &str, script: Option<&str>, body: &str) -> Response {
+/// How wide a page's column is: `Narrow` for a form, `Wide` for a page
+/// with a table.
+#[derive(Clone, Copy)]
+enum Width {
+    Narrow,
+    Wide,
+}
+
+fn page(title: &str, script: Option<&str>, width: Width, body: &str) -> Response {
     let script = script.map(|src| format!("<script src=\"{src}\" defer></script>\n")).unwrap_or_default();
+    let main = match width {
+        Width::Narrow => "<main>",
+        Width::Wide => "<main class=\"wide\">",
+    };
     let html = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title} · Rampart</title>\n\
          <link rel=\"stylesheet\" href=\"/pages/pages.css\">\n{script}</head>\n\
-         <body>\n<main>\n{body}</main>\n</body>\n</html>\n"
+         <body>\n{main}\n{body}</main>\n</body>\n</html>\n"
     );
     let mut response = html.into_response();
     let headers = response.headers_mut();
@@ -104,6 +121,7 @@ async fn home() -> Response {
     page(
         "Welcome",
         None,
+        Width::Narrow,
         "<h1>Rampart</h1>\n<div class=\"card\">\n<p>This is a Rampart server.</p>\n\
          <p><a id=\"home-login\" href=\"/login\">Sign in</a> to your account, or read the \
          <a id=\"home-docs\" href=\"/docs/\">API documentation</a>.</p>\n</div>\n",
@@ -131,7 +149,7 @@ async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respon
         body.push_str(&provider_links(&state, "provider", "", "Sign in with"));
     }
     body.push_str("</div>\n");
-    page("Sign in", Some("/pages/login.js"), &body)
+    page("Sign in", Some("/pages/login.js"), Width::Narrow, &body)
 }
 
 /// One link per configured provider to its `start`, as
@@ -167,13 +185,90 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
          <dt>Name</dt><dd id=\"account-name\">{name}</dd>\n<dt>Email</dt><dd id=\"account-email\">{email}</dd>\n\
          <dt>Role</dt><dd id=\"account-role\">{role}</dd>\n<dt>Department</dt><dd>{department}</dd>\n</dl>\n\
          {links}<p class=\"error\" id=\"message\" role=\"alert\"></p>\n\
-         <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n",
+         <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n{keys}",
         name = escape(&user.name),
         email = escape(&user.email),
         role = user.role.as_str(),
         department = escape(user.department.as_deref().unwrap_or("—")),
+        keys = api_keys_card(&state),
     );
-    Ok(page("Your account", Some("/pages/account.js"), &body))
+    Ok(page("Your account", Some("/pages/account.js"), Width::Wide, &body))
+}
+
+/// What a scope lets a key do, in words for its checkbox (API.md, "API
+/// keys").
+fn scope_purpose(scope: &Scope) -> &'static str {
+    match scope {
+        Scope::PostsRead => "list and read posts",
+        Scope::PostsWrite => "create and edit posts",
+        Scope::PostsDelete => "delete posts",
+        Scope::ProfileRead => "read your profile",
+        Scope::ProfileWrite => "change your profile",
+        Scope::AdminRead => "read the dashboard, users, audit trail and blocks",
+        Scope::AdminWrite => "change users and blocks",
+        Scope::AllRoutes => "call every protected route",
+        Scope::Route(_) => "call this protected route",
+    }
+}
+
+/// How long a key may live, in words: `365 days`, else as configured.
+fn lifetime(max: HumanDuration) -> String {
+    let seconds = max.0.as_secs();
+    match (seconds / 86_400, seconds % 86_400) {
+        (1, 0) => "1 day".to_owned(),
+        (days, 0) => format!("{days} days"),
+        _ => max.to_string(),
+    }
+}
+
+/// The "API keys" card of `/account`: the table `account.js` fills from
+/// `GET /api/profile/api-keys`, the form that creates one, and the panel
+/// that shows a new key's secret once (filled by the script, never by the
+/// server: the secret is in no page the server renders). Every scope the
+/// API takes has a checkbox: the fixed ones, then one per protect-mode
+/// route in force.
+fn api_keys_card(state: &AppState) -> String {
+    let scopes: String = Scope::FIXED
+        .into_iter()
+        .chain(state.gateway.route_ids().into_iter().map(Scope::Route))
+        .map(|scope| {
+            format!(
+                "<label class=\"check\"><input type=\"checkbox\" name=\"scopes\" value=\"{name}\"> \
+                 <code>{name}</code> <span class=\"hint\">{what}</span></label>\n",
+                name = escape(&scope.to_string()),
+                what = scope_purpose(&scope),
+            )
+        })
+        .collect();
+    let lifetime = lifetime(state.config.api_keys.max_lifetime);
+    format!(
+        "<h2>API keys</h2>\n<div class=\"card\" id=\"api-keys\">\n\
+         <p>A key lets a program call the API as you (<code>Authorization: Bearer rk_…</code>), limited to the \
+         scopes you give it and never more than you may do.</p>\n\
+         <div class=\"table-wrap\"><table id=\"keys\" hidden>\n<thead><tr><th>Name</th><th>Scopes</th><th>Created</th>\
+         <th>Expires</th><th>Last used</th><th></th></tr></thead>\n<tbody></tbody>\n</table></div>\n\
+         <p id=\"no-keys\" class=\"hint\" hidden>You have no API keys.</p>\n\
+         <p class=\"error\" id=\"keys-message\" role=\"alert\"></p>\n\
+         <div id=\"new-key-panel\" class=\"notice\" hidden>\n\
+         <p><strong>Copy your new key now: it will not be shown again.</strong></p>\n\
+         <div class=\"copy-row\"><input id=\"new-key\" type=\"text\" readonly autocomplete=\"off\" \
+         spellcheck=\"false\" aria-label=\"New API key\">\
+         <button id=\"copy-key\" type=\"button\">Copy</button></div>\n\
+         <p id=\"copy-status\" class=\"hint\" role=\"status\"></p>\n\
+         <button id=\"new-key-done\" type=\"button\" class=\"secondary\">Done</button>\n</div>\n\
+         <form id=\"key-form\" novalidate>\n<h3>New key</h3>\n\
+         <label>Name <input id=\"key-name\" name=\"name\" type=\"text\" maxlength=\"100\" autocomplete=\"off\" \
+         required></label>\n<p class=\"error field-error\" data-field=\"name\"></p>\n\
+         <fieldset id=\"key-scopes\"><legend>Scopes</legend>\n{scopes}</fieldset>\n\
+         <p class=\"error field-error\" data-field=\"scopes\"></p>\n\
+         <label>Valid until <input id=\"key-expires\" name=\"expires_at\" type=\"date\" \
+         aria-describedby=\"key-expires-hint\"></label>\n\
+         <p id=\"key-expires-hint\" class=\"hint\">Optional, at most {lifetime} ahead; left empty, the key lives \
+         {lifetime}.</p>\n\
+         <p class=\"error field-error\" data-field=\"expires_at\"></p>\n\
+         <p class=\"error\" id=\"key-form-message\" role=\"alert\"></p>\n\
+         <button id=\"create-key\" type=\"submit\">Create key</button>\n</form>\n</div>\n"
+    )
 }
 
 #[cfg(test)]
@@ -183,6 +278,13 @@ mod tests {
     #[test]
     fn markup_is_escaped() {
         assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn a_key_lifetime_reads_in_days_when_it_is_whole_days() {
+        assert_eq!(lifetime(HumanDuration::days(365)), "365 days");
+        assert_eq!(lifetime(HumanDuration::days(1)), "1 day");
+        assert_eq!(lifetime(HumanDuration(std::time::Duration::from_secs(36 * 3600))), "36h");
     }
 
     #[test]

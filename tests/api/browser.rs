@@ -1,7 +1,7 @@
-//! The `/admin` page in a real browser: Debian's Chromium driven by
-//! playwright-core (`tests/browser/`). Skipped on a laptop without them,
-//! failed under CI=true (`.ci/run` installs both). `oauth.rs` uses the same
-//! helpers for `/login`.
+//! The `/admin` page, `/docs` and the `/account` page's API keys in a real
+//! browser: Debian's Chromium driven by playwright-core (`tests/browser/`).
+//! Skipped on a laptop without them, failed under CI=true (`.ci/run`
+//! installs both). `oauth.rs` uses the same helpers for `/login`.
 
 use std::{path::Path, process::Command};
 
@@ -88,4 +88,37 @@ async fn the_docs_page_shows_every_operation_under_its_csp_in_the_browser() {
     let _ = std::fs::remove_file(&screenshot);
     run_browser_script("docs.mjs", vec![app.url(""), operations.to_string(), screenshot.display().to_string()]).await;
     assert!(screenshot.exists());
+}
+
+#[tokio::test]
+async fn a_user_creates_copies_uses_and_revokes_an_api_key_on_the_account_page_in_the_browser() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_app().await;
+    // The card is the page's own markup: the page carries no key, no inline
+    // script, and the strict CSP.
+    let user = app.token_for(&app.users.user).await;
+    let page = app.get_as("/account", &user).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"api-keys\"") && page.body.contains("value=\"posts:read\""), "{}", page.body);
+    assert!(!page.body.contains("value=\"rk_"), "no key in the page");
+    assert!(!page.body.contains("<script>"), "no inline script");
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/account-keys.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let args = vec![
+        app.url(""),
+        app.users.user.email.clone(),
+        crate::helpers::SEED_PASSWORD.into(),
+        screenshot.display().to_string(),
+    ];
+    run_browser_script("account-keys.mjs", args).await;
+    assert!(screenshot.exists());
+    // The revoked key is gone from the user's list.
+    let keys = app.get_as("/api/profile/api-keys", &user).await;
+    assert_eq!(keys.status, 200, "{}", keys.body);
+    assert_eq!(keys.json()["items"], json!([]), "the key was revoked");
 }

@@ -1,9 +1,12 @@
-//! The pages for people beyond `/admin`: the `/` welcome page, and where
-//! `/login` sends a person after signing in (`?next=`).
+//! The pages for people beyond `/admin`: the `/` welcome page, where
+//! `/login` sends a person after signing in (`?next=`), and the API keys
+//! card of `/account` (its browser test is in `browser.rs`).
 
-use std::process::Command;
+use std::{collections::BTreeMap, process::Command};
 
-use crate::helpers::spawn_app;
+use rampart::config::{HumanDuration, RouteAuth, RouteConfig, UpstreamConfig};
+
+use crate::helpers::{spawn_app, spawn_with};
 
 #[tokio::test]
 async fn the_root_points_a_newcomer_to_login_and_docs() {
@@ -38,4 +41,46 @@ fn login_sends_a_person_to_next_only_on_this_site() {
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("NEXT_OK"), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The card offers every scope the API takes: the fixed ones, and one per
+/// protect-mode route; it says how long a key may live as configured.
+#[tokio::test]
+async fn the_account_page_offers_each_scope_and_the_configured_key_lifetime() {
+    let app = spawn_with(|options| {
+        let config = &mut options.config;
+        config.api_keys.max_lifetime = HumanDuration::days(30);
+        config.proxy.upstreams = BTreeMap::from([(
+            "app".to_owned(),
+            UpstreamConfig { url: "http://127.0.0.1:9".into(), ..Default::default() },
+        )]);
+        config.proxy.routes.push(RouteConfig {
+            id: "orders".into(),
+            path: "/orders".into(),
+            upstream: "app".into(),
+            auth: RouteAuth::Required,
+            ..RouteConfig::default()
+        });
+    })
+    .await;
+    let user = app.token_for(&app.users.user).await;
+    let page = app.get_as("/account", &user).await;
+    assert_eq!(page.status, 200);
+    let offered: Vec<&str> =
+        page.body.split("name=\"scopes\" value=\"").skip(1).map(|rest| &rest[..rest.find('"').unwrap()]).collect();
+    let fixed =
+        ["posts:read", "posts:write", "posts:delete", "profile:read", "profile:write", "admin:read", "admin:write"];
+    let expected: Vec<&str> = fixed.into_iter().chain(["routes:*", "routes:orders"]).collect();
+    assert_eq!(offered, expected);
+    assert!(page.body.contains("at most 30 days ahead"), "{}", page.body);
+    // What the page offers, the API takes.
+    let created = app
+        .send(
+            app.client
+                .post(app.url("/api/profile/api-keys"))
+                .bearer_auth(&user)
+                .json(&serde_json::json!({"name": "every scope", "scopes": offered})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
 }

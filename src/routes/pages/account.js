@@ -1,23 +1,235 @@
-// "Sign out": DELETE /auth/session with the session's CSRF token (from the
-// rampart_csrf cookie), then back to /login.
-const button = document.getElementById("sign-out");
-const message = document.getElementById("message");
+// The /account page's script. "Sign out": DELETE /auth/session, then back to
+// /login. "API keys": lists the caller's keys (GET /api/profile/api-keys),
+// creates one (POST) and shows its secret once, revokes one (DELETE).
+// Unsafe requests carry the session's CSRF token (the rampart_csrf cookie
+// /login leaves). Text from the API is only ever set with textContent.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEYS = "/api/profile/api-keys";
 
 function csrfToken() {
   const pair = document.cookie.split("; ").find((entry) => entry.startsWith("rampart_csrf="));
   return pair ? decodeURIComponent(pair.slice("rampart_csrf=".length)) : "";
 }
 
-button.addEventListener("click", async () => {
-  const response = await fetch("/auth/session", {
-    method: "DELETE",
-    headers: { "x-csrf-token": csrfToken() },
-    credentials: "same-origin",
-  }).catch(() => null);
-  if (response && (response.ok || response.status === 401)) {
+// One API call with the session cookie; `body` is null for a 204 or a body
+// that is not JSON. A network failure is status 0.
+async function api(path, options = {}) {
+  const headers = Object.assign({ accept: "application/json" }, options.headers || {});
+  if (options.method && options.method !== "GET") headers["x-csrf-token"] = csrfToken();
+  let response;
+  try {
+    response = await fetch(path, Object.assign({}, options, { headers, credentials: "same-origin" }));
+  } catch {
+    return { status: 0, body: null };
+  }
+  let body = null;
+  if (response.status !== 204) body = await response.json().catch(() => null);
+  return { status: response.status, body };
+}
+
+// What to tell a person about a failed call.
+function failure(what, status, body) {
+  if (status === 0) return "The server could not be reached.";
+  return (body && body.detail) || `${what} failed (${status}).`;
+}
+
+// A session that ended (expired, signed out elsewhere) goes back to /login.
+function signedOut(status) {
+  if (status !== 401) return false;
+  window.location.assign("/login?next=%2Faccount");
+  return true;
+}
+
+// --- Sign out ---
+
+$("sign-out").addEventListener("click", async () => {
+  const { status } = await api("/auth/session", { method: "DELETE" });
+  if ((status >= 200 && status < 300) || status === 401) {
     document.cookie = "rampart_csrf=; Path=/; Max-Age=0; SameSite=Strict";
     window.location.assign("/login");
   } else {
-    message.textContent = "Signing out failed; reload the page and try again.";
+    $("message").textContent = "Signing out failed; reload the page and try again.";
   }
 });
+
+// --- API keys ---
+
+function cell(text, title) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (title) td.title = title;
+  return td;
+}
+
+function day(time) {
+  return time ? new Date(time).toLocaleDateString() : "never";
+}
+
+function moment(time) {
+  return time ? new Date(time).toLocaleString() : "never";
+}
+
+function keyRow(key) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = key.id;
+  const scopes = Array.isArray(key.scopes) ? key.scopes.join(", ") : "";
+  tr.append(
+    cell(key.name),
+    cell(scopes),
+    cell(day(key.created_at), key.created_at),
+    cell(day(key.expires_at), key.expires_at),
+    cell(moment(key.last_used_at), key.last_used_at),
+  );
+  const action = document.createElement("td");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "secondary revoke";
+  button.textContent = "Revoke";
+  button.setAttribute("aria-label", `Revoke ${key.name}`);
+  button.addEventListener("click", () => revoke(key, button));
+  action.appendChild(button);
+  tr.appendChild(action);
+  return tr;
+}
+
+// Every page of the caller's keys (a person has few; the loop is bounded).
+async function loadKeys() {
+  const items = [];
+  let cursor = null;
+  for (let pages = 0; pages < 50; pages += 1) {
+    const query = cursor ? `?limit=100&cursor=${encodeURIComponent(cursor)}` : "?limit=100";
+    const { status, body } = await api(KEYS + query);
+    if (signedOut(status)) return;
+    if (status !== 200 || !body || !Array.isArray(body.items)) {
+      $("keys-message").textContent = failure("Listing your API keys", status, body);
+      return;
+    }
+    items.push(...body.items);
+    cursor = body.next_cursor;
+    if (!cursor) break;
+  }
+  $("keys").querySelector("tbody").replaceChildren(...items.map(keyRow));
+  $("keys").hidden = items.length === 0;
+  $("no-keys").hidden = items.length > 0;
+}
+
+async function revoke(key, button) {
+  button.disabled = true;
+  $("keys-message").textContent = "";
+  const { status, body } = await api(`${KEYS}/${encodeURIComponent(key.id)}`, { method: "DELETE" });
+  if (signedOut(status)) return;
+  // 404: already gone (revoked in another tab); the list catches up.
+  if (status !== 204 && status !== 404) {
+    button.disabled = false;
+    $("keys-message").textContent = failure(`Revoking ${key.name}`, status, body);
+    return;
+  }
+  if ($("new-key-panel").dataset.id === key.id) hideNewKey();
+  await loadKeys();
+}
+
+// --- Creating a key, and showing its secret once ---
+
+const form = $("key-form");
+
+function clearFormErrors() {
+  for (const element of form.querySelectorAll(".field-error")) element.textContent = "";
+  $("key-form-message").textContent = "";
+}
+
+// Shows each of a problem's field errors under its field (`scopes[1]` under
+// the scopes); one naming no field here joins the form's message.
+function showProblem(status, body) {
+  $("key-form-message").textContent = failure("Creating the key", status, body);
+  const errors = body && Array.isArray(body.errors) ? body.errors : [];
+  const unplaced = [];
+  for (const error of errors) {
+    const field = String(error.field || "");
+    const name = field.split(/[.[]/)[0];
+    const target = [...form.querySelectorAll(".field-error")].find((element) => element.dataset.field === name);
+    const text = `${field}: ${error.message}`;
+    if (target) target.textContent = target.textContent ? `${target.textContent}; ${text}` : text;
+    else unplaced.push(text);
+  }
+  if (unplaced.length) $("key-form-message").textContent += ` ${unplaced.join("; ")}`;
+}
+
+// The chosen day, to its last second in the person's time zone, as RFC 3339.
+function endOfDay(value) {
+  const [year, month, date] = value.split("-").map(Number);
+  return new Date(year, month - 1, date, 23, 59, 59).toISOString();
+}
+
+function showNewKey(created) {
+  const panel = $("new-key-panel");
+  panel.dataset.id = created.id;
+  $("new-key").value = created.key;
+  $("copy-status").textContent = "";
+  panel.hidden = false;
+  $("new-key").focus();
+  $("new-key").select();
+}
+
+// The secret leaves the page once the person is done with it.
+function hideNewKey() {
+  const panel = $("new-key-panel");
+  panel.hidden = true;
+  delete panel.dataset.id;
+  $("new-key").value = "";
+  $("copy-status").textContent = "";
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFormErrors();
+  const request = {
+    name: $("key-name").value,
+    scopes: [...form.querySelectorAll('input[name="scopes"]:checked')].map((box) => box.value),
+  };
+  const expires = $("key-expires").value;
+  if (expires) request.expires_at = endOfDay(expires);
+  const button = $("create-key");
+  button.disabled = true;
+  const { status, body } = await api(KEYS, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(request),
+  });
+  button.disabled = false;
+  if (signedOut(status)) return;
+  if (status !== 201 || !body || typeof body.key !== "string") {
+    showProblem(status, body);
+    return;
+  }
+  form.reset();
+  showNewKey(body);
+  await loadKeys();
+});
+
+$("copy-key").addEventListener("click", async () => {
+  const input = $("new-key");
+  try {
+    if (!navigator.clipboard || !window.isSecureContext) throw new Error("no clipboard");
+    await navigator.clipboard.writeText(input.value);
+    $("copy-status").textContent = "Copied.";
+  } catch {
+    // No clipboard access here (plain HTTP, or refused): select the key so
+    // the person can copy it themselves.
+    input.focus();
+    input.select();
+    $("copy-status").textContent = "Selected: press Ctrl+C (⌘C on a Mac) to copy.";
+  }
+});
+
+$("new-key-done").addEventListener("click", hideNewKey);
+
+// No day in the past: the earliest is today (the key then lives until its end).
+{
+  const now = new Date();
+  const pad = (number) => String(number).padStart(2, "0");
+  $("key-expires").min = `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}`;
+}
+
+loadKeys();
