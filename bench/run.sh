@@ -9,7 +9,8 @@
 #   MEASURE=3 bench/run.sh  shorter runs
 #   ONLY=keys bench/run.sh  S2 and S8 alone (the API key path against the JWT path)
 #
-# Prints a Markdown table and writes bench/results/latest.json.
+# Prints a Markdown table and writes bench/results/latest.json (with
+# ONLY=keys, bench/results/keys.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -134,7 +135,9 @@ done
 
 RSS_KIB=$(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -f "$RAMPART" | head -1)/status" 2>/dev/null || echo 0)
 mkdir -p bench/results
-python3 - "$RESULTS" "$RSS_KIB" > bench/results/latest.json <<'PY'
+SUMMARY=bench/results/latest.json
+if [ "$ONLY" = keys ]; then SUMMARY=bench/results/keys.json; fi
+python3 - "$RESULTS" "$RSS_KIB" > "$SUMMARY" <<'PY'
 import json, sys, statistics, datetime, platform, os
 rows = [json.loads(line) for line in open(sys.argv[1])]
 def mean(scenario, target, key):
@@ -147,7 +150,7 @@ for s in ["S1", "S2", "S3", "S4", "S5", "S6", "S7idle", "S7", "S8"]:
 print(json.dumps(out, indent=2))
 PY
 
-python3 - bench/results/latest.json <<'PY'
+python3 - "$SUMMARY" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))["summary"]
 def f(x, fmt="{:.0f}"): return "—" if x is None else fmt.format(x)
@@ -174,7 +177,12 @@ for s, name in [("S1", "GET /health"), ("S2", "GET /api/profile (Bearer)"), ("S3
         target = f"≥ {want} × {base_name}"
     if s == "S4":
         target = "≥ 70 logins/s"
-XX
+    if s == "S6":
+        ratio = f(r["p99_ms"] / s2_idle_p99, "{:.2f}") + " × S2 p99"
+        target = "p99 ≤ 2 × S2 idle p99"
+    if s == "S8":
+        ratio = f(r["rps"] / d["S2"]["rampart"]["rps"], "{:.2f}") + " × S2"
+        target = "≥ 0.9 × S2 (the JWT path)"
     print(f"| {s} {name} | {f(r['rps'])} | {f(r['p50_ms'], '{:.2f}')} | {f(r['p99_ms'], '{:.2f}')} | {f(c['rps'])} | {ratio} | {target} | {floor} |")
 idle = d["S7idle"]["rampart"]; flood = d["S7"]["rampart"]
 if idle["rps"] is not None: print(f"| S7 GET /api/posts (-c4) during a 401 flood | {f(flood['rps'])} | {f(flood['p50_ms'], '{:.2f}')} | {f(flood['p99_ms'], '{:.2f}')} | — | "
