@@ -134,6 +134,13 @@ mod tests {
     }
 }
 
+/// For `#[serde(default, deserialize_with = …)]` on an `Option<Option<String>>`
+/// member: `Some(None)` for an explicit `null`, `None` when the member is
+/// absent (which a plain `Option` cannot tell apart).
+pub fn explicit_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    <Option<String> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 /// `?limit=&cursor=` of a list route: `limit` defaults to 20 and is
 /// clamped to 100; a non-integer, zero or negative limit, or a cursor this
 /// server did not make, is 400. Other query parameters are ignored. Values

@@ -120,8 +120,9 @@ struct NewApiKey {
     /// When the key stops working: in the future, at most
     /// `api_keys.max_lifetime` (365 days by default) ahead; omitted, that
     /// maximum.
+    #[serde(default, deserialize_with = "crate::extract::explicit_null")]
     #[schema(schema_with = openapi::date_time)]
-    expires_at: Option<String>,
+    expires_at: Option<Option<String>>,
 }
 
 /// Makes an API key for the caller. The key is in this response only.
@@ -171,9 +172,13 @@ async fn create_key(
     };
     let max_lifetime = time::Duration::try_from(state.config.api_keys.max_lifetime.0).unwrap_or(time::Duration::ZERO);
     let latest = now + max_lifetime;
-    let expires_at = match input.expires_at.as_deref() {
+    let expires_at = match input.expires_at {
         None => Some(latest),
-        Some(text) => match OffsetDateTime::parse(text, &Rfc3339) {
+        Some(None) => {
+            errors.push(FieldError::new("expires_at", "must be an RFC 3339 time (or left out)"));
+            None
+        }
+        Some(Some(text)) => match OffsetDateTime::parse(&text, &Rfc3339) {
             Ok(at) if at <= now => {
                 errors.push(FieldError::new("expires_at", "must be in the future"));
                 None

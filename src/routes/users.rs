@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use secrecy::SecretString;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -239,17 +239,12 @@ async fn list_users(
     Ok(Json(List::from_rows(rows, page.limit, |user| user.id)))
 }
 
-/// `Some(None)` for an explicit `null`, `None` when the key is absent.
-fn explicit_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
-}
-
 /// An admin's change to a user; absent members stay as they are.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminUserUpdate {
     role: Option<Role>,
-    #[serde(default, deserialize_with = "explicit_null")]
+    #[serde(default, deserialize_with = "crate::extract::explicit_null")]
     #[schema(schema_with = openapi::department)]
     department: Option<Option<String>>,
     /// A disabled user cannot sign in, and their credentials stop working.

@@ -181,6 +181,8 @@ async fn bad_input_is_a_400_naming_the_field() {
         "expires_at"
     );
     create(&app, &token, json!({"name": "x", "scopes": ["posts:read"], "extra": 1})).await.assert_problem(400);
+    let null = errors(create(&app, &token, json!({"name": "x", "scopes": ["posts:read"], "expires_at": null})).await);
+    assert_eq!(null[0].0, "expires_at");
     // Someone else's key, or no such key: 404 alike.
     let other = app.token_for(&app.users.other).await;
     let (id, _) = key_with(&app, &other, &["posts:read"]).await;

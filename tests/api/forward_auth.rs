@@ -543,3 +543,29 @@ async fn two_names_for_the_original_request_must_agree() {
     let agreeing = nginx_style(&app, "GET", "/open/x").header("X-Forwarded-Uri", "/open/x");
     assert_eq!(app.send(agreeing).await.status, 200);
 }
+
+/// An API key asked about by another proxy: judged by its route scope as
+/// in the gateway, answered with `X-Rampart-Auth: api_key`.
+#[tokio::test]
+async fn an_api_key_is_judged_by_its_route_scope() {
+    let upstream = spawn_upstream(&[]).await;
+    let app = forward_app(&upstream).await;
+    let token = app.token_for(&app.users.manager).await;
+    let created = app
+        .send(
+            app.client
+                .post(app.url("/api/profile/api-keys"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"name": "proxy job", "scopes": ["routes:mine"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let key = created.json()["key"].as_str().expect("key").to_owned();
+    let answer = app.send(traefik(&app, "GET", "/mine/x").bearer_auth(&key)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("x-rampart-auth"), Some("api_key"));
+    assert_eq!(answer.header("x-rampart-user-id"), Some(app.users.manager.id.to_string().as_str()));
+    let elsewhere = app.send(nginx_style(&app, "GET", "/app/x").bearer_auth(&key)).await;
+    assert_eq!(elsewhere.assert_problem(403)["code"], "scope_missing");
+    assert_no_identity(&elsewhere);
+}
