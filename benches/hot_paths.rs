@@ -59,7 +59,7 @@ fn revocation(c: &mut Criterion) {
     let list = runtime.block_on(async {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url, 2).await.unwrap());
         store.migrate().await.unwrap();
-        let list = MemoryRevocations::load(store, clock.clone()).await.unwrap();
+        let list = MemoryRevocations::load(store, clock.clone(), Default::default()).await.unwrap();
         // A busy server: thousands of logged-out tokens, families and users.
         let expires_at = clock.now() + time::Duration::minutes(20);
         for index in 0..3_000 {

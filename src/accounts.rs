@@ -296,11 +296,12 @@ pub fn revocation_horizon(state: &AppState, now: OffsetDateTime) -> OffsetDateTi
 /// logout-all, role or department change, disabling and deletion all come
 /// here.
 pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), AccountError> {
-    revoke_sign_ins(state, user_id).await?;
-    // Deleted first: a key read again after the cache drops it is gone.
-    state.store.delete_user_api_keys(user_id).await?;
+    // Keys first, whatever happens to the rest: deleted (a key read again
+    // after the cache drops it is gone), then dropped on every instance.
+    let deleted = state.store.delete_user_api_keys(user_id).await;
     state.revocations.revoke_api_keys(KeyRevocation::User(user_id)).await;
-    Ok(())
+    deleted?;
+    revoke_sign_ins(state, user_id).await
 }
 
 /// Cuts every token and session of `user_id` issued before now, and not

@@ -134,7 +134,7 @@ impl AppState {
         let device_cookies = DeviceCookies::new(&keys.current, &keys.previous);
         let key_cache = Arc::new(KeyCache::default());
         let local_revocations =
-            Arc::new(MemoryRevocations::load(store.clone(), clock.clone()).await?.with_key_cache(key_cache.clone()));
+            Arc::new(MemoryRevocations::load(store.clone(), clock.clone(), key_cache.clone()).await?);
         let api_keys = Arc::new(ApiKeys::new(store.clone(), clock.clone(), key_cache));
         api_keys.spawn_flusher();
         let audit = Arc::new(Auditor::spawn(store.clone()));

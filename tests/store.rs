@@ -1010,3 +1010,46 @@ async fn api_keys_round_trip_list_per_owner_and_go_with_revocation_expiry_and_th
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_change_of_role_department_or_access_takes_the_users_api_keys_with_it() {
+    on_every_backend(|store| async move {
+        let now = rampart::store::now_stored();
+        let user = store.create_user(new_user("cy@example.com", Role::User, Some("sales"))).await.unwrap();
+        let add_key = |n: u8| {
+            let store = store.clone();
+            async move {
+                let record = ApiKeyRecord {
+                    id: Uuid::now_v7(),
+                    user_id: user.id,
+                    name: "job".into(),
+                    scopes: Scopes::parse(["posts:read"]).unwrap(),
+                    secret_hash: hash(n),
+                    created_at: now,
+                    expires_at: now + Duration::days(1),
+                    last_used_at: None,
+                };
+                store.insert_api_key(&record).await.unwrap();
+                record.id
+            }
+        };
+        let key = add_key(1).await;
+        let rename = UserChanges { name: Some(UserName::parse("Cy").unwrap()), ..Default::default() };
+        store.change_user(user.id, &rename).await.unwrap();
+        let same_role = UserChanges { role: Some(Role::User), disabled: Some(false), ..Default::default() };
+        store.change_user(user.id, &same_role).await.unwrap();
+        assert!(store.api_key(key).await.unwrap().is_some(), "nothing that matters changed");
+        let changes = [
+            UserChanges { role: Some(Role::Manager), ..Default::default() },
+            UserChanges { department: Some(Department::parse("support").unwrap()), ..Default::default() },
+            UserChanges { department: Some(None), ..Default::default() },
+            UserChanges { disabled: Some(true), ..Default::default() },
+        ];
+        for (n, change) in changes.iter().enumerate() {
+            let key = add_key(u8::try_from(n).unwrap() + 2).await;
+            store.change_user(user.id, change).await.unwrap();
+            assert!(store.api_key(key).await.unwrap().is_none(), "{change:?} keeps no key");
+        }
+    })
+    .await;
+}

@@ -228,8 +228,8 @@ impl ApiKeys {
             name: name.as_str().to_owned(),
             scopes,
             secret_hash: secret::hash(&secret),
-            created_at: truncate_to_stored(now),
-            expires_at: truncate_to_stored(expires_at),
+            created_at: truncate_to_stored(now.to_offset(time::UtcOffset::UTC)),
+            expires_at: truncate_to_stored(expires_at.to_offset(time::UtcOffset::UTC)),
             last_used_at: None,
         };
         self.store.insert_api_key(&record).await?;

@@ -122,6 +122,11 @@ impl Caller {
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Principal);
 
+/// A signed-in person: as `CurrentUser`, and an API key gets 403
+/// `key_not_allowed` (`Principal::refuse_api_key`) before the body is read.
+#[derive(Debug, Clone)]
+pub struct Person(pub Principal);
+
 fn is_unsafe(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -158,6 +163,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         caller_from(parts)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Person {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let CurrentUser(principal) = CurrentUser::from_request_parts(parts, state).await?;
+        principal.refuse_api_key()?;
+        Ok(Person(principal))
     }
 }
 

@@ -91,20 +91,15 @@ pub struct MemoryRevocations {
 }
 
 impl MemoryRevocations {
-    /// Loads every revocation that can still matter.
-    pub async fn load(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+    /// Loads every revocation that can still matter; key revocations drop
+    /// entries from `keys`, the cache API keys are verified through.
+    pub async fn load(store: Arc<dyn Store>, clock: Arc<dyn Clock>, keys: Arc<KeyCache>) -> Result<Self, StoreError> {
         let now = clock.now();
         let mut lists = Lists::default();
         for revocation in store.active_revocations(now).await? {
             lists.apply(&revocation);
         }
-        Ok(Self { lists: RwLock::new(lists), store, clock, last_purge: Mutex::new(now), keys: Arc::default() })
-    }
-
-    /// The verified-key cache that key revocations drop entries from.
-    pub fn with_key_cache(mut self, keys: Arc<KeyCache>) -> Self {
-        self.keys = keys;
-        self
+        Ok(Self { lists: RwLock::new(lists), store, clock, last_purge: Mutex::new(now), keys })
     }
 
     /// Applies a key revocation another instance made.

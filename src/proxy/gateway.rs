@@ -618,10 +618,15 @@ impl Gateway {
         let chain = context.peer.map(|peer| forwarded_chain(peer, &outgoing, &self.trusted)).unwrap_or_default();
         let proto = self.forwarded_proto(context, &outgoing).to_owned();
         let host_value = client_host.as_deref().and_then(|host| HeaderValue::from_str(host).ok());
+        // A long-lived API key never leaves Rampart, whatever the route.
+        let api_key_sent = outgoing
+            .get(header::AUTHORIZATION)
+            .and_then(crate::layers::authenticate::bearer_token)
+            .is_some_and(crate::auth::api_keys::ApiKeys::is_api_key);
         headers::request_headers(
             &mut outgoing,
             &RequestRules {
-                pass_authorization: route.pass_authorization,
+                pass_authorization: route.pass_authorization && !api_key_sent,
                 websocket,
                 assertion_header: self.assertion_header.as_ref(),
                 extra: &self.strip,

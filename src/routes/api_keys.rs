@@ -20,7 +20,10 @@ use super::Routes;
 use crate::{
     app::AppState,
     audit::AuditContext,
-    auth::{api_keys::KeyRevocation, principal::Caller, principal::CurrentUser},
+    auth::{
+        api_keys::KeyRevocation,
+        principal::{Caller, Person},
+    },
     domain::{ApiKeyName, AuditKind, Outcome, Scope, Scopes},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
@@ -142,10 +145,9 @@ struct NewApiKey {
 async fn create_key(
     State(state): State<AppState>,
     audit: AuditContext,
-    CurrentUser(principal): CurrentUser,
+    Person(principal): Person,
     JsonBody(input): JsonBody<NewApiKey>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    principal.refuse_api_key()?;
     let now = state.clock.now();
     let mut errors = Vec::new();
     let name = ApiKeyName::parse(&input.name).map_err(|message| errors.push(FieldError::new("name", message))).ok();
@@ -178,7 +180,8 @@ async fn create_key(
             errors.push(FieldError::new("expires_at", "must be an RFC 3339 time (or left out)"));
             None
         }
-        Some(Some(text)) => match OffsetDateTime::parse(&text, &Rfc3339) {
+        // Kept and shown in UTC, whatever offset it was sent with.
+        Some(Some(text)) => match OffsetDateTime::parse(&text, &Rfc3339).map(|at| at.to_offset(time::UtcOffset::UTC)) {
             Ok(at) if at <= now => {
                 errors.push(FieldError::new("expires_at", "must be in the future"));
                 None
@@ -226,10 +229,9 @@ async fn create_key(
 )]
 async fn list_own_keys(
     State(state): State<AppState>,
-    CurrentUser(principal): CurrentUser,
+    Person(principal): Person,
     page: Page,
 ) -> Result<Json<List<ApiKey>>, ApiError> {
-    principal.refuse_api_key()?;
     list(&state, Some(principal.user_id), page).await
 }
 
@@ -256,10 +258,9 @@ async fn list(state: &AppState, user_id: Option<Uuid>, page: Page) -> Result<Jso
 async fn revoke_own_key(
     State(state): State<AppState>,
     audit: AuditContext,
-    CurrentUser(principal): CurrentUser,
+    Person(principal): Person,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    principal.refuse_api_key()?;
     revoke(&state, &audit, principal.user_id, &id, Some(principal.user_id)).await
 }
 
@@ -328,9 +329,8 @@ async fn list_keys(
     if let Some(principal) = caller.user() {
         principal.refuse_api_key()?;
     }
-    let user_id = user_filter(&uri)?;
     state.authorize(&caller, Action::ManageApiKeys, Resource::AdminArea, &audit)?;
-    list(&state, user_id, page).await
+    list(&state, user_filter(&uri)?, page).await
 }
 
 /// Revokes any user's API key.

@@ -20,7 +20,7 @@ use crate::{
     audit::AuditContext,
     auth::{
         device::{DEVICE_COOKIE, DEVICE_COOKIE_TTL},
-        principal::{Credential, CurrentUser, SESSION_COOKIE},
+        principal::{Credential, CurrentUser, Person, SESSION_COOKIE},
         secret,
     },
     domain::{AuditKind, Outcome, Role, SignInMethod, User},
@@ -209,11 +209,12 @@ async fn refresh(
 async fn logout(
     State(state): State<AppState>,
     audit: AuditContext,
-    CurrentUser(principal): CurrentUser,
+    Person(principal): Person,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let response = match principal.credential {
-        // A key is stopped by revoking it, never by signing out.
+        // `Person` refused keys: a key is stopped by revoking it, never by
+        // signing out.
         Credential::ApiKey { .. } => return Err(ApiError::key_not_allowed()),
         Credential::Bearer { jti, family, expires_at } => {
             let expires_at = expires_at.max(now) + time::Duration::minutes(1);
@@ -247,9 +248,8 @@ async fn logout(
 async fn logout_all(
     State(state): State<AppState>,
     audit: AuditContext,
-    CurrentUser(principal): CurrentUser,
+    Person(principal): Person,
 ) -> Result<Response, ApiError> {
-    principal.refuse_api_key()?;
     accounts::revoke_everything(&state, principal.user_id).await?;
     state.audit.record(audit.event(state.clock.now(), AuditKind::Logout, Some(principal.user_id), Outcome::Success));
     let response = StatusCode::NO_CONTENT.into_response();
@@ -359,7 +359,8 @@ async fn delete_session(
     let id_hash = match &caller {
         Ok(CurrentUser(principal)) => match &principal.credential {
             Credential::Session { id_hash, .. } => Some(*id_hash),
-            Credential::Bearer { .. } | Credential::ApiKey { .. } => named,
+            Credential::Bearer { .. } => named,
+            Credential::ApiKey { .. } => return Err(ApiError::key_not_allowed()),
         },
         // A refused bearer token beside the cookie: the cookie still proves
         // its holder's session, which is ended all the same. Without such a

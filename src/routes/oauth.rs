@@ -108,6 +108,8 @@ async fn start(
     let link_user_id = if query.link {
         match caller? {
             Caller::User(principal) => {
+                // A new way to sign in as the owner: never for an API key.
+                principal.refuse_api_key()?;
                 // The session cookie (SameSite=Lax) comes with a top-level
                 // navigation from any site: a link is started from this
                 // site's pages only, so another site cannot start one.

@@ -169,8 +169,15 @@ fn provider_links(state: &AppState, id: &str, query: &str, verb: &str) -> String
 }
 
 async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Result<Response, ApiError> {
-    let Ok(Caller::User(principal)) = caller else {
-        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static("/login"))]).into_response());
+    // A page for people: an API key (which may not even read the profile)
+    // is sent to sign in like a guest.
+    let principal = match caller {
+        Ok(Caller::User(principal)) if principal.scopes().is_none() => principal,
+        _ => {
+            return Ok(
+                (StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static("/login"))]).into_response()
+            );
+        }
     };
     let user = state.store.user_by_id(principal.user_id).await?;
     // Linking a provider here is how a person whose provider sign-in ended

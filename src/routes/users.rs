@@ -20,7 +20,7 @@ use crate::{
     accounts,
     app::AppState,
     audit::AuditContext,
-    auth::principal::{Caller, CurrentUser, Principal},
+    auth::principal::{Caller, CurrentUser, Person, Principal},
     domain::{AuditKind, Department, Email, Outcome, Password, Role, User, UserName},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
@@ -183,10 +183,9 @@ struct PasswordChange {
 async fn change_password(
     State(state): State<AppState>,
     audit: AuditContext,
-    CurrentUser(principal): CurrentUser,
+    Person(principal): Person,
     JsonBody(change): JsonBody<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    principal.refuse_api_key()?;
     let is_session = principal.is_session();
     let user = own_user(&state, principal, &audit).await?;
     let now = state.clock.now();

@@ -247,7 +247,8 @@ pub trait UserStore: Send + Sync {
     async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError>;
     async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError>;
     /// Applies a change; `LastActiveAdmin` when it would demote or disable
-    /// the only active admin.
+    /// the only active admin. A change of role or department, or disabling,
+    /// deletes the user's API keys in the same transaction.
     async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError>;
     /// `LastActiveAdmin` when `id` is the only active admin.
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError>;

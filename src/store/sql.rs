@@ -23,8 +23,8 @@ use super::{
     SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
 };
 use crate::domain::{
-    AuditEvent, AuditKind, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role, Scopes, User,
-    UserName,
+    AuditEvent, AuditKind, Department, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role,
+    Scopes, User, UserName,
 };
 
 /// A SQL database behind the store traits; `SqliteStore` and
@@ -230,21 +230,22 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            /// The role and state of `id` inside an admin change, and how
-            /// many admins are active.
+            /// The role, department and state of `id` inside an admin
+            /// change, and how many admins are active.
             async fn admin_standing(
                 transaction: &mut Transaction<'static, $db>,
                 id: Uuid,
-            ) -> Result<(Role, bool, u64), StoreError> {
+            ) -> Result<(Role, Option<String>, bool, u64), StoreError> {
                 // One round trip: the lock is held for as short as it can be.
-                let (role, disabled, active): (Role, bool, i64) = sqlx::query_as(
-                    "SELECT role, disabled, (SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled) \
+                let (role, department, disabled, active): (Role, Option<String>, bool, i64) = sqlx::query_as(
+                    "SELECT role, department, disabled, \
+                            (SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled) \
                      FROM users WHERE id = $1",
                 )
                 .bind(id)
                 .fetch_one(&mut **transaction)
                 .await?;
-                Ok((role, disabled, count(active)))
+                Ok((role, department, disabled, count(active)))
             }
 
             /// Ends a refused rotation: rolled back now, not when the pool
@@ -313,7 +314,7 @@ macro_rules! sql_store {
                 // transaction that reads and then writes fails when another
                 // write lands in between.
                 let mut transaction = <$db as Dialect>::begin_admin_change(&self.pool).await?;
-                let (role, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
+                let (role, department, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
                 if loses_admin(role, disabled, changes) && active_admins <= 1 {
                     // At once, not when the pool gets round to it: the lock
                     // must not outlive the refusal.
@@ -338,13 +339,21 @@ macro_rules! sql_store {
                 .bind(changes.name.as_ref().map(UserName::as_str))
                 .fetch_one(&mut *transaction)
                 .await?;
+                // Keys never outlive the role, department or access they
+                // were made under: gone with the change, in its transaction.
+                if user.role != role
+                    || user.department.as_ref().map(Department::as_str) != department.as_deref()
+                    || (user.disabled && !disabled)
+                {
+                    sqlx::query("DELETE FROM api_keys WHERE user_id = $1").bind(id).execute(&mut *transaction).await?;
+                }
                 transaction.commit().await?;
                 Ok(user)
             }
 
             async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
                 let mut transaction = <$db as Dialect>::begin_admin_change(&self.pool).await?;
-                let (role, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
+                let (role, _, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
                 if role == Role::Admin && !disabled && active_admins <= 1 {
                     transaction.rollback().await?;
                     return Err(StoreError::LastActiveAdmin);

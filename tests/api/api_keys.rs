@@ -136,6 +136,16 @@ async fn a_key_can_never_manage_keys_passwords_or_sign_out() {
         .await,
         app.send(app.client.post(app.url("/auth/logout-all")).bearer_auth(&key)).await,
         app.send(app.client.post(app.url("/auth/logout")).bearer_auth(&key)).await,
+        app.send(app.client.delete(app.url("/auth/session")).bearer_auth(&key)).await,
+        // Refused before the body is read: a bad body is still 403.
+        app.send(
+            app.client
+                .post(app.url("/api/profile/api-keys"))
+                .bearer_auth(&key)
+                .header("content-type", "text/plain")
+                .body("not json"),
+        )
+        .await,
     ];
     for response in refused {
         assert_eq!(response.assert_problem(403)["code"], "key_not_allowed", "{response:?}");
@@ -143,6 +153,9 @@ async fn a_key_can_never_manage_keys_passwords_or_sign_out() {
     let admin = app.token_for(&app.users.admin).await;
     let (_, admin_key) = key_with(&app, &admin, &["admin:read", "admin:write"]).await;
     assert_eq!(app.get_as("/api/admin/api-keys", &admin_key).await.assert_problem(403)["code"], "key_not_allowed");
+    // A non-admin with a malformed filter learns nothing but 403.
+    let user = app.token_for(&app.users.other).await;
+    app.get_as("/api/admin/api-keys?user_id=nope", &user).await.assert_problem(403);
     // The key still works: none of that touched it.
     assert_eq!(app.get_as("/api/profile", &key).await.status, 200);
 }
@@ -234,15 +247,21 @@ async fn an_expired_key_is_refused() {
     let clock = rampart::clock::ManualClock::new(time::OffsetDateTime::now_utc());
     let app = spawn_with(|options| options.clock = Arc::new(clock.clone())).await;
     let token = app.token_for(&app.users.user).await;
+    // Sent with an offset far from UTC: kept, shown and compared in UTC.
     let expires_at = (rampart::clock::Clock::now(&clock) + time::Duration::hours(1))
+        .to_offset(time::UtcOffset::from_hms(-11, 0, 0).unwrap())
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let created =
         create(&app, &token, json!({"name": "short", "scopes": ["posts:read"], "expires_at": expires_at})).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let key = created.json()["key"].as_str().unwrap().to_owned();
+    assert!(created.json()["expires_at"].as_str().unwrap().ends_with('Z'), "{}", created.body);
     assert_eq!(app.get_as("/api/posts", &key).await.status, 200);
     clock.advance(time::Duration::minutes(59));
+    let token = app.token_for(&app.users.user).await;
+    let listed = app.get_as("/api/profile/api-keys", &token).await;
+    assert_eq!(listed.json()["items"].as_array().unwrap().len(), 1, "listed until it expires");
     assert_eq!(app.get_as("/api/posts", &key).await.status, 200);
     clock.advance(time::Duration::minutes(2));
     assert_refused_key(&app.get_as("/api/posts", &key).await);

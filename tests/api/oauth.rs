@@ -711,6 +711,22 @@ async fn linking_a_provider_needs_a_signed_in_caller() {
     assert_eq!(signed_in.status, 302, "{}", signed_in.body);
     assert!(signed_in.header("location").unwrap().starts_with("https://provider.invalid/auth?"));
     assert!(signed_in.header("set-cookie").unwrap().starts_with("rampart_oauth="));
+    // An API key never adds a way to sign in as its owner.
+    let created = app
+        .send(
+            app.client
+                .post(app.url("/api/profile/api-keys"))
+                .bearer_auth(&token)
+                .json(&json!({"name": "job", "scopes": ["posts:read", "profile:read", "profile:write"]})),
+        )
+        .await;
+    let key = created.json()["key"].as_str().unwrap().to_owned();
+    let by_key = app.send(app.client.get(app.url("/auth/oauth/plain/start?link=true")).bearer_auth(&key)).await;
+    assert_eq!(by_key.assert_problem(403)["code"], "key_not_allowed");
+    assert!(by_key.header("set-cookie").is_none() && by_key.header("location").is_none());
+    // Nor does it open the account page, which is for people.
+    let page = app.send(app.client.get(app.url("/account")).bearer_auth(&key)).await;
+    assert_eq!((page.status, page.header("location")), (303, Some("/login")));
 
     // With a session cookie, only a navigation from this site starts a link.
     let user = &app.users.user;

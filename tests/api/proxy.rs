@@ -1004,6 +1004,14 @@ async fn api_keys_pass_the_gateway_only_with_a_route_scope_and_are_asserted_as_k
     assert_eq!(echoed["headers"]["x-rampart-auth"], "api_key");
     assert!(echoed["headers"].get("authorization").is_none(), "the key never reaches the upstream");
 
+    // Even where a route passes Authorization on, a key never leaves Rampart.
+    let (_, pass_key) = gateway_key(&app, &token, serde_json::json!(["routes:pass"])).await;
+    let passed = echo(&app, app.client.get(app.url("/pass/x")).bearer_auth(&pass_key)).await;
+    assert_eq!(passed["headers"]["x-rampart-auth"], "api_key");
+    assert!(passed["headers"].get("authorization").is_none(), "{passed}");
+    let with_token = echo(&app, app.client.get(app.url("/pass/x")).bearer_auth(&token)).await;
+    assert!(with_token["headers"].get("authorization").is_some(), "a route that passes it passes a token");
+
     // Another route, without its scope: 403 scope_missing; routes:* opens all.
     let refused = app.get_as("/orders", &strip_key).await;
     assert_eq!(refused.assert_problem(403)["code"], "scope_missing");

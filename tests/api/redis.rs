@@ -330,7 +330,7 @@ async fn a_revocation_whose_message_was_missed_arrives_with_the_periodic_reload(
     let store = rampart::store::open(&config.database).await.unwrap();
     store.migrate().await.unwrap();
     let clock: Arc<dyn rampart::clock::Clock> = Arc::new(rampart::clock::SystemClock);
-    let local = Arc::new(MemoryRevocations::load(store.clone(), clock).await.unwrap());
+    let local = Arc::new(MemoryRevocations::load(store.clone(), clock, Default::default()).await.unwrap());
     let prefix = unique("rampart-test-");
     let redis = Redis::connect(&url, &prefix).await.unwrap();
     let revocations = RedisRevocations::start_with_reload(local, redis.clone(), Duration::from_millis(100));
