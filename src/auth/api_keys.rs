@@ -376,3 +376,111 @@ impl ApiKeys {
 fn unix_minute(at: OffsetDateTime) -> i64 {
     at.unix_timestamp().div_euclid(60)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        clock::ManualClock,
+        domain::{Email, NewUser, Role, UserName},
+        store::SqliteStore,
+    };
+
+    /// A fresh SQLite store with one user, the keys service on a frozen
+    /// clock, and the store itself to change behind the service's back.
+    async fn service() -> (ApiKeys, Arc<dyn Store>, ManualClock, Uuid, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("dir");
+        let sqlite = SqliteStore::connect(&format!("sqlite://{}/keys.db", dir.path().display()), 2).await.expect("db");
+        sqlite.migrate().await.expect("migrations");
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let user = store
+            .create_user(NewUser {
+                email: Email::parse("keys@example.com").expect("email"),
+                name: UserName::parse("Keys").expect("name"),
+                role: Role::User,
+                department: None,
+                password_hash: None,
+                email_verified: true,
+            })
+            .await
+            .expect("user");
+        let clock = ManualClock::new(OffsetDateTime::now_utc());
+        let keys = ApiKeys::new(store.clone(), Arc::new(clock.clone()), Arc::default());
+        (keys, store, clock, user.id, dir)
+    }
+
+    async fn make(keys: &ApiKeys, user_id: Uuid, clock: &ManualClock) -> NewKey {
+        let name = ApiKeyName::parse("test").expect("name");
+        let scopes = Scopes::parse(["posts:read"]).expect("scopes");
+        keys.create(user_id, &name, scopes, clock.now() + time::Duration::days(1)).await.expect("created")
+    }
+
+    #[tokio::test]
+    async fn a_verified_key_is_served_from_memory_until_it_goes_stale_or_is_dropped() {
+        let (keys, store, clock, user_id, _dir) = service().await;
+        let made = make(&keys, user_id, &clock).await;
+        assert!(keys.verify(&made.key).await.is_ok());
+        // Deleted behind the cache's back: still served, so no store read.
+        store.delete_api_key(made.record.id, None).await.expect("deleted");
+        assert!(keys.verify(&made.key).await.is_ok(), "served from the cache");
+        let wrong = format!("{}x", made.key);
+        assert_eq!(keys.verify(&wrong).await.err(), Some(KeyRefusal::WrongSecret));
+        // Stale after FRESH_FOR: read again, and gone.
+        clock.advance(FRESH_FOR);
+        assert_eq!(keys.verify(&made.key).await.err(), Some(KeyRefusal::Unknown));
+
+        // A revocation drops the entry at once.
+        let made = make(&keys, user_id, &clock).await;
+        assert!(keys.verify(&made.key).await.is_ok());
+        store.delete_api_key(made.record.id, None).await.expect("deleted");
+        keys.cache.forget(KeyRevocation::User(user_id));
+        assert_eq!(keys.verify(&made.key).await.err(), Some(KeyRefusal::Unknown));
+    }
+
+    #[tokio::test]
+    async fn an_absent_id_is_believed_absent_without_asking_the_store_again() {
+        let (keys, store, clock, user_id, _dir) = service().await;
+        let made = make(&keys, user_id, &clock).await;
+        let record = made.record.clone();
+        store.delete_api_key(record.id, None).await.expect("deleted");
+        assert_eq!(keys.verify(&made.key).await.err(), Some(KeyRefusal::Unknown));
+        // Back in the store, unknown to the service: the "absent" answer
+        // stands for ABSENT_FOR, so no store read was made.
+        store.insert_api_key(&record).await.expect("back");
+        assert_eq!(keys.verify(&made.key).await.err(), Some(KeyRefusal::Unknown));
+        clock.advance(ABSENT_FOR);
+        assert!(keys.verify(&made.key).await.is_ok(), "asked again once the answer is stale");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_raced_with_a_drop_is_not_cached() {
+        let (keys, _store, clock, user_id, _dir) = service().await;
+        let made = make(&keys, user_id, &clock).await;
+        let now = clock.now();
+        // A lookup misses and notes the generation, a drop happens, then
+        // the lookup's result arrives: it must not be kept.
+        let generation = keys.cache.fresh(made.record.id, now).expect_err("not cached yet");
+        let loaded = keys.load(made.record.id, generation, now).await.expect("loaded");
+        assert!(keys.cache.fresh(made.record.id, now).is_ok(), "an undisturbed read is kept");
+        keys.cache.forget(KeyRevocation::Key(made.record.id));
+        keys.cache.put(loaded, generation, now);
+        assert!(keys.cache.fresh(made.record.id, now).is_err(), "a read from before the drop is not kept");
+    }
+
+    #[tokio::test]
+    async fn uses_are_noted_once_a_minute_and_written_in_a_batch() {
+        let (keys, store, clock, user_id, _dir) = service().await;
+        let made = make(&keys, user_id, &clock).await;
+        for _ in 0..3 {
+            keys.verify(&made.key).await.expect("valid");
+        }
+        let stored = store.api_key(made.record.id).await.expect("read").expect("there");
+        assert_eq!(stored.last_used_at, None, "no write per request");
+        let noted = keys.last_used(&stored).expect("noted in memory");
+        assert_eq!(noted.second(), 0);
+        keys.flush().await.expect("flushed");
+        let stored = store.api_key(made.record.id).await.expect("read").expect("there");
+        assert_eq!(stored.last_used_at, Some(noted));
+        assert!(keys.pending.lock().expect("lock").is_empty(), "written uses leave the queue");
+    }
+}

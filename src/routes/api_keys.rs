@@ -149,58 +149,7 @@ async fn create_key(
     JsonBody(input): JsonBody<NewApiKey>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     let now = state.clock.now();
-    let mut errors = Vec::new();
-    let name = ApiKeyName::parse(&input.name).map_err(|message| errors.push(FieldError::new("name", message))).ok();
-    let scopes = match Scopes::parse(input.scopes.iter().map(String::as_str)) {
-        Ok(scopes) => {
-            let route_ids = state.gateway.route_ids();
-            let unknown: Vec<String> = scopes
-                .as_slice()
-                .iter()
-                .filter(|scope| scope.route().is_some_and(|id| !route_ids.iter().any(|known| &**known == id)))
-                .map(|scope| format!("{:?} names no route", scope.to_string()))
-                .collect();
-            for problem in &unknown {
-                errors.push(FieldError::new("scopes", problem.clone()));
-            }
-            unknown.is_empty().then_some(scopes)
-        }
-        Err(problems) => {
-            for problem in problems {
-                errors.push(FieldError::new("scopes", problem));
-            }
-            None
-        }
-    };
-    let max_lifetime = time::Duration::try_from(state.config.api_keys.max_lifetime.0).unwrap_or(time::Duration::ZERO);
-    let latest = now + max_lifetime;
-    let expires_at = match input.expires_at {
-        None => Some(latest),
-        Some(None) => {
-            errors.push(FieldError::new("expires_at", "must be an RFC 3339 time (or left out)"));
-            None
-        }
-        // Kept and shown in UTC, whatever offset it was sent with.
-        Some(Some(text)) => match OffsetDateTime::parse(&text, &Rfc3339).map(|at| at.to_offset(time::UtcOffset::UTC)) {
-            Ok(at) if at <= now => {
-                errors.push(FieldError::new("expires_at", "must be in the future"));
-                None
-            }
-            Ok(at) if at > latest => {
-                let days = max_lifetime.whole_days();
-                errors.push(FieldError::new("expires_at", format!("must be at most {days} days ahead")));
-                None
-            }
-            Ok(at) => Some(at),
-            Err(_) => {
-                errors.push(FieldError::new("expires_at", "must be an RFC 3339 time"));
-                None
-            }
-        },
-    };
-    let (Some(name), Some(scopes), Some(expires_at)) = (name, scopes, expires_at) else {
-        return Err(ApiError::Validation(errors));
-    };
+    let (name, scopes, expires_at) = checked(&state, input, now)?;
     let created = match state.api_keys.create(principal.user_id, &name, scopes, expires_at).await {
         Ok(created) => created,
         // The caller's account was deleted meanwhile.
@@ -212,6 +161,64 @@ async fn create_key(
     state.audit.record(event);
     let key = ApiKey::new(&state, &created.record);
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key, secret: created.key })))
+}
+
+/// A new key's fields, checked; every field's problems at once.
+fn checked(
+    state: &AppState,
+    input: NewApiKey,
+    now: OffsetDateTime,
+) -> Result<(ApiKeyName, Scopes, OffsetDateTime), ApiError> {
+    let mut errors = Vec::new();
+    let name = ApiKeyName::parse(&input.name).map_err(|message| errors.push(FieldError::new("name", message))).ok();
+    let scopes = known_scopes(state, &input.scopes)
+        .map_err(|problems| errors.extend(problems.into_iter().map(|problem| FieldError::new("scopes", problem))))
+        .ok();
+    let max_lifetime = time::Duration::try_from(state.config.api_keys.max_lifetime.0).unwrap_or(time::Duration::ZERO);
+    let expires_at = expiry(input.expires_at, now, max_lifetime)
+        .map_err(|message| errors.push(FieldError::new("expires_at", message)))
+        .ok();
+    match (name, scopes, expires_at) {
+        (Some(name), Some(scopes), Some(expires_at)) => Ok((name, scopes, expires_at)),
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+/// Scope names that exist, a `routes:<id>` naming a route in force.
+fn known_scopes(state: &AppState, names: &[String]) -> Result<Scopes, Vec<String>> {
+    let scopes = Scopes::parse(names.iter().map(String::as_str))?;
+    let route_ids = state.gateway.route_ids();
+    let unknown: Vec<String> = scopes
+        .as_slice()
+        .iter()
+        .filter(|scope| scope.route().is_some_and(|id| !route_ids.iter().any(|known| &**known == id)))
+        .map(|scope| format!("{:?} names no route", scope.to_string()))
+        .collect();
+    if unknown.is_empty() { Ok(scopes) } else { Err(unknown) }
+}
+
+/// `expires_at` as sent (absent, `null`, or a time): in the future, at
+/// most `max_lifetime` ahead, in UTC; absent means the maximum.
+fn expiry(
+    sent: Option<Option<String>>,
+    now: OffsetDateTime,
+    max_lifetime: time::Duration,
+) -> Result<OffsetDateTime, String> {
+    let latest = now + max_lifetime;
+    let Some(sent) = sent else {
+        return Ok(latest);
+    };
+    let at = sent
+        .and_then(|text| OffsetDateTime::parse(&text, &Rfc3339).ok())
+        .ok_or("must be an RFC 3339 time (or left out)")?
+        .to_offset(time::UtcOffset::UTC);
+    if at <= now {
+        return Err("must be in the future".into());
+    }
+    if at > latest {
+        return Err(format!("must be at most {} days ahead", max_lifetime.whole_days()));
+    }
+    Ok(at)
 }
 
 /// The caller's API keys in force, oldest first.

@@ -11,21 +11,8 @@ async fn create(app: &TestApp, token: &str, body: Value) -> TestResponse {
     app.send(app.client.post(app.url("/api/profile/api-keys")).bearer_auth(token).json(&body)).await
 }
 
-/// Makes a key with `scopes` and returns (id, key).
-async fn key_with(app: &TestApp, token: &str, scopes: &[&str]) -> (String, String) {
-    let created = create(app, token, json!({"name": "ci job", "scopes": scopes})).await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let json = created.json();
-    (json["id"].as_str().unwrap().to_owned(), json["key"].as_str().unwrap().to_owned())
-}
-
 fn audit_events(app: &TestApp, event: &str) -> Vec<Value> {
-    app.logs
-        .contents()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line["target"] == "rampart::audit" && line["event"] == event)
-        .collect()
+    app.audit_events().into_iter().filter(|line| line["event"] == event).collect()
 }
 
 /// A request refused because of the key: 401 with the invalid_token challenge.
@@ -93,7 +80,7 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_acts_as_its_owner() {
 async fn scopes_bound_what_a_key_may_do_whatever_its_owners_role() {
     let app = spawn_app().await;
     let admin = app.token_for(&app.users.admin).await;
-    let (_, read_only) = key_with(&app, &admin, &["posts:read"]).await;
+    let (_, read_only) = app.api_key(&admin, &["posts:read"]).await;
     assert_eq!(app.get_as("/api/posts", &read_only).await.status, 200);
     let write = app
         .send(app.client.post(app.url("/api/posts")).bearer_auth(&read_only).json(&json!({"title": "t", "body": "b"})))
@@ -103,7 +90,7 @@ async fn scopes_bound_what_a_key_may_do_whatever_its_owners_role() {
     assert_eq!(app.get_as("/api/admin/users", &read_only).await.assert_problem(403)["code"], "scope_missing");
     assert_eq!(app.get_as("/api/profile", &read_only).await.assert_problem(403)["code"], "scope_missing");
 
-    let (_, writer) = key_with(&app, &admin, &["posts:write", "admin:read"]).await;
+    let (_, writer) = app.api_key(&admin, &["posts:write", "admin:read"]).await;
     let post = app
         .send(app.client.post(app.url("/api/posts")).bearer_auth(&writer).json(&json!({"title": "t", "body": "b"})))
         .await;
@@ -114,7 +101,7 @@ async fn scopes_bound_what_a_key_may_do_whatever_its_owners_role() {
     assert_eq!(delete.assert_problem(403)["code"], "scope_missing");
     // A scope does not lend what the role lacks: a plain user's admin key.
     let user = app.token_for(&app.users.user).await;
-    let (_, user_admin_key) = key_with(&app, &user, &["admin:read"]).await;
+    let (_, user_admin_key) = app.api_key(&user, &["admin:read"]).await;
     assert!(app.get_as("/api/admin/users", &user_admin_key).await.assert_problem(403).get("code").is_none());
 }
 
@@ -122,7 +109,7 @@ async fn scopes_bound_what_a_key_may_do_whatever_its_owners_role() {
 async fn a_key_can_never_manage_keys_passwords_or_sign_out() {
     let app = spawn_app().await;
     let token = app.token_for(&app.users.user).await;
-    let (id, key) = key_with(&app, &token, &["profile:read", "profile:write"]).await;
+    let (id, key) = app.api_key(&token, &["profile:read", "profile:write"]).await;
     let refused = [
         create(&app, &key, json!({"name": "child", "scopes": ["posts:read"]})).await,
         app.get_as("/api/profile/api-keys", &key).await,
@@ -151,7 +138,7 @@ async fn a_key_can_never_manage_keys_passwords_or_sign_out() {
         assert_eq!(response.assert_problem(403)["code"], "key_not_allowed", "{response:?}");
     }
     let admin = app.token_for(&app.users.admin).await;
-    let (_, admin_key) = key_with(&app, &admin, &["admin:read", "admin:write"]).await;
+    let (_, admin_key) = app.api_key(&admin, &["admin:read", "admin:write"]).await;
     assert_eq!(app.get_as("/api/admin/api-keys", &admin_key).await.assert_problem(403)["code"], "key_not_allowed");
     // A non-admin with a malformed filter learns nothing but 403.
     let user = app.token_for(&app.users.other).await;
@@ -198,7 +185,7 @@ async fn bad_input_is_a_400_naming_the_field() {
     assert_eq!(null[0].0, "expires_at");
     // Someone else's key, or no such key: 404 alike.
     let other = app.token_for(&app.users.other).await;
-    let (id, _) = key_with(&app, &other, &["posts:read"]).await;
+    let (id, _) = app.api_key(&other, &["posts:read"]).await;
     for path in [format!("/api/profile/api-keys/{id}"), "/api/profile/api-keys/nope".into()] {
         app.send(app.client.delete(app.url(&path)).bearer_auth(&token)).await.assert_problem(404);
     }
@@ -217,7 +204,7 @@ async fn bad_input_is_a_400_naming_the_field() {
 async fn revoking_a_key_stops_it_at_once() {
     let app = spawn_app().await;
     let token = app.token_for(&app.users.user).await;
-    let (id, key) = key_with(&app, &token, &["posts:read"]).await;
+    let (id, key) = app.api_key(&token, &["posts:read"]).await;
     assert_eq!(app.get_as("/api/posts", &key).await.status, 200);
     let revoked =
         app.send(app.client.delete(app.url(&format!("/api/profile/api-keys/{id}"))).bearer_auth(&token)).await;
@@ -227,7 +214,7 @@ async fn revoking_a_key_stops_it_at_once() {
     assert_eq!(audit_events(&app, "api_key_revoked").len(), 1);
 
     // An admin revokes anyone's key.
-    let (id, key) = key_with(&app, &token, &["posts:read"]).await;
+    let (id, key) = app.api_key(&token, &["posts:read"]).await;
     let admin = app.token_for(&app.users.admin).await;
     let revoked = app.send(app.client.delete(app.url(&format!("/api/admin/api-keys/{id}"))).bearer_auth(&admin)).await;
     assert_eq!(revoked.status, 204);
@@ -273,7 +260,7 @@ async fn what_stops_the_owner_stops_their_keys_and_a_password_change_does_not() 
     let admin = app.token_for(&app.users.admin).await;
     let user = &app.users.user;
     let token = app.token_for(user).await;
-    let (_, key) = key_with(&app, &token, &["posts:read", "profile:read"]).await;
+    let (_, key) = app.api_key(&token, &["posts:read", "profile:read"]).await;
 
     // The owner's own password change: keys are not derived from it.
     let changed = app
@@ -299,20 +286,20 @@ async fn what_stops_the_owner_stops_their_keys_and_a_password_change_does_not() 
         app.send(app.client.patch(app.url(&format!("/api/admin/users/{id}"))).bearer_auth(&admin).json(&body))
     };
     let manager = app.token_for(&app.users.manager).await;
-    let (_, manager_key) = key_with(&app, &manager, &["posts:read", "posts:delete"]).await;
+    let (_, manager_key) = app.api_key(&manager, &["posts:read", "posts:delete"]).await;
     assert_eq!(app.get_as("/api/posts", &manager_key).await.status, 200);
     assert_eq!(patch(app.users.manager.id, json!({"role": "user"})).await.status, 200);
     assert_refused_key(&app.get_as("/api/posts", &manager_key).await);
 
     let other = &app.users.other;
     let other_token = app.token_for(other).await;
-    let (_, key) = key_with(&app, &other_token, &["posts:read"]).await;
+    let (_, key) = app.api_key(&other_token, &["posts:read"]).await;
     assert_eq!(app.get_as("/api/posts", &key).await.status, 200);
     assert_eq!(patch(other.id, json!({"department": "marketing"})).await.status, 200);
     assert_refused_key(&app.get_as("/api/posts", &key).await);
     // The department change ended the token too: sign in again.
     let other_token = app.token_for(other).await;
-    let (_, key) = key_with(&app, &other_token, &["posts:read"]).await;
+    let (_, key) = app.api_key(&other_token, &["posts:read"]).await;
     assert_eq!(app.get_as("/api/posts", &key).await.status, 200);
     assert_eq!(patch(other.id, json!({"disabled": true})).await.status, 200);
     assert_refused_key(&app.get_as("/api/posts", &key).await);
@@ -321,7 +308,7 @@ async fn what_stops_the_owner_stops_their_keys_and_a_password_change_does_not() 
     assert_refused_key(&app.get_as("/api/posts", &key).await);
 
     let token = app.login(&user.email, "a brand new passphrase").await["access_token"].as_str().unwrap().to_owned();
-    let (_, key) = key_with(&app, &token, &["posts:read"]).await;
+    let (_, key) = app.api_key(&token, &["posts:read"]).await;
     assert_eq!(app.get_as("/api/posts", &key).await.status, 200);
     let deleted = app.send(app.client.delete(app.url(&format!("/api/users/{}", user.id))).bearer_auth(&admin)).await;
     assert_eq!(deleted.status, 204);
@@ -336,7 +323,7 @@ async fn keys_are_rate_limited_under_their_owners_id() {
     })
     .await;
     let token = app.token_for(&app.users.user).await;
-    let (_, key) = key_with(&app, &token, &["posts:read"]).await;
+    let (_, key) = app.api_key(&token, &["posts:read"]).await;
     // The key creation spent one of the user's four; two with the token, one with the key...
     assert_eq!(app.get_as("/api/posts", &token).await.status, 200);
     assert_eq!(app.get_as("/api/posts", &key).await.status, 200);

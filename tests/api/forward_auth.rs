@@ -551,16 +551,7 @@ async fn an_api_key_is_judged_by_its_route_scope() {
     let upstream = spawn_upstream(&[]).await;
     let app = forward_app(&upstream).await;
     let token = app.token_for(&app.users.manager).await;
-    let created = app
-        .send(
-            app.client
-                .post(app.url("/api/profile/api-keys"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({"name": "proxy job", "scopes": ["routes:mine"]})),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let key = created.json()["key"].as_str().expect("key").to_owned();
+    let (_, key) = app.api_key(&token, &["routes:mine"]).await;
     let answer = app.send(traefik(&app, "GET", "/mine/x").bearer_auth(&key)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("x-rampart-auth"), Some("api_key"));

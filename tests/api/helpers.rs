@@ -270,6 +270,29 @@ impl TestApp {
         self.send(self.client.get(self.url(path)).bearer_auth(token)).await
     }
 
+    /// Makes an API key with `scopes` for the bearer of `token`: (id, key).
+    pub async fn api_key(&self, token: &str, scopes: &[&str]) -> (String, String) {
+        let request = self
+            .client
+            .post(self.url("/api/profile/api-keys"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "test key", "scopes": scopes}));
+        let created = self.send(request).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let json = created.json();
+        (json["id"].as_str().expect("id").to_owned(), json["key"].as_str().expect("key").to_owned())
+    }
+
+    /// The audit events the server logged so far (JSON log lines).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .contents()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["target"] == "rampart::audit")
+            .collect()
+    }
+
     /// The development signing key the server generated, for forging tokens.
     pub fn signing_key_pem(&self) -> Vec<u8> {
         std::fs::read(self._data_dir.path().join("signing-key.pem")).expect("dev signing key")

@@ -712,15 +712,7 @@ async fn linking_a_provider_needs_a_signed_in_caller() {
     assert!(signed_in.header("location").unwrap().starts_with("https://provider.invalid/auth?"));
     assert!(signed_in.header("set-cookie").unwrap().starts_with("rampart_oauth="));
     // An API key never adds a way to sign in as its owner.
-    let created = app
-        .send(
-            app.client
-                .post(app.url("/api/profile/api-keys"))
-                .bearer_auth(&token)
-                .json(&json!({"name": "job", "scopes": ["posts:read", "profile:read", "profile:write"]})),
-        )
-        .await;
-    let key = created.json()["key"].as_str().unwrap().to_owned();
+    let (_, key) = app.api_key(&token, &["posts:read", "profile:read", "profile:write"]).await;
     let by_key = app.send(app.client.get(app.url("/auth/oauth/plain/start?link=true")).bearer_auth(&key)).await;
     assert_eq!(by_key.assert_problem(403)["code"], "key_not_allowed");
     assert!(by_key.header("set-cookie").is_none() && by_key.header("location").is_none());

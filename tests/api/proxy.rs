@@ -969,19 +969,6 @@ async fn a_request_that_reached_the_upstream_is_never_sent_again() {
     assert_eq!(received.load(ordering), 2, "nor a GET: only a connection that never opened is retried");
 }
 
-/// Makes an API key with `scopes` for the bearer of `token`: (id, key).
-async fn gateway_key(app: &TestApp, token: &str, scopes: Value) -> (String, String) {
-    let request = app
-        .client
-        .post(app.url("/api/profile/api-keys"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"name": "gateway", "scopes": scopes}));
-    let created = app.send(request).await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let json = created.json();
-    (json["id"].as_str().expect("id").to_owned(), json["key"].as_str().expect("key").to_owned())
-}
-
 /// An API key's request and token through the gateway: X-Rampart-Auth
 /// `api_key`, `amr` ["api_key"] and the key's `scope` in the assertion;
 /// routes need `routes:<id>` or `routes:*`; a public route forwards it
@@ -992,8 +979,7 @@ async fn api_keys_pass_the_gateway_only_with_a_route_scope_and_are_asserted_as_k
     let app = gateway_app(&verifier).await;
     verifier.configure_assertion(&app.url("/.well-known/jwks.json"), Some("rampart"), Some("app")).await;
     let token = app.token_for(&app.users.manager).await;
-    let (_, strip_key) =
-        gateway_key(&app, &token, serde_json::json!(["routes:strip", "routes:any-user", "posts:read"])).await;
+    let (_, strip_key) = app.api_key(&token, &["routes:strip", "routes:any-user", "posts:read"]).await;
     let verified = app.send(app.client.get(app.url("/strip/verify")).bearer_auth(&strip_key)).await;
     assert_eq!(verified.status, 200, "{}", verified.body);
     let claims = &verified.json()["claims"];
@@ -1005,7 +991,7 @@ async fn api_keys_pass_the_gateway_only_with_a_route_scope_and_are_asserted_as_k
     assert!(echoed["headers"].get("authorization").is_none(), "the key never reaches the upstream");
 
     // Even where a route passes Authorization on, a key never leaves Rampart.
-    let (_, pass_key) = gateway_key(&app, &token, serde_json::json!(["routes:pass"])).await;
+    let (_, pass_key) = app.api_key(&token, &["routes:pass"]).await;
     let passed = echo(&app, app.client.get(app.url("/pass/x")).bearer_auth(&pass_key)).await;
     assert_eq!(passed["headers"]["x-rampart-auth"], "api_key");
     assert!(passed["headers"].get("authorization").is_none(), "{passed}");
@@ -1015,7 +1001,7 @@ async fn api_keys_pass_the_gateway_only_with_a_route_scope_and_are_asserted_as_k
     // Another route, without its scope: 403 scope_missing; routes:* opens all.
     let refused = app.get_as("/orders", &strip_key).await;
     assert_eq!(refused.assert_problem(403)["code"], "scope_missing");
-    let (_, every_route) = gateway_key(&app, &token, serde_json::json!(["routes:*"])).await;
+    let (_, every_route) = app.api_key(&token, &["routes:*"]).await;
     assert_eq!(app.get_as("/orders", &every_route).await.status, 200);
     // A public route forwards a key with its scope as the key, and one
     // without as a guest.
@@ -1026,7 +1012,7 @@ async fn api_keys_pass_the_gateway_only_with_a_route_scope_and_are_asserted_as_k
     assert!(guest["headers"].get("x-rampart-assertion").is_none());
 
     // A websocket opened with a key closes when the key is revoked.
-    let (id, ws_key) = gateway_key(&app, &token, serde_json::json!(["routes:ws"])).await;
+    let (id, ws_key) = app.api_key(&token, &["routes:ws"]).await;
     let mut request = ws_request(&app, "/ws").await;
     request.headers_mut().insert("authorization", format!("Bearer {ws_key}").parse().expect("header"));
     let (mut socket, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade");

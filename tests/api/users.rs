@@ -1,17 +1,8 @@
 //! `/api/profile*` and the admin user routes (API.md "Users").
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_app};
-
-fn audit_events(app: &TestApp) -> Vec<Value> {
-    app.logs
-        .contents()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["target"] == "rampart::audit")
-        .collect()
-}
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn profile_can_be_read_and_renamed_but_nothing_else() {
@@ -59,7 +50,7 @@ async fn password_change_checks_the_current_password_and_the_rules() {
     let weak = change(&user.password, "short").await.assert_problem(400);
     assert_eq!(weak["errors"][0]["field"], "new_password");
     assert_eq!(app.get_as("/api/profile", &token).await.status, 200, "failed changes revoke nothing");
-    let events = audit_events(&app);
+    let events = app.audit_events();
     assert!(events.iter().any(|e| e["event"] == "password_change" && e["outcome"] == "denied"), "{events:?}");
 }
 
@@ -101,7 +92,7 @@ async fn only_admins_reach_the_admin_routes() {
         app.send(app.client.delete(app.url(&delete_target)).bearer_auth(&token)).await.assert_problem(403);
     }
     app.send(app.client.delete(app.url(&delete_target))).await.assert_problem(401);
-    let events = audit_events(&app);
+    let events = app.audit_events();
     assert!(events.iter().any(|e| e["event"] == "forbidden" && e["route"] == "/api/admin/users"), "{events:?}");
     assert!(events.iter().any(|e| e["event"] == "unauthorized"), "{events:?}");
     // Nothing changed.
@@ -129,7 +120,7 @@ async fn a_role_change_takes_effect_and_ends_old_tokens() {
     app.get_as("/api/profile", &before).await.assert_problem(401);
     let after = app.login(&app.users.user.email, &app.users.user.password).await;
     assert_eq!(after["user"]["role"], "manager");
-    let events = audit_events(&app);
+    let events = app.audit_events();
     assert!(events.iter().any(|e| e["event"] == "role_change" && e["user_id"] == app.users.user.id.to_string()));
 
     let cleared =
