@@ -296,12 +296,15 @@ pub fn revocation_horizon(state: &AppState, now: OffsetDateTime) -> OffsetDateTi
 /// logout-all, role or department change, disabling and deletion all come
 /// here.
 pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), AccountError> {
-    // Keys first, whatever happens to the rest: deleted (a key read again
-    // after the cache drops it is gone), then dropped on every instance.
-    let deleted = state.store.delete_user_api_keys(user_id).await;
+    // Every step runs whatever another's outcome, and the first failure is
+    // reported: a store outage must not spare tokens because keys could
+    // not be deleted, nor the reverse. Keys are deleted before the caches
+    // drop them, so a key read again is gone.
+    let keys_deleted = state.store.delete_user_api_keys(user_id).await;
     state.revocations.revoke_api_keys(KeyRevocation::User(user_id)).await;
-    deleted?;
-    revoke_sign_ins(state, user_id).await
+    let signed_out = revoke_sign_ins(state, user_id).await;
+    keys_deleted?;
+    signed_out
 }
 
 /// Cuts every token and session of `user_id` issued before now, and not

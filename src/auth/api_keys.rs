@@ -293,17 +293,17 @@ impl ApiKeys {
             tracing::error!(cause = %error, "API key lookup failed");
             KeyRefusal::Unavailable
         };
-        let Some(record) = self.store.api_key(id).await.map_err(unavailable)? else {
+        // The owner as the database has them, not the short user cache: a
+        // role read here is the role the key acts with for `FRESH_FOR`.
+        let Some((record, owner)) = self.store.api_key_and_owner(id).await.map_err(unavailable)? else {
             self.cache.note_absent(id, now);
             return Err(KeyRefusal::Unknown);
         };
-        let owner = match self.store.user_shared(record.user_id).await {
-            Ok(owner) if !owner.disabled => owner,
-            // Disabling and deleting delete the keys too; a read that
-            // raced with either finds the owner already so.
-            Ok(_) | Err(StoreError::NotFound) => return Err(KeyRefusal::Unknown),
-            Err(error) => return Err(unavailable(error)),
-        };
+        if owner.disabled {
+            // Disabling deletes the keys too; a read that raced with it
+            // finds the owner already so.
+            return Err(KeyRefusal::Unknown);
+        }
         let key = Arc::new(VerifiedKey {
             id,
             user_id: record.user_id,

@@ -350,6 +350,9 @@ pub(crate) fn is_token(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
 }
 
+/// The longest route id: an API key's scope names it (`routes:<id>`).
+pub const MAX_ROUTE_ID: usize = 100;
+
 /// Route ids and upstream names: `[A-Za-z0-9_.-]`.
 pub(crate) fn is_id_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-')

@@ -620,9 +620,10 @@ impl Gateway {
         let host_value = client_host.as_deref().and_then(|host| HeaderValue::from_str(host).ok());
         // A long-lived API key never leaves Rampart, whatever the route.
         let api_key_sent = outgoing
-            .get(header::AUTHORIZATION)
-            .and_then(crate::layers::authenticate::bearer_token)
-            .is_some_and(crate::auth::api_keys::ApiKeys::is_api_key);
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(crate::layers::authenticate::bearer_token)
+            .any(crate::auth::api_keys::ApiKeys::is_api_key);
         headers::request_headers(
             &mut outgoing,
             &RequestRules {

@@ -18,7 +18,7 @@ use super::path;
 use crate::{
     config::{
         Config, RouteAuth, RouteConfig, Unauthenticated,
-        proxy::{DEFAULT_UPSTREAM_NAME, PROXY_RATE_LIMIT_GROUP, authority_problem, is_id_byte},
+        proxy::{DEFAULT_UPSTREAM_NAME, MAX_ROUTE_ID, PROXY_RATE_LIMIT_GROUP, authority_problem, is_id_byte},
     },
     domain::Role,
 };
@@ -356,6 +356,9 @@ fn build_route(
         problem("id", "must be set (it names the route in policy, logs and metrics)".into());
     } else if !route.id.bytes().all(is_id_byte) {
         problem("id", format!("{:?} may hold only letters, digits, '_', '.' and '-'", route.id));
+    } else if route.id.len() > MAX_ROUTE_ID {
+        // An API key's scope names it: `routes:<id>` (`domain::Scope`).
+        problem("id", format!("must be at most {MAX_ROUTE_ID} characters"));
     }
 
     let configured = route.path.as_str();
@@ -706,13 +709,15 @@ mod tests {
             route("c", "/auth/x"),
             route("d d", "/d"),
             route("", "/e"),
+            route(&"f".repeat(101), "/f"),
         ]);
         assert_problem(&problems, "proxy.routes[1].id: \"a\" is also the id of proxy.routes[0]");
         assert_problem(&problems, "proxy.routes[2].upstream: no upstream named \"x\"");
         assert_problem(&problems, "proxy.routes[3].path: \"/auth/x\" lies under Rampart's own \"/auth\"");
         assert_problem(&problems, "proxy.routes[4].id: \"d d\" may hold only");
         assert_problem(&problems, "proxy.routes[5].id: must be set");
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_problem(&problems, "proxy.routes[6].id: must be at most 100 characters");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
     }
 
     #[test]

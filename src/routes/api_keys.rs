@@ -22,8 +22,10 @@ use crate::{
     audit::AuditContext,
     auth::{
         api_keys::KeyRevocation,
-        principal::{Caller, Person},
+        principal::{Caller, Credential, Person, Principal},
+        tokens::uuid_v7_nanos,
     },
+    config::HumanDuration,
     domain::{ApiKeyName, AuditKind, Outcome, Scope, Scopes},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
@@ -156,11 +158,40 @@ async fn create_key(
         Err(StoreError::NotFound) => return Err(ApiError::Unauthorized { token_sent: true }),
         Err(other) => return Err(other.into()),
     };
+    if !still_stands(&state, &principal, created.record.id).await? {
+        // A sign-out, or a change of the owner's access, landed while the
+        // key was being made: it must not outlive what stopped the rest.
+        let _ = state.store.delete_api_key(created.record.id, None).await;
+        state.revocations.revoke_api_keys(KeyRevocation::Key(created.record.id)).await;
+        return Err(ApiError::Unauthorized { token_sent: true });
+    }
     let mut event = audit.event(now, AuditKind::ApiKeyCreated, Some(principal.user_id), Outcome::Success);
     event.detail = Some(format!("key {}", created.record.id));
     state.audit.record(event);
     let key = ApiKey::new(&state, &created.record);
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key, secret: created.key })))
+}
+
+/// Whether the credential that made key `id` still stands now that the key
+/// is stored: the owner unchanged (role, department, enabled), the token
+/// not revoked, the session not ended.
+async fn still_stands(state: &AppState, principal: &Principal, id: Uuid) -> Result<bool, ApiError> {
+    let Some((_, owner)) = state.store.api_key_and_owner(id).await? else {
+        return Ok(false);
+    };
+    if owner.disabled
+        || owner.role != principal.role
+        || owner.department.as_ref().map(|d| d.as_str()) != principal.department.as_deref()
+    {
+        return Ok(false);
+    }
+    Ok(match &principal.credential {
+        Credential::Bearer { jti, .. } => uuid_v7_nanos(jti)
+            .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+            .is_some_and(|issued| !state.revocations.is_session_revoked(principal.user_id, issued)),
+        Credential::Session { id_hash, .. } => state.sessions.session(id_hash).await?.is_some(),
+        Credential::ApiKey { .. } => false,
+    })
 }
 
 /// A new key's fields, checked; every field's problems at once.
@@ -210,15 +241,15 @@ fn expiry(
     };
     let at = sent
         .and_then(|text| OffsetDateTime::parse(&text, &Rfc3339).ok())
-        .ok_or("must be an RFC 3339 time (or left out)")?
-        .to_offset(time::UtcOffset::UTC);
+        .ok_or("must be an RFC 3339 time (or left out)")?;
+    // Compared before the change to UTC, which years near 9999 overflow.
     if at <= now {
         return Err("must be in the future".into());
     }
     if at > latest {
-        return Err(format!("must be at most {} days ahead", max_lifetime.whole_days()));
+        return Err(format!("must be at most {} ahead", HumanDuration(max_lifetime.unsigned_abs())));
     }
-    Ok(at)
+    Ok(at.to_offset(time::UtcOffset::UTC))
 }
 
 /// The caller's API keys in force, oldest first.

@@ -248,6 +248,7 @@ fn api_keys_card(state: &AppState) -> String {
         })
         .collect();
     let lifetime = lifetime(state.config.api_keys.max_lifetime);
+    let max_seconds = state.config.api_keys.max_lifetime.0.as_secs();
     format!(
         "<h2>API keys</h2>\n<div class=\"card\" id=\"api-keys\">\n\
          <p>A key lets a program call the API as you (<code>Authorization: Bearer rk_…</code>), limited to the \
@@ -269,7 +270,7 @@ fn api_keys_card(state: &AppState) -> String {
          <fieldset id=\"key-scopes\"><legend>Scopes</legend>\n{scopes}</fieldset>\n\
          <p class=\"error field-error\" data-field=\"scopes\"></p>\n\
          <label>Valid until <input id=\"key-expires\" name=\"expires_at\" type=\"date\" \
-         aria-describedby=\"key-expires-hint\"></label>\n\
+         data-max-seconds=\"{max_seconds}\" aria-describedby=\"key-expires-hint\"></label>\n\
          <p id=\"key-expires-hint\" class=\"hint\">Optional, at most {lifetime} ahead; left empty, the key lives \
          {lifetime}.</p>\n\
          <p class=\"error field-error\" data-field=\"expires_at\"></p>\n\

@@ -30,7 +30,7 @@ use crate::{
         RenderedBodies,
         auth::{cleared_cookie, with_cookie},
     },
-    store::{StoreError, UserChanges},
+    store::{StoreError, UserChange, UserChanges},
 };
 
 pub fn router() -> Routes {
@@ -285,15 +285,14 @@ async fn update_user(
         Some(None) => Some(None),
         None => None,
     };
-    let before = target_user(&state, &caller, Action::UpdateUser, id, &audit).await?;
+    target_user(&state, &caller, Action::UpdateUser, id, &audit).await?;
     let changes = UserChanges { role: update.role, department, disabled: update.disabled, ..Default::default() };
-    // The store refuses to demote or disable the last active admin, as one
-    // step with the write (`StoreError::LastActiveAdmin`).
-    let after = state.store.change_user(id, &changes).await?;
-    let role_changed = after.role != before.role;
-    if role_changed || after.department != before.department || (after.disabled && !before.disabled) {
+    // The store refuses to demote or disable the last active admin, and
+    // says what changed, from the row as it was, in the same transaction.
+    let UserChange { user: after, role_changed, access_changed } = state.store.apply_user_change(id, &changes).await?;
+    if access_changed {
         // Role and department live on in issued tokens (and access at all,
-        // for a disabled user): cut them.
+        // for a disabled user): cut them, and drop the keys everywhere.
         accounts::revoke_everything(&state, id).await?;
     }
     if role_changed {

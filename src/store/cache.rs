@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore,
     OAuthFlow, PostStore, PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord,
-    SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore,
+    SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore,
 };
 use crate::domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User};
 
@@ -177,8 +177,8 @@ cached_store_impl!(UserStore {
 
     // A read that ran during a write may have cached the old row, so each
     // write forgets the user after it lands, not before.
-    async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
-        let result = self.inner.change_user(id, changes).await;
+    async fn apply_user_change(&self, id: Uuid, changes: &UserChanges) -> Result<UserChange, StoreError> {
+        let result = self.inner.apply_user_change(id, changes).await;
         self.caches.users.forget(id);
         result
     }
@@ -229,6 +229,7 @@ cached_store_impl!(PostStore {
 cached_store_impl!(ApiKeyStore {
     fn insert_api_key(&self, key: &ApiKeyRecord) -> ();
     fn api_key(&self, id: Uuid) -> Option<ApiKeyRecord>;
+    fn api_key_and_owner(&self, id: Uuid) -> Option<(ApiKeyRecord, User)>;
     fn list_api_keys(&self, user_id: Option<Uuid>, now: OffsetDateTime, after: Option<Uuid>, limit: u32) -> Vec<ApiKeyRecord>;
     fn delete_api_key(&self, id: Uuid, owner: Option<Uuid>) -> ApiKeyRecord;
     fn delete_user_api_keys(&self, user_id: Uuid) -> u64;

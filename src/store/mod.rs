@@ -114,6 +114,18 @@ pub struct UserChanges {
     pub disabled: Option<bool>,
 }
 
+/// What `UserStore::apply_user_change` did, decided inside its transaction
+/// from the row as it was (no cache).
+#[derive(Debug, Clone)]
+pub struct UserChange {
+    pub user: User,
+    pub role_changed: bool,
+    /// The role or department changed, or the user was disabled: what the
+    /// user's credentials were issued under no longer holds (their API keys
+    /// are already deleted).
+    pub access_changed: bool,
+}
+
 /// A refresh token as stored: only the SHA-256 of the token.
 #[derive(Debug, Clone)]
 pub struct RefreshTokenRecord {
@@ -248,8 +260,12 @@ pub trait UserStore: Send + Sync {
     async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError>;
     /// Applies a change; `LastActiveAdmin` when it would demote or disable
     /// the only active admin. A change of role or department, or disabling,
-    /// deletes the user's API keys in the same transaction.
-    async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError>;
+    /// deletes the user's API keys in the same transaction, and says so.
+    async fn apply_user_change(&self, id: Uuid, changes: &UserChanges) -> Result<UserChange, StoreError>;
+    /// `apply_user_change`, for callers that need only the user.
+    async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+        Ok(self.apply_user_change(id, changes).await?.user)
+    }
     /// `LastActiveAdmin` when `id` is the only active admin.
     async fn delete_user(&self, id: Uuid) -> Result<(), StoreError>;
     /// Users ordered by id (creation order), after `after`, at most `limit`.
@@ -356,6 +372,9 @@ pub trait ApiKeyStore: Send + Sync {
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     /// The key with this id, expired or not.
     async fn api_key(&self, id: Uuid) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The key and its owner as the database has them now (never cached);
+    /// `None` when either is gone.
+    async fn api_key_and_owner(&self, id: Uuid) -> Result<Option<(ApiKeyRecord, User)>, StoreError>;
     /// Keys still in force at `now`, by id after `after`, at most `limit`:
     /// one user's, or (`None`) everyone's.
     async fn list_api_keys(

@@ -20,7 +20,8 @@ use uuid::Uuid;
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore,
     OAuthFlow, PostStore, PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord,
-    SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChanges, UserCredentials, UserStore, now_stored,
+    SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore,
+    now_stored,
 };
 use crate::domain::{
     AuditEvent, AuditKind, Department, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role,
@@ -309,11 +310,14 @@ macro_rules! sql_store {
                 if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
             }
 
-            async fn change_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+            async fn apply_user_change(&self, id: Uuid, changes: &UserChanges) -> Result<UserChange, StoreError> {
                 // The write lock even for a rename: on SQLite a deferred
                 // transaction that reads and then writes fails when another
-                // write lands in between.
+                // write lands in between. On PostgreSQL the user's row is
+                // locked too, so two changes of one user compare against
+                // each other's result, never against the same old row.
                 let mut transaction = <$db as Dialect>::begin_admin_change(&self.pool).await?;
+                Self::lock_user(&mut transaction, id).await?;
                 let (role, department, disabled, active_admins) = Self::admin_standing(&mut transaction, id).await?;
                 if loses_admin(role, disabled, changes) && active_admins <= 1 {
                     // At once, not when the pool gets round to it: the lock
@@ -341,14 +345,14 @@ macro_rules! sql_store {
                 .await?;
                 // Keys never outlive the role, department or access they
                 // were made under: gone with the change, in its transaction.
-                if user.role != role
+                let access_changed = user.role != role
                     || user.department.as_ref().map(Department::as_str) != department.as_deref()
-                    || (user.disabled && !disabled)
-                {
+                    || (user.disabled && !disabled);
+                if access_changed {
                     sqlx::query("DELETE FROM api_keys WHERE user_id = $1").bind(id).execute(&mut *transaction).await?;
                 }
                 transaction.commit().await?;
-                Ok(user)
+                Ok(UserChange { role_changed: user.role != role, access_changed, user })
             }
 
             async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
@@ -834,6 +838,15 @@ macro_rules! sql_store {
                 query.push(API_KEY_COLUMNS).push(" FROM api_keys WHERE id = ").push_bind(id);
                 let row: Option<ApiKeyRow> = query.build_query_as().fetch_optional(&self.pool).await?;
                 row.map(ApiKeyRecord::try_from).transpose()
+            }
+
+            async fn api_key_and_owner(&self, id: Uuid) -> Result<Option<(ApiKeyRecord, User)>, StoreError> {
+                let Some(key) = self.api_key(id).await? else {
+                    return Ok(None);
+                };
+                let query = sqlx::query_as(concat_users!("SELECT ", " FROM users WHERE id = $1"));
+                let owner: Option<User> = query.bind(key.user_id).fetch_optional(&self.pool).await?;
+                Ok(owner.map(|owner| (key, owner)))
             }
 
             async fn list_api_keys(

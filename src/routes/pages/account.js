@@ -156,10 +156,15 @@ function showProblem(status, body) {
   if (unplaced.length) $("key-form-message").textContent += ` ${unplaced.join("; ")}`;
 }
 
-// The chosen day, to its last second in the person's time zone, as RFC 3339.
+// The longest a key may live (`api_keys.max_lifetime`), in milliseconds.
+const maxLifetime = Number($("key-expires").dataset.maxSeconds) * 1000;
+
+// The chosen day, to its last second in the person's time zone, as RFC 3339;
+// the last day allowed ends at the lifetime's end, not at midnight.
 function endOfDay(value) {
   const [year, month, date] = value.split("-").map(Number);
-  return new Date(year, month - 1, date, 23, 59, 59).toISOString();
+  const end = new Date(year, month - 1, date, 23, 59, 59).getTime();
+  return new Date(Math.min(end, Date.now() + maxLifetime - 60_000)).toISOString();
 }
 
 function showNewKey(created) {
@@ -225,11 +230,16 @@ $("copy-key").addEventListener("click", async () => {
 
 $("new-key-done").addEventListener("click", hideNewKey);
 
-// No day in the past: the earliest is today (the key then lives until its end).
+// No day in the past: the earliest is today (the key then lives until its
+// end); the latest is the last day the lifetime reaches.
 {
-  const now = new Date();
   const pad = (number) => String(number).padStart(2, "0");
-  $("key-expires").min = `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}`;
+  const dateOf = (day) => `${day.getFullYear()}-${pad(day.getMonth() + 1)}-${pad(day.getDate())}`;
+  $("key-expires").min = dateOf(new Date());
+  $("key-expires").max = dateOf(new Date(Date.now() + maxLifetime));
 }
+
+// The new key leaves the page with it (and is not kept by the back button).
+window.addEventListener("pagehide", hideNewKey);
 
 loadKeys();
