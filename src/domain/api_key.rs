@@ -5,6 +5,9 @@ use std::{fmt, sync::Arc};
 
 use uuid::Uuid;
 
+use super::UserName;
+use crate::config::proxy::{MAX_ROUTE_ID, is_id_byte};
+
 /// What an API key may do (API.md "API keys"). The policy sees a key's
 /// scopes as `context.scopes` and forbids every action outside them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,11 +45,8 @@ impl Scope {
             return Ok(scope.clone());
         }
         match name.strip_prefix("routes:") {
-            Some(id)
-                if !id.is_empty()
-                    && id.len() <= 100
-                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) =>
-            {
+            // A route id, by the route table's own rule.
+            Some(id) if !id.is_empty() && id.len() <= MAX_ROUTE_ID && id.bytes().all(is_id_byte) => {
                 Ok(Scope::Route(id.into()))
             }
             _ => Err(format!("{name:?} is not a scope")),
@@ -138,27 +138,17 @@ impl Scopes {
     }
 }
 
-/// A key's name: 1..=100 characters after trimming, no control characters.
+/// A key's name: the rule of a person's name (`UserName`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyName(String);
+pub struct ApiKeyName(UserName);
 
 impl ApiKeyName {
     pub fn parse(input: &str) -> Result<Self, &'static str> {
-        let name = input.trim();
-        if name.is_empty() {
-            return Err("is required");
-        }
-        if name.chars().count() > 100 {
-            return Err("must be at most 100 characters");
-        }
-        if name.chars().any(char::is_control) {
-            return Err("must not contain control characters");
-        }
-        Ok(Self(name.to_owned()))
+        UserName::parse(input).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 

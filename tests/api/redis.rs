@@ -95,19 +95,25 @@ async fn deployment(postgres: &str, redis: &str, extra: &str) -> Deployment {
     Deployment { dir, config, schema }
 }
 
+/// Makes a `user` account with the password the tests sign in with,
+/// through `rampart user create` on the deployment's configuration.
+fn create_user(dir: &std::path::Path, config: &std::path::Path, email: &str, name: &str) {
+    let created = crate::cli::rampart(dir)
+        .args(["user", "create", "--email", email, "--name", name, "--role", "user", "--config"])
+        .arg(config)
+        .env("RAMPART_PASSWORD", "violet pancake orbit nine")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+}
+
 /// Two `rampart serve` processes on one PostgreSQL schema and one Redis
 /// prefix, sharing a signing key: what one does, the other sees.
 #[tokio::test]
 async fn two_processes_on_postgresql_and_redis_behave_as_one() {
     let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
     let Deployment { dir, config, schema } = deployment(&postgres, &redis, "").await;
-    let created = crate::cli::rampart(dir.path())
-        .args(["user", "create", "--email", "pat@example.com", "--name", "Pat", "--role", "user", "--config"])
-        .arg(&config)
-        .env("RAMPART_PASSWORD", "violet pancake orbit nine")
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    create_user(dir.path(), &config, "pat@example.com", "Pat");
     let a = crate::cli::Served::start(dir.path(), &config);
     let b = crate::cli::Served::start(dir.path(), &config);
     let client = reqwest::Client::new();
@@ -399,13 +405,7 @@ async fn a_websocket_on_one_instance_closes_when_its_token_is_revoked_on_another
         upstream.url()
     );
     let Deployment { dir, config, schema } = deployment(&postgres, &redis, &routes).await;
-    let created = crate::cli::rampart(dir.path())
-        .args(["user", "create", "--email", "sam@example.com", "--name", "Sam", "--role", "user", "--config"])
-        .arg(&config)
-        .env("RAMPART_PASSWORD", "violet pancake orbit nine")
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    create_user(dir.path(), &config, "sam@example.com", "Sam");
     let a = crate::cli::Served::start(dir.path(), &config);
     let b = crate::cli::Served::start(dir.path(), &config);
     let client = reqwest::Client::new();
@@ -452,13 +452,7 @@ async fn a_websocket_on_one_instance_closes_when_its_token_is_revoked_on_another
 async fn an_api_key_stopped_on_one_instance_is_refused_on_the_other_at_once() {
     let (Some(postgres), Some(redis)) = (required("TEST_POSTGRES_URL"), required("TEST_REDIS_URL")) else { return };
     let Deployment { dir, config, schema } = deployment(&postgres, &redis, "").await;
-    let created = crate::cli::rampart(dir.path())
-        .args(["user", "create", "--email", "kim@example.com", "--name", "Kim", "--role", "user", "--config"])
-        .arg(&config)
-        .env("RAMPART_PASSWORD", "violet pancake orbit nine")
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    create_user(dir.path(), &config, "kim@example.com", "Kim");
     let a = crate::cli::Served::start(dir.path(), &config);
     let b = crate::cli::Served::start(dir.path(), &config);
     let client = reqwest::Client::new();
