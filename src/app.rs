@@ -93,6 +93,8 @@ pub struct AppStateInner {
     pub redis: Option<Redis>,
     /// Protect mode: the route table, upstreams and assertion signer.
     pub gateway: Arc<Gateway>,
+    /// Outgoing mail: composes into the outbox; its worker sends.
+    pub mailer: Arc<crate::mail::Mailer>,
     /// A hash of a random password, verified against when an email is
     /// unknown so that the answer takes as long as for a real account.
     dummy_hash: tokio::sync::OnceCell<Arc<str>>,
@@ -167,6 +169,9 @@ impl AppState {
         audit.register_metrics(registry);
         gateway.register_metrics(registry);
         api_keys.register_metrics(registry);
+        let mailer = Arc::new(crate::mail::Mailer::new(&config)?);
+        mailer.register_metrics(registry);
+        mailer.spawn_worker(store.clone(), clock.clone());
         gateway.start();
         let throttle = Arc::new(match &redis {
             Some(redis) => LoginThrottle::shared(redis.clone(), clock.clone()),
@@ -187,6 +192,7 @@ impl AppState {
             oauth: Arc::new(OAuthProviders::from_config(&config.oauth)?),
             throttle,
             gateway,
+            mailer,
             device_cookies,
             audit,
             dummy_hash: tokio::sync::OnceCell::new(),
@@ -266,6 +272,7 @@ pub fn public_routes(demo: bool) -> Routes {
         .class_under("/api/", RouteClass::Api)
         .merge(routes::ops::router())
         .merge(routes::auth::router())
+        .merge(routes::email::router())
         .merge(routes::oauth::router())
         .merge(routes::forward_auth::router())
         .merge(routes::pages::router())

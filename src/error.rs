@@ -103,6 +103,14 @@ impl ApiError {
 
     /// What an API key may never do: manage keys, passwords, second
     /// factors, or sign out (`key_not_allowed`).
+    /// `auth.require_verified_email` and an unproven address.
+    pub fn email_unverified() -> Self {
+        Self::ForbiddenCode {
+            code: "email_unverified",
+            detail: "Verify your email address first: POST /auth/email/verify/request sends a new link.".into(),
+        }
+    }
+
     pub fn key_not_allowed() -> Self {
         Self::ForbiddenCode {
             code: "key_not_allowed",

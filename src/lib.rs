@@ -40,6 +40,7 @@ pub mod housekeeping;
 pub mod json;
 pub mod layers;
 pub mod limiter;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;

@@ -36,7 +36,7 @@ use crate::{
     clock::Clock,
     domain::{API_KEY_PREFIX, ApiKeyName, PresentedKey, Role, Scopes},
     metrics::OutcomeLabels,
-    store::{ApiKeyRecord, Store, StoreError, truncate_to_stored},
+    store::{ApiKeyRecord, Store, StoreError, UnitOfWork, truncate_to_stored},
 };
 
 /// How long a verified key is used without reading the store again.
@@ -218,6 +218,22 @@ impl ApiKeys {
         scopes: Scopes,
         expires_at: OffsetDateTime,
     ) -> Result<NewKey, StoreError> {
+        let mut work = self.store.begin().await?;
+        let key = self.create_in(&mut *work, user_id, name, scopes, expires_at).await?;
+        work.commit().await?;
+        Ok(key)
+    }
+
+    /// `create` as part of `work` (with the notice of the new key); the
+    /// key exists once `work` is committed.
+    pub async fn create_in(
+        &self,
+        work: &mut dyn UnitOfWork,
+        user_id: Uuid,
+        name: &ApiKeyName,
+        scopes: Scopes,
+        expires_at: OffsetDateTime,
+    ) -> Result<NewKey, StoreError> {
         let now = self.clock.now();
         let id = Uuid::now_v7();
         // 256 random bits, URL-safe base64.
@@ -232,7 +248,7 @@ impl ApiKeys {
             expires_at: truncate_to_stored(expires_at.to_offset(time::UtcOffset::UTC)),
             last_used_at: None,
         };
-        self.store.insert_api_key(&record).await?;
+        work.insert_api_key(&record).await?;
         self.cache.note_present(id);
         Ok(NewKey { key: format!("{API_KEY_PREFIX}{id}_{secret}"), record })
     }

@@ -31,6 +31,13 @@ limit = 5
 window = "15m"
 on_backend_error = "deny"
 
+[rate_limit.password_reset]
+strategy = "sliding_window"
+limit = 5
+window = "15m"
+paths = ["/auth/password/"]
+methods = ["POST"]
+
 [rate_limit.api]
 strategy = "sliding_window"
 limit = 30

@@ -57,6 +57,9 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub api_keys: ApiKeysConfig,
+    /// Outgoing mail: verification and reset links, security notices.
+    #[serde(default)]
+    pub email: EmailConfig,
     /// Protect mode: upstreams and the route table.
     #[serde(default)]
     pub proxy: ProxyConfig,
@@ -88,6 +91,42 @@ pub struct ApiKeysConfig {
 impl Default for ApiKeysConfig {
     fn default() -> Self {
         Self { max_lifetime: HumanDuration::days(365) }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `smtps://host:465` (implicit TLS), `smtp://host:587?tls=required`
+    /// (STARTTLS), or plain `smtp://host:port` to a loopback host only;
+    /// the user may be in the URL, never the password. "" = no SMTP: mails
+    /// are written as `.eml` files under `<server.data_dir>/outbox/`.
+    pub smtp_url: String,
+    pub smtp_password: SecretString,
+    pub smtp_password_file: PathBuf,
+    /// PEM certificates to trust for the SMTP server besides the public
+    /// roots (a private CA).
+    pub ca_file: PathBuf,
+    /// The `From` of every mail.
+    pub from: String,
+    /// The first retry of a mail the server did not take comes this long
+    /// after; each next one waits twice as long, at most an hour.
+    pub retry_after: HumanDuration,
+    /// A mail still not accepted this long after it was queued is given up.
+    pub give_up_after: HumanDuration,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: String::new(),
+            smtp_password: SecretString::default(),
+            smtp_password_file: PathBuf::new(),
+            ca_file: PathBuf::new(),
+            from: "Rampart <no-reply@localhost>".into(),
+            retry_after: HumanDuration::secs(30),
+            give_up_after: HumanDuration::days(3),
+        }
     }
 }
 
@@ -229,6 +268,9 @@ pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
     pub password_hash: PasswordHashConfig,
+    /// Users who have not proven their address may only verify it, read
+    /// their profile and sign out (403 `email_unverified`).
+    pub require_verified_email: bool,
 }
 
 impl Default for AuthConfig {
@@ -244,6 +286,7 @@ impl Default for AuthConfig {
             issuer: "rampart".into(),
             audience: "rampart-api".into(),
             password_hash: PasswordHashConfig::default(),
+            require_verified_email: false,
         }
     }
 }
@@ -448,6 +491,15 @@ impl Config {
         (!self.server.public_url.is_empty()).then_some(self.server.public_url.as_str())
     }
 
+    /// Where links in mail point: `server.public_url`, else
+    /// `http://<server.bind>` (development).
+    pub fn link_base(&self) -> String {
+        match self.public_origin() {
+            Some(origin) => origin.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.server.bind),
+        }
+    }
+
     pub fn is_production(&self) -> bool {
         self.server.environment == Environment::Production
     }
@@ -465,9 +517,10 @@ impl Config {
     pub fn read_secret_files(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         let default_database_url = DatabaseConfig::default().url;
-        let pairs: [(&str, &mut SecretString, &PathBuf, &str); 2] = [
+        let pairs: [(&str, &mut SecretString, &PathBuf, &str); 3] = [
             ("database.url", &mut self.database.url, &self.database.url_file, default_database_url.expose_secret()),
             ("redis.url", &mut self.redis.url, &self.redis.url_file, ""),
+            ("email.smtp_password", &mut self.email.smtp_password, &self.email.smtp_password_file, ""),
         ];
         for (key, value, file, default) in pairs {
             read_secret_file(&mut problems, key, value, file, default);
@@ -607,6 +660,10 @@ impl Config {
             || self.api_keys.max_lifetime.0 > std::time::Duration::from_secs(10 * 366 * 86_400)
         {
             problem("api_keys.max_lifetime", "must be between 1m and 10 years");
+        }
+        for message in crate::mail::config_problems(self) {
+            let (key, message) = message.split_once(": ").unwrap_or(("email", &message));
+            problem(key, message);
         }
         if self.audit.retention.0 < std::time::Duration::from_secs(3600) {
             problem("audit.retention", "must be at least 1h");

@@ -102,6 +102,12 @@ audit_kinds! {
     /// A request with an `rk_` key that is unknown, wrong, expired or
     /// revoked (one per client IP and route per minute, as 401s).
     ApiKeyRefused = "api_key_refused",
+    /// A user proved their address with a verification link.
+    EmailVerified = "email_verified",
+    /// `POST /auth/password/forgot` (the user, when the address is an account's).
+    PasswordResetRequested = "password_reset_requested",
+    /// A password was set with a reset link; every credential of the user stopped.
+    PasswordReset = "password_reset",
 }
 
 /// Which events give way when the audit queue is full.

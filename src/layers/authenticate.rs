@@ -164,3 +164,33 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, value)| value.trim_matches('"'))
         .filter(|value| !value.is_empty())
 }
+
+/// `auth.require_verified_email`: a signed-in user whose address is not
+/// proven may only read their profile, verify, refresh and sign out; any
+/// other request under `/api/`, through protect mode (`proxied`) or to
+/// forward auth is refused with 403 `email_unverified`. The user is read
+/// from the store's cache, and only when the setting is on.
+pub async fn unverified_refusal(
+    state: &AppState,
+    context: &RequestContext,
+    method: &axum::http::Method,
+    path: &str,
+    proxied: bool,
+) -> Option<crate::error::ApiError> {
+    if !state.config.auth.require_verified_email {
+        return None;
+    }
+    let user_id = context.user_id()?;
+    let guarded = proxied
+        || path.starts_with("/auth/forward")
+        || (path.starts_with("/api/")
+            && !(path == "/api/profile" && matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)));
+    if !guarded {
+        return None;
+    }
+    match state.store.user_shared(user_id).await {
+        Ok(user) if !user.email_verified => Some(crate::error::ApiError::email_unverified()),
+        // A missing user, or a store failure, is the handler's to answer.
+        _ => None,
+    }
+}

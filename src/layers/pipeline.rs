@@ -35,7 +35,7 @@ use tower::{Layer, Service};
 
 use super::{
     access_log::AccessLog,
-    authenticate::authenticate,
+    authenticate::{authenticate, unverified_refusal},
     block,
     client_ip::{self, TrustedProxies},
     limits::RequestLimits,
@@ -84,7 +84,7 @@ const fn stage(name: &'static str, runner: Runner, work: &'static str) -> Stage 
 /// The order matters where a stage refuses early: a blocked client is
 /// refused before authentication or rate limiting counts it, and signed-in
 /// callers are rate limited by user id because authentication comes first.
-pub const STAGES: [Stage; 17] = [
+pub const STAGES: [Stage; 18] = [
     stage("request id", Runner::Edge, "keep a safe client X-Request-Id or mint one (request_id.rs)"),
     stage("client IP", Runner::Edge, "the socket peer, or the forwarded client behind trusted proxies (client_ip.rs)"),
     stage("route class", Runner::Edge, "the path's RouteClass, as the routers declared it, into the RequestContext"),
@@ -105,6 +105,11 @@ pub const STAGES: [Stage; 17] = [
         "rate limit",
         Runner::Gate,
         "429 or admitted (proxied: the route's group only); on the way out RateLimit fields",
+    ),
+    stage(
+        "verified email",
+        Runner::Gate,
+        "403 email_unverified for an unproven address with auth.require_verified_email (authenticate.rs)",
     ),
     stage(
         "route",
@@ -319,6 +324,13 @@ async fn gate(mut gate: Gate, request: Request) -> Result<Response, Infallible> 
         Ok(admission) => admission,
         Err(refusal) => return Ok(refusal),
     };
+    if let Some(context) = parts.extensions.get::<Arc<RequestContext>>()
+        && let Some(refusal) = unverified_refusal(&gate.state, context, &parts.method, parts.uri.path(), false).await
+    {
+        let mut response = refusal.into_response();
+        limiter.finish(admission, &mut response).await;
+        return Ok(response);
+    }
     let request = Request::from_parts(parts, Body::new(Limited::new(body, gate.body_limit)));
     let mut response = match gate.router.call(request).await {
         Ok(response) => response,
@@ -349,6 +361,11 @@ async fn proxied_gate(gate: Gate, request: Request, proxied: Proxied) -> Respons
         Ok(admission) => admission,
         Err(refusal) => return refusal,
     };
+    if let Some(refusal) = unverified_refusal(&gate.state, &context, &parts.method, parts.uri.path(), true).await {
+        let mut response = refusal.into_response();
+        limiter.finish(admission, &mut response).await;
+        return response;
+    }
     let request = Request::from_parts(parts, body);
     let mut response = gate.state.gateway.serve(&gate.state, &proxied, request, &context).await;
     limiter.finish(admission, &mut response).await;

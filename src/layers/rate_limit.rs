@@ -413,13 +413,36 @@ impl RateLimiter {
         let Some((group, key)) = self.sign_in_key(context, email) else {
             return Ok(());
         };
-        let decision = self.decide(group, &key, !group.failures_only).await;
+        self.admit_key(group, &key, !group.failures_only, context).await
+    }
+
+    /// Counts a request for the account with `email` in the named group,
+    /// whatever client sends it (the group's per-client count was made
+    /// before the handler): `Err(retry_after_secs)` when over. A request
+    /// that names an account it may not own (a password reset) is limited
+    /// per address too, so no one address is mailed without bound.
+    pub async fn admit_address(&self, request: &SignInRequest, group_name: &str, email: &str) -> Result<(), u64> {
+        let Some(group) = self.groups.iter().find(|group| group.name == group_name) else {
+            return Ok(());
+        };
+        let key = LimitKey { group: group.index, subject: Subject::Account(account_subject(email)), audit: false };
+        self.admit_key(group, &key, true, request.0.as_deref()).await
+    }
+
+    async fn admit_key(
+        &self,
+        group: &Group,
+        key: &LimitKey,
+        consume: bool,
+        context: Option<&RequestContext>,
+    ) -> Result<(), u64> {
+        let decision = self.decide(group, key, consume).await;
         if decision.allowed {
             return Ok(());
         }
         let route =
             || context.and_then(|context| context.route.get()).map_or_else(String::new, |route| route.as_str().into());
-        self.note_refusal(group, &key, context, route).await;
+        self.note_refusal(group, key, context, route).await;
         Err(u64::try_from(seconds(decision.retry_after_ms).max(1)).unwrap_or(1))
     }
 

@@ -121,6 +121,10 @@ impl MemoryLimiter {
                 bytes[4..20].copy_from_slice(&ip.to_le_bytes());
                 bytes[20..].copy_from_slice(&account.to_le_bytes());
             }
+            Subject::Account(account) => {
+                bytes[3] = 3;
+                bytes[20..].copy_from_slice(&account.to_le_bytes());
+            }
         }
         let mut hasher = self.hasher.build_hasher();
         hasher.write(&bytes);

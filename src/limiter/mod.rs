@@ -23,6 +23,9 @@ pub enum Subject {
     Ip(u128),
     User(Uuid),
     IpAndAccount(u128, u64),
+    /// One account (by email) from every address: a password reset's
+    /// per-address count.
+    Account(u64),
 }
 
 /// One counter: a group (by index) and a subject. `audit` keys track

@@ -29,6 +29,7 @@ use crate::{
     domain::{ApiKeyName, AuditKind, Outcome, Scope, Scopes},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
+    mail::{Letter, Notice},
     openapi::{self, tags},
     policy::{Action, Resource},
     store::{ApiKeyRecord, StoreError},
@@ -152,12 +153,23 @@ async fn create_key(
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     let now = state.clock.now();
     let (name, scopes, expires_at) = checked(&state, input, now)?;
-    let created = match state.api_keys.create(principal.user_id, &name, scopes, expires_at).await {
+    // The key and its notice to the owner land together.
+    let made = async {
+        let owner = state.store.user_by_id(principal.user_id).await?;
+        let mut work = state.store.begin().await?;
+        let created = state.api_keys.create_in(&mut *work, owner.id, &name, scopes, expires_at).await?;
+        let notice = Notice::ApiKeyCreated { key_name: name.as_str().to_owned() };
+        state.mailer.enqueue(&mut *work, &owner, &Letter::Notice(notice), now).await?;
+        work.commit().await?;
+        Ok::<_, StoreError>(created)
+    };
+    let created = match made.await {
         Ok(created) => created,
         // The caller's account was deleted meanwhile.
         Err(StoreError::NotFound) => return Err(ApiError::Unauthorized { token_sent: true }),
         Err(other) => return Err(other.into()),
     };
+    state.mailer.wake();
     if !still_stands(&state, &principal, created.record.id).await? {
         // A sign-out, or a change of the owner's access, landed while the
         // key was being made: it must not outlive what stopped the rest.

@@ -85,7 +85,7 @@ async fn signup(
         // Anyone may type any address: not proven until verified.
         email_verified: false,
     };
-    let user = accounts::create_account(&*state.store, &state.hasher, account).await?;
+    let user = accounts::email::sign_up(&state, account).await?;
     state.audit.record(audit.event(state.clock.now(), AuditKind::Signup, Some(user.id), Outcome::Success));
     Ok((StatusCode::CREATED, Json(user)))
 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod blocks;
 pub mod docs;
+pub mod email;
 pub mod forward_auth;
 pub mod oauth;
 pub mod ops;

@@ -317,13 +317,12 @@ async fn finish(
         Ok(account) => account,
         Err(error) => return Ok(Err(error.into())),
     };
-    let store = state.store.as_ref();
     let done = match flow.link_user_id {
         Some(user_id) => {
-            accounts::link_provider(store, name, &account, user_id).await?.map(|(user, link)| (user, Done::Link(link)))
+            accounts::link_provider(state, name, &account, user_id).await?.map(|(user, link)| (user, Done::Link(link)))
         }
         None => {
-            accounts::sign_in_with_provider(store, name, &account).await?.map(|(user, how)| (user, Done::SignIn(how)))
+            accounts::sign_in_with_provider(state, name, &account).await?.map(|(user, how)| (user, Done::SignIn(how)))
         }
     };
     Ok(done.map(|(user, how)| (user, how, flow.redirect_to)).map_err(Failure::from))

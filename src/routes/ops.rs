@@ -137,6 +137,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     {
         state.metrics.active_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
+    if let Ok(Err(error)) = tokio::time::timeout(READY_CHECK_TIMEOUT, state.mailer.count_outbox(&*state.store)).await {
+        tracing::warn!(cause = %error, "could not count the mail outbox");
+    }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

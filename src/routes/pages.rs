@@ -36,6 +36,7 @@ use crate::{
 const STYLE: &str = include_str!("pages/pages.css");
 const LOGIN_SCRIPT: &str = include_str!("pages/login.js");
 const ACCOUNT_SCRIPT: &str = include_str!("pages/account.js");
+const EMAIL_SCRIPT: &str = include_str!("pages/email.js");
 
 /// Pages for people, not API operations: registered without OpenAPI
 /// descriptions (`tests/api/openapi.rs` lists them).
@@ -44,9 +45,12 @@ pub fn router() -> Routes {
         .route("/", get(home))
         .route("/login", get(login))
         .route("/account", get(account))
+        .route("/verify-email", get(verify_email))
+        .route("/reset-password", get(reset_password))
         .route("/pages/pages.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .route("/pages/login.js", get(|| async { asset(LOGIN_SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/pages/account.js", get(|| async { asset(ACCOUNT_SCRIPT, "text/javascript; charset=utf-8") }))
+        .route("/pages/email.js", get(|| async { asset(EMAIL_SCRIPT, "text/javascript; charset=utf-8") }))
 }
 
 /// The sentence shown for each `/login?error=` code; anything else gets the
@@ -142,7 +146,8 @@ async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respon
         "<form id=\"password-form\" class=\"card\" method=\"post\" action=\"/auth/session\">\n\
          <label>Email <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></label>\n\
          <label>Password <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" \
-         required></label>\n<button id=\"sign-in\" type=\"submit\">Sign in</button>\n</form>\n",
+         required></label>\n<button id=\"sign-in\" type=\"submit\">Sign in</button>\n</form>\n\
+         <p class=\"hint\"><a id=\"forgot-password\" href=\"/reset-password\">Forgot password?</a></p>\n",
     );
     if !state.oauth.is_empty() {
         body.push_str("<p class=\"divider\">or</p>\n");
@@ -150,6 +155,55 @@ async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respon
     }
     body.push_str("</div>\n");
     page("Sign in", Some("/pages/login.js"), Width::Narrow, &body)
+}
+
+/// Whether the query string carries a `token` (its value is the script's
+/// to read: the server renders no part of it).
+fn has_token(raw: Option<&str>) -> bool {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+        .is_ok_and(|pairs| pairs.iter().any(|(key, value)| key == "token" && !value.is_empty()))
+}
+
+/// `/verify-email?token=`: confirms the address on opening (the script
+/// posts the token to `POST /auth/email/verify`).
+async fn verify_email(RawQuery(raw): RawQuery) -> Response {
+    let body = if has_token(raw.as_deref()) {
+        "<h1>Confirm your email</h1>\n<div class=\"card\">\n\
+         <form id=\"verify-form\" class=\"card\" method=\"post\" action=\"/auth/email/verify\">\n\
+         <p>Confirming your address…</p>\n<button id=\"verify\" type=\"submit\">Confirm my address</button>\n</form>\n\
+         <p id=\"done\" hidden>Your email address is confirmed. <a href=\"/account\">Go to your account</a>.</p>\n\
+         <p class=\"error\" id=\"message\" role=\"alert\"></p>\n</div>\n"
+    } else {
+        "<h1>Confirm your email</h1>\n<div class=\"card\">\n\
+         <p class=\"error\" id=\"message\" role=\"alert\">This page needs the link from the mail we sent. Signed \
+         in, you can ask for a new one from your account.</p>\n</div>\n"
+    };
+    page("Confirm your email", Some("/pages/email.js"), Width::Narrow, body)
+}
+
+/// `/reset-password`: without a token, asks for the address to mail a
+/// link to (`POST /auth/password/forgot`); with one (the mailed link), for
+/// the new password (`POST /auth/password/reset`).
+async fn reset_password(RawQuery(raw): RawQuery) -> Response {
+    let body = if has_token(raw.as_deref()) {
+        "<h1>Choose a new password</h1>\n<div class=\"card\">\n\
+         <form id=\"reset-form\" class=\"card\" method=\"post\" action=\"/auth/password/reset\">\n\
+         <label>New password <input id=\"password\" name=\"password\" type=\"password\" \
+         autocomplete=\"new-password\" minlength=\"15\" maxlength=\"128\" required></label>\n\
+         <label>Again <input id=\"confirm\" name=\"confirm\" type=\"password\" autocomplete=\"new-password\" \
+         required></label>\n<p class=\"hint\">At least 15 characters. You will be signed out everywhere.</p>\n\
+         <button id=\"reset\" type=\"submit\">Set the new password</button>\n</form>\n\
+         <p id=\"done\" hidden>Your password is changed. <a id=\"sign-in\" href=\"/login\">Sign in</a>.</p>\n\
+         <p class=\"error\" id=\"message\" role=\"alert\"></p>\n</div>\n"
+    } else {
+        "<h1>Reset your password</h1>\n<div class=\"card\">\n\
+         <form id=\"forgot-form\" class=\"card\" method=\"post\" action=\"/auth/password/forgot\">\n\
+         <label>Email <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></label>\n\
+         <button id=\"send-link\" type=\"submit\">Mail me a link</button>\n</form>\n\
+         <p id=\"done\" hidden>If an account has this address, a link to reset its password is on its way. It \
+         works once, for 30 minutes.</p>\n<p class=\"error\" id=\"message\" role=\"alert\"></p>\n</div>\n"
+    };
+    page("Reset your password", Some("/pages/email.js"), Width::Narrow, body)
 }
 
 /// One link per configured provider to its `start`, as

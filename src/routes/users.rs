@@ -24,6 +24,7 @@ use crate::{
     domain::{AuditKind, Department, Email, Outcome, Password, Role, User, UserName},
     error::{ApiError, FieldError},
     extract::{JsonBody, List, Page},
+    mail::{Letter, Notice},
     openapi::{self, tags},
     policy::{Action, Resource},
     routes::{
@@ -207,7 +208,12 @@ async fn change_password(
     let new_password = Password::parse(change.new_password, &email, &name)
         .map_err(|m| ApiError::Validation(vec![FieldError::new("new_password", m)]))?;
     let phc = state.hasher.hash(new_password.secret()).await?;
-    state.store.set_password_hash(user.id, &phc).await?;
+    // The new password and the notice of it land together.
+    let mut work = state.store.begin().await?;
+    work.set_password_hash(user.id, &phc).await?;
+    state.mailer.enqueue(&mut *work, &user, &Letter::Notice(Notice::PasswordChanged), now).await?;
+    work.commit().await?;
+    state.mailer.wake();
     accounts::revoke_sign_ins(&state, user.id).await?;
     state.audit.record(audit.event(now, AuditKind::PasswordChange, Some(user.id), Outcome::Success));
     let response = StatusCode::NO_CONTENT.into_response();

@@ -104,6 +104,7 @@ impl RedisLimiter {
             Subject::Ip(ip) => format!("ip:{ip:032x}"),
             Subject::User(user) => format!("user:{user}"),
             Subject::IpAndAccount(ip, account) => format!("login:{ip:032x}:{account:016x}"),
+            Subject::Account(account) => format!("account:{account:016x}"),
         };
         let kind = if key.audit { "audited" } else { "rl" };
         self.redis.key(&format!("{kind}:{}:{subject}", key.group))

@@ -25,9 +25,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore,
-    OAuthFlow, PostStore, PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord,
-    SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore,
+    ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, EmailPurpose,
+    EmailTokenRecord, Identity, IdentityStore, MailStore, OAuthFlow, OutboxCounts, OutboxMail, PostStore, PostsPage,
+    RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError,
+    TokenStore, UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore,
 };
 use crate::domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User};
 
@@ -279,6 +280,16 @@ cached_store_impl!(BlockStore {
     fn list_blocks(&self, now: OffsetDateTime, before: Option<Uuid>, limit: u32) -> Vec<Block>;
 });
 
+cached_store_impl!(MailStore {
+    fn email_token(&self, token_hash: &[u8; 32], purpose: EmailPurpose, now: OffsetDateTime) -> Option<EmailTokenRecord>;
+    fn latest_email_token_at(&self, user_id: Uuid, purpose: EmailPurpose) -> Option<OffsetDateTime>;
+    fn claim_mail(&self, now: OffsetDateTime, lease_until: OffsetDateTime, limit: u32) -> Vec<OutboxMail>;
+    fn mail_sent(&self, id: Uuid) -> ();
+    fn mail_deferred(&self, id: Uuid, next_attempt_at: OffsetDateTime, error: &str) -> ();
+    fn mail_failed(&self, id: Uuid, at: OffsetDateTime, error: &str) -> ();
+    fn outbox_counts(&self) -> OutboxCounts;
+});
+
 cached_store_impl!(IdentityStore {
     fn user_by_identity(&self, identity: &Identity) -> Option<User>;
     fn link_identity(&self, identity: &Identity, user_id: Uuid) -> ();
@@ -300,6 +311,39 @@ impl UnitOfWork for CachedUnitOfWork {
 
     async fn link_identity(&mut self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError> {
         self.inner.link_identity(identity, user_id).await
+    }
+
+    async fn set_password_hash(&mut self, id: Uuid, phc: &str) -> Result<(), StoreError> {
+        self.inner.set_password_hash(id, phc).await
+    }
+
+    async fn set_email_verified(&mut self, id: Uuid, email: &str) -> Result<bool, StoreError> {
+        self.inner.set_email_verified(id, email).await
+    }
+
+    async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.inner.insert_api_key(key).await
+    }
+
+    async fn insert_email_token(&mut self, token: &EmailTokenRecord) -> Result<(), StoreError> {
+        self.inner.insert_email_token(token).await
+    }
+
+    async fn take_email_token(
+        &mut self,
+        token_hash: &[u8; 32],
+        purpose: EmailPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<EmailTokenRecord>, StoreError> {
+        self.inner.take_email_token(token_hash, purpose, now).await
+    }
+
+    async fn delete_email_tokens(&mut self, user_id: Uuid, purpose: EmailPurpose) -> Result<(), StoreError> {
+        self.inner.delete_email_tokens(user_id, purpose).await
+    }
+
+    async fn enqueue_mail(&mut self, mail: &OutboxMail) -> Result<(), StoreError> {
+        self.inner.enqueue_mail(mail).await
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {

@@ -2,7 +2,8 @@
 //! talk to.
 //!
 //! One trait per aggregate (`UserStore`, `TokenStore`, `SessionStore`,
-//! `PostStore`, `AuditStore`, `BlockStore`, `IdentityStore`, `ApiKeyStore`); `Store` is
+//! `PostStore`, `AuditStore`, `BlockStore`, `IdentityStore`, `ApiKeyStore`,
+//! `MailStore`); `Store` is
 //! all of them plus what spans them (migrations, purging, dashboard counts,
 //! a `UnitOfWork`). Every method speaks domain types and returns
 //! `StoreError`; nothing here imports axum or builds HTTP errors.
@@ -209,6 +210,53 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<OffsetDateTime>,
 }
 
+text_enum! {
+    /// What a mailed link's token is for.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum EmailPurpose {
+        /// Proves the address (`POST /auth/email/verify`).
+        VerifyEmail = "verify_email",
+        /// Sets a new password (`POST /auth/password/reset`).
+        ResetPassword = "reset_password",
+    }
+    unknown = "not an email token purpose";
+}
+
+/// A mailed link's token as stored: its SHA-256, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailTokenRecord {
+    pub token_hash: [u8; 32],
+    pub purpose: EmailPurpose,
+    pub user_id: Uuid,
+    /// The address the link went to: it proves that address only.
+    pub email: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A mail in the outbox: the finished message and its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMail {
+    pub id: Uuid,
+    /// What it is (`verify_email`, `notice_password_changed`...), for logs.
+    pub kind: String,
+    /// Envelope sender and recipient (bare addresses).
+    pub sender: String,
+    pub recipient: String,
+    /// The RFC 5322 message, its `Message-ID` included.
+    pub message: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    /// Claims so far, this one included.
+    pub attempts: u32,
+}
+
+/// Mails waiting in the outbox, and mails given up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub queued: u64,
+    pub failed: u64,
+}
+
 /// Counts for the admin dashboard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DashboardCounts {
@@ -394,17 +442,53 @@ pub trait ApiKeyStore: Send + Sync {
     async fn touch_api_keys(&self, uses: &[(Uuid, OffsetDateTime)]) -> Result<(), StoreError>;
 }
 
+/// Mailed links' tokens and the outbox. Writes that go with what caused
+/// them (a sign-up and its verification mail) are in `UnitOfWork`.
+#[async_trait]
+pub trait MailStore: Send + Sync {
+    /// The unexpired token with this hash and purpose, left in place.
+    async fn email_token(
+        &self,
+        token_hash: &[u8; 32],
+        purpose: EmailPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<EmailTokenRecord>, StoreError>;
+    /// When the user's newest token of this purpose was made.
+    async fn latest_email_token_at(
+        &self,
+        user_id: Uuid,
+        purpose: EmailPurpose,
+    ) -> Result<Option<OffsetDateTime>, StoreError>;
+    /// Claims up to `limit` mails due at `now` for one worker until
+    /// `lease_until` (when, unsent, they are due again), counting the
+    /// attempt. Mails another worker holds are skipped, not waited for.
+    async fn claim_mail(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxMail>, StoreError>;
+    /// The server accepted the mail: it leaves the outbox.
+    async fn mail_sent(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Not sent; due again at `next_attempt_at`.
+    async fn mail_deferred(&self, id: Uuid, next_attempt_at: OffsetDateTime, error: &str) -> Result<(), StoreError>;
+    /// Given up at `at`: kept, never sent.
+    async fn mail_failed(&self, id: Uuid, at: OffsetDateTime, error: &str) -> Result<(), StoreError>;
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
+}
+
 /// Every aggregate, plus what spans them.
 #[async_trait]
 pub trait Store:
-    UserStore + TokenStore + SessionStore + PostStore + AuditStore + BlockStore + IdentityStore + ApiKeyStore
+    UserStore + TokenStore + SessionStore + PostStore + AuditStore + BlockStore + IdentityStore + ApiKeyStore + MailStore
 {
     /// Applies pending migrations; safe to call on every start.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// One round trip, for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Drops revocations, sessions, refresh tokens, OAuth flows and API
-    /// keys that can no longer matter.
+    /// Drops revocations, sessions, refresh tokens, OAuth flows, API keys
+    /// and mailed links' tokens that can no longer matter, and mails given
+    /// up more than 30 days ago.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
     /// Sessions in force at `now` in the SQL store.
     async fn count_active_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
@@ -413,15 +497,35 @@ pub trait Store:
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError>;
 }
 
-/// Writes that must land together (a user and their provider link; later,
-/// an outbox row with what caused it). Dropped without `commit`, nothing
-/// it wrote remains.
+/// Writes that must land together (a user and their provider link; a mail
+/// and what caused it). Dropped without `commit`, nothing it wrote
+/// remains.
 #[async_trait]
 pub trait UnitOfWork: Send {
     /// As `UserStore::create_user`.
     async fn create_user(&mut self, new_user: NewUser) -> Result<User, StoreError>;
     /// As `IdentityStore::link_identity`.
     async fn link_identity(&mut self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError>;
+    /// As `UserStore::set_password_hash`.
+    async fn set_password_hash(&mut self, id: Uuid, phc: &str) -> Result<(), StoreError>;
+    /// Marks the user's address proven when it is still `email`; whether it is.
+    async fn set_email_verified(&mut self, id: Uuid, email: &str) -> Result<bool, StoreError>;
+    /// As `ApiKeyStore::insert_api_key`.
+    async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// `NotFound` when the user is gone.
+    async fn insert_email_token(&mut self, token: &EmailTokenRecord) -> Result<(), StoreError>;
+    /// Deletes the token and returns it when it was unexpired: each token
+    /// is used once.
+    async fn take_email_token(
+        &mut self,
+        token_hash: &[u8; 32],
+        purpose: EmailPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<EmailTokenRecord>, StoreError>;
+    /// Deletes every token of this purpose of the user.
+    async fn delete_email_tokens(&mut self, user_id: Uuid, purpose: EmailPurpose) -> Result<(), StoreError>;
+    /// Puts a mail in the outbox, due at once (`created_at`).
+    async fn enqueue_mail(&mut self, mail: &OutboxMail) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

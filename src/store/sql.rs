@@ -18,10 +18,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, Identity, IdentityStore,
-    OAuthFlow, PostStore, PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord,
-    SessionStore, Store, StoreError, TokenStore, UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore,
-    now_stored,
+    ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, EmailPurpose,
+    EmailTokenRecord, Identity, IdentityStore, MailStore, OAuthFlow, OutboxCounts, OutboxMail, PostStore, PostsPage,
+    RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError,
+    TokenStore, UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore, now_stored,
 };
 use crate::domain::{
     AuditEvent, AuditKind, Department, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role,
@@ -124,6 +124,64 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct EmailTokenRow {
+    token_hash: Vec<u8>,
+    purpose: EmailPurpose,
+    user_id: Uuid,
+    email: String,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+const EMAIL_TOKEN_COLUMNS: &str = "token_hash, purpose, user_id, email, created_at, expires_at";
+
+impl TryFrom<EmailTokenRow> for EmailTokenRecord {
+    type Error = StoreError;
+
+    fn try_from(row: EmailTokenRow) -> Result<Self, StoreError> {
+        Ok(EmailTokenRecord {
+            token_hash: row
+                .token_hash
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a stored email token hash is not 32 bytes"))?,
+            purpose: row.purpose,
+            user_id: row.user_id,
+            email: row.email,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: Uuid,
+    kind: String,
+    sender: String,
+    recipient: String,
+    message: Vec<u8>,
+    created_at: OffsetDateTime,
+    attempts: i64,
+}
+
+impl From<OutboxRow> for OutboxMail {
+    fn from(row: OutboxRow) -> Self {
+        OutboxMail {
+            id: row.id,
+            kind: row.kind,
+            sender: row.sender,
+            recipient: row.recipient,
+            message: row.message,
+            created_at: row.created_at,
+            attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Mails given up are kept this long for the operator, then purged.
+const FAILED_MAIL_RETENTION: time::Duration = time::Duration::days(30);
+
 /// The user a new account becomes, before it is written.
 fn user_to_create(new_user: &NewUser) -> User {
     User {
@@ -184,9 +242,12 @@ macro_rules! concat_users {
 /// `$lock_row` what locks the rows a `SELECT` reads until the transaction
 /// ends (nothing in SQLite, whose `BEGIN IMMEDIATE` already holds the write
 /// lock; `FOR NO KEY UPDATE` in PostgreSQL, which still lets other
-/// transactions insert rows that refer to the user).
+/// transactions insert rows that refer to the user); `$skip_locked` what
+/// makes a queue's claim pass over rows another claim holds (nothing in
+/// SQLite, where one write runs at a time; `FOR UPDATE SKIP LOCKED` in
+/// PostgreSQL, so two instances never claim the same mail).
 macro_rules! sql_store {
-    ($db:ty, greatest = $greatest:literal, lock_row = $lock_row:literal) => {
+    ($db:ty, greatest = $greatest:literal, lock_row = $lock_row:literal, skip_locked = $skip_locked:literal) => {
         impl SqlStore<$db> {
             async fn insert_user(
                 connection: &mut <$db as sqlx::Database>::Connection,
@@ -228,6 +289,41 @@ macro_rules! sql_store {
                 .execute(connection)
                 .await
                 .map_err(conflict_on("identity"))?;
+                Ok(())
+            }
+
+            async fn write_password_hash(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                id: Uuid,
+                phc: &str,
+            ) -> Result<(), StoreError> {
+                let done = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                    .bind(phc)
+                    .bind(now_stored())
+                    .bind(id)
+                    .execute(connection)
+                    .await?;
+                if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+            }
+
+            async fn write_api_key(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                key: &ApiKeyRecord,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, user_id, name, scopes, secret_hash, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(key.id)
+                .bind(key.user_id)
+                .bind(&key.name)
+                .bind(key.scopes.to_stored())
+                .bind(&key.secret_hash[..])
+                .bind(key.created_at)
+                .bind(key.expires_at)
+                .execute(connection)
+                .await
+                .map_err(missing_user)?;
                 Ok(())
             }
 
@@ -301,13 +397,7 @@ macro_rules! sql_store {
             }
 
             async fn set_password_hash(&self, id: Uuid, phc: &str) -> Result<(), StoreError> {
-                let done = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-                    .bind(phc)
-                    .bind(now_stored())
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?;
-                if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+                Self::write_password_hash(&mut *self.pool.acquire().await?, id, phc).await
             }
 
             async fn apply_user_change(&self, id: Uuid, changes: &UserChanges) -> Result<UserChange, StoreError> {
@@ -816,21 +906,7 @@ macro_rules! sql_store {
         #[async_trait]
         impl ApiKeyStore for SqlStore<$db> {
             async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO api_keys (id, user_id, name, scopes, secret_hash, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(key.id)
-                .bind(key.user_id)
-                .bind(&key.name)
-                .bind(key.scopes.to_stored())
-                .bind(&key.secret_hash[..])
-                .bind(key.created_at)
-                .bind(key.expires_at)
-                .execute(&self.pool)
-                .await
-                .map_err(missing_user)?;
-                Ok(())
+                Self::write_api_key(&mut *self.pool.acquire().await?, key).await
             }
 
             async fn api_key(&self, id: Uuid) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -904,6 +980,103 @@ macro_rules! sql_store {
         }
 
         #[async_trait]
+        impl MailStore for SqlStore<$db> {
+            async fn email_token(
+                &self,
+                token_hash: &[u8; 32],
+                purpose: EmailPurpose,
+                now: OffsetDateTime,
+            ) -> Result<Option<EmailTokenRecord>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                query.push(EMAIL_TOKEN_COLUMNS).push(" FROM email_tokens WHERE token_hash = ");
+                query.push_bind(&token_hash[..]).push(" AND purpose = ").push_bind(purpose.as_str());
+                query.push(" AND expires_at > ").push_bind(now);
+                let row: Option<EmailTokenRow> = query.build_query_as().fetch_optional(&self.pool).await?;
+                row.map(EmailTokenRecord::try_from).transpose()
+            }
+
+            async fn latest_email_token_at(
+                &self,
+                user_id: Uuid,
+                purpose: EmailPurpose,
+            ) -> Result<Option<OffsetDateTime>, StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT created_at FROM email_tokens WHERE user_id = $1 AND purpose = $2 \
+                     ORDER BY created_at DESC LIMIT 1",
+                )
+                .bind(user_id)
+                .bind(purpose.as_str())
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn claim_mail(
+                &self,
+                now: OffsetDateTime,
+                lease_until: OffsetDateTime,
+                limit: u32,
+            ) -> Result<Vec<OutboxMail>, StoreError> {
+                let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
+                    "UPDATE outbox SET next_attempt_at = $2, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM outbox \
+                                  WHERE failed_at IS NULL AND next_attempt_at <= $1 \
+                                  ORDER BY next_attempt_at, id LIMIT $3",
+                    $skip_locked,
+                    ") RETURNING id, kind, sender, recipient, message, created_at, \
+                                 CAST(attempts AS BIGINT) AS attempts"
+                ))
+                .bind(now)
+                .bind(lease_until)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut mails: Vec<OutboxMail> = rows.into_iter().map(OutboxMail::from).collect();
+                mails.sort_by_key(|mail| (mail.created_at, mail.id));
+                Ok(mails)
+            }
+
+            async fn mail_sent(&self, id: Uuid) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM outbox WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn mail_deferred(
+                &self,
+                id: Uuid,
+                next_attempt_at: OffsetDateTime,
+                error: &str,
+            ) -> Result<(), StoreError> {
+                sqlx::query("UPDATE outbox SET next_attempt_at = $2, last_error = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(next_attempt_at)
+                    .bind(error)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn mail_failed(&self, id: Uuid, at: OffsetDateTime, error: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE outbox SET failed_at = $2, last_error = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(at)
+                    .bind(error)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+                let (queued, failed): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*) FILTER (WHERE failed_at IS NULL), COUNT(*) FILTER (WHERE failed_at IS NOT NULL) \
+                     FROM outbox",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(OutboxCounts { queued: count(queued), failed: count(failed) })
+            }
+        }
+
+        #[async_trait]
         impl Store for SqlStore<$db> {
             async fn migrate(&self) -> Result<(), StoreError> {
                 <$db as Dialect>::MIGRATOR.run(&self.pool).await.map_err(anyhow::Error::from)?;
@@ -922,9 +1095,14 @@ macro_rules! sql_store {
                     "DELETE FROM refresh_tokens WHERE expires_at <= $1",
                     "DELETE FROM oauth_flows WHERE expires_at <= $1",
                     "DELETE FROM api_keys WHERE expires_at <= $1",
+                    "DELETE FROM email_tokens WHERE expires_at <= $1",
                 ] {
                     sqlx::query(statement).bind(now).execute(&self.pool).await?;
                 }
+                sqlx::query("DELETE FROM outbox WHERE failed_at <= $1")
+                    .bind(now - FAILED_MAIL_RETENTION)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
@@ -980,6 +1158,82 @@ macro_rules! sql_store {
                 SqlStore::<$db>::insert_identity(&mut self.transaction, identity, user_id).await
             }
 
+            async fn set_password_hash(&mut self, id: Uuid, phc: &str) -> Result<(), StoreError> {
+                SqlStore::<$db>::write_password_hash(&mut self.transaction, id, phc).await
+            }
+
+            async fn set_email_verified(&mut self, id: Uuid, email: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE users SET email_verified = TRUE, updated_at = $1 WHERE id = $2 AND email = $3",
+                )
+                .bind(now_stored())
+                .bind(id)
+                .bind(email)
+                .execute(&mut *self.transaction)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+                SqlStore::<$db>::write_api_key(&mut self.transaction, key).await
+            }
+
+            async fn insert_email_token(&mut self, token: &EmailTokenRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO email_tokens (token_hash, purpose, user_id, email, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&token.token_hash[..])
+                .bind(token.purpose.as_str())
+                .bind(token.user_id)
+                .bind(&token.email)
+                .bind(token.created_at)
+                .bind(token.expires_at)
+                .execute(&mut *self.transaction)
+                .await
+                .map_err(missing_user)?;
+                Ok(())
+            }
+
+            async fn take_email_token(
+                &mut self,
+                token_hash: &[u8; 32],
+                purpose: EmailPurpose,
+                now: OffsetDateTime,
+            ) -> Result<Option<EmailTokenRecord>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new("DELETE FROM email_tokens WHERE token_hash = ");
+                query.push_bind(&token_hash[..]).push(" AND purpose = ").push_bind(purpose.as_str());
+                query.push(" RETURNING ").push(EMAIL_TOKEN_COLUMNS);
+                let row: Option<EmailTokenRow> = query.build_query_as().fetch_optional(&mut *self.transaction).await?;
+                // An expired token is gone as well: it never works again.
+                Ok(row.map(EmailTokenRecord::try_from).transpose()?.filter(|token| token.expires_at > now))
+            }
+
+            async fn delete_email_tokens(&mut self, user_id: Uuid, purpose: EmailPurpose) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM email_tokens WHERE user_id = $1 AND purpose = $2")
+                    .bind(user_id)
+                    .bind(purpose.as_str())
+                    .execute(&mut *self.transaction)
+                    .await?;
+                Ok(())
+            }
+
+            async fn enqueue_mail(&mut self, mail: &OutboxMail) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO outbox (id, kind, sender, recipient, message, created_at, next_attempt_at, attempts) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, 0)",
+                )
+                .bind(mail.id)
+                .bind(&mail.kind)
+                .bind(&mail.sender)
+                .bind(&mail.recipient)
+                .bind(&mail.message)
+                .bind(mail.created_at)
+                .execute(&mut *self.transaction)
+                .await?;
+                Ok(())
+            }
+
             async fn commit(self: Box<Self>) -> Result<(), StoreError> {
                 self.transaction.commit().await?;
                 Ok(())
@@ -988,5 +1242,10 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(sqlx::Sqlite, greatest = "MAX", lock_row = "");
-sql_store!(sqlx::Postgres, greatest = "GREATEST", lock_row = " FOR NO KEY UPDATE");
+sql_store!(sqlx::Sqlite, greatest = "MAX", lock_row = "", skip_locked = "");
+sql_store!(
+    sqlx::Postgres,
+    greatest = "GREATEST",
+    lock_row = " FOR NO KEY UPDATE",
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+);

@@ -293,6 +293,11 @@ impl TestApp {
             .collect()
     }
 
+    /// The server's `server.data_dir` (mail without SMTP lands in `outbox/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     /// The development signing key the server generated, for forging tokens.
     pub fn signing_key_pem(&self) -> Vec<u8> {
         std::fs::read(self._data_dir.path().join("signing-key.pem")).expect("dev signing key")

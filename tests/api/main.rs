@@ -10,6 +10,7 @@ mod cli;
 mod connections;
 mod defense;
 mod deploy;
+mod email;
 mod forward_auth;
 mod helpers;
 mod lockout;

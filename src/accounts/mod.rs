@@ -4,7 +4,10 @@
 //!
 //! They answer with `AccountError`, which says what went wrong in account
 //! terms; `error::ApiError` turns it into HTTP (`From`), and the CLI and
-//! bootstrap into their own messages.
+//! bootstrap into their own messages. `email` holds what goes by mail:
+//! sign-up with its verification link, verification, password reset.
+
+pub mod email;
 
 use secrecy::SecretString;
 use serde::Serialize;
@@ -24,6 +27,7 @@ use crate::{
     domain::{AuditKind, Department, Email, FieldError, NewUser, Outcome, Password, Role, User, UserName},
     layers::rate_limit::SignInRequest,
     limiter::ip_subject,
+    mail::{Letter, Notice},
     metrics::OutcomeLabels,
     store::{Identity, RefreshTokenRecord, Revocation, RevocationKind, Store, StoreError, UserCredentials},
 };
@@ -82,6 +86,13 @@ pub async fn create_account(
     hasher: &PasswordHasher,
     request: AccountRequest<'_>,
 ) -> Result<User, AccountError> {
+    let new_user = prepare_account(hasher, request).await?;
+    store.create_user(new_user).await.map_err(email_taken)
+}
+
+/// A new user from `request`: every field validated (all failures
+/// reported at once), the password hashed; not stored yet.
+pub async fn prepare_account(hasher: &PasswordHasher, request: AccountRequest<'_>) -> Result<NewUser, AccountError> {
     let mut errors = Vec::new();
     let email = Email::parse(request.email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
     let name = UserName::parse(request.name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
@@ -108,18 +119,22 @@ pub async fn create_account(
         return Err(AccountError::Validation(errors));
     }
     let password_hash = hasher.hash(password.secret()).await?;
-    let new_user = NewUser {
+    Ok(NewUser {
         email,
         name,
         role: request.role,
         department,
         password_hash: Some(password_hash),
         email_verified: request.email_verified,
-    };
-    store.create_user(new_user).await.map_err(|error| match error {
+    })
+}
+
+/// A taken email is `EmailTaken`; other store errors pass.
+fn email_taken(error: StoreError) -> AccountError {
+    match error {
         StoreError::Conflict(_) => AccountError::EmailTaken,
         other => other.into(),
-    })
+    }
 }
 
 /// A password sign-in that succeeded: the user, and a fresh device cookie
@@ -407,10 +422,11 @@ impl ProviderRefusal {
 /// the provider verified it), who cannot log in with a password until they
 /// set one.
 pub async fn sign_in_with_provider(
-    store: &dyn Store,
+    state: &AppState,
     provider: &str,
     account: &ProviderAccount,
 ) -> Result<Result<(User, ProviderSignIn), ProviderRefusal>, AccountError> {
+    let store = state.store.as_ref();
     let identity = Identity { provider: provider.to_owned(), subject: account.subject.clone() };
     let usable = |user: User, how| if user.disabled { Err(ProviderRefusal::AccountDisabled) } else { Ok((user, how)) };
     if let Some(user) = store.user_by_identity(&identity).await? {
@@ -425,7 +441,7 @@ pub async fn sign_in_with_provider(
         if !existing.user.email_verified {
             return Ok(Err(ProviderRefusal::AccountExists));
         }
-        return match store.link_identity(&identity, existing.user.id).await {
+        return match link_with_notice(state, &identity, &existing.user).await {
             Ok(()) => Ok(usable(existing.user, ProviderSignIn::Linked)),
             // Linked by a concurrent callback for the same account.
             Err(StoreError::Conflict(_)) => match store.user_by_identity(&identity).await? {
@@ -480,11 +496,12 @@ pub enum ProviderLink {
 /// the provider account belongs to another user, or the user is disabled
 /// or gone.
 pub async fn link_provider(
-    store: &dyn Store,
+    state: &AppState,
     provider: &str,
     account: &ProviderAccount,
     user_id: Uuid,
 ) -> Result<Result<(User, ProviderLink), ProviderRefusal>, AccountError> {
+    let store = state.store.as_ref();
     let user = match store.user_by_id(user_id).await {
         Ok(user) if !user.disabled => user,
         Ok(_) | Err(StoreError::NotFound) => return Ok(Err(ProviderRefusal::AccountDisabled)),
@@ -493,7 +510,7 @@ pub async fn link_provider(
     let identity = Identity { provider: provider.to_owned(), subject: account.subject.clone() };
     let linked_to = match store.user_by_identity(&identity).await? {
         Some(owner) => owner.id,
-        None => match store.link_identity(&identity, user.id).await {
+        None => match link_with_notice(state, &identity, &user).await {
             Ok(()) => return Ok(Ok((user, ProviderLink::Linked))),
             // Linked by a concurrent callback: to whom decides.
             Err(StoreError::Conflict(_)) => {
@@ -503,4 +520,16 @@ pub async fn link_provider(
         },
     };
     Ok(if linked_to == user.id { Ok((user, ProviderLink::AlreadyLinked)) } else { Err(ProviderRefusal::AlreadyLinked) })
+}
+
+/// Links `identity` to `user`, and mails the user a notice of the new way
+/// in, in one unit of work.
+async fn link_with_notice(state: &AppState, identity: &Identity, user: &User) -> Result<(), StoreError> {
+    let mut work = state.store.begin().await?;
+    work.link_identity(identity, user.id).await?;
+    let notice = Notice::ProviderLinked { provider: identity.provider.clone() };
+    state.mailer.enqueue(&mut *work, user, &Letter::Notice(notice), state.clock.now()).await?;
+    work.commit().await?;
+    state.mailer.wake();
+    Ok(())
 }
