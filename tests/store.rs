@@ -16,9 +16,9 @@ use rampart::{
         User, UserName,
     },
     store::{
-        ApiKeyRecord, AuditFilter, Block, CachedStore, Identity, OAuthFlow, PostgresStore, RefreshSuccessor,
-        RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError,
-        UserChanges,
+        ApiKeyRecord, AuditFilter, Block, CachedStore, EmailPurpose, EmailTokenRecord, Identity, OAuthFlow,
+        OutboxCounts, OutboxMail, PostgresStore, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation,
+        RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges, truncate_to_stored,
     },
 };
 use time::{Duration, OffsetDateTime};
@@ -1050,6 +1050,149 @@ async fn a_change_of_role_department_or_access_takes_the_users_api_keys_with_it(
             store.change_user(user.id, change).await.unwrap();
             assert!(store.api_key(key).await.unwrap().is_none(), "{change:?} keeps no key");
         }
+    })
+    .await;
+}
+
+/// Now, at the precision the stores keep.
+fn stored_now() -> OffsetDateTime {
+    truncate_to_stored(OffsetDateTime::now_utc())
+}
+
+fn mail(n: u8, created_at: OffsetDateTime) -> OutboxMail {
+    OutboxMail {
+        id: Uuid::now_v7(),
+        kind: "verify_email".into(),
+        sender: "no-reply@example.com".into(),
+        recipient: format!("to{n}@example.com"),
+        message: format!("Message-ID: <{n}@example.com>\r\n\r\nmail {n}\r\n").into_bytes(),
+        created_at,
+        attempts: 0,
+    }
+}
+
+#[tokio::test]
+async fn email_tokens_are_taken_once_before_they_expire_and_prove_only_their_address() {
+    on_every_backend(|store| async move {
+        let now = stored_now();
+        let user = store.create_user(new_user("prove@example.com", Role::User, None)).await.unwrap();
+        let token = |n: u8, purpose: EmailPurpose, created_at: OffsetDateTime| EmailTokenRecord {
+            token_hash: hash(n),
+            purpose,
+            user_id: user.id,
+            email: user.email.clone(),
+            created_at,
+            expires_at: created_at + Duration::minutes(30),
+        };
+        let mut work = store.begin().await.unwrap();
+        work.insert_email_token(&token(1, EmailPurpose::ResetPassword, now)).await.unwrap();
+        work.insert_email_token(&token(2, EmailPurpose::ResetPassword, now + Duration::seconds(5))).await.unwrap();
+        work.insert_email_token(&token(3, EmailPurpose::VerifyEmail, now)).await.unwrap();
+        work.insert_email_token(&token(5, EmailPurpose::ResetPassword, now)).await.unwrap();
+        work.commit().await.unwrap();
+
+        let reset = EmailPurpose::ResetPassword;
+        assert!(store.email_token(&hash(1), EmailPurpose::VerifyEmail, now).await.unwrap().is_none(), "by purpose");
+        assert_eq!(store.email_token(&hash(1), reset, now).await.unwrap().unwrap().user_id, user.id);
+        assert_eq!(store.latest_email_token_at(user.id, reset).await.unwrap(), Some(now + Duration::seconds(5)));
+        let mut work = store.begin().await.unwrap();
+        let late = now + Duration::minutes(31);
+        assert!(work.take_email_token(&hash(1), reset, late).await.unwrap().is_none(), "expired");
+        assert!(work.take_email_token(&hash(1), reset, now).await.unwrap().is_none(), "an expired token is spent");
+        assert_eq!(work.take_email_token(&hash(2), reset, now).await.unwrap().unwrap().email, "prove@example.com");
+        assert!(work.take_email_token(&hash(2), reset, now).await.unwrap().is_none(), "taken once");
+        work.delete_email_tokens(user.id, reset).await.unwrap();
+        assert!(work.set_email_verified(user.id, "prove@example.com").await.unwrap());
+        assert!(!work.set_email_verified(user.id, "someone-else@example.com").await.unwrap(), "another address");
+        work.commit().await.unwrap();
+        assert!(store.email_token(&hash(5), reset, now).await.unwrap().is_none(), "deleted with the others");
+        assert!(store.email_token(&hash(3), EmailPurpose::VerifyEmail, now).await.unwrap().is_some(), "kept");
+        assert!(store.user_by_id(user.id).await.unwrap().email_verified);
+
+        // A token for a user who is gone is refused; tokens go with their user.
+        let mut work = store.begin().await.unwrap();
+        let ghost = EmailTokenRecord { user_id: Uuid::now_v7(), ..token(4, reset, now) };
+        assert!(work.insert_email_token(&ghost).await.is_err());
+        drop(work);
+        store.delete_user(user.id).await.unwrap();
+        assert!(store.email_token(&hash(3), EmailPurpose::VerifyEmail, now).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn outbox_mail_is_claimed_by_one_worker_until_its_lease_ends() {
+    on_every_backend(|store| async move {
+        let now = stored_now();
+        let mails: Vec<OutboxMail> = (1..=3).map(|n| mail(n, now + Duration::milliseconds(i64::from(n)))).collect();
+        let mut abandoned = store.begin().await.unwrap();
+        abandoned.enqueue_mail(&mails[0]).await.unwrap();
+        drop(abandoned);
+        assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts::default(), "dropped: nothing queued");
+        let mut work = store.begin().await.unwrap();
+        for mail in &mails {
+            work.enqueue_mail(mail).await.unwrap();
+        }
+        work.commit().await.unwrap();
+        assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts { queued: 3, failed: 0 });
+
+        let later = now + Duration::seconds(1);
+        let lease = later + Duration::minutes(10);
+        let first = store.claim_mail(later, lease, 2).await.unwrap();
+        assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), [mails[0].id, mails[1].id], "oldest first");
+        assert_eq!((first[0].attempts, &first[0].message), (1, &mails[0].message), "whole, counted");
+        let second = store.claim_mail(later, lease, 10).await.unwrap();
+        assert_eq!(second.iter().map(|m| m.id).collect::<Vec<_>>(), [mails[2].id], "held mails are skipped");
+        assert!(store.claim_mail(later, lease, 10).await.unwrap().is_empty());
+
+        store.mail_sent(mails[0].id).await.unwrap();
+        store.mail_deferred(mails[1].id, later + Duration::minutes(1), "421 try later").await.unwrap();
+        store.mail_failed(mails[2].id, later, "550 no such user").await.unwrap();
+        assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts { queued: 1, failed: 1 });
+        assert!(store.claim_mail(later + Duration::seconds(59), lease, 10).await.unwrap().is_empty(), "not yet due");
+        let retried = store.claim_mail(later + Duration::minutes(1), lease, 10).await.unwrap();
+        assert_eq!((retried.len(), retried[0].id, retried[0].attempts), (1, mails[1].id, 2));
+        // A worker that died holding it: due again when the lease ends.
+        let after_lease = store.claim_mail(lease, lease + Duration::minutes(10), 10).await.unwrap();
+        assert_eq!(after_lease.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), [(mails[1].id, 3)]);
+
+        // Given up more than 30 days ago: purged.
+        store.purge_expired(later + Duration::days(31)).await.unwrap();
+        assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts { queued: 1, failed: 0 });
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_made_at_once_never_share_a_mail() {
+    on_every_backend(|store| async move {
+        let now = stored_now();
+        let mut work = store.begin().await.unwrap();
+        for n in 0..40 {
+            work.enqueue_mail(&mail(n, now)).await.unwrap();
+        }
+        work.commit().await.unwrap();
+        let lease = now + Duration::minutes(10);
+        let claim = |store: Arc<dyn Store>| async move {
+            let mut ids = Vec::new();
+            loop {
+                let batch = store.claim_mail(now, lease, 3).await.unwrap();
+                if batch.is_empty() {
+                    return ids;
+                }
+                ids.extend(batch.into_iter().map(|m| m.id));
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            tokio::spawn(claim(store.clone())),
+            tokio::spawn(claim(store.clone())),
+            tokio::spawn(claim(store.clone()))
+        );
+        let mut all: Vec<Uuid> = [a.unwrap(), b.unwrap(), c.unwrap()].concat();
+        let claimed = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!((claimed, all.len()), (40, 40), "every mail claimed once");
     })
     .await;
 }

@@ -164,7 +164,8 @@ async fn send_reset_link(state: &AppState, audit: &AuditContext, email: &Email) 
 /// Spends a reset token on a new password. A password that breaks the
 /// rules leaves the token unspent, so the person can try another. The
 /// link proves the address as well; every token, session, refresh family
-/// and API key of the user is revoked, and a notice is mailed.
+/// and API key of the user is revoked, and a notice is mailed. When the
+/// address was not proven before, provider links are removed too.
 pub async fn reset_password(
     state: &AppState,
     audit: &AuditContext,
@@ -193,13 +194,21 @@ pub async fn reset_password(
         return Err(invalid_link());
     }
     work.set_password_hash(user.id, &phc).await?;
+    // An address proven only now: whoever held the account before could
+    // have linked their own provider account to it (a "trojan
+    // identifier"); the owner links theirs again.
+    let unlinked = if user.email_verified { 0 } else { work.unlink_identities(user.id).await? };
     work.set_email_verified(user.id, &record.email).await?;
     work.delete_email_tokens(user.id, EmailPurpose::ResetPassword).await?;
     state.mailer.enqueue(&mut *work, &user, &Letter::Notice(Notice::PasswordReset), now).await?;
     work.commit().await?;
     state.mailer.wake();
     revoke_everything(state, user.id).await?;
-    state.audit.record(audit.event(now, AuditKind::PasswordReset, Some(user.id), Outcome::Success));
+    let mut event = audit.event(now, AuditKind::PasswordReset, Some(user.id), Outcome::Success);
+    if unlinked > 0 {
+        event.detail = Some(format!("unlinked_providers={unlinked}"));
+    }
+    state.audit.record(event);
     Ok(())
 }
 

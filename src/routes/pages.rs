@@ -1,7 +1,13 @@
-//! `/`, `/login` and `/account`: small server-rendered pages for people.
+//! `/`, `/login`, `/account`, `/verify-email` and `/reset-password`: small
+//! server-rendered pages for people.
 //! Plain HTML with one stylesheet and at most one script each, served by
 //! Rampart under the same strict CSP as `/admin` (only the page's own
 //! files, no inline code).
+//!
+//! `/verify-email?token=` posts the mailed token to
+//! `POST /auth/email/verify` on opening; `/reset-password` asks for the
+//! address to mail a reset link to, or (with `?token=`) for the new
+//! password. Both share `email.js`; neither renders the token.
 //!
 //! `/` points a newcomer to `/login` and `/docs` instead of a bare 404; a
 //! proxy route at "/" takes it over (the gateway is asked before the
@@ -245,13 +251,20 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
         "<h1>Your account</h1>\n<div class=\"card\">\n<dl id=\"account\">\n\
          <dt>Name</dt><dd id=\"account-name\">{name}</dd>\n<dt>Email</dt><dd id=\"account-email\">{email}</dd>\n\
          <dt>Role</dt><dd id=\"account-role\">{role}</dd>\n<dt>Department</dt><dd>{department}</dd>\n</dl>\n\
-         {links}<p class=\"error\" id=\"message\" role=\"alert\"></p>\n\
+         {unverified}{links}<p class=\"error\" id=\"message\" role=\"alert\"></p>\n\
          <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n{keys}",
         name = escape(&user.name),
         email = escape(&user.email),
         role = user.role.as_str(),
         department = escape(user.department.as_deref().unwrap_or("—")),
         keys = api_keys_card(&state),
+        unverified = if user.email_verified {
+            ""
+        } else {
+            "<p id=\"unverified\" class=\"hint\">Your email address is not confirmed yet: follow the link we \
+             mailed you.</p>\n<button id=\"send-verification\" class=\"secondary\" type=\"button\">Send me a new \
+             link</button>\n<p id=\"verification-status\" class=\"hint\" role=\"status\"></p>\n"
+        },
     );
     Ok(page("Your account", Some("/pages/account.js"), Width::Wide, &body))
 }

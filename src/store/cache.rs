@@ -317,6 +317,10 @@ impl UnitOfWork for CachedUnitOfWork {
         self.inner.set_password_hash(id, phc).await
     }
 
+    async fn unlink_identities(&mut self, user_id: Uuid) -> Result<u64, StoreError> {
+        self.inner.unlink_identities(user_id).await
+    }
+
     async fn set_email_verified(&mut self, id: Uuid, email: &str) -> Result<bool, StoreError> {
         self.inner.set_email_verified(id, email).await
     }

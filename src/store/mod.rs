@@ -508,6 +508,8 @@ pub trait UnitOfWork: Send {
     async fn link_identity(&mut self, identity: &Identity, user_id: Uuid) -> Result<(), StoreError>;
     /// As `UserStore::set_password_hash`.
     async fn set_password_hash(&mut self, id: Uuid, phc: &str) -> Result<(), StoreError>;
+    /// Removes every provider account linked to the user; how many.
+    async fn unlink_identities(&mut self, user_id: Uuid) -> Result<u64, StoreError>;
     /// Marks the user's address proven when it is still `email`; whether it is.
     async fn set_email_verified(&mut self, id: Uuid, email: &str) -> Result<bool, StoreError>;
     /// As `ApiKeyStore::insert_api_key`.

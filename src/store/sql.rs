@@ -1162,6 +1162,14 @@ macro_rules! sql_store {
                 SqlStore::<$db>::write_password_hash(&mut self.transaction, id, phc).await
             }
 
+            async fn unlink_identities(&mut self, user_id: Uuid) -> Result<u64, StoreError> {
+                let done = sqlx::query("DELETE FROM oauth_identities WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *self.transaction)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn set_email_verified(&mut self, id: Uuid, email: &str) -> Result<bool, StoreError> {
                 let done = sqlx::query(
                     "UPDATE users SET email_verified = TRUE, updated_at = $1 WHERE id = $2 AND email = $3",

@@ -26,7 +26,7 @@ const NEW_PASSWORD: &str = "the brand new passphrase here";
 
 /// One delivered message, decoded enough to read its links.
 #[derive(Debug, Clone)]
-struct Mail {
+pub struct Mail {
     raw: String,
 }
 
@@ -37,7 +37,7 @@ impl Mail {
 
     /// The body with quoted-printable soft breaks and `=3D` undone (the
     /// only escapes a link of ours can get).
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         self.raw.replace("=\r\n", "").replace("=3D", "=")
     }
 
@@ -56,12 +56,12 @@ impl Mail {
         self.header("To").expect("a To")
     }
 
-    fn subject(&self) -> String {
+    pub fn subject(&self) -> String {
         self.header("Subject").expect("a Subject")
     }
 
     /// The token of the link to `page` (`/verify-email`, `/reset-password`).
-    fn token(&self, page: &str) -> String {
+    pub fn token(&self, page: &str) -> String {
         let text = self.text();
         let start = text.find(&format!("{page}?token=")).unwrap_or_else(|| panic!("no {page} link in {text}"))
             + page.len()
@@ -71,7 +71,7 @@ impl Mail {
 }
 
 /// The `.eml` files in `dir`, in no order.
-fn mails_in(dir: &Path) -> Vec<Mail> {
+pub fn mails_in(dir: &Path) -> Vec<Mail> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries
         .filter_map(Result::ok)
@@ -82,7 +82,7 @@ fn mails_in(dir: &Path) -> Vec<Mail> {
 }
 
 /// Waits (up to a minute) until `dir` holds `count` mails, and returns them.
-async fn wait_for_mails(dir: &Path, count: usize) -> Vec<Mail> {
+pub async fn wait_for_mails(dir: &Path, count: usize) -> Vec<Mail> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mails = mails_in(dir);
@@ -94,12 +94,12 @@ async fn wait_for_mails(dir: &Path, count: usize) -> Vec<Mail> {
     }
 }
 
-fn outbox(app: &TestApp) -> PathBuf {
+pub fn outbox(app: &TestApp) -> PathBuf {
     app.data_dir().join("outbox")
 }
 
 /// The one mail to `email` about `subject` among `mails`.
-fn mail_to<'a>(mails: &'a [Mail], email: &str, subject: &str) -> &'a Mail {
+pub fn mail_to<'a>(mails: &'a [Mail], email: &str, subject: &str) -> &'a Mail {
     let found: Vec<&Mail> =
         mails.iter().filter(|mail| mail.to().contains(email) && mail.subject().contains(subject)).collect();
     assert_eq!(found.len(), 1, "one mail to {email} about {subject:?} in {mails:#?}");
@@ -617,4 +617,72 @@ async fn a_password_change_is_followed_by_a_notice() {
     let notice = mail_to(&mails, &user.email, "Your password was changed");
     assert!(!notice.raw.contains(NEW_PASSWORD) && !notice.raw.contains("token="));
     assert!(notice.text().contains("/reset-password"), "says where to go if it was not them");
+}
+
+/// Waits (up to a minute) until `app` has counted `count` deferred attempts.
+async fn wait_for_deferrals(app: &TestApp, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wanted = format!("rampart_emails_total{{outcome=\"deferred\"}} {count}");
+    loop {
+        let scrape = read(app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap()).await;
+        if scrape.body.contains(&wanted) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {wanted}: {}", scrape.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// PostgreSQL: mail queued by an instance that stopped while the SMTP
+/// server was down is kept, and two instances on the database then send
+/// it, and the mail they queue themselves, each exactly once.
+#[tokio::test]
+async fn two_instances_on_one_postgresql_send_each_mail_once_across_a_restart() {
+    let Some(python) = sink_python() else { return };
+    let Some(url) = crate::postgres::postgres_url() else {
+        eprintln!("skipped: TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = crate::postgres_schema::TestSchema::create(&url, "rampart_mail_").await;
+    let port = free_port();
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let first = spawn_with(|options| {
+        options.config.database.url = SecretString::from(schema.url.clone());
+        options.config.email.smtp_url = smtp_url.clone();
+    })
+    .await;
+    for n in 0..6 {
+        sign_up(&first, &format!("kept{n}@example.com")).await;
+    }
+    wait_for_deferrals(&first, 6).await;
+    first.stop();
+
+    // The SMTP server is up; two instances share the outbox, with clocks
+    // past the first retry.
+    let sink = Sink::start(&python, port, &[]);
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc() + time::Duration::minutes(1));
+    let instance = || {
+        spawn_with(|options| {
+            options.config.database.url = SecretString::from(schema.url.clone());
+            options.config.email.smtp_url = smtp_url.clone();
+            options.clock = Arc::new(clock.clone());
+            options.seed = false;
+        })
+    };
+    let (second, third) = (instance().await, instance().await);
+    for n in 0..20 {
+        let app = if n % 2 == 0 { &second } else { &third };
+        sign_up(app, &format!("shared{n}@example.com")).await;
+    }
+    wait_until_sent(&second).await;
+    let mails = mails_in(sink.dir());
+    assert_eq!(mails.len(), 26, "every mail, none twice");
+    assert!(deliveries(&mails).values().all(|&n| n == 1), "{:?}", deliveries(&mails));
+    for email in (0..6).map(|n| format!("kept{n}@example.com")).chain((0..20).map(|n| format!("shared{n}@example.com")))
+    {
+        mail_to(&mails, &email, "Confirm your email");
+    }
+    second.stop();
+    third.stop();
+    schema.drop().await;
 }

@@ -673,6 +673,69 @@ async fn a_signed_in_person_links_a_provider_and_then_signs_in_with_it() {
     assert_eq!(linked.len(), 2, "one event per new link: {linked:?}");
 }
 
+/// The pre-account hijacking case, resolved by Rampart's own proof: the
+/// sign-up whose address was never verified is not linked; once its owner
+/// follows the mailed link, the provider sign-in lands in it, and a notice
+/// of the new way in is mailed.
+#[tokio::test]
+async fn a_sign_up_is_linked_by_a_provider_only_after_its_address_is_verified() {
+    let Some(world) = world().await else { return };
+    let password = "a long passphrase of their own";
+    let user = sign_up(&world, "prover@example.org", password).await;
+    let browser = browser();
+    let callback = sign_in_at_provider(&world, &browser, "test", "prover", |url| url).await;
+    assert_refused(&world, finish(&browser, callback).await, "account_exists").await;
+
+    let outbox = crate::email::outbox(&world.app);
+    let mails = crate::email::wait_for_mails(&outbox, 1).await;
+    let token = crate::email::mail_to(&mails, "prover@example.org", "Confirm your email").token("/verify-email");
+    let verified = world.app.post_json("/auth/email/verify", &json!({ "token": token })).await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+
+    let callback = sign_in_at_provider(&world, &browser, "test", "prover", |url| url).await;
+    let (status, _, cookies) = finish(&browser, callback).await;
+    assert!(status == StatusCode::SEE_OTHER && has_session(&cookies), "{status} {cookies:?}");
+    assert_eq!(profile(&world, &browser).await.1["id"], user["id"]);
+    let mails = crate::email::wait_for_mails(&outbox, 2).await;
+    let notice = crate::email::mail_to(&mails, "prover@example.org", "sign-in method was linked");
+    assert!(notice.text().contains("test"), "names the provider");
+}
+
+/// A "trojan identifier": someone signs up with another person's address
+/// and links their own provider account to it. When the address's owner
+/// takes the account back with a reset link, that link is removed with
+/// every other credential.
+#[tokio::test]
+async fn a_reset_that_proves_the_address_removes_provider_links_made_before() {
+    let Some(world) = world().await else { return };
+    let planted = sign_up(&world, "target@example.org", "attacker chosen passphrase").await;
+    let attacker = world.app.login("target@example.org", "attacker chosen passphrase").await;
+    let token = attacker["access_token"].as_str().unwrap();
+    let attacker_browser = browser();
+    let callback = link_at_provider(&world, &attacker_browser, "test", "mallory", Some(token)).await;
+    assert_eq!(finish(&attacker_browser, callback).await.0, StatusCode::SEE_OTHER);
+
+    // The owner of the address resets the password from the mailed link.
+    let outbox = crate::email::outbox(&world.app);
+    assert_eq!(world.app.post_json("/auth/password/forgot", &json!({"email": "target@example.org"})).await.status, 202);
+    let mails = crate::email::wait_for_mails(&outbox, 3).await; // verify, link notice, reset
+    let link = crate::email::mail_to(&mails, "target@example.org", "Reset your password").token("/reset-password");
+    let reset = world
+        .app
+        .post_json("/auth/password/reset", &json!({"token": link, "password": "the owner's own passphrase"}))
+        .await;
+    assert_eq!(reset.status, 204, "{}", reset.body);
+
+    // The attacker's provider sign-in no longer lands in the account.
+    let again = self::browser();
+    let callback = sign_in_at_provider(&world, &again, "test", "mallory", |url| url).await;
+    finish(&again, callback).await;
+    assert_ne!(profile(&world, &again).await.1["id"], planted["id"]);
+    let admin = world.app.token_for(&world.app.users.admin).await;
+    let resets = events(&world.app, &admin, "event=password_reset", 1).await;
+    assert_eq!(resets[0]["detail"], "unlinked_providers=1");
+}
+
 /// `start?link=true` needs a signed-in caller: a guest or a bad token gets a
 /// 401 problem, no flow cookie and no redirect. Needs no real provider: the
 /// refusal comes before the provider is asked anything.

@@ -24,7 +24,7 @@ use crate::helpers::spawn_app;
 
 /// Routes that are deliberately not API operations: HTML pages and their
 /// script, style and image files.
-const NON_API_ROUTES: [(&str, &str); 17] = [
+const NON_API_ROUTES: [(&str, &str); 20] = [
     ("GET", "/"),
     ("GET", "/admin"),
     ("GET", "/admin/admin.js"),
@@ -37,6 +37,9 @@ const NON_API_ROUTES: [(&str, &str); 17] = [
     ("GET", "/pages/pages.css"),
     ("GET", "/pages/login.js"),
     ("GET", "/pages/account.js"),
+    ("GET", "/verify-email"),
+    ("GET", "/reset-password"),
+    ("GET", "/pages/email.js"),
     // Envoy's ext_authz asks forward auth at /auth/forward/<original path>.
     ("GET", "/auth/forward/{*path}"),
     ("POST", "/auth/forward/{*path}"),

@@ -84,3 +84,41 @@ async fn the_account_page_offers_each_scope_and_the_configured_key_lifetime() {
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
 }
+
+/// `/login` links "Forgot password?" to `/reset-password`, which asks for
+/// the address without a token and for the new password with one; the
+/// `/verify-email` page posts its token. Neither page renders the token.
+#[tokio::test]
+async fn the_email_pages_post_their_forms_to_the_api_and_never_render_the_token() {
+    let app = spawn_app().await;
+    let login = app.get("/login").await;
+    assert!(login.body.contains("<a id=\"forgot-password\" href=\"/reset-password\">Forgot password?</a>"));
+
+    let ask = app.get("/reset-password").await;
+    assert_eq!(ask.status, 200);
+    assert!(ask.body.contains("action=\"/auth/password/forgot\"") && !ask.body.contains("reset-form"), "{}", ask.body);
+    let token = "pr_<script>alert(1)</script>";
+    let choose = app.get(&format!("/reset-password?token={}", urlencoding(token))).await;
+    assert!(
+        choose.body.contains("action=\"/auth/password/reset\"")
+            && choose.body.contains("autocomplete=\"new-password\"")
+    );
+    assert!(!choose.body.contains("alert(1)"), "the token is the script's to read");
+    assert!(choose.header("content-security-policy").unwrap().contains("default-src 'none'"));
+    assert_eq!(choose.header("cache-control"), Some("no-store"));
+    assert_eq!(choose.header("referrer-policy"), Some("no-referrer"), "the token never leaves in a Referer");
+
+    let verify = app.get("/verify-email?token=ev_abc").await;
+    assert!(verify.body.contains("action=\"/auth/email/verify\"") && verify.body.contains("/pages/email.js"));
+    let bare = app.get("/verify-email").await;
+    assert!(!bare.body.contains("verify-form"), "without a token there is nothing to post");
+    let script = app.get("/pages/email.js").await;
+    assert_eq!(script.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert!(script.body.contains("/auth/password/reset") && script.body.contains("/auth/email/verify"));
+}
+
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{helpers::spawn_with, postgres_schema::TestSchema};
 
-fn postgres_url() -> Option<String> {
+pub fn postgres_url() -> Option<String> {
     match std::env::var("TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but TEST_POSTGRES_URL is not set"),

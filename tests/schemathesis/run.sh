@@ -111,6 +111,8 @@ limit = 10000000
 limit = 10000000
 [rate_limit.api]
 limit = 10000000
+[rate_limit.password_reset]
+limit = 10000000
 
 [log]
 format = "json"

@@ -243,3 +243,17 @@ $("new-key-done").addEventListener("click", hideNewKey);
 window.addEventListener("pagehide", hideNewKey);
 
 loadKeys();
+
+// --- Email verification (shown only while the address is not confirmed) ---
+
+const sendVerification = $("send-verification");
+if (sendVerification) {
+  sendVerification.addEventListener("click", async () => {
+    sendVerification.disabled = true;
+    const { status, body } = await api("/auth/email/verify/request", { method: "POST" });
+    if (signedOut(status)) return;
+    $("verification-status").textContent =
+      status === 202 ? "A link is on its way; it works for 24 hours." : failure("Sending the link", status, body);
+    sendVerification.disabled = false;
+  });
+}
