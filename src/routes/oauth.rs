@@ -89,7 +89,9 @@ struct StartQuery {
         (status = 400, description = "`redirect_to` is not on the allow-list, or the query string is malformed."),
         (status = 401, description = "`link=true` without being signed in."),
         (status = 403, description = "`link=true` by session cookie from a navigation another site started \
-                                      (`Sec-Fetch-Site` other than `same-origin` or `none`)."),
+                                      (`Sec-Fetch-Site` other than `same-origin` or `none`), by an API key, or \
+                                      by a user whose address is unverified while `auth.require_verified_email` \
+                                      is on (`code` `email_unverified`)."),
         (status = 404, description = "No provider has this name."),
     )
 )]
@@ -115,6 +117,13 @@ async fn start(
                 // site's pages only, so another site cannot start one.
                 if principal.is_session() && is_cross_site(&headers) {
                     return Err(ApiError::forbidden("Link a provider from this site's /account page."));
+                }
+                // `auth.require_verified_email`: linking is none of what an
+                // unverified user may do (verify, sign out, read the profile).
+                if state.config.auth.require_verified_email
+                    && !state.store.user_shared(principal.user_id).await?.email_verified
+                {
+                    return Err(ApiError::email_unverified());
                 }
                 Some(principal.user_id)
             }

@@ -316,7 +316,23 @@ async fn a_verification_link_expires_and_new_ones_come_at_most_once_a_minute() {
 /// profile, verify and sign out; anything else is 403 `email_unverified`.
 #[tokio::test]
 async fn with_required_verification_an_unverified_user_may_only_verify() {
-    let app = spawn_with(|options| options.config.auth.require_verified_email = true).await;
+    let app = spawn_with(|options| {
+        options.config.auth.require_verified_email = true;
+        // A provider that is never reached: a link's refusal comes first.
+        options.config.oauth.providers.insert(
+            "plain".into(),
+            rampart::config::OAuthProviderConfig {
+                client_id: "client".into(),
+                client_secret: SecretString::from("client secret"),
+                auth_url: "https://provider.invalid/auth".into(),
+                token_url: "https://provider.invalid/token".into(),
+                userinfo_url: "https://provider.invalid/me".into(),
+                redirect_url: "http://127.0.0.1:1/auth/oauth/plain/callback".into(),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
     sign_up(&app, "wait@example.com").await;
     let login = app.login("wait@example.com", PASSWORD).await;
     let token = login["access_token"].as_str().unwrap();
@@ -329,6 +345,8 @@ async fn with_required_verification_an_unverified_user_may_only_verify() {
     let renamed =
         app.send(app.client.patch(app.url("/api/profile")).bearer_auth(token).json(&json!({"name": "X"}))).await;
     assert_eq!(renamed.assert_problem(403)["code"], "email_unverified");
+    let link = app.get_as("/auth/oauth/plain/start?link=true", token).await;
+    assert_eq!(link.assert_problem(403)["code"], "email_unverified", "no new way in either");
     // Verified users are unaffected.
     let seeded = app.token_for(&app.users.user).await;
     assert_eq!(app.get_as("/api/posts", &seeded).await.status, 200);
