@@ -54,7 +54,7 @@ async fn request_verification(
 #[serde(deny_unknown_fields)]
 struct VerifyEmailRequest {
     /// The `token` of the mailed link (`/verify-email?token=...`).
-    #[schema(max_length = 100)]
+    #[schema(pattern = "^ev_[A-Za-z0-9_-]{43}$")]
     token: String,
 }
 
@@ -117,7 +117,7 @@ async fn forgot_password(
 #[serde(deny_unknown_fields)]
 struct ResetPasswordRequest {
     /// The `token` of the mailed link (`/reset-password?token=...`).
-    #[schema(max_length = 100)]
+    #[schema(pattern = "^pr_[A-Za-z0-9_-]{43}$")]
     token: String,
     #[schema(schema_with = openapi::new_password)]
     password: SecretString,
