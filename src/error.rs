@@ -56,6 +56,10 @@ pub enum ApiError {
     Timeout,
     #[error("service unavailable")]
     Unavailable,
+    /// The store could not be reached or timed out; the cause is logged,
+    /// never sent.
+    #[error("database unavailable: {0:#}")]
+    DatabaseUnavailable(anyhow::Error),
     /// A path with routes, none of which allows the method; `allow` is the
     /// `Allow` header's value.
     #[error("method not allowed")]
@@ -85,7 +89,9 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Timeout | Self::Unavailable | Self::UpstreamDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Unavailable | Self::DatabaseUnavailable(_) | Self::UpstreamDown { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -152,7 +158,7 @@ impl ApiError {
                 problem.detail = "Too many requests; retry after the time in Retry-After.".into();
             }
             Self::Timeout => problem.detail = "The request took too long and was stopped.".into(),
-            Self::Internal(cause) => problem.internal = Some(format!("{cause:#}")),
+            Self::Internal(cause) | Self::DatabaseUnavailable(cause) => problem.internal = Some(format!("{cause:#}")),
             Self::BadGateway => problem.detail = "The upstream service did not answer.".into(),
             Self::GatewayTimeout => problem.detail = "The upstream service did not answer in time.".into(),
             Self::UpstreamDown { .. } => {
@@ -174,6 +180,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => Self::NotFound,
             StoreError::Conflict(what) => Self::Conflict(what.into()),
             StoreError::LastActiveAdmin => Self::Conflict("This would leave no active admin.".into()),
+            StoreError::Unavailable(cause) => Self::DatabaseUnavailable(cause),
             StoreError::Other(cause) => Self::Internal(cause),
         }
     }

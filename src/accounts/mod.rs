@@ -62,6 +62,7 @@ fn store_error_text(error: &StoreError) -> String {
         StoreError::NotFound => "not found".to_owned(),
         StoreError::Conflict(what) => format!("conflict: {what}"),
         StoreError::LastActiveAdmin => "conflict: This would leave no active admin.".to_owned(),
+        StoreError::Unavailable(cause) => format!("database unavailable: {cause:#}"),
         StoreError::Other(cause) => format!("internal error: {cause:#}"),
     }
 }

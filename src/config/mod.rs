@@ -217,6 +217,10 @@ pub struct DatabaseConfig {
     pub url_file: PathBuf,
     pub auto_migrate: bool,
     pub max_connections: u32,
+    /// The longest a request waits on the database: for a connection from
+    /// the pool, for a PostgreSQL statement (`statement_timeout`), for
+    /// SQLite's write lock. Past it the request gets 503.
+    pub timeout: HumanDuration,
 }
 
 impl Default for DatabaseConfig {
@@ -226,6 +230,7 @@ impl Default for DatabaseConfig {
             url_file: PathBuf::new(),
             auto_migrate: true,
             max_connections: 8,
+            timeout: HumanDuration::secs(5),
         }
     }
 }
@@ -607,6 +612,9 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             problem("database.max_connections", "must be at least 1");
+        }
+        if self.database.timeout.0.is_zero() {
+            problem("database.timeout", "must be longer than zero");
         }
 
         for (name, group) in &self.rate_limit {

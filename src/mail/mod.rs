@@ -314,6 +314,17 @@ mod tests {
     }
 
     #[test]
+    fn links_are_logged_only_in_development_with_mail_to_files() {
+        let mut config = Config::defaults();
+        assert!(Mailer::new(&config).expect("mailer").log_links, "development, no SMTP");
+        config.server.environment = crate::config::Environment::Production;
+        assert!(!Mailer::new(&config).expect("mailer").log_links, "never in production");
+        config.server.environment = crate::config::Environment::Development;
+        config.email.smtp_url = "smtp://127.0.0.1:2525".into();
+        assert!(!Mailer::new(&config).expect("mailer").log_links, "mail that goes out is not logged");
+    }
+
+    #[test]
     fn email_settings_are_checked_at_start() {
         let mut config = Config::defaults();
         assert!(config_problems(&config).is_empty(), "{:?}", config_problems(&config));

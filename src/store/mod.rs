@@ -53,6 +53,10 @@ pub enum StoreError {
     /// The change would leave no active admin (see `UserStore::change_user`).
     #[error("the last active admin")]
     LastActiveAdmin,
+    /// The database could not be reached or did not answer in time
+    /// (`database.timeout`): 503, not a fault of the request.
+    #[error("database unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -61,6 +65,27 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::RowNotFound => StoreError::NotFound,
+            // The connection, not the statement: the database is down,
+            // unreachable or saturated.
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.into()),
+            // PostgreSQL's statement_timeout (query_canceled), and
+            // connection exceptions and shutdowns (class 08, 57P0x).
+            sqlx::Error::Database(ref database)
+                if database
+                    .code()
+                    .is_some_and(|code| code == "57014" || code.starts_with("08") || code.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(error.into())
+            }
+            // SQLite's write lock held past busy_timeout.
+            sqlx::Error::Database(ref database) if database.message().contains("database is locked") => {
+                StoreError::Unavailable(error.into())
+            }
             other => StoreError::Other(other.into()),
         }
     }
@@ -546,8 +571,10 @@ pub fn truncate_to_stored(at: OffsetDateTime) -> OffsetDateTime {
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.url.expose_secret();
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(CachedStore::new(SqliteStore::connect(url, config.max_connections).await?)))
+        let store = SqliteStore::connect_with_timeout(url, config.max_connections, config.timeout.0).await?;
+        Ok(Arc::new(CachedStore::new(store)))
     } else {
-        Ok(Arc::new(CachedStore::new(PostgresStore::connect(url, config.max_connections).await?)))
+        let store = PostgresStore::connect_with_timeout(url, config.max_connections, config.timeout.0).await?;
+        Ok(Arc::new(CachedStore::new(store)))
     }
 }

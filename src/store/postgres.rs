@@ -17,8 +17,6 @@ use super::{SqlStore, StoreError, sql::Dialect};
 
 pub type PostgresStore = SqlStore<Postgres>;
 
-const STATEMENT_TIMEOUT: &str = "5s";
-
 impl Dialect for Postgres {
     const MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -42,14 +40,22 @@ impl Dialect for Postgres {
 }
 
 impl SqlStore<Postgres> {
-    /// Connects to `url` (its `options` may set a search path).
+    /// Connects to `url` (its `options` may set a search path), with the
+    /// default `database.timeout`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with_timeout(url, max_connections, Duration::from_secs(5)).await
+    }
+
+    /// `connect`, waiting at most `timeout` for a connection and letting no
+    /// statement run longer.
+    pub async fn connect_with_timeout(url: &str, max_connections: u32, timeout: Duration) -> Result<Self, StoreError> {
+        let statement_timeout = format!("{}ms", timeout.as_millis().max(1));
         let options = PgConnectOptions::from_str(url)
             .context("database.url is not a valid postgres:// URL")?
-            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
+            .options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(timeout)
             .connect_with(options)
             .await
             .context("cannot reach PostgreSQL")?;

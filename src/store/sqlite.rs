@@ -37,21 +37,27 @@ impl Dialect for Sqlite {
 }
 
 impl SqlStore<Sqlite> {
-    /// Opens (creating if needed) the database at `url`, and its folder.
+    /// Opens (creating if needed) the database at `url`, and its folder,
+    /// with the default `database.timeout`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with_timeout(url, max_connections, Duration::from_secs(5)).await
+    }
+
+    /// `connect`, waiting at most `timeout` for a connection or the write lock.
+    pub async fn connect_with_timeout(url: &str, max_connections: u32, timeout: Duration) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .context("database.url is not a valid sqlite: URL")?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(timeout);
         if let Some(folder) = Path::new(options.get_filename()).parent().filter(|p| !p.as_os_str().is_empty()) {
             crate::fs::create_private_dir(folder).context("the database folder")?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(timeout)
             .connect_with(options)
             .await
             .context("cannot open the SQLite database")?;

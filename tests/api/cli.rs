@@ -24,7 +24,7 @@ pub fn rampart(dir: &Path) -> Command {
     command
 }
 
-fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+pub fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("rampart.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -34,7 +34,7 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-const CHEAP_HASH: &str = "[auth.password_hash]\nmemory_kib = 64\niterations = 1\n";
+pub const CHEAP_HASH: &str = "[auth.password_hash]\nmemory_kib = 64\niterations = 1\n";
 
 #[test]
 fn config_check_names_an_unknown_key() {
@@ -270,6 +270,15 @@ impl Served {
     fn signal(&self, name: &str) {
         let sent = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
         assert!(sent.success());
+    }
+
+    /// SIGKILL: the process ends at once, mid-write if it was writing.
+    pub fn kill_hard(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
     }
 
     /// SIGTERM, then the exit status.

@@ -264,6 +264,8 @@ async fn a_sign_up_is_mailed_a_link_that_verifies_the_address_once() {
     let profile = app.get_as("/api/profile", login["access_token"].as_str().unwrap()).await.json();
     assert_eq!(profile["email_verified"], true);
     assert_eq!(events(&app, "email_verified").len(), 1);
+    // Development with mail to files: the link is in the log, at hand.
+    assert!(app.logs.contents().contains(&format!("verify-email?token={token}")));
 
     // A verified user asking for a link gets the same 202 and no mail.
     let asked = app

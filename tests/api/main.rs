@@ -27,6 +27,7 @@ mod posts;
 mod proxy;
 mod rate_limit;
 mod redis;
+mod reliability;
 mod sessions;
 mod test_routes;
 mod tls;

@@ -1,0 +1,446 @@
+//! Reliability under faults (the promises that need a real process to
+//! break): a `rampart serve` killed with SIGKILL in the middle of a stream
+//! of writes loses none it acknowledged, and shows nothing half-written
+//! after a restart, on SQLite and on PostgreSQL.
+
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::cli::{CHEAP_HASH, Served, write_config};
+
+const ADMIN_EMAIL: &str = "root@example.com";
+/// `Served::start` gives the bootstrap admin this password.
+const ADMIN_PASSWORD: &str = "bootstrap secret passphrase";
+
+/// What the writers were told succeeded.
+#[derive(Default)]
+struct Acknowledged {
+    signups: Vec<String>,
+    posts: Vec<(String, String)>,
+}
+
+async fn admin_token(client: &reqwest::Client, base: &str) -> String {
+    let login = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    login.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Writes sign-ups and posts from four clients until the server stops
+/// answering; records each 2xx.
+async fn write_until_killed(base: String, token: String, acknowledged: Arc<Mutex<Acknowledged>>, writer: usize) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    for n in 0.. {
+        let email = format!("crash-{writer}-{n}@example.com");
+        let signup = client
+            .post(format!("{base}/auth/signup"))
+            .json(&json!({"email": email, "password": "violet pancake orbit nine", "name": "Crash Test"}))
+            .send()
+            .await;
+        match signup {
+            Ok(response) if response.status() == 201 => acknowledged.lock().unwrap().signups.push(email),
+            Ok(response) => assert!(response.status().is_server_error(), "{}", response.status()),
+            Err(_) => return,
+        }
+        let title = format!("crash {writer} {n}");
+        let post = client
+            .post(format!("{base}/api/posts"))
+            .bearer_auth(&token)
+            .json(&json!({"title": title, "body": "written before the crash"}))
+            .send()
+            .await;
+        match post {
+            Ok(response) if response.status() == 201 => {
+                let id = response.json::<Value>().await.map(|body| body["id"].as_str().unwrap_or_default().to_owned());
+                // An answer cut mid-body was never acknowledged.
+                if let Ok(id) = id {
+                    acknowledged.lock().unwrap().posts.push((id, title));
+                }
+            }
+            Ok(response) => assert!(response.status().is_server_error(), "{}", response.status()),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Starts the server, writes from four clients, kills it with SIGKILL once
+/// `before_kill` writes were acknowledged, restarts it, and checks every
+/// acknowledged write. Returns (acknowledged, found) counts.
+async fn kill_during_writes(dir: &Path, config: &Path, before_kill: usize) -> (Acknowledged, Value) {
+    let served = Served::start(dir, config);
+    let base = format!("http://{}", served.public);
+    let client = reqwest::Client::new();
+    let token = admin_token(&client, &base).await;
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| tokio::spawn(write_until_killed(base.clone(), token.clone(), acknowledged.clone(), writer)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = {
+            let acknowledged = acknowledged.lock().unwrap();
+            acknowledged.signups.len() + acknowledged.posts.len()
+        };
+        if done >= before_kill {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {done} writes in a minute");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    served.kill_hard();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = Arc::try_unwrap(acknowledged).ok().unwrap().into_inner().unwrap();
+
+    // Restarted on the same data: every acknowledged write is there.
+    let served = Served::start(dir, config);
+    let base = format!("http://{}", served.public);
+    let token = admin_token(&client, &base).await;
+    let mut users = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/admin/users?limit=100");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: Value = client.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        for user in page["items"].as_array().unwrap() {
+            users.insert(user["email"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    for email in &acknowledged.signups {
+        assert!(users.contains(email), "acknowledged sign-up {email} is missing after the crash");
+    }
+    for (id, title) in &acknowledged.posts {
+        let post = client.get(format!("{base}/api/posts/{id}")).send().await.unwrap();
+        assert_eq!(post.status(), 200, "acknowledged post {id} is missing after the crash");
+        assert_eq!(post.json::<Value>().await.unwrap()["title"], title.as_str());
+    }
+    // The restarted server takes writes again.
+    let again = client
+        .post(format!("{base}/api/posts"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "after the crash", "body": "b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 201);
+    assert!(served.stop().success());
+    let found = json!({"users": users.len(), "signups_acknowledged": acknowledged.signups.len(),
+                       "posts_acknowledged": acknowledged.posts.len()});
+    (acknowledged, found)
+}
+
+/// Nothing half-written: every sign-up (acknowledged or not) has its
+/// verification token, written in the same transaction as the user.
+fn assert_no_signup_without_its_token(rows: &[(String, i64)]) {
+    let crash_users: Vec<&(String, i64)> = rows.iter().filter(|(email, _)| email.starts_with("crash-")).collect();
+    assert!(!crash_users.is_empty());
+    for (email, tokens) in crash_users {
+        assert_eq!(*tokens, 1, "{email} has {tokens} verification tokens");
+    }
+}
+
+const SIGNUP_TOKENS: &str = "SELECT u.email, (SELECT COUNT(*) FROM email_tokens t WHERE t.user_id = u.id \
+                             AND t.purpose = 'verify_email') FROM users u";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_every_acknowledged_write_through_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{CHEAP_HASH}[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\n\
+             [rate_limit.global]\nlimit = 1000000\n[rate_limit.api]\nlimit = 1000000\n\
+             [defense]\nenabled = false\n[log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"{ADMIN_EMAIL}\"\n"
+        ),
+    );
+    let (_, found) = kill_during_writes(dir.path(), &config, 150).await;
+    eprintln!("sqlite after kill -9: {found}");
+
+    let url = format!("sqlite://{}/data/rampart.db", dir.path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
+    assert_eq!(integrity, "ok");
+    let rows: Vec<(String, i64)> = sqlx::query_as(SIGNUP_TOKENS).fetch_all(&pool).await.unwrap();
+    assert_no_signup_without_its_token(&rows);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_keeps_every_acknowledged_write_through_a_kill_9() {
+    let Some(url) = crate::postgres::postgres_url() else {
+        eprintln!("skipped: TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = crate::postgres_schema::TestSchema::create(&url, "rampart_crash_").await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_file = dir.path().join("database-url");
+    std::fs::write(&database_file, &schema.url).unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{CHEAP_HASH}[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\n\
+             [database]\nurl_file = \"{}\"\n\
+             [rate_limit.global]\nlimit = 1000000\n[rate_limit.api]\nlimit = 1000000\n\
+             [defense]\nenabled = false\n[log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"{ADMIN_EMAIL}\"\n",
+            database_file.display()
+        ),
+    );
+    let (_, found) = kill_during_writes(dir.path(), &config, 150).await;
+    eprintln!("postgresql after kill -9: {found}");
+
+    let pool = sqlx::PgPool::connect(&schema.url).await.unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as(SIGNUP_TOKENS).fetch_all(&pool).await.unwrap();
+    assert_no_signup_without_its_token(&rows);
+    pool.close().await;
+    schema.drop().await;
+}
+
+/// One request's fate during a shutdown.
+enum Fate {
+    /// Answered in full: when it started and ended.
+    Served { started: Instant, ended: Instant },
+    /// Never answered (refused or closed before any response).
+    NotServed,
+    /// Headers came, the body did not: the one thing that must not happen.
+    Cut(String),
+}
+
+/// SIGTERM while sign-ins (each an Argon2 verification at the default
+/// cost, so some are always in flight) and reads stream in: every request
+/// the server began answering is answered in full, the ones in flight at
+/// the signal among them, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_every_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\nshutdown_timeout = \"30s\"\n\
+             [rate_limit.global]\nlimit = 1000000\n[rate_limit.login]\nlimit = 1000000\n\
+             [rate_limit.api]\nlimit = 1000000\n[defense]\nenabled = false\n\
+             [log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"{ADMIN_EMAIL}\"\n"
+        ),
+    );
+    let served = Served::start(dir.path(), &config);
+    let base = format!("http://{}", served.public);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fates = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|n| {
+            let (base, stop, fates) = (base.clone(), stop.clone(), fates.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let request = if n % 2 == 0 {
+                        client
+                            .post(format!("{base}/auth/login"))
+                            .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+                    } else {
+                        client.get(format!("{base}/api/posts"))
+                    };
+                    let fate = match request.send().await {
+                        Err(_) => Fate::NotServed,
+                        Ok(response) => {
+                            let status = response.status();
+                            match response.json::<Value>().await {
+                                Ok(_) if status.is_success() => Fate::Served { started, ended: Instant::now() },
+                                Ok(body) => Fate::Cut(format!("{status}: {body}")),
+                                Err(error) => Fate::Cut(format!("{status}: {error}")),
+                            }
+                        }
+                    };
+                    let not_served = matches!(fate, Fate::NotServed);
+                    fates.lock().unwrap().push(fate);
+                    if not_served {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Load for a moment, then the signal.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fates.lock().unwrap().len() < 40 {
+        assert!(Instant::now() < deadline, "no load");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let signalled = Instant::now();
+    let status = tokio::task::spawn_blocking(move || served.stop()).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+
+    let fates = fates.lock().unwrap();
+    let cut: Vec<&String> =
+        fates.iter().filter_map(|fate| if let Fate::Cut(why) = fate { Some(why) } else { None }).collect();
+    assert!(cut.is_empty(), "answers cut or refused during the shutdown: {cut:?}");
+    let served = fates.iter().filter(|fate| matches!(fate, Fate::Served { .. })).count();
+    let in_flight = fates
+        .iter()
+        .filter(|fate| matches!(fate, Fate::Served { started, ended } if *started < signalled && *ended > signalled))
+        .count();
+    let not_served = fates.len() - served;
+    eprintln!(
+        "shutdown under load: {served} served, {in_flight} of them in flight at SIGTERM, none cut; {not_served} sent after the listener closed"
+    );
+    assert!(in_flight >= 1, "no request was in flight at the signal; the test proved nothing");
+}
+
+/// A TCP relay to PostgreSQL that the test can cut (every connection
+/// dropped; new ones closed at once, or held without an answer) and
+/// restore: the database "stopped" or unreachable as the server sees it,
+/// without stopping the one the other tests use.
+struct CuttableRelay {
+    address: std::net::SocketAddr,
+    /// 0 up, 1 refusing (closed at once), 2 hanging (held, never answered).
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableRelay {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mode = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let (relay_mode, relay_links) = (mode.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let link = match relay_mode.load(std::sync::atomic::Ordering::SeqCst) {
+                    0 => tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    }),
+                    1 => continue, // dropped: closed at once
+                    _ => tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                        drop(client);
+                    }),
+                };
+                relay_links.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Self { address, mode, links }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn cut(&self) {
+        self.set(1);
+    }
+
+    fn hang(&self) {
+        self.set(2);
+    }
+
+    fn restore(&self) {
+        self.set(0);
+    }
+}
+
+/// PostgreSQL unreachable under load: requests that need it get 503
+/// problem+json within `database.timeout` (no hang), `/ready` says 503,
+/// `/health` stays 200, and everything works again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_means_quick_503s_and_recovery_without_a_restart() {
+    let Some(url) = crate::postgres::postgres_url() else {
+        eprintln!("skipped: TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = crate::postgres_schema::TestSchema::create(&url, "rampart_outage_").await;
+    let parsed = url::Url::parse(&schema.url).unwrap();
+    let target = tokio::net::lookup_host((parsed.host_str().unwrap(), parsed.port().unwrap_or(5432)))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let relay = CuttableRelay::start(target).await;
+    let mut through_relay = parsed.clone();
+    through_relay.set_host(Some("127.0.0.1")).unwrap();
+    through_relay.set_port(Some(relay.address.port())).unwrap();
+    let app = crate::helpers::spawn_with(|options| {
+        options.config.database.url = secrecy::SecretString::from(through_relay.to_string());
+        options.config.database.timeout = rampart::config::HumanDuration::secs(2);
+    })
+    .await;
+    let admin = app.token_for(&app.users.admin).await;
+    let users = || app.get_as("/api/admin/users?limit=5", &admin);
+    assert_eq!(users().await.status, 200);
+
+    relay.cut();
+    let cut_at = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for n in 0..5 {
+        let started = Instant::now();
+        let down = if n % 2 == 0 {
+            users().await
+        } else {
+            let body = json!({"email": format!("outage{n}@example.com"), "password": "violet pancake orbit nine", "name": "Out Age"});
+            app.post_json("/auth/signup", &body).await
+        };
+        slowest = slowest.max(started.elapsed());
+        let problem = down.assert_problem(503);
+        assert!(!down.body.contains("sqlx") && !down.body.contains("5432"), "no internals: {problem}");
+    }
+    assert!(slowest < Duration::from_secs(2) + Duration::from_millis(1500), "a request waited {slowest:?}");
+    assert_eq!(app.get("/ready").await.status, 503);
+    assert_eq!(app.get("/health").await.status, 200);
+    let to_503 = cut_at.elapsed();
+
+    // Unreachable rather than stopped: connections are held unanswered.
+    // No request waits much past database.timeout (2 s).
+    relay.hang();
+    let started = Instant::now();
+    users().await.assert_problem(503);
+    let hung = started.elapsed();
+    assert!(hung < Duration::from_millis(3500), "waited {hung:?} on an unreachable database");
+    assert_eq!(app.get("/health").await.status, 200);
+
+    relay.restore();
+    let restored_at = Instant::now();
+    let deadline = restored_at + Duration::from_secs(30);
+    while users().await.status != 200 {
+        assert!(Instant::now() < deadline, "no recovery within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovery = restored_at.elapsed();
+    assert_eq!(app.get("/ready").await.status, 200);
+    let signup = app
+        .post_json(
+            "/auth/signup",
+            &json!({"email": "after@example.com", "password": "violet pancake orbit nine", "name": "After"}),
+        )
+        .await;
+    assert_eq!(signup.status, 201, "{}", signup.body);
+    eprintln!(
+        "database outage: 5 requests answered 503 in {to_503:?} (slowest {slowest:?}); unreachable: 503 after {hung:?}; \
+         recovered {recovery:?} after it came back"
+    );
+    app.stop();
+    schema.drop().await;
+}
