@@ -193,12 +193,19 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> Option<Self> {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
+        Self::start_with(port, None)
+    }
+
+    /// With `aof_dir`, every write is appended to a file there and synced
+    /// before Redis answers (`appendfsync always`), and read back on start.
+    fn start_with(port: u16, aof_dir: Option<&std::path::Path>) -> Option<Self> {
+        let mut command = std::process::Command::new("redis-server");
+        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        match aof_dir {
+            Some(dir) => command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]).arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
         let started = Self { port, child: Some(child) };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -496,4 +503,75 @@ async fn an_api_key_stopped_on_one_instance_is_refused_on_the_other_at_once() {
     assert!(a.stop().success());
     assert!(b.stop().success());
     schema.drop().await;
+}
+
+/// Redis restarted (killed and started again) under a signed-in session
+/// and a counted limit: no request hangs meanwhile; without persistence
+/// the restart forgets sessions and counters, and limits count exactly
+/// again from then on; with an append-only file synced on every write
+/// (docs/deploy.md) both survive it.
+#[tokio::test]
+async fn a_redis_restart_forgets_counts_and_sessions_unless_it_persists_them() {
+    if required("TEST_REDIS_URL").is_none() {
+        return;
+    }
+    for persistent in [false, true] {
+        let aof = tempfile::tempdir().unwrap();
+        let aof_dir = persistent.then(|| aof.path());
+        let port = free_port();
+        let Some(mut redis) = OwnRedis::start_with(port, aof_dir) else {
+            assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but redis-server cannot be started");
+            eprintln!("skipped: no redis-server binary");
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let app = spawn_with(|o| {
+            o.config.redis.url = SecretString::from(url.clone());
+            o.config.rate_limit.get_mut("api").unwrap().limit = 5;
+        })
+        .await;
+        let user = app.users.user.clone();
+        let session = app
+            .send(
+                app.client
+                    .post(app.url("/auth/session"))
+                    .json(&json!({"email": user.email, "password": user.password})),
+            )
+            .await;
+        assert_eq!(session.status, 200);
+        let cookie = session.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+        let as_guest = || app.send(app.client.get(app.url("/api/posts")));
+        for _ in 0..3 {
+            assert_eq!(as_guest().await.status, 200);
+        }
+
+        redis.stop();
+        let started = std::time::Instant::now();
+        assert_eq!(as_guest().await.status, 200, "the api group fails open");
+        let by_cookie = app.send(app.client.get(app.url("/api/profile")).header("cookie", &cookie)).await;
+        assert_eq!(by_cookie.status, 503, "sessions live in Redis: {}", by_cookie.body);
+        assert!(started.elapsed() < Duration::from_secs(5), "nothing hangs: {:?}", started.elapsed());
+        let _again = OwnRedis::start_with(port, aof_dir).expect("redis restarts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while app.get("/ready").await.status != 200 {
+            assert!(std::time::Instant::now() < deadline, "not ready after the restart");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let by_cookie = app.send(app.client.get(app.url("/api/profile")).header("cookie", &cookie)).await;
+        // The limit counts from where Redis left it: a fresh window without
+        // persistence (5 more, less the lost session's request, now a
+        // guest's), the same window with it (2 more; the session's request
+        // counted under its user).
+        let allowed = if persistent { 2 } else { 4 };
+        for n in 0..allowed {
+            assert_eq!(as_guest().await.status, 200, "request {n} after the restart (persistent: {persistent})");
+        }
+        as_guest().await.assert_problem(429);
+        if persistent {
+            assert_eq!(by_cookie.status, 200, "the session survived the restart");
+        } else {
+            by_cookie.assert_problem(401);
+        }
+    }
 }
