@@ -444,3 +444,177 @@ async fn an_unreachable_database_means_quick_503s_and_recovery_without_a_restart
     app.stop();
     schema.drop().await;
 }
+
+/// A PostgreSQL cluster of this test's own (initdb as the `postgres`
+/// user), on a free port, to stop hard and start again.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    const BIN: &'static str = "/usr/lib/postgresql/15/bin";
+
+    fn as_postgres(args: &[&str]) -> std::process::Output {
+        std::process::Command::new("runuser").args(["-u", "postgres", "--"]).args(args).output().unwrap()
+    }
+
+    fn create() -> Option<Self> {
+        if !Path::new(Self::BIN).exists() {
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("rampart-pg-").tempdir_in("/tmp").unwrap();
+        let chown = std::process::Command::new("chown").args(["postgres:postgres"]).arg(dir.path()).status().ok()?;
+        if !chown.success() {
+            return None;
+        }
+        let data = dir.path().join("data");
+        let initdb = Self::as_postgres(&[
+            &format!("{}/initdb", Self::BIN),
+            "-D",
+            data.to_str().unwrap(),
+            "--auth=trust",
+            "--username=postgres",
+        ]);
+        assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cluster = Self { dir, port };
+        cluster.start();
+        Some(cluster)
+    }
+
+    fn start(&self) {
+        let data = self.dir.path().join("data");
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        let log = self.dir.path().join("log");
+        let started = Self::as_postgres(&[
+            &format!("{}/pg_ctl", Self::BIN),
+            "-D",
+            data.to_str().unwrap(),
+            "-o",
+            &options,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
+        assert!(started.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&started.stderr));
+    }
+
+    /// `immediate`: every backend killed at once, no checkpoint (a crash,
+    /// as far as the data is concerned).
+    fn stop_immediately(&self) {
+        let data = self.dir.path().join("data");
+        let stopped = Self::as_postgres(&[
+            &format!("{}/pg_ctl", Self::BIN),
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+        assert!(stopped.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&stopped.stderr));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Self::as_postgres(&[
+            &format!("{}/pg_ctl", Self::BIN),
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+    }
+}
+
+/// PostgreSQL restarted (stopped immediately, started again) under a
+/// stream of sign-ups: no request hangs (each answers 201, or 503 while it
+/// is down), writing works again by itself afterwards, and every sign-up
+/// acknowledged before, during or after is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_under_writes_loses_nothing_acknowledged() {
+    if crate::postgres::postgres_url().is_none() {
+        eprintln!("skipped: TEST_POSTGRES_URL is not set");
+        return;
+    }
+    let Some(cluster) = OwnPostgres::create() else {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but no PostgreSQL 15 binaries");
+        eprintln!("skipped: no PostgreSQL binaries to run a private cluster");
+        return;
+    };
+    let app = crate::helpers::spawn_with(|options| {
+        options.config.database.url = secrecy::SecretString::from(cluster.url());
+        options.config.database.timeout = rampart::config::HumanDuration::secs(2);
+    })
+    .await;
+    let app = Arc::new(app);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new((Vec::<String>::new(), 0usize, Duration::ZERO)));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (app, stop, outcomes) = (app.clone(), stop.clone(), outcomes.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let email = format!("restart-{writer}-{n}@example.com");
+                    n += 1;
+                    let body = json!({"email": email, "password": "violet pancake orbit nine", "name": "Re Start"});
+                    let started = Instant::now();
+                    let response = app.post_json("/auth/signup", &body).await;
+                    let took = started.elapsed();
+                    let mut outcomes = outcomes.lock().unwrap();
+                    outcomes.2 = outcomes.2.max(took);
+                    match response.status {
+                        201 => outcomes.0.push(email),
+                        503 => outcomes.1 += 1,
+                        other => panic!("{other}: {}", response.body),
+                    }
+                }
+            })
+        })
+        .collect();
+    let acknowledged = || outcomes.lock().unwrap().0.len();
+    let wait_for = |count: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acknowledged() < count {
+            assert!(Instant::now() < deadline, "only {} sign-ups", acknowledged());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    wait_for(40).await;
+    cluster.stop_immediately();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let down_at = Instant::now();
+    cluster.start();
+    let before = acknowledged();
+    wait_for(before + 40).await;
+    let recovered = down_at.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let (signed_up, unavailable, slowest) = outcomes.lock().unwrap().clone();
+    assert!(unavailable > 0, "no request saw the restart; the test proved nothing");
+    assert!(slowest < Duration::from_secs(4), "a request waited {slowest:?}");
+
+    let pool = sqlx::PgPool::connect(&cluster.url()).await.unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT email FROM users").fetch_all(&pool).await.unwrap();
+    let stored: BTreeSet<String> = stored.into_iter().collect();
+    let missing: Vec<&String> = signed_up.iter().filter(|email| !stored.contains(*email)).collect();
+    assert!(missing.is_empty(), "acknowledged, then lost in the restart: {missing:?}");
+    eprintln!(
+        "postgresql restart under writes: {} sign-ups acknowledged, all found; {unavailable} answered 503; slowest \
+         answer {slowest:?}; writing again {recovered:?} after the start",
+        signed_up.len()
+    );
+    pool.close().await;
+}
