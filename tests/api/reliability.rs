@@ -618,3 +618,98 @@ async fn a_postgresql_restart_under_writes_loses_nothing_acknowledged() {
     );
     pool.close().await;
 }
+
+/// A connection from `from` (a loopback address of its own) to `server`.
+async fn connect_from(from: &str, server: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(from.parse().unwrap(), 0))?;
+    socket.connect(server).await
+}
+
+/// `count` requests one after another on one keep-alive connection: their
+/// latencies, sorted.
+async fn latencies(client: &reqwest::Client, url: &str, count: usize) -> Vec<Duration> {
+    let mut all = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let response = client.get(url).send().await.expect("the normal client is served");
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        all.push(started.elapsed());
+    }
+    all.sort();
+    all
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// 2,000 idle connections and 200 slowloris clients (a request head
+/// dribbled a byte at a time) from other addresses: a normal client is
+/// still answered, every request of it, and the dribblers are cut off
+/// once `server.header_read_timeout` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_slowloris_do_not_starve_a_normal_client() {
+    let app = crate::helpers::spawn_with(|options| {
+        options.config.server.header_read_timeout = rampart::config::HumanDuration::secs(2);
+    })
+    .await;
+    let server = app.address;
+    let url = app.url("/api/posts");
+    let client = reqwest::Client::new();
+    let idle_before = latencies(&client, &url, 200).await;
+
+    // 2,000 idle connections from 20 addresses (100 each, under the
+    // per-address cap of 256).
+    let mut idle = Vec::new();
+    for n in 0..2_000 {
+        let from = format!("127.0.1.{}", 1 + n % 20);
+        match connect_from(&from, server).await {
+            Ok(stream) => idle.push(stream),
+            Err(error) => panic!("connection {n}: {error}"),
+        }
+    }
+    // 200 slowloris clients from 10 more addresses.
+    let slow_started = Instant::now();
+    let slowloris: Vec<_> = (0..200)
+        .map(|n| {
+            let from = format!("127.0.2.{}", 1 + n % 10);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = connect_from(&from, server).await.unwrap();
+                let head = b"GET /api/posts HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+                for byte in head.iter().cycle() {
+                    if stream.write_all(&[*byte]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if slow_started.elapsed() > Duration::from_secs(20) {
+                        panic!("a slowloris connection was never cut");
+                    }
+                }
+                // Cut by the server: whatever it wrote (a 408, or nothing) ends.
+                let mut rest = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+                slow_started.elapsed()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let under_abuse = latencies(&client, &url, 200).await;
+    let mut cut_after = Duration::ZERO;
+    for slow in slowloris {
+        cut_after = cut_after.max(slow.await.unwrap());
+    }
+    assert!(cut_after < Duration::from_secs(2) + Duration::from_secs(3), "dribblers held on for {cut_after:?}");
+    let (p50, p99) = (percentile(&under_abuse, 50), percentile(&under_abuse, 99));
+    eprintln!(
+        "connection abuse: normal client p50 {:?} / p99 {:?} idle, p50 {p50:?} / p99 {p99:?} with 2,000 idle and 200 \
+         slowloris connections; every slowloris cut by {cut_after:?} (header_read_timeout 2 s)",
+        percentile(&idle_before, 50),
+        percentile(&idle_before, 99),
+    );
+    // Starvation, not speed: a starved client waits for seconds.
+    assert!(p99 < Duration::from_secs(1), "the normal client waited {p99:?}");
+    drop(idle);
+}
