@@ -19,6 +19,7 @@ use crate::{
     auth::{
         api_keys::{ApiKeys, KeyCache},
         device::DeviceCookies,
+        failed_tokens::FailedTokens,
         keys,
         oauth::OAuthProviders,
         password::PasswordHasher,
@@ -76,6 +77,9 @@ pub struct AppStateInner {
     pub hasher: PasswordHasher,
     pub tokens: Arc<TokenKeys>,
     pub verified_tokens: Arc<VerifiedTokens>,
+    /// Clients whose tokens keep failing: no more signature checks for them
+    /// for a while (`auth::failed_tokens`).
+    pub failed_tokens: Arc<FailedTokens>,
     /// API keys: made, verified (through their cache), their uses noted.
     pub api_keys: Arc<ApiKeys>,
     pub revocations: Arc<dyn RevocationList>,
@@ -161,6 +165,8 @@ impl AppState {
         };
         let defense = Defense::load(&config, counters.clone(), store.clone(), audit.clone(), clock.clone()).await?;
         let rate_limiter = Arc::new(RateLimiter::new(&config, counters, audit.clone(), clock.clone()));
+        let failed_tokens = Arc::new(FailedTokens::new(clock.clone(), config.server.ipv6_prefix));
+        failed_tokens.spawn_sweeper();
         let mut metrics = Metrics::new();
         let registry = metrics.registry();
         authorizer.register_metrics(registry);
@@ -185,6 +191,7 @@ impl AppState {
             hasher,
             tokens: Arc::new(tokens),
             verified_tokens: Arc::new(VerifiedTokens::new(VERIFIED_TOKEN_CACHE)),
+            failed_tokens,
             api_keys,
             revocations,
             sessions,

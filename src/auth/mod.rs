@@ -10,6 +10,7 @@
 
 pub mod api_keys;
 pub mod device;
+pub mod failed_tokens;
 pub mod keys;
 pub mod oauth;
 pub mod password;

@@ -20,6 +20,7 @@ use crate::{
         api_keys::{ApiKeys, KeyRefusal},
         principal::{Authentication, Credential, Principal, SESSION_COOKIE},
         secret,
+        tokens::TokenError,
     },
     domain::PresentedKey,
 };
@@ -32,7 +33,7 @@ const EXTEND_GRANULARITY: time::Duration = time::Duration::minutes(1);
 /// needs the store; that path is boxed, so the pipeline's per-request
 /// future stays small for tokens and guests.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap, context: &RequestContext) {
-    let authentication = match resolve_at_once(state, headers) {
+    let authentication = match resolve_at_once(state, headers, context.client_ip) {
         Presented::Decided(authentication) => authentication,
         Presented::Session(session_id) => Box::pin(resolve_session(state, session_id, state.clock.now())).await,
         Presented::ApiKey(key) => Box::pin(resolve_api_key(state, key, context)).await,
@@ -50,7 +51,7 @@ enum Presented<'h> {
     ApiKey(&'h str),
 }
 
-fn resolve_at_once<'h>(state: &AppState, headers: &'h HeaderMap) -> Presented<'h> {
+fn resolve_at_once<'h>(state: &AppState, headers: &'h HeaderMap, client: Option<std::net::IpAddr>) -> Presented<'h> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let now = state.clock.now();
         let Some(token) = bearer_token(value) else {
@@ -59,8 +60,22 @@ fn resolve_at_once<'h>(state: &AppState, headers: &'h HeaderMap) -> Presented<'h
         if ApiKeys::is_api_key(token) {
             return Presented::ApiKey(token);
         }
-        return Presented::Decided(match state.verified_tokens.verify(&state.tokens, token, now) {
-            Ok(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
+        // A client whose tokens keep failing gets no more signature checks
+        // for a while: only tokens verified before still count.
+        let verified = if state.failed_tokens.may_verify(client) {
+            let verified = state.verified_tokens.verify(&state.tokens, token, now);
+            // Only a failed signature check counts: it is the dear refusal,
+            // and one an honest client never causes (an expired token, or
+            // one of a retired key, is refused before any check).
+            if matches!(verified, Err(TokenError::Invalid)) {
+                state.failed_tokens.failed(client);
+            }
+            verified.ok()
+        } else {
+            state.verified_tokens.cached(token, now)
+        };
+        return Presented::Decided(match verified {
+            Some(claims) if !state.revocations.is_token_revoked(&claims) => Authentication::Signed(Principal {
                 user_id: claims.sub,
                 role: claims.role,
                 department: claims.dept.clone(),

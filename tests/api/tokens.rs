@@ -155,3 +155,46 @@ async fn tokens_of_deleted_disabled_or_signed_out_users_are_refused() {
     app.post_json("/auth/login", &json!({"email": user.email, "password": user.password})).await.assert_problem(401);
     app.login(&user.email, "a brand new passphrase").await;
 }
+
+/// A forged token (the real key id, fresh claims, a signature that does
+/// not match them) from `from`, via the trusted proxy header.
+async fn forged_from(app: &TestApp, from: &str, real: &str) -> u16 {
+    let mut parts: Vec<String> = real.split('.').map(str::to_owned).collect();
+    let mut fresh = claims(app);
+    fresh["jti"] = json!(uuid::Uuid::now_v7());
+    parts[1] = b64(fresh.to_string().as_bytes());
+    let forged = parts.join(".");
+    let request = app.client.get(app.url("/api/profile")).bearer_auth(forged).header("x-forwarded-for", from);
+    app.send(request).await.status
+}
+
+/// A client that keeps sending tokens that fail verification gets no more
+/// signature checks for a minute: its tokens the server has not verified
+/// before are refused unchecked (a valid new one too), the ones it has
+/// still work, and other clients are not affected.
+#[tokio::test]
+async fn a_client_flooding_forged_tokens_stops_costing_signature_checks() {
+    let clock = rampart::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = crate::helpers::spawn_with(|options| {
+        options.clock = std::sync::Arc::new(clock.clone());
+        options.config.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let flooder = "198.51.100.66";
+    let as_client = |token: &str, from: &str| {
+        app.send(app.client.get(app.url("/api/profile")).bearer_auth(token).header("x-forwarded-for", from))
+    };
+    let known = app.token_for(&app.users.user).await;
+    assert_eq!(as_client(&known, flooder).await.status, 200, "verified once, now cached");
+    for _ in 0..100 {
+        assert_eq!(forged_from(&app, flooder, &known).await, 401);
+    }
+    let fresh = app.token_for(&app.users.other).await;
+    assert_eq!(as_client(&fresh, flooder).await.status, 401, "not checked: the client is over its failures");
+    assert_eq!(as_client(&known, flooder).await.status, 200, "a token verified before still works");
+    assert_eq!(as_client(&fresh, "198.51.100.67").await.status, 200, "another client is checked as always");
+    let unseen = app.token_for(&app.users.manager).await;
+    assert_eq!(as_client(&unseen, flooder).await.status, 401);
+    clock.advance(time::Duration::seconds(60));
+    assert_eq!(as_client(&unseen, flooder).await.status, 200, "checked again in the next window");
+}
