@@ -87,12 +87,25 @@ impl MemoryLimiter {
         });
     }
 
-    /// Drops every idle key.
+    /// Drops every idle key, and gives back the room of a shard that is
+    /// mostly empty now (a map never shrinks by itself: after a burst of
+    /// a million clients it would keep its peak size for good).
     pub fn sweep(&self) {
         let now = self.clock.unix_millis();
         for shard in self.shards.iter() {
-            lock(shard).retain(|_, entry| entry.idle_at > now);
+            let mut shard = lock(shard);
+            shard.retain(|_, entry| entry.idle_at > now);
+            if shard.capacity() > 64 && shard.len() < shard.capacity() / 4 {
+                let keep = shard.len() * 2;
+                shard.shrink_to(keep);
+            }
         }
+    }
+
+    /// Room for keys, held now (for tests).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.shards.iter().map(|shard| lock(shard).capacity()).sum()
     }
 
     /// Keys held now (for tests and metrics).
@@ -248,9 +261,11 @@ mod tests {
             limiter.decide_now(&key(n), &quota, true);
         }
         assert!(limiter.len() <= SHARDS * 100, "{} keys held", limiter.len());
+        let peak = limiter.capacity();
         clock.advance(time::Duration::seconds(2));
         limiter.sweep();
         assert!(limiter.is_empty(), "every key went idle");
+        assert!(limiter.capacity() < peak / 4, "the room is given back: {} of {peak}", limiter.capacity());
         // Peeking at unknown keys stores nothing.
         for n in 0..100 {
             limiter.decide_now(&key(n), &quota, false);

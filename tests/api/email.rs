@@ -706,3 +706,45 @@ async fn two_instances_on_one_postgresql_send_each_mail_once_across_a_restart() 
     third.stop();
     schema.drop().await;
 }
+
+/// The pages in Chromium: "Forgot password?" on /login leads to the
+/// address form, the mailed link to the new-password form, and the mailed
+/// verification link confirms the address on opening.
+#[tokio::test]
+async fn a_person_resets_a_password_and_verifies_an_address_on_the_pages_in_the_browser() {
+    if !crate::browser::browser_available() {
+        return;
+    }
+    let app = spawn_with(|_| {}).await;
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let shot = |name: &str| target.join(name).display().to_string();
+    let base = format!("http://{}", app.address);
+    let email = app.users.user.email.clone();
+
+    crate::browser::run_browser_script(
+        "email-pages.mjs",
+        vec!["forgot".into(), base.clone(), email.clone(), shot("email-forgot.png")],
+    )
+    .await;
+    let mails = wait_for_mails(&outbox(&app), 1).await;
+    let token = mail_to(&mails, &email, "Reset your password").token("/reset-password");
+    let link = format!("{base}/reset-password?token={token}");
+    crate::browser::run_browser_script(
+        "email-pages.mjs",
+        vec!["reset".into(), link, NEW_PASSWORD.into(), shot("email-reset.png")],
+    )
+    .await;
+    let login = app.login(&email, NEW_PASSWORD).await;
+    assert_eq!(login["user"]["email"], email.as_str());
+
+    sign_up(&app, "pages@example.com").await;
+    let mails = wait_for_mails(&outbox(&app), 3).await; // reset, its notice, the verification
+    let token = mail_to(&mails, "pages@example.com", "Confirm your email").token("/verify-email");
+    crate::browser::run_browser_script(
+        "email-pages.mjs",
+        vec!["verify".into(), format!("{base}/verify-email?token={token}"), shot("email-verify.png")],
+    )
+    .await;
+    let signed_in = app.login("pages@example.com", PASSWORD).await;
+    assert_eq!(signed_in["user"]["email_verified"], true, "the page confirmed the address");
+}

@@ -592,7 +592,12 @@ async fn a_postgresql_restart_under_writes_loses_nothing_acknowledged() {
     };
     wait_for(40).await;
     cluster.stop_immediately();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Down until a writer has met it (however slow a loaded machine is).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outcomes.lock().unwrap().1 == 0 {
+        assert!(Instant::now() < deadline, "no request met the stopped database");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let down_at = Instant::now();
     cluster.start();
     let before = acknowledged();
@@ -603,7 +608,6 @@ async fn a_postgresql_restart_under_writes_loses_nothing_acknowledged() {
         writer.await.unwrap();
     }
     let (signed_up, unavailable, slowest) = outcomes.lock().unwrap().clone();
-    assert!(unavailable > 0, "no request saw the restart; the test proved nothing");
     assert!(slowest < Duration::from_secs(4), "a request waited {slowest:?}");
 
     let pool = sqlx::PgPool::connect(&cluster.url()).await.unwrap();

@@ -14,6 +14,7 @@
 # per flood and its ratio to the health flood.
 #
 #   bash tests/reliability/flood.sh         (MEASURE=8 seconds per run)
+#   FLOOD_BINARY=/path/to/rampart bash tests/reliability/flood.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -26,7 +27,12 @@ trap cleanup EXIT
 if ! command -v wrk >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --quiet
+# FLOOD_BINARY: another build to measure (e.g. one from before a change).
+BIN=${FLOOD_BINARY:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet
+  BIN="$ROOT/target/release/rampart"
+fi
 PORT=18380
 ADMIN=19380
 cat > "$WORK/rampart.toml" <<TOML
@@ -49,14 +55,14 @@ enabled = false
 [bootstrap]
 admin_email = "admin@example.com"
 TOML
-(cd "$WORK" && RAMPART_BOOTSTRAP__ADMIN_PASSWORD="flood test admin passphrase" \
-  exec "$ROOT/target/release/rampart" serve --config "$WORK/rampart.toml" > "$WORK/server.log" 2>&1) &
+(cd "$WORK" && RAMPART_BOOTSTRAP__ADMIN_PASSWORD="quiet lantern over grape fields" \
+  exec "$BIN" serve --config "$WORK/rampart.toml" > "$WORK/server.log" 2>&1) &
 PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
 BASE="http://127.0.0.1:$PORT"
 
-TOKEN=$(curl -sf "$BASE/auth/login" -H 'content-type: application/json' \
-  -d '{"email":"admin@example.com","password":"flood test admin passphrase"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+TOKEN=$(curl -s "$BASE/auth/login" -H 'content-type: application/json' \
+  -d '{"email":"admin@example.com","password":"quiet lantern over grape fields"}' | python3 -c 'import json,sys; d = json.load(sys.stdin); print(d.get("access_token") or sys.exit(f"login failed: {d}"))')
 # 20,000 forged tokens: the real header, the real claims with a fresh jti
 # and iat each, the real token's signature (which matches none of them).
 python3 - "$TOKEN" > "$WORK/forged.txt" <<'PY'
@@ -104,9 +110,9 @@ python3 - "$RESULTS" <<'PY'
 import sys
 rows = [line.split() for line in open(sys.argv[1])]
 by = {r[0]: (float(r[1]), float(r[2]), float(r[3])) for r in rows}
-base = by["health"][1]
-print("| normal client (GET /api/posts, -c4) during | p50 ms | p99 ms | p99 / health flood's | req/s |")
+h50, h99, hrps = by["health"]
+print("| normal client (GET /api/posts, -c4) during | p50 ms | p99 ms | req/s | p50, p99, req/s as x the health flood's |")
 print("|---|---|---|---|---|")
 for name, (p50, p99, rps) in by.items():
-    print(f"| {name} | {p50:.2f} | {p99:.2f} | {p99 / base:.2f} | {rps:.0f} |")
+    print(f"| {name} | {p50:.2f} | {p99:.2f} | {rps:.0f} | {p50 / h50:.2f}, {p99 / h99:.2f}, {rps / hrps:.2f} |")
 PY
