@@ -37,6 +37,7 @@ pub mod error;
 pub mod extract;
 pub mod fs;
 pub mod housekeeping;
+pub mod html;
 pub mod json;
 pub mod layers;
 pub mod limiter;

@@ -247,11 +247,21 @@ impl VerifiedTokens {
         if token.len() > MAX_TOKEN_BYTES {
             return None;
         }
-        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        let shard = &self.shards[usize::from(digest[0] % 16)];
-        let claims = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&digest).cloned()?;
+        let (_, claims) = self.lookup(token);
+        let claims = claims?;
         check_times(&claims, now).ok()?;
         Some(claims)
+    }
+
+    /// The token's digest, and its claims if it was verified before.
+    fn lookup(&self, token: &str) -> ([u8; 32], Option<Arc<AccessClaims>>) {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let claims = self.shard(&digest).lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&digest).cloned();
+        (digest, claims)
+    }
+
+    fn shard(&self, digest: &[u8; 32]) -> &std::sync::Mutex<HashMap<[u8; 32], Arc<AccessClaims>>> {
+        &self.shards[usize::from(digest[0] % 16)]
     }
 
     /// Verifies through the cache.
@@ -259,15 +269,13 @@ impl VerifiedTokens {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
-        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        let shard = &self.shards[usize::from(digest[0] % 16)];
-        let cached = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&digest).cloned();
+        let (digest, cached) = self.lookup(token);
         if let Some(claims) = cached {
             check_times(&claims, now)?;
             return Ok(claims);
         }
         let claims = Arc::new(keys.verify(token, now)?);
-        let mut entries = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self.shard(&digest).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if entries.len() >= self.per_shard {
             entries.clear();
         }

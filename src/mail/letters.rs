@@ -1,6 +1,8 @@
 //! What Rampart writes: each mail as plain text and HTML, with nothing
 //! secret in it but its one link.
 
+use crate::html::escape;
+
 /// A security notice: something changed about how the account signs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -126,22 +128,6 @@ impl Letter {
         html.push_str("<p>Rampart</p>\n</body></html>\n");
         (subject.to_owned(), text, html)
     }
-}
-
-/// Text made safe inside HTML elements and quoted attributes.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 #[cfg(test)]

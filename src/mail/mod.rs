@@ -195,20 +195,6 @@ impl Mailer {
         Ok(())
     }
 
-    /// `enqueue` in a unit of work of its own: a notice whose cause is
-    /// already stored. A failure is logged (the cause stands).
-    pub async fn send_notice(&self, store: &dyn Store, user: &User, notice: Notice, now: OffsetDateTime) {
-        let sent = async {
-            let mut work = store.begin().await?;
-            self.enqueue(&mut *work, user, &Letter::Notice(notice), now).await?;
-            work.commit().await
-        };
-        match sent.await {
-            Ok(()) => self.wake(),
-            Err(error) => tracing::warn!(user_id = %user.id, cause = %error, "a security notice could not be queued"),
-        }
-    }
-
     /// Tells this instance's worker that mail is waiting.
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -36,6 +36,7 @@ use crate::{
     config::HumanDuration,
     domain::Scope,
     error::ApiError,
+    html::escape,
     routes::admin_page::{PAGE_CSP, asset},
 };
 
@@ -81,21 +82,6 @@ fn error_message(code: &str) -> &'static str {
         "provider_unavailable" => "The sign-in provider could not be reached. Please try again later.",
         _ => "Signing in with the provider failed. Please try again.",
     }
-}
-
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
 }
 
 /// How wide a page's column is: `Narrow` for a form, `Wide` for a page

@@ -90,7 +90,7 @@ async fn a_slow_streaming_response_is_not_cut_while_it_makes_progress() {
 
 /// A TCP connection to `server` from the local address `from` (any
 /// 127.0.0.0/8 address reaches the loopback listener).
-async fn connect_from(from: &str, server: SocketAddr) -> TcpStream {
+pub async fn connect_from(from: &str, server: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0)).unwrap();
     socket.connect(server).await.unwrap()

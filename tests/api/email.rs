@@ -17,7 +17,7 @@ use rampart::clock::ManualClock;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestResponse, read, spawn_with};
+use crate::helpers::{TestApp, TestResponse, free_port, read, spawn_with};
 
 const PASSWORD: &str = "a sign-up passphrase of mine";
 const NEW_PASSWORD: &str = "the brand new passphrase here";
@@ -159,10 +159,6 @@ impl Drop for Sink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// How many times each `Message-ID` arrived.
@@ -494,15 +490,7 @@ async fn mail_queued_while_the_server_is_down_arrives_once_it_is_up() {
         sign_up(&app, &format!("queued{n}@example.com")).await;
     }
     // Each mail was tried and deferred (nothing listens on the port).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let scrape = read(app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap()).await;
-        if scrape.body.contains("rampart_emails_total{outcome=\"deferred\"} 3") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no deferrals: {}", scrape.body);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_deferrals(&app, 3).await;
     assert_eq!(queued(&app).await, 3);
 
     let sink = Sink::start(&python, port, &[]);
@@ -603,15 +591,7 @@ async fn mail_goes_over_starttls_and_implicit_tls_to_a_private_ca() {
     })
     .await;
     sign_up(&app, "untrusted@example.com").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let scrape = read(app.client.get(format!("http://{}/metrics", app.admin_address)).send().await.unwrap()).await;
-        if scrape.body.contains("rampart_emails_total{outcome=\"deferred\"} 1") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no deferral: {}", scrape.body);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_deferrals(&app, 1).await;
     assert_eq!(queued(&app).await, 1);
     assert!(mails_in(sink.dir()).is_empty());
 }

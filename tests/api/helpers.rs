@@ -153,6 +153,12 @@ const SEEDS: [(&str, &str, Role, Option<&str>); 4] = [
 ];
 pub const SEED_PASSWORD: &str = "seeded account passphrase";
 
+/// A loopback port free a moment ago (for a server the test starts and
+/// stops at will).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }

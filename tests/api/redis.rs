@@ -17,7 +17,10 @@ use rampart::{
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::{helpers::spawn_with, postgres_schema::TestSchema};
+use crate::{
+    helpers::{free_port, spawn_with},
+    postgres_schema::TestSchema,
+};
 
 fn required(name: &str) -> Option<String> {
     match std::env::var(name) {
@@ -228,10 +231,6 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]

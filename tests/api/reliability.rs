@@ -12,7 +12,10 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::cli::{CHEAP_HASH, Served, write_config};
+use crate::{
+    cli::{CHEAP_HASH, Served, write_config},
+    connections::connect_from,
+};
 
 const ADMIN_EMAIL: &str = "root@example.com";
 /// `Served::start` gives the bootstrap admin this password.
@@ -477,8 +480,7 @@ impl OwnPostgres {
             "--username=postgres",
         ]);
         assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cluster = Self { dir, port };
+        let cluster = Self { dir, port: crate::helpers::free_port() };
         cluster.start();
         Some(cluster)
     }
@@ -623,13 +625,6 @@ async fn a_postgresql_restart_under_writes_loses_nothing_acknowledged() {
     pool.close().await;
 }
 
-/// A connection from `from` (a loopback address of its own) to `server`.
-async fn connect_from(from: &str, server: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(std::net::SocketAddr::new(from.parse().unwrap(), 0))?;
-    socket.connect(server).await
-}
-
 /// `count` requests one after another on one keep-alive connection: their
 /// latencies, sorted.
 async fn latencies(client: &reqwest::Client, url: &str, count: usize) -> Vec<Duration> {
@@ -669,10 +664,7 @@ async fn idle_connections_and_slowloris_do_not_starve_a_normal_client() {
     let mut idle = Vec::new();
     for n in 0..2_000 {
         let from = format!("127.0.1.{}", 1 + n % 20);
-        match connect_from(&from, server).await {
-            Ok(stream) => idle.push(stream),
-            Err(error) => panic!("connection {n}: {error}"),
-        }
+        idle.push(connect_from(&from, server).await);
     }
     // 200 slowloris clients from 10 more addresses.
     let slow_started = Instant::now();
@@ -681,7 +673,7 @@ async fn idle_connections_and_slowloris_do_not_starve_a_normal_client() {
             let from = format!("127.0.2.{}", 1 + n % 10);
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut stream = connect_from(&from, server).await.unwrap();
+                let mut stream = connect_from(&from, server).await;
                 let head = b"GET /api/posts HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
                 for byte in head.iter().cycle() {
                     if stream.write_all(&[*byte]).await.is_err() {
