@@ -1,7 +1,8 @@
 //! Reliability under faults (the promises that need a real process to
 //! break): a `rampart serve` killed with SIGKILL in the middle of a stream
-//! of writes loses none it acknowledged, and shows nothing half-written
-//! after a restart, on SQLite and on PostgreSQL.
+//! of writes (sign-ups, posts, refresh rotations, API keys) loses none it
+//! acknowledged, and shows nothing half-written after a restart, on SQLite
+//! and on PostgreSQL.
 
 use std::{
     collections::BTreeSet,
@@ -26,9 +27,30 @@ const ADMIN_PASSWORD: &str = "bootstrap secret passphrase";
 struct Acknowledged {
     signups: Vec<String>,
     posts: Vec<(String, String)>,
+    /// API keys whose creation was answered 201 in full.
+    api_keys: Vec<String>,
+    /// Each writer's refresh chain: the last token a rotation handed out.
+    chains: Vec<Chain>,
 }
 
-async fn admin_token(client: &reqwest::Client, base: &str) -> String {
+impl Acknowledged {
+    fn writes(&self) -> usize {
+        self.signups.len()
+            + self.posts.len()
+            + self.api_keys.len()
+            + self.chains.iter().map(|c| c.rotations).sum::<usize>()
+    }
+}
+
+struct Chain {
+    latest: String,
+    rotations: usize,
+    /// A rotation was sent and never answered: the server may have
+    /// committed it, so `latest` may be spent (and its use counts as reuse).
+    unsettled: bool,
+}
+
+async fn login(client: &reqwest::Client, base: &str) -> Value {
     let login = client
         .post(format!("{base}/auth/login"))
         .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
@@ -36,11 +58,15 @@ async fn admin_token(client: &reqwest::Client, base: &str) -> String {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    login.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    login.json::<Value>().await.unwrap()
 }
 
-/// Writes sign-ups and posts from four clients until the server stops
-/// answering; records each 2xx.
+async fn admin_token(client: &reqwest::Client, base: &str) -> String {
+    login(client, base).await["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Writes sign-ups, posts, refresh rotations and API keys from one of four
+/// clients until the server stops answering; records each 2xx.
 async fn write_until_killed(base: String, token: String, acknowledged: Arc<Mutex<Acknowledged>>, writer: usize) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     for n in 0.. {
@@ -73,6 +99,45 @@ async fn write_until_killed(base: String, token: String, acknowledged: Arc<Mutex
             Ok(response) => assert!(response.status().is_server_error(), "{}", response.status()),
             Err(_) => return,
         }
+        let latest = acknowledged.lock().unwrap().chains[writer].latest.clone();
+        let rotation = client.post(format!("{base}/auth/refresh")).json(&json!({"refresh_token": latest})).send().await;
+        let rotated = match rotation {
+            Ok(response) if response.status() == 200 => response.json::<Value>().await.ok(),
+            Ok(response) => {
+                assert!(response.status().is_server_error(), "{}", response.status());
+                None
+            }
+            Err(_) => None,
+        };
+        {
+            let mut acknowledged = acknowledged.lock().unwrap();
+            let chain = &mut acknowledged.chains[writer];
+            match rotated {
+                Some(body) => {
+                    chain.latest = body["refresh_token"].as_str().unwrap().to_owned();
+                    chain.rotations += 1;
+                }
+                None => {
+                    chain.unsettled = true;
+                    return;
+                }
+            }
+        }
+        let created = client
+            .post(format!("{base}/api/profile/api-keys"))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("crash {writer} {n}"), "scopes": ["posts:read"]}))
+            .send()
+            .await;
+        match created {
+            Ok(response) if response.status() == 201 => {
+                if let Ok(body) = response.json::<Value>().await {
+                    acknowledged.lock().unwrap().api_keys.push(body["key"].as_str().unwrap().to_owned());
+                }
+            }
+            Ok(response) => assert!(response.status().is_server_error(), "{}", response.status()),
+            Err(_) => return,
+        }
     }
 }
 
@@ -84,16 +149,18 @@ async fn kill_during_writes(dir: &Path, config: &Path, before_kill: usize) -> (A
     let base = format!("http://{}", served.public);
     let client = reqwest::Client::new();
     let token = admin_token(&client, &base).await;
-    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+    let mut chains = Vec::new();
+    for _ in 0..4 {
+        let latest = login(&client, &base).await["refresh_token"].as_str().unwrap().to_owned();
+        chains.push(Chain { latest, rotations: 0, unsettled: false });
+    }
+    let acknowledged = Arc::new(Mutex::new(Acknowledged { chains, ..Acknowledged::default() }));
     let writers: Vec<_> = (0..4)
         .map(|writer| tokio::spawn(write_until_killed(base.clone(), token.clone(), acknowledged.clone(), writer)))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = {
-            let acknowledged = acknowledged.lock().unwrap();
-            acknowledged.signups.len() + acknowledged.posts.len()
-        };
+        let done = acknowledged.lock().unwrap().writes();
         if done >= before_kill {
             break;
         }
@@ -134,6 +201,27 @@ async fn kill_during_writes(dir: &Path, config: &Path, before_kill: usize) -> (A
         assert_eq!(post.status(), 200, "acknowledged post {id} is missing after the crash");
         assert_eq!(post.json::<Value>().await.unwrap()["title"], title.as_str());
     }
+    for key in &acknowledged.api_keys {
+        let read = client.get(format!("{base}/api/posts?limit=1")).bearer_auth(key).send().await.unwrap();
+        assert_eq!(read.status(), 200, "an acknowledged API key no longer works after the crash");
+    }
+    // A chain's last handed-out token still rotates, unless a rotation was
+    // in flight at the kill (then it may have been spent: 401 is right).
+    let mut unsettled = 0;
+    for chain in &acknowledged.chains {
+        let rotated = client
+            .post(format!("{base}/auth/refresh"))
+            .json(&json!({"refresh_token": chain.latest}))
+            .send()
+            .await
+            .unwrap();
+        if chain.unsettled {
+            unsettled += 1;
+            assert!(matches!(rotated.status().as_u16(), 200 | 401), "{}", rotated.status());
+        } else {
+            assert_eq!(rotated.status(), 200, "an acknowledged refresh rotation was lost in the crash");
+        }
+    }
     // The restarted server takes writes again.
     let again = client
         .post(format!("{base}/api/posts"))
@@ -145,7 +233,9 @@ async fn kill_during_writes(dir: &Path, config: &Path, before_kill: usize) -> (A
     assert_eq!(again.status(), 201);
     assert!(served.stop().success());
     let found = json!({"users": users.len(), "signups_acknowledged": acknowledged.signups.len(),
-                       "posts_acknowledged": acknowledged.posts.len()});
+                       "posts_acknowledged": acknowledged.posts.len(), "api_keys_acknowledged": acknowledged.api_keys.len(),
+                       "rotations_acknowledged": acknowledged.chains.iter().map(|c| c.rotations).sum::<usize>(),
+                       "chains_with_a_rotation_in_flight": unsettled});
     (acknowledged, found)
 }
 
@@ -170,10 +260,10 @@ async fn sqlite_keeps_every_acknowledged_write_through_a_kill_9() {
         &format!(
             "{CHEAP_HASH}[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\n\
              [rate_limit.global]\nlimit = 1000000\n[rate_limit.api]\nlimit = 1000000\n\
-             [defense]\nenabled = false\n[log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"{ADMIN_EMAIL}\"\n"
+             [rate_limit.login]\nlimit = 1000000\n[defense]\nenabled = false\n[log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"{ADMIN_EMAIL}\"\n"
         ),
     );
-    let (_, found) = kill_during_writes(dir.path(), &config, 150).await;
+    let (_, found) = kill_during_writes(dir.path(), &config, 200).await;
     eprintln!("sqlite after kill -9: {found}");
 
     let url = format!("sqlite://{}/data/rampart.db", dir.path().display());
@@ -200,11 +290,11 @@ async fn postgresql_keeps_every_acknowledged_write_through_a_kill_9() {
             "{CHEAP_HASH}[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\n\
              [database]\nurl_file = \"{}\"\n\
              [rate_limit.global]\nlimit = 1000000\n[rate_limit.api]\nlimit = 1000000\n\
-             [defense]\nenabled = false\n[log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"{ADMIN_EMAIL}\"\n",
+             [rate_limit.login]\nlimit = 1000000\n[defense]\nenabled = false\n[log]\nformat = \"json\"\n[bootstrap]\nadmin_email = \"{ADMIN_EMAIL}\"\n",
             database_file.display()
         ),
     );
-    let (_, found) = kill_during_writes(dir.path(), &config, 150).await;
+    let (_, found) = kill_during_writes(dir.path(), &config, 200).await;
     eprintln!("postgresql after kill -9: {found}");
 
     let pool = sqlx::PgPool::connect(&schema.url).await.unwrap();
