@@ -1,18 +1,38 @@
 #!/usr/bin/env bash
-# Resident memory of the release server: idle after start, then with
-# 1,000,000 distinct rate-limit keys (one `global` key per client; the
-# clients come through a trusted proxy, see distinct_clients.lua), then
-# once the load has stopped and the keys' windows (1 minute here, so the
-# wait is short) have ended and the sweeper dropped them.
+# Resident memory of the release server:
+#   1. idle after start;
+#   2. with SESSIONS (default 100,000) live server-side sessions, each used
+#      again (distinct_sessions.lua);
+#   3. then with 1,000,000 distinct rate-limit keys as well (one `global`
+#      key per client; the clients come through a trusted proxy, see
+#      distinct_clients.lua);
+#   4. two minutes after the load stopped, with no request at all (the
+#      keys' windows, 1 minute here, have ended and the sweeper dropped
+#      them: rampart_rate_limit_keys shows it);
+#   5. then after 30 s of one /health probe every 0.2 s, as a load
+#      balancer sends: the allocator hands freed pages back to the system
+#      when the threads that own them next allocate, so a process that
+#      gets no request at all keeps them (MIMALLOC_PURGE_DELAY=0 in its
+#      environment returns them at once, at some cost in system calls).
+# Sign-ins use a cheap password hash here so that 100,000 sessions take a
+# minute; at the defaults each concurrent hash adds its 19 MiB while it runs
+# (auth.password_hash.max_concurrent of them, one per core).
 #
-#   bench/memory.sh        prints the three figures in MiB
-#   AFTER=0 bench/memory.sh   skips the wait for the third
+#   bench/memory.sh            prints the figures in MiB
+#   AFTER=0 bench/memory.sh    stops after step 3
+#   (phase 5 should come back to phase 2's figure: what the addresses took
+#   is given back; the sessions' SQLite page caches stay, as they should)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 WORK=$(mktemp -d /tmp/rampart-memory.XXXXXX)
 PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
+PROBES=
+cleanup() {
+  [ -n "$PROBES" ] && kill "$PROBES" 2>/dev/null
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 if ! command -v wrk >/dev/null; then
@@ -20,22 +40,46 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release --quiet
 PORT=18280
-(cd "$WORK" && RAMPART_SERVER__BIND="127.0.0.1:$PORT" RAMPART_SERVER__ADMIN_BIND=127.0.0.1:19280 \
+ADMIN=19280
+(cd "$WORK" && RAMPART_SERVER__BIND="127.0.0.1:$PORT" RAMPART_SERVER__ADMIN_BIND="127.0.0.1:$ADMIN" \
   RAMPART_SERVER__TRUSTED_PROXIES='["127.0.0.1/32"]' RAMPART_RATE_LIMIT__GLOBAL__LIMIT=1000000000 \
-  RAMPART_RATE_LIMIT__GLOBAL__WINDOW=1m \
+  RAMPART_RATE_LIMIT__GLOBAL__WINDOW=1m RAMPART_RATE_LIMIT__LOGIN__LIMIT=1000000000 \
+  RAMPART_RATE_LIMIT__API__LIMIT=1000000000 \
+  RAMPART_AUTH__PASSWORD_HASH__MEMORY_KIB=64 RAMPART_AUTH__PASSWORD_HASH__ITERATIONS=1 \
   RAMPART_DEFENSE__ENABLED=false exec "$ROOT/target/release/rampart" > "$WORK/server.log" 2>&1) &
 PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$PID/status"; }
+metric() { curl -sf "http://127.0.0.1:$ADMIN/metrics" | awk -v name="$1" '$1 == name {print $2}'; }
 sleep 4
-echo "idle after start: $(rss_mib) MiB (target ≤ 30)"
+echo "1. idle after start: $(rss_mib) MiB (target ≤ 30)"
+
+export BENCH_EMAIL=memory-bench@example.com BENCH_PASSWORD="violet pancake orbit nine"
+curl -sf -o /dev/null -H 'Content-Type: application/json' \
+  -d "{\"email\":\"$BENCH_EMAIL\",\"password\":\"$BENCH_PASSWORD\",\"name\":\"Bench\"}" \
+  "http://127.0.0.1:$PORT/auth/signup"
+export SESSIONS="${SESSIONS:-100000}"
+wrk -t1 -c32 -d"${SESSION_DURATION:-90}s" -s bench/distinct_sessions.lua "http://127.0.0.1:$PORT" \
+  | grep 'requests in'
+sleep 6
+SESSIONS_RSS=$(rss_mib)
+echo "2. with $(metric rampart_active_sessions) live sessions: $SESSIONS_RSS MiB"
+
 # ~40 s at the rates of a 2-core machine: every address is seen at least once.
 wrk -t1 -c64 -d"${DURATION:-40}s" -s bench/distinct_clients.lua "http://127.0.0.1:$PORT/no-such-page" \
   | grep 'requests in'
-echo "with 1,000,000 rate-limit keys: $(rss_mib) MiB (target ≤ 150)"
+sleep 6
+echo "3. and then 1,000,000 client addresses: $(rss_mib) MiB (target ≤ 150);" \
+  "rate-limit keys held: $(metric rampart_rate_limit_keys)"
+
 if [ "${AFTER:-1}" != 0 ]; then
   # A sliding window's key is stale two windows after its last request;
   # the sweeper runs every 5 s.
   sleep 130
-  echo "2 minutes after the load stopped: $(rss_mib) MiB"
+  echo "4. two minutes after the load, no requests since: $(rss_mib) MiB;" \
+    "rate-limit keys held: $(metric rampart_rate_limit_keys)"
+  (while :; do curl -s -o /dev/null "http://127.0.0.1:$PORT/health"; sleep 0.2; done) &
+  PROBES=$!
+  sleep 30
+  echo "5. after 30 s of a /health probe every 0.2 s: $(rss_mib) MiB (after the sessions, before the addresses: $SESSIONS_RSS MiB)"
 fi

@@ -9,6 +9,7 @@ use axum::{
     body::Bytes,
     http::{HeaderName, HeaderValue, Method, header},
 };
+use prometheus_client::metrics::gauge::Gauge;
 use tower::{Layer, util::Either};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
@@ -147,6 +148,9 @@ impl AppState {
         let redis_url = config.redis.url.expose_secret();
         let redis =
             if redis_url.is_empty() { None } else { Some(Redis::connect(redis_url, &config.redis.key_prefix).await?) };
+        // Keys the in-memory limiter holds (no series with Redis, which
+        // keeps its own counters).
+        let limiter_keys = redis.is_none().then(Gauge::default);
         let (counters, revocations, sessions): (
             Arc<dyn LimiterBackend>,
             Arc<dyn RevocationList>,
@@ -159,7 +163,7 @@ impl AppState {
             ),
             None => {
                 let counters = Arc::new(MemoryLimiter::new(config.server.rate_limit_max_keys, clock.clone()));
-                counters.spawn_sweeper();
+                counters.spawn_sweeper(limiter_keys.clone().unwrap_or_default());
                 (counters, local_revocations, store.clone() as Arc<dyn SessionStore>)
             }
         };
@@ -171,6 +175,9 @@ impl AppState {
         let registry = metrics.registry();
         authorizer.register_metrics(registry);
         rate_limiter.register_metrics(registry);
+        if let Some(keys) = limiter_keys {
+            registry.register("rate_limit_keys", "Rate-limit keys held in memory (after the last sweep)", keys);
+        }
         defense.register_metrics(registry);
         audit.register_metrics(registry);
         gateway.register_metrics(registry);

@@ -60,7 +60,8 @@ impl FailedTokens {
 
     /// Starts the sweeper that drops windows that ended.
     pub fn spawn_sweeper(&self) {
-        self.counts.spawn_sweeper();
+        // Its key count is not a series of its own.
+        self.counts.spawn_sweeper(prometheus_client::metrics::gauge::Gauge::default());
     }
 }
 

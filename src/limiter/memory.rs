@@ -18,6 +18,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::{
     BackendError, LimitKey, LimiterBackend, Subject,
@@ -73,8 +74,9 @@ impl MemoryLimiter {
         }
     }
 
-    /// Starts the idle-key sweep; it stops when the limiter is dropped.
-    pub fn spawn_sweeper(self: &Arc<Self>) {
+    /// Starts the idle-key sweep, which also sets `held` to the keys kept;
+    /// it stops when the limiter is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>, held: Gauge) {
         let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(SWEEP_EVERY);
@@ -82,7 +84,8 @@ impl MemoryLimiter {
             loop {
                 ticks.tick().await;
                 let Some(limiter) = weak.upgrade() else { return };
-                limiter.sweep();
+                let kept = limiter.sweep();
+                held.set(i64::try_from(kept).unwrap_or(i64::MAX));
             }
         });
     }
@@ -90,8 +93,10 @@ impl MemoryLimiter {
     /// Drops every idle key, and gives back the room of a shard that is
     /// mostly empty now (a map never shrinks by itself: after a burst of
     /// a million clients it would keep its peak size for good).
-    pub fn sweep(&self) {
+    /// Returns the keys kept.
+    pub fn sweep(&self) -> usize {
         let now = self.clock.unix_millis();
+        let mut kept = 0;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             shard.retain(|_, entry| entry.idle_at > now);
@@ -99,7 +104,9 @@ impl MemoryLimiter {
                 let keep = shard.len() * 2;
                 shard.shrink_to(keep);
             }
+            kept += shard.len();
         }
+        kept
     }
 
     /// Room for keys, held now (for tests).
@@ -262,8 +269,10 @@ mod tests {
         }
         assert!(limiter.len() <= SHARDS * 100, "{} keys held", limiter.len());
         let peak = limiter.capacity();
+        let held = limiter.len();
+        assert_eq!(limiter.sweep(), held, "a sweep before the windows end keeps every key");
         clock.advance(time::Duration::seconds(2));
-        limiter.sweep();
+        assert_eq!(limiter.sweep(), 0, "the sweep reports what it kept");
         assert!(limiter.is_empty(), "every key went idle");
         assert!(limiter.capacity() < peak / 4, "the room is given back: {} of {peak}", limiter.capacity());
         // Peeking at unknown keys stores nothing.
