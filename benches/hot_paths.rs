@@ -40,7 +40,9 @@ fn verification(c: &mut Criterion) {
     let now = SystemClock.now();
     for (name, algorithm) in [("EdDSA", JwtAlgorithm::EdDSA), ("HS256", JwtAlgorithm::HS256)] {
         let keys = token_keys(algorithm);
-        let (token, _) = keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).unwrap();
+        let (token, _) = keys
+            .issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), rampart::domain::SignInMethod::Password, now)
+            .unwrap();
         c.bench_function(&format!("access token verify ({name})"), |b| {
             b.iter(|| keys.verify(black_box(&token), now).unwrap())
         });
@@ -70,7 +72,9 @@ fn revocation(c: &mut Criterion) {
         list
     });
     let keys = token_keys(JwtAlgorithm::HS256);
-    let (_, claims) = keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), clock.now()).unwrap();
+    let (_, claims) = keys
+        .issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), rampart::domain::SignInMethod::Password, clock.now())
+        .unwrap();
     c.bench_function("revocation check (3,000 entries)", |b| b.iter(|| list.is_token_revoked(black_box(&claims))));
 }
 

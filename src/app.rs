@@ -287,6 +287,7 @@ pub fn public_routes(demo: bool) -> Routes {
         .merge(routes::ops::router())
         .merge(routes::auth::router())
         .merge(routes::email::router())
+        .merge(routes::mfa::router())
         .merge(routes::oauth::router())
         .merge(routes::forward_auth::router())
         .merge(routes::pages::router())

@@ -36,6 +36,10 @@ pub enum ApiError {
     /// wrong password, disabled account), so nothing can be learnt from it.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// A failed second step: one body whatever the reason (wrong or reused
+    /// code, spent, expired or unknown challenge).
+    #[error("second step failed")]
+    SecondStepFailed,
     #[error("forbidden: {0}")]
     Forbidden(Cow<'static, str>),
     /// A 403 a client must tell apart from others: `code` goes into the
@@ -82,7 +86,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized { .. } | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized { .. } | Self::InvalidCredentials | Self::SecondStepFailed => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::ForbiddenCode { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -114,6 +118,16 @@ impl ApiError {
         Self::ForbiddenCode {
             code: "email_unverified",
             detail: "Verify your email address first: POST /auth/email/verify/request sends a new link.".into(),
+        }
+    }
+
+    /// `auth.require_mfa_for` and a credential without a second factor.
+    pub fn mfa_enrolment_required() -> Self {
+        Self::ForbiddenCode {
+            code: "mfa_enrolment_required",
+            detail: "Your role needs a second factor: turn one on at /account (POST /api/profile/mfa/totp), then \
+                     sign in again."
+                .into(),
         }
     }
 
@@ -154,6 +168,9 @@ impl ApiError {
                 problem.detail = "Valid credentials are required.".into();
             }
             Self::InvalidCredentials => problem.detail = "The email or password is incorrect.".into(),
+            Self::SecondStepFailed => {
+                problem.detail = "The code is wrong or was used, or the sign-in expired: sign in again.".into();
+            }
             Self::TooManyRequests { .. } => {
                 problem.detail = "Too many requests; retry after the time in Retry-After.".into();
             }
@@ -192,6 +209,12 @@ impl From<AccountError> for ApiError {
             AccountError::Validation(errors) => Self::Validation(errors),
             AccountError::EmailTaken => Self::Conflict("An account with this email already exists.".into()),
             AccountError::InvalidCredentials => Self::InvalidCredentials,
+            AccountError::SecondStepFailed => Self::SecondStepFailed,
+            AccountError::WrongCode => Self::Forbidden("The code is wrong, expired or was used already.".into()),
+            AccountError::NoPendingEnrolment => {
+                Self::Conflict("No TOTP enrolment is waiting: start one with POST /api/profile/mfa/totp.".into())
+            }
+            AccountError::SecondFactorOff => Self::Conflict("TOTP is not on.".into()),
             AccountError::TooManyRequests { retry_after_secs } => Self::TooManyRequests { retry_after_secs },
             AccountError::Store(error) => error.into(),
             AccountError::Internal(cause) => Self::Internal(cause),

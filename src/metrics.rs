@@ -60,6 +60,16 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
+}
+
+/// The second-factor events counted in `rampart_second_factor_events_total`
+/// (the audit kinds of the same name, and `mfa_challenge`).
+pub const SECOND_FACTOR_EVENTS: [&str; 6] =
+    ["mfa_challenge", "mfa_success", "mfa_failure", "mfa_enabled", "mfa_disabled", "recovery_code_used"];
+
 pub struct Metrics {
     /// Tells apart the `Metrics` of several servers in one process, for the
     /// per-thread series cache.
@@ -73,6 +83,8 @@ pub struct Metrics {
     pub token_refreshes: Family<OutcomeLabels, Counter>,
     /// Sessions in force (SQL store), counted at each scrape.
     pub active_sessions: Gauge,
+    /// Second-factor events by name (`SECOND_FACTOR_EVENTS`).
+    pub second_factor: Family<EventLabels, Counter>,
     /// Per-minute traffic for the `/admin` charts.
     pub traffic: TrafficStats,
 }
@@ -118,6 +130,15 @@ impl Metrics {
         }
         let active_sessions = Gauge::default();
         registry.register("active_sessions", "Browser sessions in force", active_sessions.clone());
+        let second_factor = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "second_factor_events",
+            "Second-factor events: challenges, second steps, enrolments, recovery codes used",
+            second_factor.clone(),
+        );
+        for event in SECOND_FACTOR_EVENTS {
+            drop(second_factor.get_or_create(&EventLabels { event }));
+        }
         Self {
             id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             registry,
@@ -126,6 +147,7 @@ impl Metrics {
             logins,
             token_refreshes,
             active_sessions,
+            second_factor,
             traffic: TrafficStats::default(),
         }
     }

@@ -16,9 +16,10 @@ use rampart::{
         User, UserName,
     },
     store::{
-        ApiKeyRecord, AuditFilter, Block, CachedStore, EmailPurpose, EmailTokenRecord, Identity, OAuthFlow,
-        OutboxCounts, OutboxMail, PostgresStore, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation,
-        RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges, truncate_to_stored,
+        ApiKeyRecord, AuditFilter, Block, CachedStore, EmailPurpose, EmailTokenRecord, Identity, LoginKind,
+        MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail, PostgresStore, RefreshSuccessor, RefreshTokenRecord,
+        RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
+        truncate_to_stored,
     },
 };
 use time::{Duration, OffsetDateTime};
@@ -198,11 +199,13 @@ async fn refresh_tokens_are_single_use_and_reuse_is_detected() {
             user_id: user.id,
             issued_at: now,
             expires_at,
+            // Kept by every successor, and so in each access token's amr.
+            sign_in: SignInMethod::PasswordAndCode,
         };
         store.insert_refresh_token(&record(10, now + Duration::days(1))).await.unwrap();
         assert_eq!(
             store.rotate_refresh_token(&hash(10), &successor(40, now), now).await.unwrap(),
-            RefreshUse::Rotated { family_id: family, user_id: user.id }
+            RefreshUse::Rotated { family_id: family, user_id: user.id, sign_in: SignInMethod::PasswordAndCode }
         );
         assert_eq!(
             store.rotate_refresh_token(&hash(10), &successor(41, now), now).await.unwrap(),
@@ -210,8 +213,8 @@ async fn refresh_tokens_are_single_use_and_reuse_is_detected() {
         );
         assert_eq!(
             store.rotate_refresh_token(&hash(40), &successor(42, now), now).await.unwrap(),
-            RefreshUse::Rotated { family_id: family, user_id: user.id },
-            "the successor is live, in the same family"
+            RefreshUse::Rotated { family_id: family, user_id: user.id, sign_in: SignInMethod::PasswordAndCode },
+            "the successor is live, in the same family, made the same way"
         );
         assert_eq!(
             store.rotate_refresh_token(&hash(41), &successor(43, now), now).await.unwrap(),
@@ -295,6 +298,7 @@ async fn a_stored_revocation_of_the_family_or_user_refuses_the_rotation() {
             user_id: user.id,
             issued_at: now - Duration::minutes(5),
             expires_at: now + Duration::days(1),
+            sign_in: SignInMethod::Password,
         };
         let revocation = |kind, subject, revoked_before| Revocation {
             kind,
@@ -330,7 +334,7 @@ async fn a_stored_revocation_of_the_family_or_user_refuses_the_rotation() {
         store.insert_refresh_token(&RefreshTokenRecord { issued_at: now, ..token(7, after_mark) }).await.unwrap();
         assert_eq!(
             store.rotate_refresh_token(&hash(7), &successor(8, now), now).await.unwrap(),
-            RefreshUse::Rotated { family_id: after_mark, user_id: user.id },
+            RefreshUse::Rotated { family_id: after_mark, user_id: user.id, sign_in: SignInMethod::Password },
             "a sign-in after the mark is not touched by it"
         );
     })
@@ -348,6 +352,7 @@ async fn a_disabled_or_deleted_user_cannot_rotate_or_receive_a_first_token() {
             user_id: user.id,
             issued_at: now,
             expires_at: now + Duration::days(1),
+            sign_in: SignInMethod::Password,
         };
         store.insert_refresh_token(&token(1)).await.unwrap();
         store.insert_refresh_token(&token(2)).await.unwrap();
@@ -393,6 +398,7 @@ async fn a_rotation_racing_a_revocation_never_leaves_a_live_successor() {
                     user_id: user.id,
                     issued_at: now,
                     expires_at: now + Duration::days(1),
+                    sign_in: SignInMethod::Password,
                 })
                 .await
                 .unwrap();
@@ -911,6 +917,7 @@ async fn the_hourly_housekeeping_purges_what_expired() {
             user_id: user.id,
             issued_at: now,
             expires_at: now + expires,
+            sign_in: SignInMethod::Password,
         };
         store.insert_refresh_token(&refresh(3, Duration::minutes(1))).await.unwrap();
         store.rotate_refresh_token(&hash(3), &successor(4, now), now).await.unwrap();
@@ -938,7 +945,7 @@ async fn the_hourly_housekeeping_purges_what_expired() {
         );
         assert_eq!(
             store.rotate_refresh_token(&hash(4), &successor(8, later), later).await.unwrap(),
-            RefreshUse::Rotated { family_id: family, user_id: user.id },
+            RefreshUse::Rotated { family_id: family, user_id: user.id, sign_in: SignInMethod::Password },
             "the live refresh token stays"
         );
         assert!(store.take_oauth_flow(&hash(5), now).await.unwrap().is_none(), "the expired flow is purged");
@@ -1193,6 +1200,114 @@ async fn claims_made_at_once_never_share_a_mail() {
         all.sort();
         all.dedup();
         assert_eq!((claimed, all.len()), (40, 40), "every mail claimed once");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn totp_factors_confirm_once_accept_each_step_once_and_go_with_their_recovery_codes() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("totp@example.com", Role::User, None)).await.unwrap();
+        let now = stored_now();
+        assert!(store.totp_factor(user.id).await.unwrap().is_none());
+        store.begin_totp(user.id, b"first secret bytes!!", now).await.unwrap();
+        // A pending enrolment is replaced by a new one.
+        store.begin_totp(user.id, b"second secret bytes!", now).await.unwrap();
+        let pending = store.totp_factor(user.id).await.unwrap().unwrap();
+        assert_eq!(pending.secret, b"second secret bytes!");
+        assert!(pending.confirmed_at.is_none() && pending.last_step.is_none());
+        assert!(!store.accept_totp_step(user.id, 5).await.unwrap(), "a pending factor accepts no code");
+
+        let codes = [hash(1), hash(2)];
+        let mut work = store.begin().await.unwrap();
+        assert!(work.confirm_totp(user.id, 100, &codes, now).await.unwrap());
+        work.commit().await.unwrap();
+        let mut work = store.begin().await.unwrap();
+        assert!(!work.confirm_totp(user.id, 101, &codes, now).await.unwrap(), "confirmed once");
+        work.commit().await.unwrap();
+        let on = store.totp_factor(user.id).await.unwrap().unwrap();
+        assert_eq!((on.confirmed_at, on.last_step), (Some(now), Some(100)));
+        assert!(matches!(store.begin_totp(user.id, b"third secret bytes!!", now).await, Err(StoreError::Conflict(_))));
+
+        // Each step once, and never an earlier one.
+        assert!(!store.accept_totp_step(user.id, 100).await.unwrap());
+        assert!(!store.accept_totp_step(user.id, 99).await.unwrap());
+        assert!(store.accept_totp_step(user.id, 101).await.unwrap());
+        assert!(!store.accept_totp_step(user.id, 101).await.unwrap());
+        // Concurrent uses of one step: exactly one wins.
+        let racers: Vec<_> = (0..6)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.accept_totp_step(user.id, 102).await.unwrap() })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            winners += usize::from(racer.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+
+        // Recovery codes: once each, only the owner's.
+        let other = store.create_user(new_user("other-totp@example.com", Role::User, None)).await.unwrap();
+        assert!(!store.use_recovery_code(other.id, &hash(1), now).await.unwrap());
+        assert!(store.use_recovery_code(user.id, &hash(1), now).await.unwrap());
+        assert!(!store.use_recovery_code(user.id, &hash(1), now).await.unwrap());
+        assert_eq!(store.recovery_codes_left(user.id).await.unwrap(), 1);
+
+        let mut work = store.begin().await.unwrap();
+        assert!(work.delete_totp(user.id).await.unwrap());
+        work.commit().await.unwrap();
+        assert!(store.totp_factor(user.id).await.unwrap().is_none());
+        assert_eq!(store.recovery_codes_left(user.id).await.unwrap(), 0);
+        assert!(!store.use_recovery_code(user.id, &hash(2), now).await.unwrap());
+        assert!(matches!(
+            store.begin_totp(Uuid::now_v7(), b"nobody's secret byte", now).await,
+            Err(StoreError::NotFound)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mfa_challenges_count_attempts_expire_and_are_taken_once() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("challenge@example.com", Role::User, None)).await.unwrap();
+        let now = stored_now();
+        let challenge = |n: u8, expires_at| MfaChallenge {
+            token_hash: hash(n),
+            user_id: user.id,
+            login_kind: LoginKind::Session,
+            sign_in: SignInMethod::Provider,
+            attempts: 0,
+            expires_at,
+        };
+        store.insert_mfa_challenge(&challenge(1, now + Duration::minutes(5))).await.unwrap();
+        for attempt in 1..=3 {
+            let found = store.attempt_mfa_challenge(&hash(1), now, 3).await.unwrap().unwrap();
+            assert_eq!(found.attempts, attempt);
+            assert_eq!(
+                (found.user_id, found.login_kind, found.sign_in),
+                (user.id, LoginKind::Session, SignInMethod::Provider)
+            );
+        }
+        assert!(store.attempt_mfa_challenge(&hash(1), now, 3).await.unwrap().is_none(), "out of attempts");
+        assert!(store.attempt_mfa_challenge(&hash(9), now, 3).await.unwrap().is_none(), "unknown");
+
+        store.insert_mfa_challenge(&challenge(2, now + Duration::minutes(5))).await.unwrap();
+        assert!(
+            store.attempt_mfa_challenge(&hash(2), now + Duration::minutes(5), 5).await.unwrap().is_none(),
+            "expired"
+        );
+        assert!(store.take_mfa_challenge(&hash(2)).await.unwrap());
+        assert!(!store.take_mfa_challenge(&hash(2)).await.unwrap(), "taken once");
+
+        store.insert_mfa_challenge(&challenge(3, now + Duration::minutes(1))).await.unwrap();
+        rampart::housekeeping::hourly(&*store, now + Duration::minutes(2), Duration::days(90)).await.unwrap();
+        assert!(!store.take_mfa_challenge(&hash(3)).await.unwrap(), "an expired challenge is purged");
+        assert!(matches!(
+            store.insert_mfa_challenge(&MfaChallenge { user_id: Uuid::now_v7(), ..challenge(4, now) }).await,
+            Err(StoreError::NotFound)
+        ));
     })
     .await;
 }

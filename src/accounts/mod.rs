@@ -8,6 +8,7 @@
 //! sign-up with its verification link, verification, password reset.
 
 pub mod email;
+pub mod mfa;
 
 use secrecy::SecretString;
 use serde::Serialize;
@@ -24,7 +25,9 @@ use crate::{
         secret,
         throttle::Attempt,
     },
-    domain::{AuditKind, Department, Email, FieldError, NewUser, Outcome, Password, Role, User, UserName},
+    domain::{
+        AuditKind, Department, Email, FieldError, NewUser, Outcome, Password, Role, SignInMethod, User, UserName,
+    },
     layers::rate_limit::SignInRequest,
     limiter::ip_subject,
     mail::{Letter, Notice},
@@ -45,6 +48,19 @@ pub enum AccountError {
     /// from it (401).
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// A second step that failed, whatever the reason (401).
+    #[error("second step failed")]
+    SecondStepFailed,
+    /// A second-factor code that does not prove anything now: wrong,
+    /// reused, an earlier step's (403, like a wrong current password).
+    #[error("wrong code")]
+    WrongCode,
+    /// A TOTP confirmation with no enrolment waiting (409).
+    #[error("conflict: no TOTP enrolment is waiting")]
+    NoPendingEnrolment,
+    /// TOTP turned off while it is not on (409).
+    #[error("conflict: TOTP is not on")]
+    SecondFactorOff,
     /// Throttled or over the login rate limit (429 with `Retry-After`).
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
@@ -271,7 +287,12 @@ pub fn new_refresh_token(state: &AppState, now: OffsetDateTime) -> Result<(Strin
 /// Issues an access token and a fresh refresh token in `family`. A user
 /// deleted meanwhile (during their sign-in) gets no token:
 /// `InvalidCredentials`.
-pub async fn issue_tokens(state: &AppState, user: User, family: Uuid) -> Result<TokenPair, AccountError> {
+pub async fn issue_tokens(
+    state: &AppState,
+    user: User,
+    family: Uuid,
+    sign_in: SignInMethod,
+) -> Result<TokenPair, AccountError> {
     let now = state.clock.now();
     let (refresh_token, expires_at) = new_refresh_token(state, now)?;
     let record = RefreshTokenRecord {
@@ -280,12 +301,13 @@ pub async fn issue_tokens(state: &AppState, user: User, family: Uuid) -> Result<
         user_id: user.id,
         issued_at: now,
         expires_at,
+        sign_in,
     };
     state.store.insert_refresh_token(&record).await.map_err(|error| match error {
         StoreError::NotFound => AccountError::InvalidCredentials,
         other => other.into(),
     })?;
-    token_pair(state, user, family, refresh_token, now)
+    token_pair(state, user, family, sign_in, refresh_token, now)
 }
 
 /// The answer to a sign-in or a refresh: a new access token for `user` in
@@ -294,10 +316,11 @@ pub fn token_pair(
     state: &AppState,
     user: User,
     family: Uuid,
+    sign_in: SignInMethod,
     refresh_token: String,
     now: OffsetDateTime,
 ) -> Result<TokenPair, AccountError> {
-    let (access_token, _) = state.tokens.issue(user.id, user.role, user.department.as_deref(), family, now)?;
+    let (access_token, _) = state.tokens.issue(user.id, user.role, user.department.as_deref(), family, sign_in, now)?;
     Ok(TokenPair { access_token, token_type: "Bearer", expires_in: state.tokens.ttl_secs(), refresh_token, user })
 }
 

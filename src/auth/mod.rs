@@ -20,3 +20,4 @@ pub mod secret;
 pub mod signers;
 pub mod throttle;
 pub mod tokens;
+pub mod totp;

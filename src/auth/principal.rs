@@ -33,6 +33,8 @@ pub enum Credential {
         jti: Uuid,
         family: Uuid,
         expires_at: OffsetDateTime,
+        /// From the token's `amr` claim.
+        sign_in: SignInMethod,
     },
     Session {
         id_hash: [u8; 32],
@@ -59,14 +61,20 @@ impl Principal {
         matches!(self.credential, Credential::Session { .. })
     }
 
-    /// API.md's `amr` for this credential. Access tokens come only from a
-    /// password sign-in (`POST /auth/login`, then refreshes); a session
-    /// records how its user signed in.
+    /// API.md's `amr` for this credential: how its sign-in was made (a
+    /// token's `amr` claim, a session's record).
     pub fn amr(&self) -> &'static [&'static str] {
         match &self.credential {
-            Credential::Bearer { .. } => SignInMethod::Password.amr(),
-            Credential::Session { sign_in, .. } => sign_in.amr(),
+            Credential::Bearer { sign_in, .. } | Credential::Session { sign_in, .. } => sign_in.amr(),
             Credential::ApiKey { .. } => &["api_key"],
+        }
+    }
+
+    /// Whether the credential came from a sign-in with two factors.
+    pub fn is_multi_factor(&self) -> bool {
+        match &self.credential {
+            Credential::Bearer { sign_in, .. } | Credential::Session { sign_in, .. } => sign_in.is_multi_factor(),
+            Credential::ApiKey { .. } => false,
         }
     }
 

@@ -19,7 +19,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::keys::SigningKey;
-use crate::{config::JwtAlgorithm, domain::Role};
+use crate::{
+    config::JwtAlgorithm,
+    domain::{Role, SignInMethod},
+};
 
 /// Longest token or `kid` considered at all; anything longer is garbage.
 const MAX_TOKEN_BYTES: usize = 4096;
@@ -46,6 +49,16 @@ pub struct AccessClaims {
     /// revokes the user's tokens like a role change does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dept: Option<String>,
+    /// How the sign-in behind the token was made (RFC 8176 values, API.md's
+    /// table), kept through refreshes.
+    #[serde(default)]
+    pub amr: Vec<String>,
+}
+
+impl AccessClaims {
+    pub fn sign_in(&self) -> SignInMethod {
+        SignInMethod::from_amr(&self.amr)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -172,6 +185,7 @@ impl TokenKeys {
         role: Role,
         department: Option<&str>,
         family: Uuid,
+        sign_in: SignInMethod,
         now: OffsetDateTime,
     ) -> anyhow::Result<(String, AccessClaims)> {
         let iat = now.unix_timestamp();
@@ -186,6 +200,7 @@ impl TokenKeys {
             aud: self.audience.clone(),
             fam: family,
             dept: department.map(str::to_owned),
+            amr: sign_in.amr().iter().map(|amr| (*amr).to_owned()).collect(),
         };
         let mut header = Header::new(self.algorithm);
         header.kid = Some(self.signing_kid.clone());
@@ -340,7 +355,9 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         for algorithm in [JwtAlgorithm::EdDSA, JwtAlgorithm::ES256, JwtAlgorithm::RS256, JwtAlgorithm::HS256] {
             let keys = ring(algorithm, &key(algorithm), &[]);
-            let (token, claims) = keys.issue(Uuid::now_v7(), Role::Manager, None, Uuid::now_v7(), now).expect("issued");
+            let (token, claims) = keys
+                .issue(Uuid::now_v7(), Role::Manager, None, Uuid::now_v7(), SignInMethod::Password, now)
+                .expect("issued");
             assert_eq!(keys.verify(&token, now), Ok(claims), "{algorithm:?}");
             let stranger = ring(algorithm, &key(algorithm), &[]);
             assert_eq!(stranger.verify(&token, now), Err(TokenError::UnknownKey), "another key of the same kind");
@@ -358,11 +375,14 @@ mod tests {
         let old_key = key(JwtAlgorithm::EdDSA);
         let new_key = key(JwtAlgorithm::EdDSA);
         let before = ring(JwtAlgorithm::EdDSA, &old_key, &[]);
-        let (old_token, _) = before.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
+        let (old_token, _) = before
+            .issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), SignInMethod::Password, now)
+            .expect("issued");
 
         let after = ring(JwtAlgorithm::EdDSA, &new_key, std::slice::from_ref(&old_key));
         assert!(after.verify(&old_token, now).is_ok(), "old tokens verify until they expire");
-        let (new_token, _) = after.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
+        let (new_token, _) =
+            after.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), SignInMethod::Password, now).expect("issued");
         let new_kid = jsonwebtoken::decode_header(&new_token).expect("header").kid;
         let old_kid = jsonwebtoken::decode_header(&old_token).expect("header").kid;
         assert_ne!(new_kid, old_kid, "the new key signs");
@@ -375,7 +395,8 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let keys = ring(JwtAlgorithm::EdDSA, &key(JwtAlgorithm::EdDSA), &[]);
         let cache = VerifiedTokens::new(32);
-        let (token, claims) = keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
+        let (token, claims) =
+            keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), SignInMethod::Password, now).expect("issued");
         assert_eq!(cache.verify(&keys, &token, now), Ok(Arc::new(claims.clone())));
         assert_eq!(cache.verify(&keys, &token, now), Ok(Arc::new(claims)), "a hit");
         assert_eq!(
@@ -386,7 +407,9 @@ mod tests {
         let tampered = format!("{token}x");
         assert!(cache.verify(&keys, &tampered, now).is_err(), "another text is verified afresh");
         for _ in 0..100 {
-            let (other, _) = keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
+            let (other, _) = keys
+                .issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), SignInMethod::Password, now)
+                .expect("issued");
             assert!(cache.verify(&keys, &other, now).is_ok());
         }
         assert!(cache.shards.iter().all(|shard| shard.lock().expect("lock").len() <= 2), "bounded");
@@ -396,7 +419,8 @@ mod tests {
     fn time_claims_follow_the_clock_with_leeway() {
         let now = OffsetDateTime::now_utc();
         let keys = ring(JwtAlgorithm::HS256, &key(JwtAlgorithm::HS256), &[]);
-        let (token, _) = keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), now).expect("issued");
+        let (token, _) =
+            keys.issue(Uuid::now_v7(), Role::User, None, Uuid::now_v7(), SignInMethod::Password, now).expect("issued");
         assert!(keys.verify(&token, now + time::Duration::seconds(900 + 29)).is_ok(), "within leeway");
         assert_eq!(keys.verify(&token, now + time::Duration::seconds(900 + 31)), Err(TokenError::Expired));
         assert_eq!(keys.verify(&token, now - time::Duration::seconds(31)), Err(TokenError::NotYetValid));

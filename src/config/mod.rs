@@ -10,6 +10,7 @@ mod load;
 pub mod proxy;
 pub mod units;
 
+use crate::domain::Role;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -276,6 +277,10 @@ pub struct AuthConfig {
     /// Users who have not proven their address may only verify it, read
     /// their profile and sign out (403 `email_unverified`).
     pub require_verified_email: bool,
+    /// Roles whose credentials must come from a sign-in with two factors;
+    /// others may only enrol one, read their profile and sign out (403
+    /// `mfa_enrolment_required`).
+    pub require_mfa_for: Vec<Role>,
 }
 
 impl Default for AuthConfig {
@@ -292,6 +297,7 @@ impl Default for AuthConfig {
             audience: "rampart-api".into(),
             password_hash: PasswordHashConfig::default(),
             require_verified_email: false,
+            require_mfa_for: Vec::new(),
         }
     }
 }

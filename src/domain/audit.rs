@@ -108,6 +108,17 @@ audit_kinds! {
     PasswordResetRequested = "password_reset_requested",
     /// A password was set with a reset link; every credential of the user stopped.
     PasswordReset = "password_reset",
+    /// A sign-in's second step succeeded (`POST /auth/mfa`).
+    MfaSuccess = "mfa_success",
+    /// A second step failed: a wrong or reused code, or a spent, expired or
+    /// unknown challenge; also a wrong code to turn TOTP off.
+    MfaFailure = "mfa_failure",
+    /// TOTP was confirmed and turned on.
+    MfaEnabled = "mfa_enabled",
+    /// TOTP was turned off.
+    MfaDisabled = "mfa_disabled",
+    /// A recovery code completed a sign-in (and is spent).
+    RecoveryCodeUsed = "recovery_code_used",
 }
 
 /// Which events give way when the audit queue is full.

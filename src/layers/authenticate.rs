@@ -83,6 +83,7 @@ fn resolve_at_once<'h>(state: &AppState, headers: &'h HeaderMap, client: Option<
                     jti: claims.jti,
                     family: claims.fam,
                     expires_at: OffsetDateTime::from_unix_timestamp(claims.exp).unwrap_or(now),
+                    sign_in: claims.sign_in(),
                 },
             }),
             _ => Authentication::Invalid { token_sent: true },
@@ -178,6 +179,43 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value.trim_matches('"'))
         .filter(|value| !value.is_empty())
+}
+
+/// `auth.require_mfa_for`: a person of such a role whose credential did
+/// not come from a sign-in with two factors may only enrol a second factor
+/// (`/api/profile/mfa…`, `/api/profile/passkeys…`), read their profile and
+/// sign out (the `/auth/` routes are not under `/api/`); any other request
+/// under `/api/`, through protect mode (`proxied`) or to forward auth is
+/// refused with 403 `mfa_enrolment_required`. The credential decides, not
+/// the account: a token from before the enrolment stays limited until the
+/// user signs in again with both factors. API keys are exempt (a person
+/// made them, and one so limited cannot).
+pub fn enrolment_refusal(
+    state: &AppState,
+    context: &RequestContext,
+    method: &axum::http::Method,
+    path: &str,
+    proxied: bool,
+) -> Option<crate::error::ApiError> {
+    let required = &state.config.auth.require_mfa_for;
+    if required.is_empty() {
+        return None;
+    }
+    let Some(Authentication::Signed(principal)) = context.authentication.get() else { return None };
+    if matches!(principal.credential, Credential::ApiKey { .. })
+        || principal.is_multi_factor()
+        || !required.contains(&principal.role)
+    {
+        return None;
+    }
+    let enrolling = ["/api/profile/mfa", "/api/profile/passkeys"]
+        .iter()
+        .any(|prefix| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+    let reading_profile =
+        path == "/api/profile" && matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD);
+    let guarded =
+        proxied || path.starts_with("/auth/forward") || (path.starts_with("/api/") && !enrolling && !reading_profile);
+    guarded.then(crate::error::ApiError::mfa_enrolment_required)
 }
 
 /// `auth.require_verified_email`: a signed-in user whose address is not

@@ -26,7 +26,7 @@ use axum::{
     Router,
     body::{Body, Bytes, HttpBody},
     extract::{MatchedPath, Request},
-    http::header,
+    http::{Method, header},
     response::{IntoResponse, Response},
 };
 use futures_util::{FutureExt, future::BoxFuture};
@@ -35,7 +35,7 @@ use tower::{Layer, Service};
 
 use super::{
     access_log::AccessLog,
-    authenticate::{authenticate, unverified_refusal},
+    authenticate::{authenticate, enrolment_refusal, unverified_refusal},
     block,
     client_ip::{self, TrustedProxies},
     limits::RequestLimits,
@@ -84,7 +84,7 @@ const fn stage(name: &'static str, runner: Runner, work: &'static str) -> Stage 
 /// The order matters where a stage refuses early: a blocked client is
 /// refused before authentication or rate limiting counts it, and signed-in
 /// callers are rate limited by user id because authentication comes first.
-pub const STAGES: [Stage; 18] = [
+pub const STAGES: [Stage; 19] = [
     stage("request id", Runner::Edge, "keep a safe client X-Request-Id or mint one (request_id.rs)"),
     stage("client IP", Runner::Edge, "the socket peer, or the forwarded client behind trusted proxies (client_ip.rs)"),
     stage("route class", Runner::Edge, "the path's RouteClass, as the routers declared it, into the RequestContext"),
@@ -110,6 +110,11 @@ pub const STAGES: [Stage; 18] = [
         "verified email",
         Runner::Gate,
         "403 email_unverified for an unproven address with auth.require_verified_email (authenticate.rs)",
+    ),
+    stage(
+        "second factor",
+        Runner::Gate,
+        "403 mfa_enrolment_required for a one-factor credential of a role in auth.require_mfa_for (authenticate.rs)",
     ),
     stage(
         "route",
@@ -325,7 +330,7 @@ async fn gate(mut gate: Gate, request: Request) -> Result<Response, Infallible> 
         Err(refusal) => return Ok(refusal),
     };
     if let Some(context) = parts.extensions.get::<Arc<RequestContext>>()
-        && let Some(refusal) = unverified_refusal(&gate.state, context, &parts.method, parts.uri.path(), false).await
+        && let Some(refusal) = account_refusal(&gate.state, context, &parts.method, parts.uri.path(), false).await
     {
         let mut response = refusal.into_response();
         limiter.finish(admission, &mut response).await;
@@ -338,6 +343,20 @@ async fn gate(mut gate: Gate, request: Request) -> Result<Response, Infallible> 
     };
     limiter.finish(admission, &mut response).await;
     Ok(response)
+}
+
+/// The "verified email" and "second factor" stages, in that order.
+async fn account_refusal(
+    state: &AppState,
+    context: &RequestContext,
+    method: &Method,
+    path: &str,
+    proxied: bool,
+) -> Option<ApiError> {
+    match unverified_refusal(state, context, method, path, proxied).await {
+        Some(refusal) => Some(refusal),
+        None => enrolment_refusal(state, context, method, path, proxied),
+    }
 }
 
 /// `gate` for a protect-mode route: the upstream's body limit, the same
@@ -361,7 +380,7 @@ async fn proxied_gate(gate: Gate, request: Request, proxied: Proxied) -> Respons
         Ok(admission) => admission,
         Err(refusal) => return refusal,
     };
-    if let Some(refusal) = unverified_refusal(&gate.state, &context, &parts.method, parts.uri.path(), true).await {
+    if let Some(refusal) = account_refusal(&gate.state, &context, &parts.method, parts.uri.path(), true).await {
         let mut response = refusal.into_response();
         limiter.finish(admission, &mut response).await;
         return response;

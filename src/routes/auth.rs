@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 use super::Routes;
 use crate::{
-    accounts::{self, AccountRequest, TokenPair},
+    accounts::{
+        self, AccountRequest, TokenPair,
+        mfa::{self, MfaRequired},
+    },
     app::AppState,
     audit::AuditContext,
     auth::{
@@ -33,7 +36,7 @@ use crate::{
     metrics::OutcomeLabels,
     openapi::{self, tags},
     route_class::RouteClass,
-    store::{RefreshSuccessor, RefreshUse, Revocation, RevocationKind, SessionRecord, StoreError},
+    store::{LoginKind, RefreshSuccessor, RefreshUse, Revocation, RevocationKind, SessionRecord, StoreError},
 };
 
 pub fn router() -> Routes {
@@ -107,7 +110,9 @@ struct LoginRequest {
     tag = tags::AUTH,
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Signed in.", body = TokenPair,
+        (status = 200, description = "Signed in; or, when the user has a second factor, the challenge to complete \
+                                      at `POST /auth/mfa` (`mfa_required: true`, no tokens, no cookie).",
+            body = LoginAnswer,
             headers(("Set-Cookie" = String, description = "`rampart_device=...; HttpOnly; SameSite=Strict; Path=/auth; \
                                                            Max-Age=15552000` (plus `Secure` over TLS or in \
                                                            production): this client's own failed-login budget for \
@@ -127,8 +132,13 @@ async fn login(
     let signed_in =
         accounts::verify_login(&state, &audit, &sign_in, device_cookie(&headers), &request.email, &request.password)
             .await?;
-    let tokens = accounts::issue_tokens(&state, signed_in.user, Uuid::now_v7()).await?;
-    Ok(with_cookie(Json(tokens).into_response(), &device_cookie_value(&state, &signed_in.device_cookie)))
+    // A second factor is on: no tokens and no cookie until the second step.
+    if let Some(challenge) = mfa::challenge(&state, &signed_in.user, LoginKind::Tokens, SignInMethod::Password).await? {
+        return Ok(Json(LoginAnswer::SecondStep(challenge)).into_response());
+    }
+    let tokens = accounts::issue_tokens(&state, signed_in.user, Uuid::now_v7(), SignInMethod::Password).await?;
+    let body = Json(LoginAnswer::Tokens(tokens)).into_response();
+    Ok(with_cookie(body, &device_cookie_value(&state, &signed_in.device_cookie)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -162,7 +172,7 @@ async fn refresh(
     let (refresh_token, expires_at) = accounts::new_refresh_token(&state, now)?;
     let successor = RefreshSuccessor { token_hash: secret::hash(&refresh_token), expires_at };
     match state.store.rotate_refresh_token(&token_hash, &successor, now).await? {
-        RefreshUse::Rotated { family_id, user_id } => {
+        RefreshUse::Rotated { family_id, user_id, sign_in } => {
             let user = match state.store.user_by_id(user_id).await {
                 Ok(user) if !user.disabled => user,
                 _ => {
@@ -176,7 +186,7 @@ async fn refresh(
             };
             state.audit.record(audit.event(now, AuditKind::TokenRefresh, Some(user.id), Outcome::Success));
             state.metrics.token_refreshes.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
-            Ok(Json(accounts::token_pair(&state, user, family_id, refresh_token, now)?))
+            Ok(Json(accounts::token_pair(&state, user, family_id, sign_in, refresh_token, now)?))
         }
         RefreshUse::Reused { family_id, user_id } => {
             // A spent token came back: someone holds a copy. The whole
@@ -216,7 +226,7 @@ async fn logout(
         // `Person` refused keys: a key is stopped by revoking it, never by
         // signing out.
         Credential::ApiKey { .. } => return Err(ApiError::key_not_allowed()),
-        Credential::Bearer { jti, family, expires_at } => {
+        Credential::Bearer { jti, family, expires_at, .. } => {
             let expires_at = expires_at.max(now) + time::Duration::minutes(1);
             state
                 .revocations
@@ -257,10 +267,27 @@ async fn logout_all(
 }
 
 #[derive(Serialize, ToSchema)]
-struct SessionCreated {
-    user: User,
+pub(crate) struct SessionCreated {
+    pub user: User,
     /// Send as `X-CSRF-Token` with every POST, PUT, PATCH and DELETE of this session.
-    csrf_token: String,
+    pub csrf_token: String,
+}
+
+/// A password sign-in's answer: the tokens, or (a second factor is on)
+/// the challenge for `POST /auth/mfa`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum LoginAnswer {
+    Tokens(TokenPair),
+    SecondStep(MfaRequired),
+}
+
+/// A session sign-in's answer: the session, or the challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum SessionAnswer {
+    Session(SessionCreated),
+    SecondStep(MfaRequired),
 }
 
 /// Signs in with a password and starts a browser session (a fresh session
@@ -271,7 +298,9 @@ struct SessionCreated {
     tag = tags::AUTH,
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Signed in.", body = SessionCreated,
+        (status = 200, description = "Signed in; or, when the user has a second factor, the challenge to complete \
+                                      at `POST /auth/mfa` (`mfa_required: true`, no cookie).",
+            body = SessionAnswer,
             headers(("Set-Cookie" = String, description = "`rampart_session=...; HttpOnly; SameSite=Lax; Path=/; \
                                                            Max-Age=...` (plus `Secure` over TLS or in production), \
                                                            and the device cookie `rampart_device=...; HttpOnly; \
@@ -290,8 +319,13 @@ async fn create_session(
     let signed_in =
         accounts::verify_login(&state, &audit, &sign_in, device_cookie(&headers), &request.email, &request.password)
             .await?;
+    if let Some(challenge) = mfa::challenge(&state, &signed_in.user, LoginKind::Session, SignInMethod::Password).await?
+    {
+        return Ok(Json(SessionAnswer::SecondStep(challenge)).into_response());
+    }
     let (cookie, csrf_token) = open_session(&state, &headers, signed_in.user.id, SignInMethod::Password).await?;
-    let response = with_cookie(Json(SessionCreated { user: signed_in.user, csrf_token }).into_response(), &cookie);
+    let created = SessionAnswer::Session(SessionCreated { user: signed_in.user, csrf_token });
+    let response = with_cookie(Json(created).into_response(), &cookie);
     Ok(with_cookie(response, &device_cookie_value(&state, &signed_in.device_cookie)))
 }
 

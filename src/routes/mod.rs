@@ -15,6 +15,7 @@ pub mod blocks;
 pub mod docs;
 pub mod email;
 pub mod forward_auth;
+pub mod mfa;
 pub mod oauth;
 pub mod ops;
 pub mod pages;

@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 use super::Routes;
 use crate::{
-    accounts::{self, ProviderLink, ProviderRefusal, ProviderSignIn},
+    accounts::{self, ProviderLink, ProviderRefusal, ProviderSignIn, mfa},
     app::AppState,
     audit::AuditContext,
     auth::{oauth::OAuthError, principal::Caller, secret},
@@ -34,7 +34,7 @@ use crate::{
     metrics::OutcomeLabels,
     openapi::tags,
     routes::auth::{open_session, with_cookie},
-    store::OAuthFlow,
+    store::{LoginKind, OAuthFlow},
 };
 
 /// The flow cookie: HttpOnly, sent only to `/auth/oauth/…`. `SameSite=Lax`
@@ -257,11 +257,19 @@ async fn callback(
             return Ok(with_cookie(see_other(&redirect_to)?, &flow_cookie(&state, "", 0)));
         }
     };
-    let (session_cookie, csrf_token) =
-        open_session(&state, &headers, user.id, crate::domain::SignInMethod::Provider).await?;
     let mut event = audit.event(state.clock.now(), how.audit_kind(), Some(user.id), Outcome::Success);
     event.detail = Some(format!("provider={name}"));
     state.audit.record(event);
+    // A second factor is on: the provider was the first; `/login` asks for
+    // the second and `POST /auth/mfa` opens the session.
+    if let Some(challenge) =
+        mfa::challenge(&state, &user, LoginKind::Session, crate::domain::SignInMethod::Provider).await?
+    {
+        let second_step = format!("/login?mfa={}", challenge.mfa_token);
+        return Ok(with_cookie(see_other(&second_step)?, &flow_cookie(&state, "", 0)));
+    }
+    let (session_cookie, csrf_token) =
+        open_session(&state, &headers, user.id, crate::domain::SignInMethod::Provider).await?;
     state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
     let response = see_other(&redirect_to)?;
     let response = with_cookie(response, &session_cookie);

@@ -26,9 +26,10 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, EmailPurpose,
-    EmailTokenRecord, Identity, IdentityStore, MailStore, OAuthFlow, OutboxCounts, OutboxMail, PostStore, PostsPage,
-    RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError,
-    TokenStore, UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore,
+    EmailTokenRecord, Identity, IdentityStore, MailStore, MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail, PostStore,
+    PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SecondFactorStore, SessionRecord,
+    SessionStore, Store, StoreError, TokenStore, TotpFactor, UnitOfWork, UserChange, UserChanges, UserCredentials,
+    UserStore,
 };
 use crate::domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User};
 
@@ -290,6 +291,17 @@ cached_store_impl!(MailStore {
     fn outbox_counts(&self) -> OutboxCounts;
 });
 
+cached_store_impl!(SecondFactorStore {
+    fn totp_factor(&self, user_id: Uuid) -> Option<TotpFactor>;
+    fn begin_totp(&self, user_id: Uuid, secret: &[u8], now: OffsetDateTime) -> ();
+    fn accept_totp_step(&self, user_id: Uuid, step: i64) -> bool;
+    fn use_recovery_code(&self, user_id: Uuid, code_hash: &[u8; 32], now: OffsetDateTime) -> bool;
+    fn recovery_codes_left(&self, user_id: Uuid) -> u64;
+    fn insert_mfa_challenge(&self, challenge: &MfaChallenge) -> ();
+    fn attempt_mfa_challenge(&self, token_hash: &[u8; 32], now: OffsetDateTime, max_attempts: i32) -> Option<MfaChallenge>;
+    fn take_mfa_challenge(&self, token_hash: &[u8; 32]) -> bool;
+});
+
 cached_store_impl!(IdentityStore {
     fn user_by_identity(&self, identity: &Identity) -> Option<User>;
     fn link_identity(&self, identity: &Identity, user_id: Uuid) -> ();
@@ -348,6 +360,20 @@ impl UnitOfWork for CachedUnitOfWork {
 
     async fn enqueue_mail(&mut self, mail: &OutboxMail) -> Result<(), StoreError> {
         self.inner.enqueue_mail(mail).await
+    }
+
+    async fn confirm_totp(
+        &mut self,
+        user_id: Uuid,
+        step: i64,
+        recovery_code_hashes: &[[u8; 32]],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.confirm_totp(user_id, step, recovery_code_hashes, now).await
+    }
+
+    async fn delete_totp(&mut self, user_id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_totp(user_id).await
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {

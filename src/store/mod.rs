@@ -160,6 +160,8 @@ pub struct RefreshTokenRecord {
     pub user_id: Uuid,
     pub issued_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// How the family's sign-in was made; its successors keep it.
+    pub sign_in: crate::domain::SignInMethod,
 }
 
 /// The refresh token that replaces a spent one in its family
@@ -174,13 +176,51 @@ pub struct RefreshSuccessor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshUse {
     /// Valid and now spent; its successor is stored in `family_id`.
-    Rotated { family_id: Uuid, user_id: Uuid },
+    Rotated { family_id: Uuid, user_id: Uuid, sign_in: crate::domain::SignInMethod },
     /// Already spent once: a copy is in someone else's hands.
     Reused { family_id: Uuid, user_id: Uuid },
     /// Revoked (logout, password change; marked on the token or in the
     /// stored revocations), expired, never issued, or its user is disabled
     /// or gone.
     Invalid,
+}
+
+/// A user's TOTP authenticator.
+#[derive(Debug, Clone)]
+pub struct TotpFactor {
+    pub user_id: Uuid,
+    pub secret: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    /// `None` while the enrolment waits for its first code.
+    pub confirmed_at: Option<OffsetDateTime>,
+    /// The last 30-second step whose code was accepted.
+    pub last_step: Option<i64>,
+}
+
+text_enum! {
+    /// The login a second step completes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum LoginKind {
+        /// `POST /auth/login`: an access and a refresh token.
+        Tokens = "tokens",
+        /// `POST /auth/session` or a provider's callback: a browser session.
+        Session = "session",
+    }
+    unknown = "must be tokens or session";
+}
+
+/// A sign-in waiting for its second step (`POST /auth/mfa`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MfaChallenge {
+    #[sqlx(try_from = "Vec<u8>")]
+    pub token_hash: [u8; 32],
+    pub user_id: Uuid,
+    pub login_kind: LoginKind,
+    /// How the first factor was given.
+    pub sign_in: crate::domain::SignInMethod,
+    /// Attempts made, this one included once counted.
+    pub attempts: i32,
+    pub expires_at: OffsetDateTime,
 }
 
 /// A browser session as stored: hashes of its id and CSRF token only.
@@ -467,6 +507,45 @@ pub trait ApiKeyStore: Send + Sync {
     async fn touch_api_keys(&self, uses: &[(Uuid, OffsetDateTime)]) -> Result<(), StoreError>;
 }
 
+/// Second factors: the TOTP authenticator, recovery codes, and sign-ins
+/// waiting for their second step. Turning TOTP on or off goes with its
+/// notice mail, in `UnitOfWork`.
+#[async_trait]
+pub trait SecondFactorStore: Send + Sync {
+    /// The user's TOTP factor, confirmed or pending.
+    async fn totp_factor(&self, user_id: Uuid) -> Result<Option<TotpFactor>, StoreError>;
+    /// Starts an enrolment (a new pending secret replaces a pending one);
+    /// `Conflict("totp")` when the user's TOTP is already on, `NotFound`
+    /// when the user is gone.
+    async fn begin_totp(&self, user_id: Uuid, secret: &[u8], now: OffsetDateTime) -> Result<(), StoreError>;
+    /// Records `step` as the last one accepted when it is later than the
+    /// last; whether it was (of two uses of one code, one wins).
+    async fn accept_totp_step(&self, user_id: Uuid, step: i64) -> Result<bool, StoreError>;
+    /// Marks the user's unused recovery code with this hash used; whether
+    /// it was unused.
+    async fn use_recovery_code(
+        &self,
+        user_id: Uuid,
+        code_hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Recovery codes not used yet.
+    async fn recovery_codes_left(&self, user_id: Uuid) -> Result<u64, StoreError>;
+    /// `NotFound` when the user is gone.
+    async fn insert_mfa_challenge(&self, challenge: &MfaChallenge) -> Result<(), StoreError>;
+    /// Counts an attempt and returns the challenge, unless it is unknown,
+    /// expired at `now`, or had `max_attempts` already.
+    async fn attempt_mfa_challenge(
+        &self,
+        token_hash: &[u8; 32],
+        now: OffsetDateTime,
+        max_attempts: i32,
+    ) -> Result<Option<MfaChallenge>, StoreError>;
+    /// Deletes the challenge; whether it was there (whoever deletes it
+    /// finishes the sign-in, once).
+    async fn take_mfa_challenge(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
+}
+
 /// Mailed links' tokens and the outbox. Writes that go with what caused
 /// them (a sign-up and its verification mail) are in `UnitOfWork`.
 #[async_trait]
@@ -505,7 +584,16 @@ pub trait MailStore: Send + Sync {
 /// Every aggregate, plus what spans them.
 #[async_trait]
 pub trait Store:
-    UserStore + TokenStore + SessionStore + PostStore + AuditStore + BlockStore + IdentityStore + ApiKeyStore + MailStore
+    UserStore
+    + TokenStore
+    + SessionStore
+    + PostStore
+    + AuditStore
+    + BlockStore
+    + IdentityStore
+    + ApiKeyStore
+    + MailStore
+    + SecondFactorStore
 {
     /// Applies pending migrations; safe to call on every start.
     async fn migrate(&self) -> Result<(), StoreError>;
@@ -553,6 +641,18 @@ pub trait UnitOfWork: Send {
     async fn delete_email_tokens(&mut self, user_id: Uuid, purpose: EmailPurpose) -> Result<(), StoreError>;
     /// Puts a mail in the outbox, due at once (`created_at`).
     async fn enqueue_mail(&mut self, mail: &OutboxMail) -> Result<(), StoreError>;
+    /// Turns the pending TOTP factor on, `step` (its first code's) as the
+    /// last accepted, with these recovery codes (replacing any); whether a
+    /// factor was pending.
+    async fn confirm_totp(
+        &mut self,
+        user_id: Uuid,
+        step: i64,
+        recovery_code_hashes: &[[u8; 32]],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Removes the TOTP factor and the recovery codes; whether there was one.
+    async fn delete_totp(&mut self, user_id: Uuid) -> Result<bool, StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

@@ -19,13 +19,14 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, EmailPurpose,
-    EmailTokenRecord, Identity, IdentityStore, MailStore, OAuthFlow, OutboxCounts, OutboxMail, PostStore, PostsPage,
-    RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SessionRecord, SessionStore, Store, StoreError,
-    TokenStore, UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore, now_stored,
+    EmailTokenRecord, Identity, IdentityStore, MailStore, MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail, PostStore,
+    PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SecondFactorStore, SessionRecord,
+    SessionStore, Store, StoreError, TokenStore, TotpFactor, UnitOfWork, UserChange, UserChanges, UserCredentials,
+    UserStore, now_stored,
 };
 use crate::domain::{
     AuditEvent, AuditKind, Department, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role,
-    Scopes, User, UserName,
+    Scopes, SignInMethod, User, UserName,
 };
 
 /// A SQL database behind the store traits; `SqliteStore` and
@@ -477,14 +478,15 @@ macro_rules! sql_store {
         impl TokenStore for SqlStore<$db> {
             async fn insert_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at, sign_in) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&record.token_hash[..])
                 .bind(record.family_id)
                 .bind(record.user_id)
                 .bind(record.issued_at)
                 .bind(record.expires_at)
+                .bind(record.sign_in.as_str())
                 .execute(&self.pool)
                 .await
                 .map_err(missing_user)?;
@@ -497,10 +499,17 @@ macro_rules! sql_store {
                 successor: &RefreshSuccessor,
                 now: OffsetDateTime,
             ) -> Result<RefreshUse, StoreError> {
-                type TokenRow =
-                    (Uuid, Uuid, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>, OffsetDateTime);
-                const READ_TOKEN: &str = "SELECT family_id, user_id, issued_at, used_at, revoked_at, expires_at \
-                                          FROM refresh_tokens WHERE token_hash = $1";
+                type TokenRow = (
+                    Uuid,
+                    Uuid,
+                    OffsetDateTime,
+                    Option<OffsetDateTime>,
+                    Option<OffsetDateTime>,
+                    OffsetDateTime,
+                    SignInMethod,
+                );
+                const READ_TOKEN: &str = "SELECT family_id, user_id, issued_at, used_at, revoked_at, expires_at, \
+                                          sign_in FROM refresh_tokens WHERE token_hash = $1";
                 let mut transaction = <$db as Dialect>::begin_refresh_change(&self.pool).await?;
                 let found: Option<TokenRow> =
                     sqlx::query_as(READ_TOKEN).bind(&token_hash[..]).fetch_optional(&mut *transaction).await?;
@@ -512,7 +521,7 @@ macro_rules! sql_store {
                 let disabled = Self::lock_user(&mut transaction, user_id).await?;
                 let found: Option<TokenRow> =
                     sqlx::query_as(READ_TOKEN).bind(&token_hash[..]).fetch_optional(&mut *transaction).await?;
-                let Some((family_id, user_id, issued_at, used_at, revoked_at, expires_at)) = found else {
+                let Some((family_id, user_id, issued_at, used_at, revoked_at, expires_at, sign_in)) = found else {
                     return Self::refuse(transaction, RefreshUse::Invalid).await;
                 };
                 if used_at.is_some() {
@@ -542,18 +551,19 @@ macro_rules! sql_store {
                     .execute(&mut *transaction)
                     .await?;
                 sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at, sign_in) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&successor.token_hash[..])
                 .bind(family_id)
                 .bind(user_id)
                 .bind(now)
                 .bind(successor.expires_at)
+                .bind(sign_in.as_str())
                 .execute(&mut *transaction)
                 .await?;
                 transaction.commit().await?;
-                Ok(RefreshUse::Rotated { family_id, user_id })
+                Ok(RefreshUse::Rotated { family_id, user_id, sign_in })
             }
 
             async fn revoke_refresh_family(&self, family_id: Uuid, now: OffsetDateTime) -> Result<(), StoreError> {
@@ -1096,6 +1106,7 @@ macro_rules! sql_store {
                     "DELETE FROM oauth_flows WHERE expires_at <= $1",
                     "DELETE FROM api_keys WHERE expires_at <= $1",
                     "DELETE FROM email_tokens WHERE expires_at <= $1",
+                    "DELETE FROM mfa_challenges WHERE expires_at <= $1",
                 ] {
                     sqlx::query(statement).bind(now).execute(&self.pool).await?;
                 }
@@ -1145,6 +1156,122 @@ macro_rules! sql_store {
 
             async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError> {
                 Ok(Box::new(SqlUnitOfWork { transaction: self.pool.begin().await? }))
+            }
+        }
+
+        #[async_trait]
+        impl SecondFactorStore for SqlStore<$db> {
+            async fn totp_factor(&self, user_id: Uuid) -> Result<Option<TotpFactor>, StoreError> {
+                let row: Option<(Vec<u8>, OffsetDateTime, Option<OffsetDateTime>, Option<i64>)> = sqlx::query_as(
+                    "SELECT secret, created_at, confirmed_at, last_step FROM totp_factors WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(secret, created_at, confirmed_at, last_step)| TotpFactor {
+                    user_id,
+                    secret,
+                    created_at,
+                    confirmed_at,
+                    last_step,
+                }))
+            }
+
+            async fn begin_totp(&self, user_id: Uuid, secret: &[u8], now: OffsetDateTime) -> Result<(), StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO totp_factors (user_id, secret, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at \
+                     WHERE totp_factors.confirmed_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(secret)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(missing_user)?;
+                if done.rows_affected() == 0 { Err(StoreError::Conflict("totp")) } else { Ok(()) }
+            }
+
+            async fn accept_totp_step(&self, user_id: Uuid, step: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE totp_factors SET last_step = $1 WHERE user_id = $2 AND confirmed_at IS NOT NULL \
+                     AND (last_step IS NULL OR last_step < $1)",
+                )
+                .bind(step)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn use_recovery_code(
+                &self,
+                user_id: Uuid,
+                code_hash: &[u8; 32],
+                now: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                )
+                .bind(now)
+                .bind(user_id)
+                .bind(&code_hash[..])
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn recovery_codes_left(&self, user_id: Uuid) -> Result<u64, StoreError> {
+                let left: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
+                        .bind(user_id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(count(left))
+            }
+
+            async fn insert_mfa_challenge(&self, challenge: &MfaChallenge) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO mfa_challenges (token_hash, user_id, login_kind, sign_in, attempts, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&challenge.token_hash[..])
+                .bind(challenge.user_id)
+                .bind(challenge.login_kind.as_str())
+                .bind(challenge.sign_in.as_str())
+                .bind(challenge.attempts)
+                .bind(challenge.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(missing_user)?;
+                Ok(())
+            }
+
+            async fn attempt_mfa_challenge(
+                &self,
+                token_hash: &[u8; 32],
+                now: OffsetDateTime,
+                max_attempts: i32,
+            ) -> Result<Option<MfaChallenge>, StoreError> {
+                // One statement: two concurrent attempts cannot both be the fifth.
+                Ok(sqlx::query_as(
+                    "UPDATE mfa_challenges SET attempts = attempts + 1 \
+                     WHERE token_hash = $1 AND expires_at > $2 AND attempts < $3 \
+                     RETURNING token_hash, user_id, login_kind, sign_in, attempts, expires_at",
+                )
+                .bind(&token_hash[..])
+                .bind(now)
+                .bind(max_attempts)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn take_mfa_challenge(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
+                let done = sqlx::query("DELETE FROM mfa_challenges WHERE token_hash = $1")
+                    .bind(&token_hash[..])
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
         }
 
@@ -1240,6 +1367,51 @@ macro_rules! sql_store {
                 .execute(&mut *self.transaction)
                 .await?;
                 Ok(())
+            }
+
+            async fn confirm_totp(
+                &mut self,
+                user_id: Uuid,
+                step: i64,
+                recovery_code_hashes: &[[u8; 32]],
+                now: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE totp_factors SET confirmed_at = $1, last_step = $2 \
+                     WHERE user_id = $3 AND confirmed_at IS NULL",
+                )
+                .bind(now)
+                .bind(step)
+                .bind(user_id)
+                .execute(&mut *self.transaction)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *self.transaction)
+                    .await?;
+                for hash in recovery_code_hashes {
+                    sqlx::query("INSERT INTO recovery_codes (code_hash, user_id) VALUES ($1, $2)")
+                        .bind(&hash[..])
+                        .bind(user_id)
+                        .execute(&mut *self.transaction)
+                        .await?;
+                }
+                Ok(true)
+            }
+
+            async fn delete_totp(&mut self, user_id: Uuid) -> Result<bool, StoreError> {
+                let done = sqlx::query("DELETE FROM totp_factors WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *self.transaction)
+                    .await?;
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *self.transaction)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn commit(self: Box<Self>) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@ mod forward_auth;
 mod helpers;
 mod lockout;
 mod logging;
+mod mfa;
 mod oauth;
 mod openapi;
 mod ops;

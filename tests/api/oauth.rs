@@ -838,3 +838,56 @@ async fn a_provider_session_is_reported_as_oauth_and_a_password_session_as_pwd()
     assert_eq!(session.status(), StatusCode::OK);
     assert_eq!(forwarded_amr(&world, &by_password).await, json!(["pwd"]));
 }
+
+/// A provider sign-in of a user with TOTP on ends at `/login?mfa=`, with
+/// no session; the second step opens the session, whose `amr` is then
+/// `oauth`, `otp`, `mfa`.
+#[tokio::test]
+async fn a_provider_sign_in_of_a_user_with_a_second_factor_ends_at_the_second_step() {
+    let Some(world) = world().await else { return };
+    let browser = browser();
+    let callback = sign_in_at_provider(&world, &browser, "test", "mfa-person", |url| url).await;
+    let (status, _, cookies) = finish(&browser, callback).await;
+    assert!(status == StatusCode::SEE_OTHER && has_session(&cookies));
+    let csrf = cookies
+        .iter()
+        .find_map(|cookie| cookie.strip_prefix("rampart_csrf="))
+        .map(|rest| rest.split(';').next().unwrap().to_owned())
+        .expect("the CSRF cookie");
+    // TOTP turned on with that session.
+    let started =
+        browser.post(world.app.url("/api/profile/mfa/totp")).header("x-csrf-token", &csrf).send().await.unwrap();
+    assert_eq!(started.status(), StatusCode::CREATED);
+    let secret = started.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    let secret = rampart::auth::totp::secret_from_base32(&secret).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let confirmed = browser
+        .post(world.app.url("/api/profile/mfa/totp/confirm"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"code": rampart::auth::totp::code_at(&secret, now)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::OK);
+    let recovery = confirmed.json::<Value>().await.unwrap()["recovery_codes"][0].as_str().unwrap().to_owned();
+
+    // The next provider sign-in stops at the second step.
+    let again = self::browser();
+    let callback = sign_in_at_provider(&world, &again, "test", "mfa-person", |url| url).await;
+    let (status, location, cookies) = finish(&again, callback).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let mfa_token = location.strip_prefix("/login?mfa=").expect("to the second step").to_owned();
+    assert!(mfa_token.starts_with("mfa_") && !has_session(&cookies), "{location} {cookies:?}");
+    assert_eq!(profile(&world, &again).await.0, StatusCode::UNAUTHORIZED);
+    // (The confirmation spent this step's code: a recovery code.)
+    let done = again
+        .post(world.app.url("/auth/mfa"))
+        .json(&json!({"mfa_token": mfa_token, "recovery_code": recovery}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert!(has_session(&set_cookies(&done)));
+    assert_eq!(profile(&world, &again).await.0, StatusCode::OK);
+    assert_eq!(forwarded_amr(&world, &again).await, json!(["oauth", "otp", "mfa"]));
+}
