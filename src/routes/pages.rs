@@ -141,6 +141,15 @@ async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respon
          required></label>\n<button id=\"sign-in\" type=\"submit\">Sign in</button>\n</form>\n\
          <p class=\"hint\"><a id=\"forgot-password\" href=\"/reset-password\">Forgot password?</a></p>\n",
     );
+    // The second step (a second factor is on): shown by the script after
+    // the password, or at once for `?mfa=` (a provider sign-in's).
+    body.push_str(
+        "<form id=\"mfa-form\" class=\"card\" hidden>\n<h2>Second step</h2>\n\
+         <p>Enter the six digits your authenticator app shows, or one of your recovery codes.</p>\n\
+         <label>Code <input id=\"mfa-code\" name=\"code\" type=\"text\" autocomplete=\"one-time-code\" \
+         spellcheck=\"false\" required></label>\n<button id=\"mfa-submit\" type=\"submit\">Continue</button>\n\
+         </form>\n",
+    );
     if !state.oauth.is_empty() {
         body.push_str("<p class=\"divider\">or</p>\n");
         body.push_str(&provider_links(&state, "provider", "", "Sign in with"));
@@ -238,12 +247,13 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
          <dt>Name</dt><dd id=\"account-name\">{name}</dd>\n<dt>Email</dt><dd id=\"account-email\">{email}</dd>\n\
          <dt>Role</dt><dd id=\"account-role\">{role}</dd>\n<dt>Department</dt><dd>{department}</dd>\n</dl>\n\
          {unverified}{links}<p class=\"error\" id=\"message\" role=\"alert\"></p>\n\
-         <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n{keys}",
+         <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n{second_factor}{keys}",
         name = escape(&user.name),
         email = escape(&user.email),
         role = user.role.as_str(),
         department = escape(user.department.as_deref().unwrap_or("—")),
         keys = api_keys_card(&state),
+        second_factor = SECOND_FACTOR_CARD,
         unverified = if user.email_verified {
             ""
         } else {
@@ -280,6 +290,29 @@ fn lifetime(max: HumanDuration) -> String {
         _ => max.to_string(),
     }
 }
+
+/// The "Two-factor sign-in" card of `/account`, filled by `account.js`
+/// from `GET /api/profile/mfa`: turning TOTP on (the QR code and key come
+/// from `POST /api/profile/mfa/totp`, never from the server's HTML), the
+/// recovery codes shown once, turning it off with a code.
+const SECOND_FACTOR_CARD: &str = "<h2>Two-factor sign-in</h2>\n<div class=\"card\" id=\"second-factor\">\n\
+     <p id=\"mfa-status\" role=\"status\"></p>\n\
+     <button id=\"totp-start\" type=\"button\" hidden>Set up an authenticator app</button>\n\
+     <div id=\"totp-enrol\" hidden>\n\
+     <p>Scan this code with your authenticator app, or type the key into it; then enter the six digits it \
+     shows.</p>\n<div id=\"totp-qr\" class=\"qr\"></div>\n\
+     <p>Key: <code id=\"totp-secret\"></code></p>\n\
+     <form id=\"totp-confirm-form\" novalidate>\n<label>Code <input id=\"totp-code\" type=\"text\" \
+     inputmode=\"numeric\" autocomplete=\"one-time-code\" required></label>\n\
+     <button id=\"totp-confirm\" type=\"submit\">Turn on</button>\n</form>\n</div>\n\
+     <div id=\"recovery-panel\" class=\"notice\" hidden>\n\
+     <p><strong>Save these recovery codes now: each signs you in once if you lose your app, and they will not \
+     be shown again.</strong></p>\n<ul id=\"recovery-codes\"></ul>\n\
+     <button id=\"recovery-done\" type=\"button\" class=\"secondary\">Done</button>\n</div>\n\
+     <form id=\"totp-off-form\" novalidate hidden>\n<label>Code from your app <input id=\"totp-off-code\" \
+     type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required></label>\n\
+     <button id=\"totp-off\" type=\"submit\" class=\"secondary\">Turn off</button>\n</form>\n\
+     <p class=\"error\" id=\"mfa-message\" role=\"alert\"></p>\n</div>\n";
 
 /// The "API keys" card of `/account`: the table `account.js` fills from
 /// `GET /api/profile/api-keys`, the form that creates one, and the panel

@@ -295,3 +295,32 @@ async fn a_role_that_requires_mfa_may_only_enrol_until_it_signs_in_with_two_fact
     let logout = app.send(app.client.post(app.url("/auth/logout")).bearer_auth(&token)).await;
     assert_eq!(logout.status, 204, "{}", logout.body);
 }
+
+/// The pages in Chromium: an authenticator app turned on through
+/// `/account` (QR code drawn, the code computed from the key shown, ten
+/// recovery codes), then a sign-in on `/login` that asks for the second
+/// step. The server runs on the real clock, as the browser does.
+#[tokio::test]
+async fn a_person_turns_on_an_authenticator_and_signs_in_with_it_in_the_browser() {
+    if !crate::browser::browser_available() {
+        return;
+    }
+    let app = spawn_with(|_| {}).await;
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let user = app.users.manager.clone();
+    crate::browser::run_browser_script(
+        "mfa-pages.mjs",
+        vec![
+            format!("http://{}", app.address),
+            user.email.clone(),
+            user.password.clone(),
+            target.join("mfa-enrol.png").display().to_string(),
+            target.join("mfa-signed-in.png").display().to_string(),
+        ],
+    )
+    .await;
+    // The server agrees: TOTP is on, and a sign-in took the second step.
+    assert_eq!(password_login(&app, &user).await.json()["mfa_required"], true);
+    assert_eq!(audit_count(&app, "mfa_enabled"), 1);
+    assert_eq!(audit_count(&app, "mfa_success"), 1);
+}

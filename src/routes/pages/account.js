@@ -54,6 +54,111 @@ $("sign-out").addEventListener("click", async () => {
   }
 });
 
+// --- Two-factor sign-in ---
+
+const MFA = "/api/profile/mfa";
+
+function showMfaStatus(factors) {
+  const on = factors.totp;
+  $("mfa-status").textContent = on
+    ? `An authenticator app is on. Recovery codes left: ${factors.recovery_codes_left}.`
+    : "Only your password protects this account. Add an authenticator app for a second step.";
+  $("totp-start").hidden = on;
+  $("totp-off-form").hidden = !on;
+  $("totp-enrol").hidden = true;
+}
+
+async function loadMfa() {
+  const { status, body } = await api(MFA);
+  if (signedOut(status)) return;
+  if (status !== 200) {
+    $("mfa-message").textContent = failure("Loading your second factors", status, body);
+    return;
+  }
+  showMfaStatus(body);
+}
+
+// The QR code is an SVG document from the API: parsed as XML and adopted,
+// never written as HTML.
+function showQr(svgText) {
+  const holder = $("totp-qr");
+  holder.replaceChildren();
+  const parsed = new DOMParser().parseFromString(svgText, "image/svg+xml");
+  const svg = parsed.documentElement;
+  if (svg.nodeName !== "svg" || parsed.getElementsByTagName("parsererror").length) return;
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "QR code of the authenticator key");
+  holder.appendChild(document.importNode(svg, true));
+}
+
+$("totp-start").addEventListener("click", async () => {
+  $("mfa-message").textContent = "";
+  const { status, body } = await api(`${MFA}/totp`, { method: "POST" });
+  if (signedOut(status)) return;
+  if (status !== 201) {
+    $("mfa-message").textContent = failure("Starting the set-up", status, body);
+    return;
+  }
+  showQr(body.qr_svg);
+  $("totp-secret").textContent = body.secret;
+  $("totp-start").hidden = true;
+  $("totp-enrol").hidden = false;
+  $("totp-code").focus();
+});
+
+$("totp-confirm-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("mfa-message").textContent = "";
+  const { status, body } = await api(`${MFA}/totp/confirm`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ code: $("totp-code").value.trim() }),
+  });
+  if (signedOut(status)) return;
+  if (status !== 200) {
+    $("mfa-message").textContent = failure("Turning it on", status, body);
+    return;
+  }
+  const list = $("recovery-codes");
+  list.replaceChildren();
+  for (const code of body.recovery_codes) {
+    const item = document.createElement("li");
+    const text = document.createElement("code");
+    text.textContent = code;
+    item.appendChild(text);
+    list.appendChild(item);
+  }
+  $("totp-enrol").hidden = true;
+  $("totp-qr").replaceChildren();
+  $("totp-secret").textContent = "";
+  $("recovery-panel").hidden = false;
+});
+
+$("recovery-done").addEventListener("click", () => {
+  $("recovery-codes").replaceChildren();
+  $("recovery-panel").hidden = true;
+  loadMfa();
+});
+
+$("totp-off-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("mfa-message").textContent = "";
+  const { status, body } = await api(`${MFA}/totp`, {
+    method: "DELETE",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ code: $("totp-off-code").value.trim() }),
+  });
+  if (signedOut(status)) return;
+  if (status !== 204) {
+    $("mfa-message").textContent = failure("Turning it off", status, body);
+    return;
+  }
+  $("totp-off-code").value = "";
+  loadMfa();
+});
+
+loadMfa();
+
 // --- API keys ---
 
 function cell(text, title) {
