@@ -163,18 +163,49 @@ async fn disable_totp(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, ToSchema)]
+/// The body as read: which one of `code` and `recovery_code` came is
+/// checked by the handler, with a clear 400 (`SecondStepBody` documents it).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SecondStepRequest {
+    mfa_token: SecretString,
+    code: Option<String>,
+    recovery_code: Option<SecretString>,
+}
+
+/// The challenge's token and exactly one second factor.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documentation only: `SecondStepRequest` is what is read
+enum SecondStepBody {
+    Code(CodeStep),
+    RecoveryCode(RecoveryCodeStep),
+}
+
+/// A TOTP code as the second step.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct CodeStep {
     /// From the first factor's `{mfa_required: true, mfa_token}` answer.
     #[schema(value_type = String, pattern = "^mfa_[A-Za-z0-9_-]{43}$")]
     mfa_token: SecretString,
-    /// A TOTP code; give this or `recovery_code`.
-    #[schema(pattern = "^[0-9]{6}$")]
-    code: Option<String>,
-    /// One of the recovery codes (spent by this use).
-    #[schema(value_type = Option<String>, example = "7h2k-9qxm-4t0c-vb3e")]
-    recovery_code: Option<SecretString>,
+    /// The six digits the authenticator app shows.
+    #[schema(pattern = "^[0-9]{6}$", example = "123456")]
+    code: String,
+}
+
+/// A recovery code as the second step (spent by this use).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RecoveryCodeStep {
+    /// From the first factor's `{mfa_required: true, mfa_token}` answer.
+    #[schema(value_type = String, pattern = "^mfa_[A-Za-z0-9_-]{43}$")]
+    mfa_token: SecretString,
+    /// One of the ten codes shown at the confirmation, with or without dashes.
+    #[schema(value_type = String, example = "7h2k-9qxm-4t0c-vb3e")]
+    recovery_code: SecretString,
 }
 
 /// What the second step answers: the login it completes.
@@ -191,7 +222,7 @@ enum Completed {
     post,
     path = "/auth/mfa",
     tag = tags::AUTH,
-    request_body = SecondStepRequest,
+    request_body = SecondStepBody,
     responses(
         (status = 200, description = "Signed in: tokens for `POST /auth/login`, a session (with its cookie) for \
                                       `POST /auth/session` and provider sign-ins.", body = Completed),
