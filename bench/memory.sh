@@ -10,15 +10,18 @@
 #      keys' windows, 1 minute here, have ended and the sweeper dropped
 #      them: rampart_rate_limit_keys shows it);
 #   5. then after 30 s of one /health probe every 0.2 s, as a load
-#      balancer sends: the allocator hands freed pages back to the system
-#      when the threads that own them next allocate, so a process that
-#      gets no request at all keeps them (MIMALLOC_PURGE_DELAY=0 in its
-#      environment returns them at once, at some cost in system calls).
+#      balancer sends: the allocator (mimalloc) hands freed pages back to
+#      the system when the threads that own them next allocate, so a
+#      process that gets no request at all keeps them.
 # Sign-ins use a cheap password hash here so that 100,000 sessions take a
 # minute; at the defaults each concurrent hash adds its 19 MiB while it runs
 # (auth.password_hash.max_concurrent of them, one per core).
 #
 #   bench/memory.sh            prints the figures in MiB
+# Fails when step 1 is over 30 MiB, step 2 or 3 over 150 MiB, or (unless
+# AFTER=0) step 5 has not given back three quarters of what the addresses
+# took (step 3 minus step 2).
+#
 #   AFTER=0 bench/memory.sh    stops after step 3
 #   (phase 5 should come back to phase 2's figure: what the addresses took
 #   is given back; the sessions' SQLite page caches stay, as they should)
@@ -52,7 +55,8 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null &&
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$PID/status"; }
 metric() { curl -sf "http://127.0.0.1:$ADMIN/metrics" | awk -v name="$1" '$1 == name {print $2}'; }
 sleep 4
-echo "1. idle after start: $(rss_mib) MiB (target ≤ 30)"
+IDLE_RSS=$(rss_mib)
+echo "1. idle after start: $IDLE_RSS MiB (target ≤ 30)"
 
 export BENCH_EMAIL=memory-bench@example.com BENCH_PASSWORD="violet pancake orbit nine"
 curl -sf -o /dev/null -H 'Content-Type: application/json' \
@@ -69,8 +73,10 @@ echo "2. with $(metric rampart_active_sessions) live sessions: $SESSIONS_RSS MiB
 wrk -t1 -c64 -d"${DURATION:-40}s" -s bench/distinct_clients.lua "http://127.0.0.1:$PORT/no-such-page" \
   | grep 'requests in'
 sleep 6
-echo "3. and then 1,000,000 client addresses: $(rss_mib) MiB (target ≤ 150);" \
+PEAK_RSS=$(rss_mib)
+echo "3. and then 1,000,000 client addresses: $PEAK_RSS MiB (target ≤ 150);" \
   "rate-limit keys held: $(metric rampart_rate_limit_keys)"
+AFTER_RSS=$PEAK_RSS
 
 if [ "${AFTER:-1}" != 0 ]; then
   # A sliding window's key is stale two windows after its last request;
@@ -81,5 +87,23 @@ if [ "${AFTER:-1}" != 0 ]; then
   (while :; do curl -s -o /dev/null "http://127.0.0.1:$PORT/health"; sleep 0.2; done) &
   PROBES=$!
   sleep 30
-  echo "5. after 30 s of a /health probe every 0.2 s: $(rss_mib) MiB (after the sessions, before the addresses: $SESSIONS_RSS MiB)"
+  AFTER_RSS=$(rss_mib)
+  echo "5. after 30 s of a /health probe every 0.2 s: $AFTER_RSS MiB (after the sessions, before the addresses: $SESSIONS_RSS MiB)"
 fi
+python3 - "$IDLE_RSS" "$SESSIONS_RSS" "$PEAK_RSS" "$AFTER_RSS" "${AFTER:-1}" <<'PY'
+import sys
+idle, sessions, peak, after = map(float, sys.argv[1:5])
+failures = []
+if idle > 30:
+    failures.append(f"idle {idle} MiB > 30")
+if max(sessions, peak) > 150:
+    failures.append(f"peak {max(sessions, peak)} MiB > 150")
+if sys.argv[5] != "0":
+    given_back = (peak - after) / (peak - sessions) if peak > sessions else 1.0
+    print(f"given back: {given_back:.0%} of what the addresses took")
+    if given_back < 0.75:
+        failures.append(f"only {given_back:.0%} given back")
+if failures:
+    sys.exit("FAILED: " + "; ".join(failures))
+print("memory bounded and given back")
+PY
