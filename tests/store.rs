@@ -1301,6 +1301,10 @@ async fn mfa_challenges_count_attempts_expire_and_are_taken_once() {
         assert!(store.take_mfa_challenge(&hash(2)).await.unwrap());
         assert!(!store.take_mfa_challenge(&hash(2)).await.unwrap(), "taken once");
 
+        store.insert_mfa_challenge(&challenge(5, now + Duration::minutes(5))).await.unwrap();
+        store.delete_user_mfa_challenges(user.id).await.unwrap();
+        assert!(!store.take_mfa_challenge(&hash(5)).await.unwrap(), "a user's challenges go at once");
+
         store.insert_mfa_challenge(&challenge(3, now + Duration::minutes(1))).await.unwrap();
         rampart::housekeeping::hourly(&*store, now + Duration::minutes(2), Duration::days(90)).await.unwrap();
         assert!(!store.take_mfa_challenge(&hash(3)).await.unwrap(), "an expired challenge is purged");

@@ -346,8 +346,8 @@ pub async fn revoke_everything(state: &AppState, user_id: Uuid) -> Result<(), Ac
     signed_out
 }
 
-/// Cuts every token and session of `user_id` issued before now, and not
-/// its API keys: a password change by the signed-in owner (keys are not
+/// Cuts every token and session of `user_id` issued before now, and any
+/// sign-in waiting for its second step, and not its API keys: a password change by the signed-in owner (keys are not
 /// derived from the password).
 pub async fn revoke_sign_ins(state: &AppState, user_id: Uuid) -> Result<(), AccountError> {
     let now = state.clock.now();
@@ -362,6 +362,8 @@ pub async fn revoke_sign_ins(state: &AppState, user_id: Uuid) -> Result<(), Acco
         .await?;
     state.sessions.delete_user_sessions(user_id).await?;
     state.store.revoke_user_refresh_tokens(user_id, now).await?;
+    // A sign-in waiting for its second step began with what is revoked now.
+    state.store.delete_user_mfa_challenges(user_id).await?;
     Ok(())
 }
 

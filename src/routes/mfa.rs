@@ -24,7 +24,7 @@ use crate::{
     },
     app::AppState,
     audit::AuditContext,
-    auth::principal::{CurrentUser, Person},
+    auth::principal::Person,
     error::{ApiError, FieldError},
     extract::JsonBody,
     layers::rate_limit::SignInRequest,
@@ -52,17 +52,21 @@ struct SecondFactors {
     methods: Vec<&'static str>,
 }
 
-/// Which second factors the caller has.
+/// Which second factors the caller has (a person's own business: an API
+/// key may not ask).
 #[utoipa::path(
     get,
     path = "/api/profile/mfa",
     tag = tags::USERS,
     security(("bearer" = []), ("cookie" = [])),
-    responses((status = 200, description = "The caller's second factors.", body = SecondFactors))
+    responses(
+        (status = 200, description = "The caller's second factors.", body = SecondFactors),
+        (status = 403, description = "An API key asked (`code` `key_not_allowed`)."),
+    )
 )]
 async fn second_factors(
     State(state): State<AppState>,
-    CurrentUser(principal): CurrentUser,
+    Person(principal): Person,
 ) -> Result<Json<SecondFactors>, ApiError> {
     let methods = mfa::methods(&state, principal.user_id).await?;
     let recovery_codes_left = state.store.recovery_codes_left(principal.user_id).await?;

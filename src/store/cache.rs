@@ -300,6 +300,7 @@ cached_store_impl!(SecondFactorStore {
     fn insert_mfa_challenge(&self, challenge: &MfaChallenge) -> ();
     fn attempt_mfa_challenge(&self, token_hash: &[u8; 32], now: OffsetDateTime, max_attempts: i32) -> Option<MfaChallenge>;
     fn take_mfa_challenge(&self, token_hash: &[u8; 32]) -> bool;
+    fn delete_user_mfa_challenges(&self, user_id: Uuid) -> ();
 });
 
 cached_store_impl!(IdentityStore {

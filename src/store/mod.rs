@@ -544,6 +544,9 @@ pub trait SecondFactorStore: Send + Sync {
     /// Deletes the challenge; whether it was there (whoever deletes it
     /// finishes the sign-in, once).
     async fn take_mfa_challenge(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Deletes every challenge of the user (sign-ins half done when their
+    /// credentials are revoked).
+    async fn delete_user_mfa_challenges(&self, user_id: Uuid) -> Result<(), StoreError>;
 }
 
 /// Mailed links' tokens and the outbox. Writes that go with what caused

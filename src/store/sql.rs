@@ -1273,6 +1273,11 @@ macro_rules! sql_store {
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
+
+            async fn delete_user_mfa_challenges(&self, user_id: Uuid) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                Ok(())
+            }
         }
 
         #[async_trait]

@@ -115,6 +115,18 @@ async fn totp_enrolment_puts_a_second_step_in_every_password_login_and_each_code
     app.send(app.client.post(app.url("/api/profile/mfa/totp")).bearer_auth(&token)).await.assert_problem(409);
     let factors = app.get_as("/api/profile/mfa", &token).await.json();
     assert_eq!(factors, json!({"totp": true, "recovery_codes_left": 10, "methods": ["totp", "recovery_code"]}));
+    // A key never manages second factors, nor reads them.
+    let (_, key) = app.api_key(&token, &["profile:read", "profile:write"]).await;
+    for refused in [
+        app.get_as("/api/profile/mfa", &key).await,
+        app.send(app.client.post(app.url("/api/profile/mfa/totp")).bearer_auth(&key)).await,
+        app.send(
+            app.client.delete(app.url("/api/profile/mfa/totp")).bearer_auth(&key).json(&json!({"code": "123456"})),
+        )
+        .await,
+    ] {
+        assert_eq!(refused.assert_problem(403)["code"], "key_not_allowed");
+    }
 
     // A password login now answers the challenge only: no tokens, no cookie.
     let login = password_login(&app, &user).await;
@@ -207,6 +219,11 @@ async fn recovery_codes_work_once_and_challenges_expire_and_run_out_of_attempts(
     second_step(&app, json!({"mfa_token": guessed, "code": code(&secret, &clock, 0)})).await.assert_problem(401);
     // An unknown or malformed challenge is the same 401.
     second_step(&app, json!({"mfa_token": "mfa_unknown", "code": code(&secret, &clock, 0)})).await.assert_problem(401);
+    // Signing out everywhere ends the sign-ins waiting for their second step.
+    let waiting = challenged(&app, &user).await;
+    let logout_all = app.send(app.client.post(app.url("/auth/logout-all")).bearer_auth(&token)).await;
+    assert_eq!(logout_all.status, 204, "{}", logout_all.body);
+    second_step(&app, json!({"mfa_token": waiting, "code": code(&secret, &clock, 0)})).await.assert_problem(401);
     // The code itself was never spent: a new challenge takes it.
     let fresh = challenged(&app, &user).await;
     assert_eq!(second_step(&app, json!({"mfa_token": fresh, "code": code(&secret, &clock, 0)})).await.status, 200);
