@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use super::{
     Routes,
     auth::{SessionCreated, open_session, with_cookie},
+    users::own_user,
 };
 use crate::{
     accounts::{
@@ -30,7 +31,7 @@ use crate::{
     layers::rate_limit::SignInRequest,
     openapi::tags,
     route_class::RouteClass,
-    store::{LoginKind, StoreError},
+    store::LoginKind,
 };
 
 pub fn router() -> Routes {
@@ -73,15 +74,6 @@ async fn second_factors(
     Ok(Json(SecondFactors { totp: methods.contains(&"totp"), recovery_codes_left, methods }))
 }
 
-async fn person_user(state: &AppState, user_id: uuid::Uuid) -> Result<crate::domain::User, ApiError> {
-    match state.store.user_by_id(user_id).await {
-        Ok(user) => Ok(user),
-        // Deleted while its credential still verified.
-        Err(StoreError::NotFound) => Err(ApiError::Unauthorized { token_sent: true }),
-        Err(other) => Err(other.into()),
-    }
-}
-
 /// Starts a TOTP enrolment: a new secret, its `otpauth://` URI and the
 /// URI's QR code. Not active until confirmed with a code; starting again
 /// replaces a pending secret.
@@ -98,9 +90,10 @@ async fn person_user(state: &AppState, user_id: uuid::Uuid) -> Result<crate::dom
 )]
 async fn begin_totp(
     State(state): State<AppState>,
+    audit: AuditContext,
     Person(principal): Person,
 ) -> Result<(StatusCode, Json<TotpEnrolment>), ApiError> {
-    let user = person_user(&state, principal.user_id).await?;
+    let user = own_user(&state, principal, &audit).await?;
     Ok((StatusCode::CREATED, Json(mfa::begin_totp(&state, &user).await?)))
 }
 
@@ -137,7 +130,7 @@ async fn confirm_totp(
     Person(principal): Person,
     JsonBody(request): JsonBody<CodeRequest>,
 ) -> Result<Json<RecoveryCodes>, ApiError> {
-    let user = person_user(&state, principal.user_id).await?;
+    let user = own_user(&state, principal, &audit).await?;
     let recovery_codes = mfa::confirm_totp(&state, &audit, &user, &request.code).await?;
     Ok(Json(RecoveryCodes { recovery_codes }))
 }
@@ -162,7 +155,7 @@ async fn disable_totp(
     Person(principal): Person,
     JsonBody(request): JsonBody<CodeRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let user = person_user(&state, principal.user_id).await?;
+    let user = own_user(&state, principal, &audit).await?;
     mfa::disable_totp(&state, &audit, &user, &request.code).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -84,7 +84,7 @@ async fn target_user(
 
 /// The signed-in user's own record, if the policy lets them manage it; a
 /// token outliving its user is a 401.
-async fn own_user(state: &AppState, principal: Principal, audit: &AuditContext) -> Result<User, ApiError> {
+pub(super) async fn own_user(state: &AppState, principal: Principal, audit: &AuditContext) -> Result<User, ApiError> {
     let user = match state.store.user_by_id(principal.user_id).await {
         Ok(user) => user,
         Err(StoreError::NotFound) => return Err(ApiError::Unauthorized { token_sent: true }),
