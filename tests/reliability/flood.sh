@@ -37,36 +37,11 @@ if [ -z "$BIN" ]; then
   cargo build --release --quiet
   BIN="$ROOT/target/release/rampart"
 fi
-PORT=18380
-ADMIN=19380
-cat > "$WORK/rampart.toml" <<TOML
-[server]
-bind = "127.0.0.1:$PORT"
-admin_bind = "127.0.0.1:$ADMIN"
-trusted_proxies = ["127.0.0.1/32"]
-[rate_limit.global]
-limit = 1000000000
-[rate_limit.api]
-limit = 1000000000
-[rate_limit.login]
-limit = 1000000000
-[rate_limit.limited]
-limit = 1
-window = "1h"
-paths = ["/limited"]
-[defense]
-enabled = false
-[bootstrap]
-admin_email = "admin@example.com"
-TOML
-(cd "$WORK" && RAMPART_BOOTSTRAP__ADMIN_PASSWORD="quiet lantern over grape fields" \
-  exec "$BIN" serve --config "$WORK/rampart.toml" > "$WORK/server.log" 2>&1) &
-PID=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
-BASE="http://127.0.0.1:$PORT"
+source tests/reliability/server.sh
+start_server "$BIN" 18380 19380 admin@example.com 'trusted_proxies = ["127.0.0.1/32"]'
 
 TOKEN=$(curl -s "$BASE/auth/login" -H 'content-type: application/json' \
-  -d '{"email":"admin@example.com","password":"quiet lantern over grape fields"}' | python3 -c 'import json,sys; d = json.load(sys.stdin); print(d.get("access_token") or sys.exit(f"login failed: {d}"))')
+  -d "{\"email\":\"admin@example.com\",\"password\":\"$ADMIN_PASSWORD\"}" | python3 -c 'import json,sys; d = json.load(sys.stdin); print(d.get("access_token") or sys.exit(f"login failed: {d}"))')
 # 20,000 forged tokens: the real header, the real claims with a fresh jti
 # and iat each, the real token's signature (which matches none of them).
 python3 - "$TOKEN" > "$WORK/forged.txt" <<'PY'

@@ -35,30 +35,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 cargo build --release --quiet
 
-PORT=18480
-cat > "$WORK/rampart.toml" <<TOML
-[server]
-bind = "127.0.0.1:$PORT"
-admin_bind = "127.0.0.1:19480"
-[rate_limit.global]
-limit = 1000000000
-[rate_limit.api]
-limit = 1000000000
-[rate_limit.login]
-limit = 1000000000
-[rate_limit.limited]
-limit = 1
-window = "1h"
-paths = ["/limited"]
-[defense]
-enabled = false
-[bootstrap]
-admin_email = "soak@example.com"
-TOML
-(cd "$WORK" && RAMPART_BOOTSTRAP__ADMIN_PASSWORD="quiet lantern over grape fields" \
-  exec "$ROOT/target/release/rampart" serve --config "$WORK/rampart.toml" > "$WORK/server.log" 2>&1) &
-PID=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
+source tests/reliability/server.sh
+start_server "$ROOT/target/release/rampart" 18480 19480 soak@example.com
 
 START=$(date +%s)
 CSV="$OUT/soak.csv"
@@ -72,8 +50,8 @@ SAMPLER=$!
 RUNS=$(( MINUTES * 2 ))
 : > "$WORK/runs.jsonl"
 for run in $(seq 1 "$RUNS"); do
-  SOAK_EMAIL=soak@example.com SOAK_PASSWORD="quiet lantern over grape fields" \
-    wrk -t4 -c4 -d30s -s tests/reliability/mixed.lua "http://127.0.0.1:$PORT" \
+  SOAK_EMAIL=soak@example.com SOAK_PASSWORD="$ADMIN_PASSWORD" \
+    wrk -t4 -c4 -d30s -s tests/reliability/mixed.lua "$BASE" \
     | sed -n 's/^SOAK_JSON //p' > "$WORK/run.json"
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2] + "," + str(d["p99_ms"]))' \
     "$WORK/run.json" "$(( $(date +%s) - START ))" | sed 's/^/p99_ms,/' >> "$CSV"
