@@ -100,6 +100,9 @@ pub struct AppStateInner {
     pub gateway: Arc<Gateway>,
     /// Outgoing mail: composes into the outbox; its worker sends.
     pub mailer: Arc<crate::mail::Mailer>,
+    /// The WebAuthn relying party; `None` when passkeys are off (an origin
+    /// derived from an IP-address `server.public_url`).
+    pub passkeys: Option<crate::auth::passkey::RelyingParty>,
     /// A hash of a random password, verified against when an email is
     /// unknown so that the answer takes as long as for a real account.
     dummy_hash: tokio::sync::OnceCell<Arc<str>>,
@@ -190,7 +193,16 @@ impl AppState {
             Some(redis) => LoginThrottle::shared(redis.clone(), clock.clone()),
             None => LoginThrottle::new(clock.clone()),
         });
+        let passkeys = crate::auth::passkey::RelyingParty::from_config(&config)
+            .map_err(|message| anyhow::anyhow!("webauthn: {message}"))?;
+        if passkeys.is_none() {
+            tracing::warn!(
+                origin = %config.webauthn_origin(),
+                "passkeys are off: browsers refuse them on an IP address; set webauthn.origin or server.public_url"
+            );
+        }
         let state = Self(Arc::new(AppStateInner {
+            passkeys,
             metrics: Arc::new(metrics),
             defense,
             authorizer: Arc::new(authorizer),
@@ -288,6 +300,7 @@ pub fn public_routes(demo: bool) -> Routes {
         .merge(routes::auth::router())
         .merge(routes::email::router())
         .merge(routes::mfa::router())
+        .merge(routes::passkeys::router())
         .merge(routes::oauth::router())
         .merge(routes::forward_auth::router())
         .merge(routes::pages::router())

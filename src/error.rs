@@ -40,6 +40,10 @@ pub enum ApiError {
     /// code, spent, expired or unknown challenge).
     #[error("second step failed")]
     SecondStepFailed,
+    /// A failed passkey sign-in: one body whatever the reason (unknown or
+    /// removed passkey, bad signature, spent or expired ceremony).
+    #[error("passkey sign-in failed")]
+    PasskeySignInFailed,
     #[error("forbidden: {0}")]
     Forbidden(Cow<'static, str>),
     /// A 403 a client must tell apart from others: `code` goes into the
@@ -86,7 +90,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized { .. } | Self::InvalidCredentials | Self::SecondStepFailed => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized { .. }
+            | Self::InvalidCredentials
+            | Self::SecondStepFailed
+            | Self::PasskeySignInFailed => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::ForbiddenCode { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -169,7 +176,11 @@ impl ApiError {
             }
             Self::InvalidCredentials => problem.detail = "The email or password is incorrect.".into(),
             Self::SecondStepFailed => {
-                problem.detail = "The code is wrong or was used, or the sign-in expired: sign in again.".into();
+                problem.detail =
+                    "The code or passkey is wrong or was used, or the sign-in expired: sign in again.".into();
+            }
+            Self::PasskeySignInFailed => {
+                problem.detail = "The passkey was not accepted, or the sign-in expired: start again.".into();
             }
             Self::TooManyRequests { .. } => {
                 problem.detail = "Too many requests; retry after the time in Retry-After.".into();
@@ -215,6 +226,18 @@ impl From<AccountError> for ApiError {
                 Self::Conflict("No TOTP enrolment is waiting: start one with POST /api/profile/mfa/totp.".into())
             }
             AccountError::SecondFactorOff => Self::Conflict("TOTP is not on.".into()),
+            AccountError::PasskeysOff => Self::Conflict(
+                "Passkeys are off on this server: its origin is an IP address (set webauthn.origin).".into(),
+            ),
+            AccountError::NoPendingPasskey => Self::Conflict(
+                "No passkey registration is waiting (or it expired): start one with \
+                 POST /api/profile/passkeys/register/start."
+                    .into(),
+            ),
+            AccountError::PasskeyRefused => {
+                Self::Forbidden("The authenticator's answer did not verify: start the registration again.".into())
+            }
+            AccountError::PasskeySignInFailed => Self::PasskeySignInFailed,
             AccountError::TooManyRequests { retry_after_secs } => Self::TooManyRequests { retry_after_secs },
             AccountError::Store(error) => error.into(),
             AccountError::Internal(cause) => Self::Internal(cause),

@@ -67,8 +67,16 @@ pub struct EventLabels {
 
 /// The second-factor events counted in `rampart_second_factor_events_total`
 /// (the audit kinds of the same name, and `mfa_challenge`).
-pub const SECOND_FACTOR_EVENTS: [&str; 6] =
-    ["mfa_challenge", "mfa_success", "mfa_failure", "mfa_enabled", "mfa_disabled", "recovery_code_used"];
+pub const SECOND_FACTOR_EVENTS: [&str; 8] = [
+    "mfa_challenge",
+    "mfa_success",
+    "mfa_failure",
+    "mfa_enabled",
+    "mfa_disabled",
+    "recovery_code_used",
+    "passkey_added",
+    "passkey_removed",
+];
 
 pub struct Metrics {
     /// Tells apart the `Metrics` of several servers in one process, for the

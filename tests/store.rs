@@ -17,9 +17,9 @@ use rampart::{
     },
     store::{
         ApiKeyRecord, AuditFilter, Block, CachedStore, EmailPurpose, EmailTokenRecord, Identity, LoginKind,
-        MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail, PostgresStore, RefreshSuccessor, RefreshTokenRecord,
-        RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore, Store, StoreError, UserChanges,
-        truncate_to_stored,
+        MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail, PasskeyRecord, PendingPasskey, PostgresStore,
+        RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, RevocationKind, SessionRecord, SqliteStore,
+        Store, StoreError, UserChanges, truncate_to_stored,
     },
 };
 use time::{Duration, OffsetDateTime};
@@ -1280,6 +1280,7 @@ async fn mfa_challenges_count_attempts_expire_and_are_taken_once() {
             sign_in: SignInMethod::Provider,
             attempts: 0,
             expires_at,
+            passkey_state: (n == 1).then(|| "{\"ceremony\":1}".to_owned()),
         };
         store.insert_mfa_challenge(&challenge(1, now + Duration::minutes(5))).await.unwrap();
         for attempt in 1..=3 {
@@ -1289,8 +1290,15 @@ async fn mfa_challenges_count_attempts_expire_and_are_taken_once() {
                 (found.user_id, found.login_kind, found.sign_in),
                 (user.id, LoginKind::Session, SignInMethod::Provider)
             );
+            assert_eq!(found.passkey_state.as_deref(), Some("{\"ceremony\":1}"));
         }
         assert!(store.attempt_mfa_challenge(&hash(1), now, 3).await.unwrap().is_none(), "out of attempts");
+        assert!(store.mfa_challenge(&hash(1), now, 3).await.unwrap().is_none(), "out of attempts, also to read");
+        let read = store.mfa_challenge(&hash(1), now, 4).await.unwrap().unwrap();
+        assert_eq!(read.attempts, 3, "reading counts no attempt");
+        store.set_mfa_passkey_state(&hash(1), "{\"ceremony\":2}").await.unwrap();
+        let read = store.mfa_challenge(&hash(1), now, 4).await.unwrap().unwrap();
+        assert_eq!((read.attempts, read.passkey_state.as_deref()), (3, Some("{\"ceremony\":2}")));
         assert!(store.attempt_mfa_challenge(&hash(9), now, 3).await.unwrap().is_none(), "unknown");
 
         store.insert_mfa_challenge(&challenge(2, now + Duration::minutes(5))).await.unwrap();
@@ -1312,6 +1320,105 @@ async fn mfa_challenges_count_attempts_expire_and_are_taken_once() {
             store.insert_mfa_challenge(&MfaChallenge { user_id: Uuid::now_v7(), ..challenge(4, now) }).await,
             Err(StoreError::NotFound)
         ));
+    })
+    .await;
+}
+
+fn passkey(user_id: Uuid, n: u8, created_at: OffsetDateTime) -> PasskeyRecord {
+    PasskeyRecord {
+        id: Uuid::now_v7(),
+        user_id,
+        credential_id: vec![n; 16],
+        name: format!("key {n}"),
+        passkey: format!("{{\"n\":{n}}}"),
+        created_at,
+        last_used_at: None,
+    }
+}
+
+#[tokio::test]
+async fn passkeys_are_unique_per_credential_removed_only_by_their_owner_and_go_with_their_user() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("passkeys@example.com", Role::User, None)).await.unwrap();
+        let other = store.create_user(new_user("passkeys-other@example.com", Role::User, None)).await.unwrap();
+        let now = stored_now();
+        let first = passkey(user.id, 1, now);
+        let second = passkey(user.id, 2, now + Duration::seconds(1));
+        let mut work = store.begin().await.unwrap();
+        work.insert_passkey(&first).await.unwrap();
+        work.insert_passkey(&second).await.unwrap();
+        work.commit().await.unwrap();
+        let listed: Vec<_> = store.passkeys(user.id).await.unwrap().into_iter().map(|p| (p.id, p.name)).collect();
+        assert_eq!(listed, [(first.id, "key 1".to_owned()), (second.id, "key 2".to_owned())], "oldest first");
+
+        // One credential, one owner: registering it again (to anyone) is a conflict.
+        let mut work = store.begin().await.unwrap();
+        let again = work.insert_passkey(&PasskeyRecord { id: Uuid::now_v7(), ..passkey(other.id, 1, now) }).await;
+        assert!(matches!(again, Err(StoreError::Conflict("passkey"))), "{again:?}");
+        drop(work);
+        let mut work = store.begin().await.unwrap();
+        let nobody = work.insert_passkey(&passkey(Uuid::now_v7(), 7, now)).await;
+        assert!(matches!(nobody, Err(StoreError::NotFound)), "{nobody:?}");
+        drop(work);
+
+        let found = store.passkey_by_credential(&[1; 16]).await.unwrap().unwrap();
+        assert_eq!((found.id, found.user_id, found.last_used_at), (first.id, user.id, None));
+        store.record_passkey_use(first.id, "{\"n\":\"used\"}", now + Duration::minutes(1)).await.unwrap();
+        let used = store.passkey_by_credential(&[1; 16]).await.unwrap().unwrap();
+        assert_eq!((used.passkey.as_str(), used.last_used_at), ("{\"n\":\"used\"}", Some(now + Duration::minutes(1))));
+
+        // Only the owner removes it; another user's is not found.
+        let mut work = store.begin().await.unwrap();
+        assert!(matches!(work.delete_passkey(first.id, other.id).await, Err(StoreError::NotFound)));
+        drop(work);
+        let mut work = store.begin().await.unwrap();
+        assert_eq!(work.delete_passkey(first.id, user.id).await.unwrap().name, "key 1");
+        work.commit().await.unwrap();
+        assert!(store.passkey_by_credential(&[1; 16]).await.unwrap().is_none());
+
+        store.delete_user(user.id).await.unwrap();
+        assert!(store.passkey_by_credential(&[2; 16]).await.unwrap().is_none(), "gone with the user");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn passkey_ceremonies_are_finished_once_and_only_before_they_expire() {
+    on_every_backend(|store| async move {
+        let user = store.create_user(new_user("ceremony@example.com", Role::User, None)).await.unwrap();
+        let now = stored_now();
+        let pending = |name: &str| PendingPasskey { name: name.into(), state: format!("{{\"for\":\"{name}\"}}") };
+        store.begin_passkey_registration(user.id, &pending("Laptop"), now + Duration::minutes(5)).await.unwrap();
+        // A new start replaces the waiting one.
+        store.begin_passkey_registration(user.id, &pending("Phone"), now + Duration::minutes(5)).await.unwrap();
+        let taken = store.take_passkey_registration(user.id, now).await.unwrap().unwrap();
+        assert_eq!((taken.name.as_str(), taken.state.as_str()), ("Phone", "{\"for\":\"Phone\"}"));
+        assert!(store.take_passkey_registration(user.id, now).await.unwrap().is_none(), "finished once");
+        store.begin_passkey_registration(user.id, &pending("Key"), now + Duration::minutes(5)).await.unwrap();
+        assert!(
+            store.take_passkey_registration(user.id, now + Duration::minutes(5)).await.unwrap().is_none(),
+            "expired"
+        );
+        assert!(matches!(
+            store.begin_passkey_registration(Uuid::now_v7(), &pending("Nobody"), now).await,
+            Err(StoreError::NotFound)
+        ));
+
+        let id = Uuid::new_v4();
+        store.insert_passkey_sign_in(id, "{\"sign_in\":1}", now + Duration::minutes(5)).await.unwrap();
+        assert_eq!(store.take_passkey_sign_in(id, now).await.unwrap().as_deref(), Some("{\"sign_in\":1}"));
+        assert!(store.take_passkey_sign_in(id, now).await.unwrap().is_none(), "finished once");
+        let late = Uuid::new_v4();
+        store.insert_passkey_sign_in(late, "{}", now + Duration::minutes(5)).await.unwrap();
+        assert!(store.take_passkey_sign_in(late, now + Duration::minutes(5)).await.unwrap().is_none(), "expired");
+
+        // The hourly housekeeping drops ceremonies nobody finished.
+        let kept = Uuid::new_v4();
+        store.insert_passkey_sign_in(kept, "{}", now + Duration::minutes(1)).await.unwrap();
+        store.begin_passkey_registration(user.id, &pending("Old"), now + Duration::minutes(1)).await.unwrap();
+        rampart::housekeeping::hourly(&*store, now + Duration::minutes(2), Duration::days(90)).await.unwrap();
+        assert!(store.take_passkey_sign_in(kept, now).await.unwrap().is_none(), "purged");
+        assert!(store.take_passkey_registration(user.id, now).await.unwrap().is_none(), "purged");
     })
     .await;
 }

@@ -39,8 +39,15 @@ pub struct MfaRequired {
     pub mfa_token: String,
     /// Seconds the challenge waits.
     pub expires_in: i64,
-    /// What `POST /auth/mfa` accepts for this user: `totp`, `recovery_code`.
+    /// What `POST /auth/mfa` accepts for this user: `totp`,
+    /// `recovery_code`, `passkey`.
     pub methods: Vec<&'static str>,
+    /// With `passkey` among the methods: the options for
+    /// `navigator.credentials.get` (its `publicKey` member, JSON form),
+    /// naming the user's passkeys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<serde_json::Value>,
 }
 
 /// A new TOTP enrolment, shown once.
@@ -58,6 +65,8 @@ pub struct TotpEnrolment {
 pub enum SecondStep {
     Code(String),
     RecoveryCode(SecretString),
+    /// The authenticator's answer (`credential.toJSON()`).
+    Passkey(serde_json::Value),
 }
 
 /// Audits a second-factor event and counts it.
@@ -69,8 +78,31 @@ fn note(state: &AppState, audit: &AuditContext, now: OffsetDateTime, kind: Audit
     state.audit.record(audit.event(now, kind, user_id, outcome));
 }
 
+/// Audits a passkey's registration or removal (its id in `detail`) and
+/// counts it.
+pub fn note_passkey(
+    state: &AppState,
+    audit: &AuditContext,
+    now: OffsetDateTime,
+    kind: AuditKind,
+    user_id: Uuid,
+    passkey_id: Uuid,
+) {
+    if let Some(event) = SECOND_FACTOR_EVENTS.into_iter().find(|event| *event == kind.as_str()) {
+        state.metrics.second_factor.get_or_create(&EventLabels { event }).inc();
+    }
+    let mut event = audit.event(now, kind, Some(user_id), Outcome::Success);
+    event.detail = Some(passkey_id.to_string());
+    state.audit.record(event);
+}
+
 /// The second factors `user_id` has, as `methods` lists them.
 pub async fn methods(state: &AppState, user_id: Uuid) -> Result<Vec<&'static str>, AccountError> {
+    Ok(second_factors(state, user_id).await?.0)
+}
+
+/// The methods, and the user's passkeys (stored form) when passkeys are on.
+async fn second_factors(state: &AppState, user_id: Uuid) -> Result<(Vec<&'static str>, Vec<String>), AccountError> {
     let mut methods = Vec::new();
     if state.store.totp_factor(user_id).await?.is_some_and(|factor| factor.confirmed_at.is_some()) {
         methods.push("totp");
@@ -78,7 +110,14 @@ pub async fn methods(state: &AppState, user_id: Uuid) -> Result<Vec<&'static str
             methods.push("recovery_code");
         }
     }
-    Ok(methods)
+    let mut passkeys = Vec::new();
+    if state.passkeys.is_some() {
+        passkeys = state.store.passkeys(user_id).await?.into_iter().map(|record| record.passkey).collect();
+        if !passkeys.is_empty() {
+            methods.push("passkey");
+        }
+    }
+    Ok((methods, passkeys))
 }
 
 /// When `user` has a second factor: a stored challenge for the login of
@@ -89,10 +128,17 @@ pub async fn challenge(
     kind: LoginKind,
     sign_in: SignInMethod,
 ) -> Result<Option<MfaRequired>, AccountError> {
-    let methods = methods(state, user.id).await?;
+    let (methods, passkeys) = second_factors(state, user.id).await?;
     if methods.is_empty() {
         return Ok(None);
     }
+    let (passkey, passkey_state) = match (&state.passkeys, passkeys.is_empty()) {
+        (Some(party), false) => {
+            let (options, ceremony) = party.start_second_step(&passkeys)?;
+            (Some(options), Some(ceremony))
+        }
+        _ => (None, None),
+    };
     let token = secret::new_token("mfa_");
     let now = state.clock.now();
     state.metrics.second_factor.get_or_create(&EventLabels { event: "mfa_challenge" }).inc();
@@ -105,13 +151,56 @@ pub async fn challenge(
             sign_in,
             attempts: 0,
             expires_at: now + CHALLENGE_TTL,
+            passkey_state,
         })
         .await
         .map_err(|error| match error {
             StoreError::NotFound => AccountError::InvalidCredentials,
             other => other.into(),
         })?;
-    Ok(Some(MfaRequired { mfa_required: true, mfa_token: token, expires_in: CHALLENGE_TTL.whole_seconds(), methods }))
+    Ok(Some(MfaRequired {
+        mfa_required: true,
+        mfa_token: token,
+        expires_in: CHALLENGE_TTL.whole_seconds(),
+        methods,
+        passkey,
+    }))
+}
+
+/// What the challenge named by `mfa_token` accepts, with a new passkey
+/// ceremony when the user has passkeys (for a page that got only the
+/// token: a provider sign-in's `/login?mfa=`). No attempt is counted; an
+/// unknown, spent, expired or exhausted challenge is `SecondStepFailed`.
+pub async fn options(state: &AppState, mfa_token: &str) -> Result<SecondStepOptions, AccountError> {
+    let token_hash = secret::hash(mfa_token);
+    let now = state.clock.now();
+    let Some(challenge) = state.store.mfa_challenge(&token_hash, now, CHALLENGE_ATTEMPTS).await? else {
+        return Err(AccountError::SecondStepFailed);
+    };
+    let (methods, passkeys) = second_factors(state, challenge.user_id).await?;
+    let mut passkey = None;
+    if let (Some(party), false) = (&state.passkeys, passkeys.is_empty()) {
+        let (options, ceremony) = party.start_second_step(&passkeys)?;
+        state.store.set_mfa_passkey_state(&token_hash, &ceremony).await?;
+        passkey = Some(options);
+    }
+    let expires_in = (challenge.expires_at - now).whole_seconds().max(0);
+    Ok(SecondStepOptions { methods, expires_in, passkey })
+}
+
+/// What a challenge accepts (`POST /auth/mfa/options`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecondStepOptions {
+    /// `totp`, `recovery_code`, `passkey`.
+    pub methods: Vec<&'static str>,
+    /// Seconds the challenge still waits.
+    pub expires_in: i64,
+    /// With `passkey` among the methods: new options for
+    /// `navigator.credentials.get` (the challenge's earlier ones no longer
+    /// work).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<serde_json::Value>,
 }
 
 /// Checks a second step against the challenge named by `mfa_token`. On
@@ -125,6 +214,7 @@ pub async fn complete(
     step: SecondStep,
 ) -> Result<(User, MfaChallenge), AccountError> {
     let now = state.clock.now();
+    let by_passkey = matches!(step, SecondStep::Passkey(_));
     let token_hash = secret::hash(mfa_token);
     let failed = |user_id: Option<Uuid>| {
         note(state, audit, now, AuditKind::MfaFailure, user_id);
@@ -143,8 +233,8 @@ pub async fn complete(
     if let Err(retry_after_secs) = state.rate_limiter.admit_sign_in(sign_in, &user.email).await {
         return Err(AccountError::TooManyRequests { retry_after_secs });
     }
-    let proven = match &step {
-        SecondStep::Code(code) => accept_code(state, user.id, code, now).await?,
+    let proven = match step {
+        SecondStep::Code(code) => accept_code(state, user.id, &code, now).await?,
         SecondStep::RecoveryCode(code) => {
             let used = state.store.use_recovery_code(user.id, &recovery_code_hash(code.expose_secret()), now).await?;
             if used {
@@ -152,6 +242,7 @@ pub async fn complete(
             }
             used
         }
+        SecondStep::Passkey(credential) => accept_passkey(state, &challenge, credential, now).await?,
     };
     // Whoever deletes the challenge finishes the sign-in: a challenge
     // completed twice at once signs in once.
@@ -160,7 +251,34 @@ pub async fn complete(
         return Err(failed(Some(user.id)));
     }
     note(state, audit, now, AuditKind::MfaSuccess, Some(user.id));
-    Ok((user, MfaChallenge { sign_in: challenge.sign_in.with_code(), ..challenge }))
+    let sign_in = if by_passkey { challenge.sign_in.with_passkey() } else { challenge.sign_in.with_code() };
+    Ok((user, MfaChallenge { sign_in, ..challenge }))
+}
+
+/// Whether `credential` answers the challenge's passkey ceremony with one
+/// of the user's passkeys (whose counter is then kept).
+async fn accept_passkey(
+    state: &AppState,
+    challenge: &MfaChallenge,
+    credential: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<bool, AccountError> {
+    let (Some(party), Some(ceremony)) = (&state.passkeys, &challenge.passkey_state) else { return Ok(false) };
+    let used = match party.finish_second_step(credential, ceremony) {
+        Ok(used) => used,
+        Err(refused) => {
+            tracing::info!(cause = %refused, "a passkey second step did not verify");
+            return Ok(false);
+        }
+    };
+    let Some(record) = state.store.passkey_by_credential(used.credential_id()).await? else { return Ok(false) };
+    if record.user_id != challenge.user_id {
+        return Ok(false);
+    }
+    if let Some(updated) = used.applied_to(&record.passkey) {
+        state.store.record_passkey_use(record.id, &updated, now).await?;
+    }
+    Ok(true)
 }
 
 /// Whether `code` proves the user's confirmed TOTP now, and its step was

@@ -9,6 +9,7 @@
 
 pub mod email;
 pub mod mfa;
+pub mod passkeys;
 
 use secrecy::SecretString;
 use serde::Serialize;
@@ -61,6 +62,18 @@ pub enum AccountError {
     /// TOTP turned off while it is not on (409).
     #[error("conflict: TOTP is not on")]
     SecondFactorOff,
+    /// Passkeys are off on this server (`AppState::passkeys`; 404).
+    #[error("passkeys are off")]
+    PasskeysOff,
+    /// A passkey registration's finish with none waiting (409).
+    #[error("conflict: no passkey registration is waiting")]
+    NoPendingPasskey,
+    /// The authenticator's registration answer did not verify (403).
+    #[error("the passkey registration did not verify")]
+    PasskeyRefused,
+    /// A passkey sign-in that failed, whatever the reason (401).
+    #[error("passkey sign-in failed")]
+    PasskeySignInFailed,
     /// Throttled or over the login rate limit (429 with `Retry-After`).
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },

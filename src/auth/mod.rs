@@ -13,6 +13,7 @@ pub mod device;
 pub mod failed_tokens;
 pub mod keys;
 pub mod oauth;
+pub mod passkey;
 pub mod password;
 pub mod principal;
 pub mod revocation;

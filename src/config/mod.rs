@@ -58,6 +58,9 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub api_keys: ApiKeysConfig,
+    /// Passkeys: the relying party browsers bind them to.
+    #[serde(default)]
+    pub webauthn: WebauthnConfig,
     /// Outgoing mail: verification and reset links, security notices.
     #[serde(default)]
     pub email: EmailConfig,
@@ -93,6 +96,18 @@ impl Default for ApiKeysConfig {
     fn default() -> Self {
         Self { max_lifetime: HumanDuration::days(365) }
     }
+}
+
+/// The WebAuthn relying party. Both empty: derived from
+/// `server.public_url` (else `http://localhost:<bind port>`, development).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebauthnConfig {
+    /// The domain passkeys are bound to (`example.com`): the origin's host
+    /// or a suffix of it. "" = the origin's host.
+    pub rp_id: String,
+    /// The origin the pages are served from (`https://app.example.com`).
+    pub origin: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,6 +526,18 @@ impl Config {
         }
     }
 
+    /// The origin passkey ceremonies must come from: `webauthn.origin`,
+    /// else `server.public_url`, else `http://localhost:<bind port>`.
+    pub fn webauthn_origin(&self) -> String {
+        if !self.webauthn.origin.is_empty() {
+            return self.webauthn.origin.clone();
+        }
+        match self.public_origin() {
+            Some(origin) => origin.trim_end_matches('/').to_owned(),
+            None => format!("http://localhost:{}", self.server.bind.port()),
+        }
+    }
+
     pub fn is_production(&self) -> bool {
         self.server.environment == Environment::Production
     }
@@ -760,6 +787,9 @@ impl Config {
             && let Some(message) = hs256_secret_problem(&self.auth.signing_key_file)
         {
             problem("auth.signing_key_file", &message);
+        }
+        if let Err(message) = crate::auth::passkey::RelyingParty::from_config(self) {
+            problem("webauthn", &message);
         }
         for (key, message) in proxy::problems(self) {
             problem(&key, &message);

@@ -119,6 +119,10 @@ audit_kinds! {
     MfaDisabled = "mfa_disabled",
     /// A recovery code completed a sign-in (and is spent).
     RecoveryCodeUsed = "recovery_code_used",
+    /// A passkey was registered (its id in `detail`).
+    PasskeyAdded = "passkey_added",
+    /// A passkey was removed (its id in `detail`).
+    PasskeyRemoved = "passkey_removed",
 }
 
 /// Which events give way when the audit queue is full.

@@ -21,8 +21,18 @@ text_enum! {
         /// A provider, then a TOTP or recovery code.
         #[serde(rename = "oauth+otp")]
         ProviderAndCode = "oauth+otp",
+        /// A passkey alone (`POST /auth/passkey/finish`): it proves both
+        /// possession and the user's PIN or biometric.
+        #[serde(rename = "hwk")]
+        Passkey = "hwk",
+        /// A password, then a passkey.
+        #[serde(rename = "pwd+hwk")]
+        PasswordAndPasskey = "pwd+hwk",
+        /// A provider, then a passkey.
+        #[serde(rename = "oauth+hwk")]
+        ProviderAndPasskey = "oauth+hwk",
     }
-    unknown = "must be pwd, oauth, pwd+otp or oauth+otp";
+    unknown = "must be pwd, oauth, pwd+otp, oauth+otp, hwk, pwd+hwk or oauth+hwk";
 }
 
 impl SignInMethod {
@@ -34,23 +44,51 @@ impl SignInMethod {
             SignInMethod::Provider => &["oauth"],
             SignInMethod::PasswordAndCode => &["pwd", "otp", "mfa"],
             SignInMethod::ProviderAndCode => &["oauth", "otp", "mfa"],
+            SignInMethod::Passkey => &["hwk", "mfa"],
+            SignInMethod::PasswordAndPasskey => &["pwd", "hwk", "mfa"],
+            SignInMethod::ProviderAndPasskey => &["oauth", "hwk", "mfa"],
         }
     }
 
     /// The method an access token's `amr` claim names; a token without
     /// the claim (issued before it existed) was a password's.
     pub fn from_amr(amr: &[String]) -> Self {
-        [Self::PasswordAndCode, Self::ProviderAndCode, Self::Provider]
-            .into_iter()
-            .find(|method| method.amr().iter().copied().eq(amr.iter().map(String::as_str)))
-            .unwrap_or(Self::Password)
+        [
+            Self::PasswordAndCode,
+            Self::ProviderAndCode,
+            Self::Provider,
+            Self::Passkey,
+            Self::PasswordAndPasskey,
+            Self::ProviderAndPasskey,
+        ]
+        .into_iter()
+        .find(|method| method.amr().iter().copied().eq(amr.iter().map(String::as_str)))
+        .unwrap_or(Self::Password)
     }
 
     /// This first factor completed by a code.
     pub fn with_code(self) -> Self {
+        match self.first_factor() {
+            SignInMethod::Provider => SignInMethod::ProviderAndCode,
+            _ => SignInMethod::PasswordAndCode,
+        }
+    }
+
+    /// This first factor completed by a passkey.
+    pub fn with_passkey(self) -> Self {
+        match self.first_factor() {
+            SignInMethod::Provider => SignInMethod::ProviderAndPasskey,
+            _ => SignInMethod::PasswordAndPasskey,
+        }
+    }
+
+    /// The factor a challenge began with: a password or a provider.
+    fn first_factor(self) -> Self {
         match self {
-            SignInMethod::Password | SignInMethod::PasswordAndCode => SignInMethod::PasswordAndCode,
-            SignInMethod::Provider | SignInMethod::ProviderAndCode => SignInMethod::ProviderAndCode,
+            SignInMethod::Provider | SignInMethod::ProviderAndCode | SignInMethod::ProviderAndPasskey => {
+                SignInMethod::Provider
+            }
+            _ => SignInMethod::Password,
         }
     }
 
@@ -70,6 +108,9 @@ mod tests {
             SignInMethod::Provider,
             SignInMethod::PasswordAndCode,
             SignInMethod::ProviderAndCode,
+            SignInMethod::Passkey,
+            SignInMethod::PasswordAndPasskey,
+            SignInMethod::ProviderAndPasskey,
         ] {
             let claim: Vec<String> = method.amr().iter().map(|amr| (*amr).to_owned()).collect();
             assert_eq!(SignInMethod::from_amr(&claim), method);
@@ -77,6 +118,9 @@ mod tests {
         }
         assert_eq!(SignInMethod::from_amr(&[]), SignInMethod::Password);
         assert_eq!(SignInMethod::Provider.with_code().amr(), ["oauth", "otp", "mfa"]);
+        assert_eq!(SignInMethod::Password.with_passkey().amr(), ["pwd", "hwk", "mfa"]);
+        assert_eq!(SignInMethod::Provider.with_passkey().amr(), ["oauth", "hwk", "mfa"]);
+        assert!(SignInMethod::Passkey.is_multi_factor());
         assert!(!SignInMethod::Password.is_multi_factor() && SignInMethod::PasswordAndCode.is_multi_factor());
     }
 }

@@ -1,12 +1,29 @@
 //! The helmet-style header set of API.md on every response the router makes.
 //!
-//! Handlers may set their own `Content-Security-Policy` or `Cache-Control`
-//! (HTML pages, static files); every other header is forced. HSTS is sent
+//! Handlers may set their own `Content-Security-Policy`, `Cache-Control`
+//! or `Permissions-Policy` (HTML pages, static files; the passkey pages
+//! allow WebAuthn); every other header is forced. HSTS is sent
 //! only over TLS or in production, where a TLS-terminating proxy fronts us.
 
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+
+pub const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
+
+/// Every feature denied: what every response says unless a page of ours
+/// needs one.
+pub const DENY_ALL_FEATURES: &str = "accelerometer=(), autoplay=(), camera=(), display-capture=(), \
+     encrypted-media=(), fullscreen=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), \
+     payment=(), picture-in-picture=(), publickey-credentials-create=(), publickey-credentials-get=(), \
+     screen-wake-lock=(), sync-xhr=(), usb=(), xr-spatial-tracking=(), interest-cohort=()";
+
+/// The pages that run a passkey ceremony (`/login`, `/account`): WebAuthn
+/// for this origin's own document, every other feature denied.
+pub const PASSKEY_PAGE_FEATURES: &str = "accelerometer=(), autoplay=(), camera=(), display-capture=(), \
+     encrypted-media=(), fullscreen=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), \
+     payment=(), picture-in-picture=(), publickey-credentials-create=(self), publickey-credentials-get=(self), \
+     screen-wake-lock=(), sync-xhr=(), usb=(), xr-spatial-tracking=(), interest-cohort=()";
 
 #[derive(Clone)]
 pub struct SecurityHeaders {
@@ -29,13 +46,6 @@ impl SecurityHeaders {
         put(HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
         put(HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
         put(HeaderName::from_static("origin-agent-cluster"), "?1");
-        put(
-            HeaderName::from_static("permissions-policy"),
-            "accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), \
-             fullscreen=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), \
-             payment=(), picture-in-picture=(), publickey-credentials-get=(), screen-wake-lock=(), \
-             sync-xhr=(), usb=(), xr-spatial-tracking=(), interest-cohort=()",
-        );
         put(header::X_DNS_PREFETCH_CONTROL, "off");
         put(HeaderName::from_static("x-permitted-cross-domain-policies"), "none");
         put(header::X_XSS_PROTECTION, "0");
@@ -49,6 +59,7 @@ impl SecurityHeaders {
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         );
         template.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        template.insert(PERMISSIONS_POLICY, HeaderValue::from_static(DENY_ALL_FEATURES));
         Self { forced: Arc::new(forced), template: Arc::new(template) }
     }
 

@@ -17,6 +17,12 @@ pub enum Notice {
     },
     SecondFactorOn,
     SecondFactorOff,
+    PasskeyAdded {
+        passkey_name: String,
+    },
+    PasskeyRemoved {
+        passkey_name: String,
+    },
 }
 
 /// One mail's content, before it is addressed.
@@ -45,6 +51,8 @@ impl Letter {
             Self::Notice(Notice::ApiKeyCreated { .. }) => "notice_api_key_created",
             Self::Notice(Notice::SecondFactorOn) => "notice_second_factor_on",
             Self::Notice(Notice::SecondFactorOff) => "notice_second_factor_off",
+            Self::Notice(Notice::PasskeyAdded { .. }) => "notice_passkey_added",
+            Self::Notice(Notice::PasskeyRemoved { .. }) => "notice_passkey_removed",
         }
     }
 
@@ -104,6 +112,14 @@ impl Letter {
                     Notice::SecondFactorOff => (
                         "A second factor was turned off",
                         "A second sign-in factor was turned off for your account.".to_owned(),
+                    ),
+                    Notice::PasskeyAdded { passkey_name } => (
+                        "A passkey was added",
+                        format!("A passkey named \"{passkey_name}\" can now sign in to your account."),
+                    ),
+                    Notice::PasskeyRemoved { passkey_name } => (
+                        "A passkey was removed",
+                        format!("The passkey named \"{passkey_name}\" was removed from your account."),
                     ),
                 };
                 let hint = format!(

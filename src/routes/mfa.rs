@@ -16,12 +16,13 @@ use utoipa_axum::routes;
 use super::{
     Routes,
     auth::{SessionCreated, open_session, with_cookie},
+    passkeys::AssertionCredential,
     users::own_user,
 };
 use crate::{
     accounts::{
         self,
-        mfa::{self, SecondStep, TotpEnrolment},
+        mfa::{self, SecondStep, SecondStepOptions, TotpEnrolment},
     },
     app::AppState,
     audit::AuditContext,
@@ -40,6 +41,7 @@ pub fn router() -> Routes {
         .routes(routes!(begin_totp, disable_totp))
         .routes(routes!(confirm_totp))
         .routes_of(RouteClass::SignIn, routes!(second_step))
+        .routes_of(RouteClass::SignIn, routes!(second_step_options))
 }
 
 /// The caller's second factors.
@@ -168,6 +170,7 @@ struct SecondStepRequest {
     mfa_token: SecretString,
     code: Option<String>,
     recovery_code: Option<SecretString>,
+    passkey: Option<AssertionCredential>,
 }
 
 /// The challenge's token and exactly one second factor.
@@ -177,6 +180,7 @@ struct SecondStepRequest {
 enum SecondStepBody {
     Code(CodeStep),
     RecoveryCode(RecoveryCodeStep),
+    Passkey(Box<PasskeyStep>),
 }
 
 /// A TOTP code as the second step.
@@ -205,6 +209,48 @@ struct RecoveryCodeStep {
     recovery_code: SecretString,
 }
 
+/// A passkey as the second step: the answer to the challenge's `passkey`
+/// options.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PasskeyStep {
+    /// From the first factor's `{mfa_required: true, mfa_token}` answer.
+    #[schema(value_type = String, pattern = "^mfa_[A-Za-z0-9_-]{43}$")]
+    mfa_token: SecretString,
+    passkey: AssertionCredential,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct OptionsRequest {
+    /// From the first factor's answer, or a provider sign-in's `/login?mfa=`.
+    #[schema(value_type = String, pattern = "^mfa_[A-Za-z0-9_-]{43}$")]
+    mfa_token: SecretString,
+}
+
+/// What a sign-in's second step accepts, and (with passkeys) new options
+/// for the authenticator: for a client that holds only the `mfa_token`.
+/// Counts no attempt.
+#[utoipa::path(
+    post,
+    path = "/auth/mfa/options",
+    tag = tags::AUTH,
+    request_body = OptionsRequest,
+    responses(
+        (status = 200, description = "The methods, and the passkey request options when `passkey` is one.",
+            body = SecondStepOptions),
+        (status = 401, description = "The challenge is spent, expired, out of attempts or unknown."),
+        (status = 429, description = "Too many attempts."),
+    )
+)]
+async fn second_step_options(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<OptionsRequest>,
+) -> Result<Json<SecondStepOptions>, ApiError> {
+    Ok(Json(mfa::options(&state, request.mfa_token.expose_secret()).await?))
+}
+
 /// What the second step answers: the login it completes.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
@@ -223,7 +269,7 @@ enum Completed {
     responses(
         (status = 200, description = "Signed in: tokens for `POST /auth/login`, a session (with its cookie) for \
                                       `POST /auth/session` and provider sign-ins.", body = Completed),
-        (status = 400, description = "Neither or both of `code` and `recovery_code`."),
+        (status = 400, description = "Not exactly one of `code`, `recovery_code` and `passkey`."),
         (status = 401, description = "The code is wrong or was used, or the challenge is spent, expired (5 \
                                       minutes), out of attempts (5) or unknown."),
         (status = 429, description = "Too many attempts."),
@@ -236,13 +282,14 @@ async fn second_step(
     headers: HeaderMap,
     JsonBody(request): JsonBody<SecondStepRequest>,
 ) -> Result<Response, ApiError> {
-    let step = match (request.code, request.recovery_code) {
-        (Some(code), None) => SecondStep::Code(code),
-        (None, Some(code)) => SecondStep::RecoveryCode(code),
+    let step = match (request.code, request.recovery_code, request.passkey) {
+        (Some(code), None, None) => SecondStep::Code(code),
+        (None, Some(code), None) => SecondStep::RecoveryCode(code),
+        (None, None, Some(credential)) => SecondStep::Passkey(credential.into_value()?),
         _ => {
             return Err(ApiError::Validation(vec![FieldError::new(
                 "code",
-                "give exactly one of code and recovery_code",
+                "give exactly one of code, recovery_code and passkey",
             )]));
         }
     };

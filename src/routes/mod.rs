@@ -19,6 +19,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod ops;
 pub mod pages;
+pub mod passkeys;
 pub mod posts;
 pub mod users;
 

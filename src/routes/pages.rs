@@ -30,6 +30,7 @@ use axum::{
 };
 
 use super::Routes;
+use crate::layers::security_headers::{PASSKEY_PAGE_FEATURES, PERMISSIONS_POLICY};
 use crate::{
     app::AppState,
     auth::principal::Caller,
@@ -112,6 +113,13 @@ fn page(title: &str, script: Option<&str>, width: Width, body: &str) -> Response
     response
 }
 
+/// A page that runs a passkey ceremony: WebAuthn allowed for this origin's
+/// own document (every other response denies it, as every other feature).
+fn allowing_passkeys(mut response: Response) -> Response {
+    response.headers_mut().insert(PERMISSIONS_POLICY, HeaderValue::from_static(PASSKEY_PAGE_FEATURES));
+    response
+}
+
 /// What a newcomer sees at `/` when no proxy route serves it.
 async fn home() -> Response {
     page(
@@ -144,18 +152,28 @@ async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respon
     // The second step (a second factor is on): shown by the script after
     // the password, or at once for `?mfa=` (a provider sign-in's).
     body.push_str(
-        "<form id=\"mfa-form\" class=\"card\" hidden>\n<h2>Second step</h2>\n\
+        "<form id=\"mfa-form\" class=\"card\" hidden>\n<h2>Second step</h2>\n<div id=\"mfa-code-step\">\n\
          <p>Enter the six digits your authenticator app shows, or one of your recovery codes.</p>\n\
          <label>Code <input id=\"mfa-code\" name=\"code\" type=\"text\" autocomplete=\"one-time-code\" \
-         spellcheck=\"false\" required></label>\n<button id=\"mfa-submit\" type=\"submit\">Continue</button>\n\
-         </form>\n",
+         spellcheck=\"false\"></label>\n<button id=\"mfa-submit\" type=\"submit\">Continue</button>\n</div>\n\
+         <button id=\"mfa-passkey\" type=\"button\" hidden>Use a passkey</button>\n</form>\n",
     );
+    // Passwordless: the authenticator offers the passkeys it holds for
+    // this site (shown by the script where the browser has WebAuthn).
+    if state.passkeys.is_some() {
+        body.push_str(
+            "<div id=\"passkey-option\" hidden>\n<p class=\"divider\">or</p>\n\
+             <button id=\"passkey-sign-in\" type=\"button\" class=\"secondary\">Sign in with a passkey</button>\n\
+             </div>\n",
+        );
+    }
     if !state.oauth.is_empty() {
         body.push_str("<p class=\"divider\">or</p>\n");
         body.push_str(&provider_links(&state, "provider", "", "Sign in with"));
     }
     body.push_str("</div>\n");
-    page("Sign in", Some("/pages/login.js"), Width::Narrow, &body)
+    let response = page("Sign in", Some("/pages/login.js"), Width::Narrow, &body);
+    if state.passkeys.is_some() { allowing_passkeys(response) } else { response }
 }
 
 /// Whether the query string carries a `token` (its value is the script's
@@ -247,13 +265,14 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
          <dt>Name</dt><dd id=\"account-name\">{name}</dd>\n<dt>Email</dt><dd id=\"account-email\">{email}</dd>\n\
          <dt>Role</dt><dd id=\"account-role\">{role}</dd>\n<dt>Department</dt><dd>{department}</dd>\n</dl>\n\
          {unverified}{links}<p class=\"error\" id=\"message\" role=\"alert\"></p>\n\
-         <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n{second_factor}{keys}",
+         <button id=\"sign-out\" type=\"button\">Sign out</button>\n</div>\n{second_factor}{passkeys}{keys}",
         name = escape(&user.name),
         email = escape(&user.email),
         role = user.role.as_str(),
         department = escape(user.department.as_deref().unwrap_or("—")),
         keys = api_keys_card(&state),
         second_factor = SECOND_FACTOR_CARD,
+        passkeys = if state.passkeys.is_some() { PASSKEYS_CARD } else { "" },
         unverified = if user.email_verified {
             ""
         } else {
@@ -262,7 +281,8 @@ async fn account(State(state): State<AppState>, caller: Result<Caller, ApiError>
              link</button>\n<p id=\"verification-status\" class=\"hint\" role=\"status\"></p>\n"
         },
     );
-    Ok(page("Your account", Some("/pages/account.js"), Width::Wide, &body))
+    let response = page("Your account", Some("/pages/account.js"), Width::Wide, &body);
+    Ok(if state.passkeys.is_some() { allowing_passkeys(response) } else { response })
 }
 
 /// What a scope lets a key do, in words for its checkbox (API.md, "API
@@ -313,6 +333,18 @@ const SECOND_FACTOR_CARD: &str = "<h2>Two-factor sign-in</h2>\n<div class=\"card
      type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required></label>\n\
      <button id=\"totp-off\" type=\"submit\" class=\"secondary\">Turn off</button>\n</form>\n\
      <p class=\"error\" id=\"mfa-message\" role=\"alert\"></p>\n</div>\n";
+
+/// The "Passkeys" card of `/account`, filled by `account.js` from `GET
+/// /api/profile/passkeys`; adding one runs the browser's WebAuthn
+/// ceremony between `register/start` and `register/finish`.
+const PASSKEYS_CARD: &str = "<h2>Passkeys</h2>\n<div class=\"card\" id=\"passkeys-card\">\n\
+     <p>A passkey signs you in with your device's screen lock or security key: no password, nothing to \
+     type. It also serves as the second step after a password.</p>\n\
+     <ul id=\"passkeys\"></ul>\n<p id=\"no-passkeys\" class=\"hint\" hidden>No passkeys yet.</p>\n\
+     <form id=\"passkey-form\" novalidate>\n<label>Name <input id=\"passkey-name\" type=\"text\" \
+     maxlength=\"100\" placeholder=\"Laptop\" required></label>\n\
+     <button id=\"passkey-add\" type=\"submit\">Add a passkey</button>\n</form>\n\
+     <p class=\"error\" id=\"passkey-message\" role=\"alert\"></p>\n</div>\n";
 
 /// The "API keys" card of `/account`: the table `account.js` fills from
 /// `GET /api/profile/api-keys`, the form that creates one, and the panel

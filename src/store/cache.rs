@@ -26,10 +26,10 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, EmailPurpose,
-    EmailTokenRecord, Identity, IdentityStore, MailStore, MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail, PostStore,
-    PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SecondFactorStore, SessionRecord,
-    SessionStore, Store, StoreError, TokenStore, TotpFactor, UnitOfWork, UserChange, UserChanges, UserCredentials,
-    UserStore,
+    EmailTokenRecord, Identity, IdentityStore, MailStore, MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail,
+    PasskeyRecord, PasskeyStore, PendingPasskey, PostStore, PostsPage, RefreshSuccessor, RefreshTokenRecord,
+    RefreshUse, Revocation, SecondFactorStore, SessionRecord, SessionStore, Store, StoreError, TokenStore, TotpFactor,
+    UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore,
 };
 use crate::domain::{AuditEvent, Email, NewUser, Post, PostBody, PostTitle, PostWithAuthor, User};
 
@@ -299,8 +299,20 @@ cached_store_impl!(SecondFactorStore {
     fn recovery_codes_left(&self, user_id: Uuid) -> u64;
     fn insert_mfa_challenge(&self, challenge: &MfaChallenge) -> ();
     fn attempt_mfa_challenge(&self, token_hash: &[u8; 32], now: OffsetDateTime, max_attempts: i32) -> Option<MfaChallenge>;
+    fn mfa_challenge(&self, token_hash: &[u8; 32], now: OffsetDateTime, max_attempts: i32) -> Option<MfaChallenge>;
+    fn set_mfa_passkey_state(&self, token_hash: &[u8; 32], passkey_state: &str) -> ();
     fn take_mfa_challenge(&self, token_hash: &[u8; 32]) -> bool;
     fn delete_user_mfa_challenges(&self, user_id: Uuid) -> ();
+});
+
+cached_store_impl!(PasskeyStore {
+    fn passkeys(&self, user_id: Uuid) -> Vec<PasskeyRecord>;
+    fn passkey_by_credential(&self, credential_id: &[u8]) -> Option<PasskeyRecord>;
+    fn record_passkey_use(&self, id: Uuid, passkey: &str, now: OffsetDateTime) -> ();
+    fn begin_passkey_registration(&self, user_id: Uuid, pending: &PendingPasskey, expires_at: OffsetDateTime) -> ();
+    fn take_passkey_registration(&self, user_id: Uuid, now: OffsetDateTime) -> Option<PendingPasskey>;
+    fn insert_passkey_sign_in(&self, id: Uuid, state: &str, expires_at: OffsetDateTime) -> ();
+    fn take_passkey_sign_in(&self, id: Uuid, now: OffsetDateTime) -> Option<String>;
 });
 
 cached_store_impl!(IdentityStore {
@@ -375,6 +387,14 @@ impl UnitOfWork for CachedUnitOfWork {
 
     async fn delete_totp(&mut self, user_id: Uuid) -> Result<bool, StoreError> {
         self.inner.delete_totp(user_id).await
+    }
+
+    async fn insert_passkey(&mut self, passkey: &PasskeyRecord) -> Result<(), StoreError> {
+        self.inner.insert_passkey(passkey).await
+    }
+
+    async fn delete_passkey(&mut self, id: Uuid, owner: Uuid) -> Result<PasskeyRecord, StoreError> {
+        self.inner.delete_passkey(id, owner).await
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {

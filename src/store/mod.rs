@@ -221,6 +221,31 @@ pub struct MfaChallenge {
     /// Attempts made, this one included once counted.
     pub attempts: i32,
     pub expires_at: OffsetDateTime,
+    /// The passkey ceremony the challenge started (JSON), when the user
+    /// has passkeys.
+    pub passkey_state: Option<String>,
+}
+
+/// A registered passkey.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PasskeyRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// The authenticator's name for the credential.
+    pub credential_id: Vec<u8>,
+    pub name: String,
+    /// webauthn-rs's `Passkey` as JSON: public key and signature counter.
+    pub passkey: String,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// A passkey registration waiting for the authenticator's answer.
+#[derive(Debug, Clone)]
+pub struct PendingPasskey {
+    pub name: String,
+    /// The ceremony state (JSON).
+    pub state: String,
 }
 
 /// A browser session as stored: hashes of its id and CSRF token only.
@@ -541,12 +566,54 @@ pub trait SecondFactorStore: Send + Sync {
         now: OffsetDateTime,
         max_attempts: i32,
     ) -> Result<Option<MfaChallenge>, StoreError>;
+    /// The challenge, unless it is unknown, expired at `now`, or had
+    /// `max_attempts` already; no attempt is counted.
+    async fn mfa_challenge(
+        &self,
+        token_hash: &[u8; 32],
+        now: OffsetDateTime,
+        max_attempts: i32,
+    ) -> Result<Option<MfaChallenge>, StoreError>;
+    /// Gives the challenge a new passkey ceremony (replacing its last).
+    async fn set_mfa_passkey_state(&self, token_hash: &[u8; 32], passkey_state: &str) -> Result<(), StoreError>;
     /// Deletes the challenge; whether it was there (whoever deletes it
     /// finishes the sign-in, once).
     async fn take_mfa_challenge(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
     /// Deletes every challenge of the user (sign-ins half done when their
     /// credentials are revoked).
     async fn delete_user_mfa_challenges(&self, user_id: Uuid) -> Result<(), StoreError>;
+}
+
+/// Passkeys and their ceremonies waiting for an authenticator's answer
+/// (kept here, not in memory, so that any instance finishes them). Adding
+/// and removing one goes with its notice mail, in `UnitOfWork`.
+#[async_trait]
+pub trait PasskeyStore: Send + Sync {
+    /// The user's passkeys, oldest first.
+    async fn passkeys(&self, user_id: Uuid) -> Result<Vec<PasskeyRecord>, StoreError>;
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError>;
+    /// Keeps the credential's new state (its signature counter) after a use.
+    async fn record_passkey_use(&self, id: Uuid, passkey: &str, now: OffsetDateTime) -> Result<(), StoreError>;
+    /// Starts a registration, replacing the user's pending one; `NotFound`
+    /// when the user is gone.
+    async fn begin_passkey_registration(
+        &self,
+        user_id: Uuid,
+        pending: &PendingPasskey,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Deletes the user's pending registration and returns it when it was
+    /// unexpired at `now`: each ceremony is finished once.
+    async fn take_passkey_registration(
+        &self,
+        user_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<PendingPasskey>, StoreError>;
+    async fn insert_passkey_sign_in(&self, id: Uuid, state: &str, expires_at: OffsetDateTime)
+    -> Result<(), StoreError>;
+    /// Deletes the sign-in ceremony and returns its state when it was
+    /// unexpired at `now`.
+    async fn take_passkey_sign_in(&self, id: Uuid, now: OffsetDateTime) -> Result<Option<String>, StoreError>;
 }
 
 /// Mailed links' tokens and the outbox. Writes that go with what caused
@@ -597,6 +664,7 @@ pub trait Store:
     + ApiKeyStore
     + MailStore
     + SecondFactorStore
+    + PasskeyStore
 {
     /// Applies pending migrations; safe to call on every start.
     async fn migrate(&self) -> Result<(), StoreError>;
@@ -656,6 +724,12 @@ pub trait UnitOfWork: Send {
     ) -> Result<bool, StoreError>;
     /// Removes the TOTP factor and the recovery codes; whether there was one.
     async fn delete_totp(&mut self, user_id: Uuid) -> Result<bool, StoreError>;
+    /// `Conflict("passkey")` when the credential is registered already
+    /// (to anyone), `NotFound` when the user is gone.
+    async fn insert_passkey(&mut self, passkey: &PasskeyRecord) -> Result<(), StoreError>;
+    /// Deletes the owner's passkey and returns it; another user's is
+    /// `NotFound`, as a missing one.
+    async fn delete_passkey(&mut self, id: Uuid, owner: Uuid) -> Result<PasskeyRecord, StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

@@ -19,10 +19,10 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditFilter, AuditStore, Block, BlockStore, DashboardCounts, EmailPurpose,
-    EmailTokenRecord, Identity, IdentityStore, MailStore, MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail, PostStore,
-    PostsPage, RefreshSuccessor, RefreshTokenRecord, RefreshUse, Revocation, SecondFactorStore, SessionRecord,
-    SessionStore, Store, StoreError, TokenStore, TotpFactor, UnitOfWork, UserChange, UserChanges, UserCredentials,
-    UserStore, now_stored,
+    EmailTokenRecord, Identity, IdentityStore, MailStore, MfaChallenge, OAuthFlow, OutboxCounts, OutboxMail,
+    PasskeyRecord, PasskeyStore, PendingPasskey, PostStore, PostsPage, RefreshSuccessor, RefreshTokenRecord,
+    RefreshUse, Revocation, SecondFactorStore, SessionRecord, SessionStore, Store, StoreError, TokenStore, TotpFactor,
+    UnitOfWork, UserChange, UserChanges, UserCredentials, UserStore, now_stored,
 };
 use crate::domain::{
     AuditEvent, AuditKind, Department, Email, NewUser, Outcome, Post, PostBody, PostTitle, PostWithAuthor, Role,
@@ -228,6 +228,13 @@ fn loses_admin(role: Role, disabled: bool, changes: &UserChanges) -> bool {
     role == Role::Admin
         && !disabled
         && (changes.role.is_some_and(|role| role != Role::Admin) || changes.disabled == Some(true))
+}
+
+/// The columns of `PasskeyRecord`.
+macro_rules! passkey_columns {
+    () => {
+        "id, user_id, credential_id, name, passkey, created_at, last_used_at"
+    };
 }
 
 /// `prefix`, the user columns, `suffix`: one literal, so the query text
@@ -1107,6 +1114,8 @@ macro_rules! sql_store {
                     "DELETE FROM api_keys WHERE expires_at <= $1",
                     "DELETE FROM email_tokens WHERE expires_at <= $1",
                     "DELETE FROM mfa_challenges WHERE expires_at <= $1",
+                    "DELETE FROM passkey_registrations WHERE expires_at <= $1",
+                    "DELETE FROM passkey_sign_ins WHERE expires_at <= $1",
                 ] {
                     sqlx::query(statement).bind(now).execute(&self.pool).await?;
                 }
@@ -1232,8 +1241,9 @@ macro_rules! sql_store {
 
             async fn insert_mfa_challenge(&self, challenge: &MfaChallenge) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO mfa_challenges (token_hash, user_id, login_kind, sign_in, attempts, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO mfa_challenges \
+                     (token_hash, user_id, login_kind, sign_in, attempts, expires_at, passkey_state) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(&challenge.token_hash[..])
                 .bind(challenge.user_id)
@@ -1241,6 +1251,7 @@ macro_rules! sql_store {
                 .bind(challenge.sign_in.as_str())
                 .bind(challenge.attempts)
                 .bind(challenge.expires_at)
+                .bind(challenge.passkey_state.as_deref())
                 .execute(&self.pool)
                 .await
                 .map_err(missing_user)?;
@@ -1257,13 +1268,39 @@ macro_rules! sql_store {
                 Ok(sqlx::query_as(
                     "UPDATE mfa_challenges SET attempts = attempts + 1 \
                      WHERE token_hash = $1 AND expires_at > $2 AND attempts < $3 \
-                     RETURNING token_hash, user_id, login_kind, sign_in, attempts, expires_at",
+                     RETURNING token_hash, user_id, login_kind, sign_in, attempts, expires_at, passkey_state",
                 )
                 .bind(&token_hash[..])
                 .bind(now)
                 .bind(max_attempts)
                 .fetch_optional(&self.pool)
                 .await?)
+            }
+
+            async fn mfa_challenge(
+                &self,
+                token_hash: &[u8; 32],
+                now: OffsetDateTime,
+                max_attempts: i32,
+            ) -> Result<Option<MfaChallenge>, StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT token_hash, user_id, login_kind, sign_in, attempts, expires_at, passkey_state \
+                     FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2 AND attempts < $3",
+                )
+                .bind(&token_hash[..])
+                .bind(now)
+                .bind(max_attempts)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn set_mfa_passkey_state(&self, token_hash: &[u8; 32], passkey_state: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE mfa_challenges SET passkey_state = $1 WHERE token_hash = $2")
+                    .bind(passkey_state)
+                    .bind(&token_hash[..])
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn take_mfa_challenge(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
@@ -1277,6 +1314,92 @@ macro_rules! sql_store {
             async fn delete_user_mfa_challenges(&self, user_id: Uuid) -> Result<(), StoreError> {
                 sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
                 Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl PasskeyStore for SqlStore<$db> {
+            async fn passkeys(&self, user_id: Uuid) -> Result<Vec<PasskeyRecord>, StoreError> {
+                Ok(sqlx::query_as(concat!("SELECT ", passkey_columns!(), " FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"))
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError> {
+                Ok(sqlx::query_as(concat!("SELECT ", passkey_columns!(), " FROM passkeys WHERE credential_id = $1"))
+                    .bind(credential_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn record_passkey_use(&self, id: Uuid, passkey: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+                sqlx::query("UPDATE passkeys SET passkey = $1, last_used_at = $2 WHERE id = $3")
+                    .bind(passkey)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn begin_passkey_registration(
+                &self,
+                user_id: Uuid,
+                pending: &PendingPasskey,
+                expires_at: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO passkey_registrations (user_id, name, state, expires_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, state = excluded.state, \
+                     expires_at = excluded.expires_at",
+                )
+                .bind(user_id)
+                .bind(&pending.name)
+                .bind(&pending.state)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(missing_user)?;
+                Ok(())
+            }
+
+            async fn take_passkey_registration(
+                &self,
+                user_id: Uuid,
+                now: OffsetDateTime,
+            ) -> Result<Option<PendingPasskey>, StoreError> {
+                let row: Option<(String, String, OffsetDateTime)> = sqlx::query_as(
+                    "DELETE FROM passkey_registrations WHERE user_id = $1 RETURNING name, state, expires_at",
+                )
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.filter(|(_, _, expires_at)| *expires_at > now).map(|(name, state, _)| PendingPasskey { name, state }))
+            }
+
+            async fn insert_passkey_sign_in(
+                &self,
+                id: Uuid,
+                state: &str,
+                expires_at: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO passkey_sign_ins (id, state, expires_at) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(state)
+                    .bind(expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn take_passkey_sign_in(&self, id: Uuid, now: OffsetDateTime) -> Result<Option<String>, StoreError> {
+                let row: Option<(String, OffsetDateTime)> =
+                    sqlx::query_as("DELETE FROM passkey_sign_ins WHERE id = $1 RETURNING state, expires_at")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.filter(|(_, expires_at)| *expires_at > now).map(|(state, _)| state))
             }
         }
 
@@ -1417,6 +1540,41 @@ macro_rules! sql_store {
                     .execute(&mut *self.transaction)
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_passkey(&mut self, passkey: &PasskeyRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO passkeys (id, user_id, credential_id, name, passkey, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(passkey.id)
+                .bind(passkey.user_id)
+                .bind(&passkey.credential_id)
+                .bind(&passkey.name)
+                .bind(&passkey.passkey)
+                .bind(passkey.created_at)
+                .bind(passkey.last_used_at)
+                .execute(&mut *self.transaction)
+                .await
+                .map_err(|error| match &error {
+                    sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+                        StoreError::Conflict("passkey")
+                    }
+                    _ => missing_user(error),
+                })?;
+                Ok(())
+            }
+
+            async fn delete_passkey(&mut self, id: Uuid, owner: Uuid) -> Result<PasskeyRecord, StoreError> {
+                let row: Option<PasskeyRecord> = sqlx::query_as(concat!(
+                    "DELETE FROM passkeys WHERE id = $1 AND user_id = $2 RETURNING ",
+                    passkey_columns!()
+                ))
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&mut *self.transaction)
+                .await?;
+                row.ok_or(StoreError::NotFound)
             }
 
             async fn commit(self: Box<Self>) -> Result<(), StoreError> {

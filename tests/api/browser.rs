@@ -25,6 +25,11 @@ pub fn browser_available() -> bool {
 /// Runs `tests/browser/<script>` with `args` and asserts it printed
 /// BROWSER_OK. Screenshots are written under `target/`.
 pub async fn run_browser_script(script: &str, args: Vec<String>) {
+    browser_output(script, args).await;
+}
+
+/// `run_browser_script`, returning what the script printed.
+pub async fn browser_output(script: &str, args: Vec<String>) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(root.join("target")).unwrap();
     let path = root.join("tests/browser").join(script);
@@ -32,6 +37,7 @@ pub async fn run_browser_script(script: &str, args: Vec<String>) {
         tokio::task::spawn_blocking(move || Command::new("node").arg(path).args(args).output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("BROWSER_OK"), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout.into_owned()
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ mod oauth;
 mod openapi;
 mod ops;
 mod pages;
+mod passkeys;
 mod pipeline;
 mod postgres;
 #[path = "../common/postgres_schema.rs"]

@@ -210,13 +210,28 @@ async fn recovery_codes_work_once_and_challenges_expire_and_run_out_of_attempts(
     clock.advance(time::Duration::minutes(5) + time::Duration::seconds(1));
     second_step(&app, json!({"mfa_token": expiring, "code": code(&secret, &clock, 0)})).await.assert_problem(401);
 
-    // Five attempts, then even the right code is refused.
+    // What a challenge takes can be asked with its token alone (a page that
+    // got `?mfa=`): no attempt is counted, and no passkey is offered here.
     let guessed = challenged(&app, &user).await;
-    for wrong in ["000000", "111111", "222222", "333333", "444444"] {
+    for _ in 0..6 {
+        let options = app.post_json("/auth/mfa/options", &json!({"mfa_token": guessed})).await;
+        assert_eq!(options.status, 200, "{}", options.body);
+        assert_eq!(options.json()["methods"], json!(["totp", "recovery_code"]));
+        assert!(options.json().get("passkey").is_none(), "{}", options.body);
+        assert!(options.json()["expires_in"].as_i64().is_some_and(|secs| secs > 0 && secs <= 300));
+    }
+    // A passkey answer for a user without passkeys is a failed attempt.
+    let forged = json!({"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+        "response": {"clientDataJSON": "e30", "authenticatorData": "AAAA", "signature": "AAAA"}});
+    second_step(&app, json!({"mfa_token": guessed, "passkey": forged})).await.assert_problem(401);
+    // Five attempts, then even the right code is refused, and the options too.
+    for wrong in ["000000", "111111", "222222", "333333"] {
         let refused = second_step(&app, json!({"mfa_token": guessed, "code": wrong})).await;
         assert_eq!(refused.status, 401, "{}", refused.body);
     }
     second_step(&app, json!({"mfa_token": guessed, "code": code(&secret, &clock, 0)})).await.assert_problem(401);
+    app.post_json("/auth/mfa/options", &json!({"mfa_token": guessed})).await.assert_problem(401);
+    app.post_json("/auth/mfa/options", &json!({"mfa_token": "mfa_unknown"})).await.assert_problem(401);
     // An unknown or malformed challenge is the same 401.
     second_step(&app, json!({"mfa_token": "mfa_unknown", "code": code(&secret, &clock, 0)})).await.assert_problem(401);
     // Signing out everywhere ends the sign-ins waiting for their second step.

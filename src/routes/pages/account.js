@@ -1,6 +1,8 @@
 // The /account page's script. "Sign out": DELETE /auth/session, then back to
 // /login. "API keys": lists the caller's keys (GET /api/profile/api-keys),
 // creates one (POST) and shows its secret once, revokes one (DELETE).
+// "Passkeys": lists them, adds one with the browser's WebAuthn ceremony
+// between register/start and register/finish, removes one.
 // Unsafe requests carry the session's CSRF token (the rampart_csrf cookie
 // /login leaves). Text from the API is only ever set with textContent.
 "use strict";
@@ -60,9 +62,12 @@ const MFA = "/api/profile/mfa";
 
 function showMfaStatus(factors) {
   const on = factors.totp;
+  const passkeys = Array.isArray(factors.methods) && factors.methods.includes("passkey");
   $("mfa-status").textContent = on
     ? `An authenticator app is on. Recovery codes left: ${factors.recovery_codes_left}.`
-    : "Only your password protects this account. Add an authenticator app for a second step.";
+    : passkeys
+      ? "Your passkeys are the second step after your password. You can add an authenticator app too."
+      : "Only your password protects this account. Add an authenticator app or a passkey for a second step.";
   $("totp-start").hidden = on;
   $("totp-off-form").hidden = !on;
   $("totp-enrol").hidden = true;
@@ -158,6 +163,112 @@ $("totp-off-form").addEventListener("submit", async (event) => {
 });
 
 loadMfa();
+
+// --- Passkeys ---
+
+const PASSKEYS = "/api/profile/passkeys";
+const passkeyForm = $("passkey-form");
+
+function passkeyItem(passkey) {
+  const li = document.createElement("li");
+  li.dataset.id = passkey.id;
+  const label = document.createElement("span");
+  label.className = "passkey-name";
+  label.textContent = passkey.name;
+  const when = document.createElement("span");
+  when.className = "hint";
+  const used = passkey.last_used_at ? new Date(passkey.last_used_at).toLocaleString() : "never";
+  when.textContent = ` added ${new Date(passkey.created_at).toLocaleDateString()}, last used ${used} `;
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.className = "secondary remove-passkey";
+  remove.textContent = "Remove";
+  remove.setAttribute("aria-label", `Remove ${passkey.name}`);
+  remove.addEventListener("click", async () => {
+    remove.disabled = true;
+    $("passkey-message").textContent = "";
+    const { status, body } = await api(`${PASSKEYS}/${encodeURIComponent(passkey.id)}`, { method: "DELETE" });
+    if (signedOut(status)) return;
+    if (status !== 204 && status !== 404) {
+      remove.disabled = false;
+      $("passkey-message").textContent = failure(`Removing ${passkey.name}`, status, body);
+      return;
+    }
+    await loadPasskeys();
+    await loadMfa();
+  });
+  li.append(label, when, remove);
+  return li;
+}
+
+async function loadPasskeys() {
+  const { status, body } = await api(PASSKEYS);
+  if (signedOut(status)) return;
+  if (status !== 200 || !body || !Array.isArray(body.items)) {
+    $("passkey-message").textContent = failure("Listing your passkeys", status, body);
+    return;
+  }
+  $("passkeys").replaceChildren(...body.items.map(passkeyItem));
+  $("no-passkeys").hidden = body.items.length > 0;
+}
+
+if (passkeyForm) {
+  const supported =
+    typeof window.PublicKeyCredential === "function" &&
+    typeof PublicKeyCredential.parseCreationOptionsFromJSON === "function";
+  if (!supported) {
+    $("passkey-add").disabled = true;
+    $("passkey-message").textContent = "This browser cannot make passkeys.";
+  }
+  passkeyForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("passkey-message").textContent = "";
+    const name = $("passkey-name").value.trim();
+    if (!name) {
+      $("passkey-message").textContent = "Give the passkey a name, such as the device it is on.";
+      return;
+    }
+    $("passkey-add").disabled = true;
+    try {
+      const started = await api(`${PASSKEYS}/register/start`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name }),
+      });
+      if (signedOut(started.status)) return;
+      if (started.status !== 200) {
+        $("passkey-message").textContent = failure("Adding a passkey", started.status, started.body);
+        return;
+      }
+      let credential;
+      try {
+        const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(started.body);
+        credential = await navigator.credentials.create({ publicKey });
+      } catch (error) {
+        $("passkey-message").textContent = error && error.name === "InvalidStateError"
+          ? "This device holds a passkey of this account already."
+          : "The passkey was not made (cancelled or timed out).";
+        return;
+      }
+      const finished = await api(`${PASSKEYS}/register/finish`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(credential.toJSON()),
+      });
+      if (signedOut(finished.status)) return;
+      if (finished.status !== 201) {
+        $("passkey-message").textContent = failure("Adding a passkey", finished.status, finished.body);
+        return;
+      }
+      $("passkey-name").value = "";
+      await loadPasskeys();
+      await loadMfa();
+    } finally {
+      $("passkey-add").disabled = false;
+    }
+  });
+  loadPasskeys();
+}
 
 // --- API keys ---
 

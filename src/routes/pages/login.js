@@ -3,11 +3,21 @@
 // `?next=` (a path on this site) or /account. With a second factor on, the
 // password answers a challenge instead: the second-step form sends its
 // code to POST /auth/mfa. A provider sign-in of such a user arrives here
-// with `?mfa=<token>`, straight to the second step. Errors are shown as the
-// API's problem detail.
+// with `?mfa=<token>`, straight to the second step. "Sign in with a
+// passkey" runs the browser's WebAuthn ceremony between POST
+// /auth/passkey/start and /auth/passkey/finish (no email, no password); a
+// passkey also serves as the second step. Errors are shown as the API's
+// problem detail.
 const form = document.getElementById("password-form");
 const secondStep = document.getElementById("mfa-form");
+const passkeyOption = document.getElementById("passkey-option");
+const passkeyButton = document.getElementById("passkey-sign-in");
+const mfaPasskeyButton = document.getElementById("mfa-passkey");
 let mfaToken = null;
+let mfaPasskeyOptions = null;
+const webauthn =
+  typeof window.PublicKeyCredential === "function" &&
+  typeof PublicKeyCredential.parseRequestOptionsFromJSON === "function";
 
 // Where to go after signing in: `?next=` when it is a path (and query) on
 // this site, else /account. Never "//host" or "/\\host" (browsers read both
@@ -43,7 +53,7 @@ form.addEventListener("submit", async (event) => {
       return;
     }
     if (answer.mfa_required) {
-      askForSecondStep(answer.mfa_token);
+      askForSecondStep(answer.mfa_token, answer.methods, answer.passkey);
       return;
     }
     signedIn(answer);
@@ -57,17 +67,98 @@ function signedIn(answer) {
   window.location.assign(landing());
 }
 
-function askForSecondStep(token) {
+// `methods` and `passkeyOptions` are unknown for a provider's `?mfa=`:
+// the code step is offered then.
+function askForSecondStep(token, methods, passkeyOptions) {
   mfaToken = token;
+  mfaPasskeyOptions = passkeyOptions || null;
+  const known = Array.isArray(methods);
+  const byCode = !known || methods.includes("totp") || methods.includes("recovery_code");
   form.hidden = true;
+  if (passkeyOption) passkeyOption.hidden = true;
   secondStep.hidden = false;
-  document.getElementById("mfa-code").focus();
+  document.getElementById("mfa-code-step").hidden = !byCode;
+  mfaPasskeyButton.hidden = !(webauthn && mfaPasskeyOptions);
+  if (byCode) document.getElementById("mfa-code").focus();
+}
+
+// Asks the authenticator for an assertion with the API's request options
+// (JSON form); null when the person cancelled.
+async function assertion(options) {
+  try {
+    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(options);
+    const credential = await navigator.credentials.get({ publicKey });
+    return credential ? credential.toJSON() : null;
+  } catch (error) {
+    message.textContent = error && error.name === "NotAllowedError"
+      ? "The passkey request was cancelled or timed out."
+      : "This browser could not use a passkey here.";
+    return null;
+  }
+}
+
+async function postJson(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    credentials: "same-origin",
+    body: JSON.stringify(body),
+  });
+  return { response, answer: await response.json().catch(() => ({})) };
+}
+
+mfaPasskeyButton.addEventListener("click", async () => {
+  message.textContent = "";
+  const credential = await assertion(mfaPasskeyOptions);
+  if (!credential) return;
+  try {
+    const { response, answer } = await postJson("/auth/mfa", { mfa_token: mfaToken, passkey: credential });
+    if (!response.ok) {
+      message.textContent = answer.detail || `Sign-in failed (${response.status}).`;
+      return;
+    }
+    signedIn(answer);
+  } catch {
+    message.textContent = "The server could not be reached.";
+  }
+});
+
+if (passkeyOption && webauthn) {
+  passkeyOption.hidden = false;
+  passkeyButton.addEventListener("click", async () => {
+    message.textContent = "";
+    try {
+      const started = await postJson("/auth/passkey/start", {});
+      if (!started.response.ok) {
+        message.textContent = started.answer.detail || `Sign-in failed (${started.response.status}).`;
+        return;
+      }
+      const credential = await assertion(started.answer);
+      if (!credential) return;
+      const { response, answer } = await postJson("/auth/passkey/finish", {
+        challenge_id: started.answer.challenge_id,
+        credential,
+        session: true,
+      });
+      if (!response.ok) {
+        message.textContent = answer.detail || `Sign-in failed (${response.status}).`;
+        return;
+      }
+      signedIn(answer);
+    } catch {
+      message.textContent = "The server could not be reached.";
+    }
+  });
 }
 
 secondStep.addEventListener("submit", async (event) => {
   event.preventDefault();
   message.textContent = "";
   const typed = document.getElementById("mfa-code").value.trim();
+  if (!typed) {
+    message.textContent = "Enter a code.";
+    return;
+  }
   // Six digits are an app's code; anything else is taken for a recovery code.
   const step = /^[0-9]{6}$/.test(typed) ? { code: typed } : { recovery_code: typed };
   try {
@@ -98,5 +189,11 @@ secondStep.addEventListener("submit", async (event) => {
     const rest = params.toString();
     window.history.replaceState(null, "", window.location.pathname + (rest ? `?${rest}` : ""));
     askForSecondStep(token);
+    // What this challenge takes (the token came alone): a passkey's options.
+    postJson("/auth/mfa/options", { mfa_token: token })
+      .then(({ response, answer }) => {
+        if (response.ok) askForSecondStep(token, answer.methods, answer.passkey);
+      })
+      .catch(() => {});
   }
 }
