@@ -18,6 +18,9 @@ use crate::{
     store::{PasskeyRecord, PendingPasskey, StoreError},
 };
 
+/// Passkeys one user may have.
+pub const MAX_PASSKEYS: usize = 20;
+
 fn relying_party(state: &AppState) -> Result<&RelyingParty, AccountError> {
     state.passkeys.as_ref().ok_or(AccountError::PasskeysOff)
 }
@@ -28,7 +31,11 @@ pub async fn begin_registration(state: &AppState, user: &User, name: &str) -> Re
     let party = relying_party(state)?;
     let name =
         UserName::parse(name).map_err(|message| AccountError::Validation(vec![FieldError::new("name", message)]))?;
-    let existing = state.store.passkeys(user.id).await?.into_iter().map(|passkey| passkey.credential_id).collect();
+    let existing: Vec<Vec<u8>> =
+        state.store.passkeys(user.id).await?.into_iter().map(|passkey| passkey.credential_id).collect();
+    if existing.len() >= MAX_PASSKEYS {
+        return Err(AccountError::Store(StoreError::Conflict("A user may have at most 20 passkeys: remove one first.")));
+    }
     let (options, ceremony) = party.start_registration(user, existing)?;
     let pending = PendingPasskey { name: name.as_str().to_owned(), state: ceremony };
     state.store.begin_passkey_registration(user.id, &pending, state.clock.now() + CEREMONY_TTL).await?;

@@ -115,7 +115,8 @@ struct RegistrationRequest {
             body = Object),
         (status = 400, description = "A bad name."),
         (status = 403, description = "An API key asked (`code` `key_not_allowed`)."),
-        (status = 409, description = "Passkeys are off on this server (its origin is an IP address)."),
+        (status = 409, description = "The caller has 20 passkeys already, or passkeys are off on this server (its \
+                                      origin is an IP address)."),
     )
 )]
 async fn begin_registration(
