@@ -34,7 +34,9 @@ pub async fn begin_registration(state: &AppState, user: &User, name: &str) -> Re
     let existing: Vec<Vec<u8>> =
         state.store.passkeys(user.id).await?.into_iter().map(|passkey| passkey.credential_id).collect();
     if existing.len() >= MAX_PASSKEYS {
-        return Err(AccountError::Store(StoreError::Conflict("A user may have at most 20 passkeys: remove one first.")));
+        return Err(AccountError::Store(StoreError::Conflict(
+            "A user may have at most 20 passkeys: remove one first.",
+        )));
     }
     let (options, ceremony) = party.start_registration(user, existing)?;
     let pending = PendingPasskey { name: name.as_str().to_owned(), state: ceremony };

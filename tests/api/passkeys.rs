@@ -228,3 +228,28 @@ async fn a_ceremony_begun_on_one_instance_is_finished_on_another() {
     b.stop();
     schema.drop().await;
 }
+
+/// `auth.require_mfa_for`: a one-factor credential of such a role may set
+/// up a passkey (it is how it gets a second factor), not use the API.
+#[tokio::test]
+async fn a_role_that_requires_mfa_may_register_a_passkey_with_one_factor() {
+    let port = free_port();
+    let app = spawn_with(move |options| {
+        options.config.server.bind = format!("127.0.0.1:{port}").parse().unwrap();
+        options.config.auth.require_mfa_for = vec![rampart::domain::Role::Admin];
+    })
+    .await;
+    let token = app.token_for(&app.users.admin).await;
+    let refused = app.get_as("/api/admin/users", &token).await;
+    assert_eq!(refused.assert_problem(403)["code"], "mfa_enrolment_required");
+    assert_eq!(app.get_as("/api/profile/passkeys", &token).await.status, 200);
+    let started = app
+        .send(
+            app.client
+                .post(app.url("/api/profile/passkeys/register/start"))
+                .bearer_auth(&token)
+                .json(&json!({"name": "Admin key"})),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+}

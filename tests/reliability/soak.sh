@@ -2,12 +2,16 @@
 # Soak (issue: reliability, item 5): SOAK_MINUTES (default 10) of mixed
 # load against the release server on SQLite (sign-ins, reads, writes,
 # refresh rotations, 429s; tests/reliability/mixed.lua), as consecutive
-# 30-second wrk runs, with the server's resident memory sampled every 5 s.
+# 30-second wrk runs, with the server's resident memory sampled every 5 s
+# (all of it, and its anonymous and file-backed parts), and the database's
+# size. SOAK_SERVER_KEYS adds configuration (e.g. "[database]
+# max_connections = 2") to compare runs.
 # Fails on any status but the expected ones (200/201, 429 for the limited
 # path), on socket errors, on memory that keeps growing (the last third's
 # mean more than 10% over the second third's) or a p99 that drifts (the
 # last third's median over 2x the first third's). Writes
-#   target/soak/soak.csv    (kind,time_s,value: rss_mib and p99_ms)
+#   target/soak/soak.csv    (kind,time_s,value: rss_mib, rss_anon_mib,
+#                            rss_file_mib, db_mib and p99_ms)
 #   target/soak/soak.png    RSS and p99 over time (matplotlib, in a venv)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,13 +40,17 @@ fi
 cargo build --release --quiet
 
 source tests/reliability/server.sh
-start_server "$ROOT/target/release/rampart" 18480 19480 soak@example.com
+start_server "$ROOT/target/release/rampart" 18480 19480 soak@example.com "${SOAK_SERVER_KEYS:-}"
 
 START=$(date +%s)
 CSV="$OUT/soak.csv"
 echo "kind,time_s,value" > "$CSV"
 ( while kill -0 "$PID" 2>/dev/null; do
-    echo "rss_mib,$(( $(date +%s) - START )),$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$PID/status")" >> "$CSV"
+    now=$(( $(date +%s) - START ))
+    for field in VmRSS:rss_mib RssAnon:rss_anon_mib RssFile:rss_file_mib; do
+      echo "${field#*:},$now,$(awk -v f="${field%%:*}:" '$1 == f {printf "%.1f", $2 / 1024}' "/proc/$PID/status")" >> "$CSV"
+    done
+    echo "db_mib,$now,$(du -cm "$WORK"/data/rampart.db* 2>/dev/null | awk 'END {print $1}')" >> "$CSV"
     sleep 5
   done ) &
 SAMPLER=$!
@@ -68,7 +76,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 rows = list(csv.DictReader(open(sys.argv[1])))
-rss = [(int(r["time_s"]), float(r["value"])) for r in rows if r["kind"] == "rss_mib"]
+def series(kind):
+    return [(int(r["time_s"]), float(r["value"])) for r in rows if r["kind"] == kind and r["value"]]
+rss, anon, db = series("rss_mib"), series("rss_anon_mib"), series("db_mib")
 p99 = [(int(r["time_s"]), float(r["value"])) for r in rows if r["kind"] == "p99_ms"]
 runs = [json.loads(line) for line in open(sys.argv[2])]
 
@@ -91,6 +101,8 @@ p99_drift = statistics.median(p99_last) / statistics.median(p99_first)
 
 fig, left = plt.subplots(figsize=(10, 5))
 left.plot([t / 60 for t, _ in rss], [v for _, v in rss], color="tab:blue", label="RSS (MiB)")
+left.plot([t / 60 for t, _ in anon], [v for _, v in anon], color="tab:blue", linestyle="--", label="anonymous")
+left.legend(loc="lower right")
 left.set_xlabel("minutes")
 left.set_ylabel("resident memory, MiB", color="tab:blue")
 left.set_ylim(bottom=0)
@@ -105,6 +117,8 @@ fig.savefig(sys.argv[3], dpi=100)
 print(f"requests {requests}, statuses {dict(sorted(statuses.items()))}, socket errors {socket_errors}")
 print(f"RSS MiB: first {rss[0][1]:.1f}, max {max(v for _, v in rss):.1f}, last {rss[-1][1]:.1f}; "
       f"last third vs second third {rss_growth:+.1%}")
+if anon and db:
+    print(f"anonymous MiB: first {anon[0][1]:.1f}, last {anon[-1][1]:.1f}; database MiB: last {db[-1][1]:.0f}")
 print(f"p99 ms per run: min {min(v for _, v in p99):.2f}, median {statistics.median(v for _, v in p99):.2f}, "
       f"max {max(v for _, v in p99):.2f}; last third vs first third x{p99_drift:.2f}")
 print(f"chart: {sys.argv[3]}")
