@@ -199,7 +199,7 @@ async fn finish_registration(
     path = "/api/profile/passkeys/{id}",
     tag = tags::USERS,
     security(("bearer" = []), ("cookie" = [], "csrf" = [])),
-    params(("id" = Uuid, Path, description = "The passkey's id.")),
+    params(("id" = Uuid, Path, description = "The passkey's id; a malformed one is 404.")),
     responses(
         (status = 204, description = "Removed; the owner is told by mail."),
         (status = 403, description = "An API key asked (`code` `key_not_allowed`)."),
@@ -210,8 +210,9 @@ async fn remove_passkey(
     State(state): State<AppState>,
     audit: AuditContext,
     Person(principal): Person,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let user = own_user(&state, principal, &audit).await?;
     passkeys::remove(&state, &audit, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -149,7 +149,7 @@ async fn passkeys_are_the_owners_business_and_not_an_api_keys() {
     let removal =
         app.send(app.client.delete(app.url(&format!("/api/profile/passkeys/{missing}"))).bearer_auth(&token)).await;
     removal.assert_problem(404);
-    app.send(app.client.delete(app.url("/api/profile/passkeys/nope")).bearer_auth(&token)).await.assert_problem(400);
+    app.send(app.client.delete(app.url("/api/profile/passkeys/nope")).bearer_auth(&token)).await.assert_problem(404);
     app.get("/api/profile/passkeys").await.assert_problem(401);
 
     let (_, key) = app.api_key(&token, &["profile:read", "profile:write"]).await;
