@@ -49,7 +49,7 @@ ADMIN=19280
   RAMPART_RATE_LIMIT__GLOBAL__WINDOW=1m RAMPART_RATE_LIMIT__LOGIN__LIMIT=1000000000 \
   RAMPART_RATE_LIMIT__API__LIMIT=1000000000 \
   RAMPART_AUTH__PASSWORD_HASH__MEMORY_KIB=64 RAMPART_AUTH__PASSWORD_HASH__ITERATIONS=1 \
-  RAMPART_DEFENSE__ENABLED=false exec "$ROOT/target/release/rampart" > "$WORK/server.log" 2>&1) &
+  RAMPART_DEFENSE__ENABLED=false exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart" > "$WORK/server.log" 2>&1) &
 PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$PID/status"; }

@@ -29,7 +29,7 @@ fi
 
 echo "building rampart (release)" >&2
 cargo build --release --quiet
-RAMPART="$ROOT/target/release/rampart"
+RAMPART="${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart"
 
 echo "building the ceiling peer (release)" >&2
 cp -r "$PEER_SRC" "$WORK/bare-axum"

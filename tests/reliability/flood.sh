@@ -35,7 +35,7 @@ fi
 BIN=${FLOOD_BINARY:-}
 if [ -z "$BIN" ]; then
   cargo build --release --quiet
-  BIN="$ROOT/target/release/rampart"
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart"
 fi
 source tests/reliability/server.sh
 start_server "$BIN" 18380 19380 admin@example.com 'trusted_proxies = ["127.0.0.1/32"]'

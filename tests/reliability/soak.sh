@@ -40,7 +40,7 @@ fi
 cargo build --release --quiet
 
 source tests/reliability/server.sh
-start_server "$ROOT/target/release/rampart" 18480 19480 soak@example.com "${SOAK_SERVER_KEYS:-}"
+start_server "${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart" 18480 19480 soak@example.com "${SOAK_SERVER_KEYS:-}"
 
 START=$(date +%s)
 CSV="$OUT/soak.csv"
