@@ -215,6 +215,11 @@ mod tests {
         // Derived from such a public URL, passkeys are off; set, it is an error.
         assert!(RelyingParty::from_config(&config_with("http://127.0.0.1:3000", "", "")).is_ok_and(|p| p.is_none()));
         assert!(RelyingParty::from_config(&config_with("", "http://127.0.0.1:3000", "")).is_err());
+        // A wrong setting is a configuration problem: the start (and
+        // `rampart config check`) names it.
+        let problems = config_with("https://app.example.com", "", "other.com").problems();
+        assert!(problems.iter().any(|problem| problem.starts_with("webauthn: rp_id \"other.com\"")), "{problems:?}");
+        assert!(config_with("http://127.0.0.1:3000", "", "").problems().is_empty());
         assert!(RelyingParty::new(&config_with("", "https://app.example.com/login", "")).is_err());
     }
 }

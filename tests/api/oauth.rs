@@ -81,11 +81,17 @@ struct OAuthWorld {
 }
 
 async fn world() -> Option<OAuthWorld> {
+    world_on("127.0.0.1").await
+}
+
+/// `world()` with Rampart's callbacks on `host` (a browser that should use
+/// passkeys reaches Rampart as `localhost`, where they work).
+async fn world_on(host: &str) -> Option<OAuthWorld> {
     let script = provider_script()?;
     // The provider must know Rampart's callback before Rampart knows the
     // provider's issuer: reserve Rampart's port first.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let callback = |name: &str| format!("http://127.0.0.1:{port}/auth/oauth/{name}/callback");
+    let callback = |name: &str| format!("http://{host}:{port}/auth/oauth/{name}/callback");
     let provider = start_provider(&script, &[callback("test"), callback("mixup"), callback("plain")]);
     let issuer = provider.issuer.clone();
     let app = spawn_with(|options| {
@@ -807,7 +813,12 @@ async fn linking_a_provider_needs_a_signed_in_caller() {
 
 /// The `amr` of the assertion forward auth gives `browser` for `/mine`.
 async fn forwarded_amr(world: &OAuthWorld, browser: &reqwest::Client) -> Value {
-    let answer = browser.get(world.app.url("/auth/forward")).header("X-Original-URI", "/mine").send().await.unwrap();
+    assertion_amr(browser.get(world.app.url("/auth/forward")).header("X-Original-URI", "/mine")).await
+}
+
+/// The `amr` of the assertion in forward auth's answer to `request`.
+async fn assertion_amr(request: reqwest::RequestBuilder) -> Value {
+    let answer = request.send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     let assertion = answer.headers()["x-rampart-assertion"].to_str().unwrap().to_owned();
     let payload = assertion.split('.').nth(1).unwrap();
@@ -890,4 +901,26 @@ async fn a_provider_sign_in_of_a_user_with_a_second_factor_ends_at_the_second_st
     assert!(has_session(&set_cookies(&done)));
     assert_eq!(profile(&world, &again).await.0, StatusCode::OK);
     assert_eq!(forwarded_amr(&world, &again).await, json!(["oauth", "otp", "mfa"]));
+}
+
+/// A provider sign-in of a user with a passkey, in Chromium with its
+/// virtual authenticator (tests/browser/oauth-passkey.mjs): `/login?mfa=`
+/// offers the passkey (learnt from `POST /auth/mfa/options`), and the
+/// session it opens reports `oauth`, `hwk`, `mfa`.
+#[tokio::test]
+async fn a_provider_sign_in_of_a_user_with_a_passkey_ends_with_the_passkey_on_the_login_page() {
+    if !browser_available() {
+        return;
+    }
+    let Some(world) = world_on("localhost").await else { return };
+    let base = world.app.url("").replace("127.0.0.1", "localhost");
+    let args =
+        vec![base.trim_end_matches('/').to_owned(), "passkey-person".into(), "passkey-person@example.org".into()];
+    let output = crate::browser::browser_output("oauth-passkey.mjs", args).await;
+    let session = output.lines().find_map(|line| line.strip_prefix("SESSION ")).expect("the session cookie");
+    let request = reqwest::Client::new()
+        .get(world.app.url("/auth/forward"))
+        .header("X-Original-URI", "/mine")
+        .header("cookie", format!("rampart_session={session}"));
+    assert_eq!(assertion_amr(request).await, json!(["oauth", "hwk", "mfa"]));
 }
