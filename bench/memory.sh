@@ -8,31 +8,26 @@
 #      distinct_clients.lua);
 #   4. two minutes after the load stopped, with no request at all (the
 #      keys' windows, 1 minute here, have ended and the sweeper dropped
-#      them: rampart_rate_limit_keys shows it);
-#   5. then after 30 s of one /health probe every 0.2 s, as a load
-#      balancer sends: the allocator (mimalloc) hands freed pages back to
-#      the system when the threads that own them next allocate, so a
-#      process that gets no request at all keeps them.
+#      them: rampart_rate_limit_keys shows it; the allocator gave their
+#      memory back, nudged by housekeeping::spawn_allocator_nudge).
 # Sign-ins use a cheap password hash here so that 100,000 sessions take a
 # minute; at the defaults each concurrent hash adds its 19 MiB while it runs
 # (auth.password_hash.max_concurrent of them, one per core).
 #
 #   bench/memory.sh            prints the figures in MiB
 # Fails when step 1 is over 30 MiB, step 2 or 3 over 150 MiB, or (unless
-# AFTER=0) step 5 has not given back three quarters of what the addresses
+# AFTER=0) step 4 has not given back three quarters of what the addresses
 # took (step 3 minus step 2).
 #
 #   AFTER=0 bench/memory.sh    stops after step 3
-#   (phase 5 should come back to phase 2's figure: what the addresses took
+#   (step 4 should come back near step 2's figure: what the addresses took
 #   is given back; the sessions' SQLite page caches stay, as they should)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 WORK=$(mktemp -d /tmp/rampart-memory.XXXXXX)
 PID=
-PROBES=
 cleanup() {
-  [ -n "$PROBES" ] && kill "$PROBES" 2>/dev/null
   [ -n "$PID" ] && kill "$PID" 2>/dev/null
   rm -rf "$WORK"
 }
@@ -81,14 +76,11 @@ AFTER_RSS=$PEAK_RSS
 if [ "${AFTER:-1}" != 0 ]; then
   # A sliding window's key is stale two windows after its last request;
   # the sweeper runs every 5 s.
+  # (rss_mib reads /proc; metric is read after it: the scrape is a request)
   sleep 130
-  echo "4. two minutes after the load, no requests since: $(rss_mib) MiB;" \
-    "rate-limit keys held: $(metric rampart_rate_limit_keys)"
-  (while :; do curl -s -o /dev/null "http://127.0.0.1:$PORT/health"; sleep 0.2; done) &
-  PROBES=$!
-  sleep 30
   AFTER_RSS=$(rss_mib)
-  echo "5. after 30 s of a /health probe every 0.2 s: $AFTER_RSS MiB (after the sessions, before the addresses: $SESSIONS_RSS MiB)"
+  echo "4. two minutes after the load, no requests since: $AFTER_RSS MiB (after the sessions, before the" \
+    "addresses: $SESSIONS_RSS MiB); rate-limit keys held: $(metric rampart_rate_limit_keys)"
 fi
 python3 - "$IDLE_RSS" "$SESSIONS_RSS" "$PEAK_RSS" "$AFTER_RSS" "${AFTER:-1}" <<'PY'
 import sys

@@ -231,6 +231,7 @@ impl AppState {
         }));
         let retention = time::Duration::try_from(state.config.audit.retention.0).unwrap_or(time::Duration::days(90));
         crate::housekeeping::spawn(state.store.clone(), state.clock.clone(), retention);
+        crate::housekeeping::spawn_allocator_nudge();
         Ok(state)
     }
 
