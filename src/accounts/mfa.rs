@@ -71,11 +71,7 @@ pub enum SecondStep {
 
 /// Audits a second-factor event and counts it.
 fn note(state: &AppState, audit: &AuditContext, now: OffsetDateTime, kind: AuditKind, user_id: Option<Uuid>) {
-    let outcome = if kind == AuditKind::MfaFailure { Outcome::Failure } else { Outcome::Success };
-    if let Some(event) = SECOND_FACTOR_EVENTS.into_iter().find(|event| *event == kind.as_str()) {
-        state.metrics.second_factor.get_or_create(&EventLabels { event }).inc();
-    }
-    state.audit.record(audit.event(now, kind, user_id, outcome));
+    record(state, audit, now, kind, user_id, None);
 }
 
 /// Audits a passkey's registration or removal (its id in `detail`) and
@@ -88,11 +84,23 @@ pub fn note_passkey(
     user_id: Uuid,
     passkey_id: Uuid,
 ) {
+    record(state, audit, now, kind, Some(user_id), Some(passkey_id.to_string()));
+}
+
+fn record(
+    state: &AppState,
+    audit: &AuditContext,
+    now: OffsetDateTime,
+    kind: AuditKind,
+    user_id: Option<Uuid>,
+    detail: Option<String>,
+) {
+    let outcome = if kind == AuditKind::MfaFailure { Outcome::Failure } else { Outcome::Success };
     if let Some(event) = SECOND_FACTOR_EVENTS.into_iter().find(|event| *event == kind.as_str()) {
         state.metrics.second_factor.get_or_create(&EventLabels { event }).inc();
     }
-    let mut event = audit.event(now, kind, Some(user_id), Outcome::Success);
-    event.detail = Some(passkey_id.to_string());
+    let mut event = audit.event(now, kind, user_id, outcome);
+    event.detail = detail;
     state.audit.record(event);
 }
 
@@ -120,6 +128,19 @@ async fn second_factors(state: &AppState, user_id: Uuid) -> Result<(Vec<&'static
     Ok((methods, passkeys))
 }
 
+/// A second step's passkey ceremony over the user's `passkeys` (stored
+/// form): the request options and the state to keep. `None` without
+/// passkeys, or with passkeys off.
+fn passkey_ceremony(
+    state: &AppState,
+    passkeys: &[String],
+) -> Result<Option<(serde_json::Value, String)>, AccountError> {
+    match &state.passkeys {
+        Some(party) if !passkeys.is_empty() => Ok(Some(party.start_second_step(passkeys)?)),
+        _ => Ok(None),
+    }
+}
+
 /// When `user` has a second factor: a stored challenge for the login of
 /// `kind` that `sign_in` began, instead of signing them in.
 pub async fn challenge(
@@ -132,13 +153,7 @@ pub async fn challenge(
     if methods.is_empty() {
         return Ok(None);
     }
-    let (passkey, passkey_state) = match (&state.passkeys, passkeys.is_empty()) {
-        (Some(party), false) => {
-            let (options, ceremony) = party.start_second_step(&passkeys)?;
-            (Some(options), Some(ceremony))
-        }
-        _ => (None, None),
-    };
+    let (passkey, passkey_state) = passkey_ceremony(state, &passkeys)?.unzip();
     let token = secret::new_token("mfa_");
     let now = state.clock.now();
     state.metrics.second_factor.get_or_create(&EventLabels { event: "mfa_challenge" }).inc();
@@ -179,8 +194,7 @@ pub async fn options(state: &AppState, mfa_token: &str) -> Result<SecondStepOpti
     };
     let (methods, passkeys) = second_factors(state, challenge.user_id).await?;
     let mut passkey = None;
-    if let (Some(party), false) = (&state.passkeys, passkeys.is_empty()) {
-        let (options, ceremony) = party.start_second_step(&passkeys)?;
+    if let Some((options, ceremony)) = passkey_ceremony(state, &passkeys)? {
         state.store.set_mfa_passkey_state(&token_hash, &ceremony).await?;
         passkey = Some(options);
     }
