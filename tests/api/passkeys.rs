@@ -120,8 +120,15 @@ async fn registration_needs_a_started_ceremony_and_an_answer_that_verifies() {
 #[tokio::test]
 async fn passwordless_sign_in_refuses_unknown_spent_and_forged_answers() {
     let (app, _) = localhost_app().await;
+    // Only the pages that run a ceremony may use WebAuthn; every other
+    // response denies it, as every feature.
+    let login = app.get("/login").await;
+    let allowed = login.header("permissions-policy").unwrap();
+    assert!(allowed.contains("publickey-credentials-get=(self)") && allowed.contains("camera=()"), "{allowed}");
     let started = app.post_json("/auth/passkey/start", &json!({})).await;
     assert_eq!(started.status, 200, "{}", started.body);
+    let denied = started.header("permissions-policy").unwrap();
+    assert!(denied.contains("publickey-credentials-get=()") && denied.contains("publickey-credentials-create=()"));
     let options = started.json();
     assert_eq!(options["rpId"], "localhost");
     assert_eq!(options["userVerification"], "required");
