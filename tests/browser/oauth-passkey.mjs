@@ -9,7 +9,7 @@
 //
 //   node tests/browser/oauth-passkey.mjs BASE PROVIDER_LOGIN EXPECTED_EMAIL
 // BASE must be http://localhost:<port> (the relying party is "localhost").
-import { launch } from "./launch.mjs";
+import { addPasskeyAuthenticator, launch } from "./launch.mjs";
 
 const [base, providerLogin, expectedEmail] = process.argv.slice(2);
 
@@ -28,18 +28,7 @@ try {
     }
   });
   page.on("pageerror", (error) => problems.push(String(error)));
-  const devtools = await page.context().newCDPSession(page);
-  await devtools.send("WebAuthn.enable");
-  await devtools.send("WebAuthn.addVirtualAuthenticator", {
-    options: {
-      protocol: "ctap2",
-      transport: "internal",
-      hasResidentKey: true,
-      hasUserVerification: true,
-      isUserVerified: true,
-      automaticPresenceSimulation: true,
-    },
-  });
+  await addPasskeyAuthenticator(page);
 
   // "Sign in with …": the provider's login and consent pages, as they come
   // (a provider that remembers the person may skip either), until `done`.

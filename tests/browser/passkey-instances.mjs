@@ -5,7 +5,7 @@
 // The page is instance A's (its origin is the relying party's); A starts a
 // registration and a sign-in, B finishes both. Prints a JSON line of what
 // B answered, then BROWSER_OK.
-import { launch } from "./launch.mjs";
+import { addPasskeyAuthenticator, launch } from "./launch.mjs";
 
 const [baseA, baseB, tokenA, tokenB] = process.argv.slice(2);
 
@@ -19,18 +19,7 @@ async function post(url, token, body) {
 const browser = await launch();
 try {
   const page = await browser.newPage();
-  const devtools = await page.context().newCDPSession(page);
-  await devtools.send("WebAuthn.enable");
-  await devtools.send("WebAuthn.addVirtualAuthenticator", {
-    options: {
-      protocol: "ctap2",
-      transport: "internal",
-      hasResidentKey: true,
-      hasUserVerification: true,
-      isUserVerified: true,
-      automaticPresenceSimulation: true,
-    },
-  });
+  await addPasskeyAuthenticator(page);
   await page.goto(`${baseA}/login`);
 
   const started = await post(`${baseA}/api/profile/passkeys/register/start`, tokenA, { name: "Shared" });

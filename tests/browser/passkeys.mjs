@@ -14,7 +14,7 @@
 // 5. removes the passkey on /account: the authenticator's credential no
 //    longer signs in (401).
 // Any script error or CSP violation fails. Prints BROWSER_OK on success.
-import { launch } from "./launch.mjs";
+import { addPasskeyAuthenticator, launch } from "./launch.mjs";
 
 const [base, email, password, shotAccount, shotSecondStep] = process.argv.slice(2);
 
@@ -32,18 +32,7 @@ try {
   page.on("pageerror", (error) => problems.push(String(error)));
   if (process.env.BROWSER_DEBUG) page.on("console", (message) => console.error(`console: ${message.text()}`));
 
-  const devtools = await page.context().newCDPSession(page);
-  await devtools.send("WebAuthn.enable");
-  const { authenticatorId } = await devtools.send("WebAuthn.addVirtualAuthenticator", {
-    options: {
-      protocol: "ctap2",
-      transport: "internal",
-      hasResidentKey: true,
-      hasUserVerification: true,
-      isUserVerified: true,
-      automaticPresenceSimulation: true,
-    },
-  });
+  const { devtools, authenticatorId } = await addPasskeyAuthenticator(page);
 
   const passwordSignIn = async () => {
     await page.goto(`${base}/login`);

@@ -39,28 +39,41 @@ const message = document.getElementById("message");
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   message.textContent = "";
-  const body = JSON.stringify({ email: form.email.value, password: form.password.value });
+  await signInWith("/auth/session", { email: form.email.value, password: form.password.value });
+});
+
+async function postJson(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    credentials: "same-origin",
+    body: JSON.stringify(body),
+  });
+  return { response, answer: await response.json().catch(() => ({})) };
+}
+
+// The answer of a sign-in request, or null once the failure is shown.
+async function post(path, body) {
   try {
-    const response = await fetch("/auth/session", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      credentials: "same-origin",
-      body,
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      message.textContent = answer.detail || `Sign-in failed (${response.status}).`;
-      return;
-    }
-    if (answer.mfa_required) {
-      askForSecondStep(answer.mfa_token, answer.methods, answer.passkey);
-      return;
-    }
-    signedIn(answer);
+    const { response, answer } = await postJson(path, body);
+    if (response.ok) return answer;
+    message.textContent = answer.detail || `Sign-in failed (${response.status}).`;
   } catch {
     message.textContent = "The server could not be reached.";
   }
-});
+  return null;
+}
+
+// One step of a sign-in: signed in, or on to the second step it asks for.
+async function signInWith(path, body) {
+  const answer = await post(path, body);
+  if (!answer) return;
+  if (answer.mfa_required) {
+    askForSecondStep(answer.mfa_token, answer.methods, answer.passkey);
+    return;
+  }
+  signedIn(answer);
+}
 
 function signedIn(answer) {
   document.cookie = `rampart_csrf=${encodeURIComponent(answer.csrf_token)}; Path=/; SameSite=Strict`;
@@ -97,56 +110,20 @@ async function assertion(options) {
   }
 }
 
-async function postJson(path, body) {
-  const response = await fetch(path, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    credentials: "same-origin",
-    body: JSON.stringify(body),
-  });
-  return { response, answer: await response.json().catch(() => ({})) };
-}
-
 mfaPasskeyButton.addEventListener("click", async () => {
   message.textContent = "";
   const credential = await assertion(mfaPasskeyOptions);
-  if (!credential) return;
-  try {
-    const { response, answer } = await postJson("/auth/mfa", { mfa_token: mfaToken, passkey: credential });
-    if (!response.ok) {
-      message.textContent = answer.detail || `Sign-in failed (${response.status}).`;
-      return;
-    }
-    signedIn(answer);
-  } catch {
-    message.textContent = "The server could not be reached.";
-  }
+  if (credential) await signInWith("/auth/mfa", { mfa_token: mfaToken, passkey: credential });
 });
 
 if (passkeyOption && webauthn) {
   passkeyOption.hidden = false;
   passkeyButton.addEventListener("click", async () => {
     message.textContent = "";
-    try {
-      const started = await postJson("/auth/passkey/start", {});
-      if (!started.response.ok) {
-        message.textContent = started.answer.detail || `Sign-in failed (${started.response.status}).`;
-        return;
-      }
-      const credential = await assertion(started.answer);
-      if (!credential) return;
-      const { response, answer } = await postJson("/auth/passkey/finish", {
-        challenge_id: started.answer.challenge_id,
-        credential,
-        session: true,
-      });
-      if (!response.ok) {
-        message.textContent = answer.detail || `Sign-in failed (${response.status}).`;
-        return;
-      }
-      signedIn(answer);
-    } catch {
-      message.textContent = "The server could not be reached.";
+    const started = await post("/auth/passkey/start", {});
+    const credential = started && (await assertion(started));
+    if (credential) {
+      await signInWith("/auth/passkey/finish", { challenge_id: started.challenge_id, credential, session: true });
     }
   });
 }
@@ -161,22 +138,7 @@ secondStep.addEventListener("submit", async (event) => {
   }
   // Six digits are an app's code; anything else is taken for a recovery code.
   const step = /^[0-9]{6}$/.test(typed) ? { code: typed } : { recovery_code: typed };
-  try {
-    const response = await fetch("/auth/mfa", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      credentials: "same-origin",
-      body: JSON.stringify(Object.assign({ mfa_token: mfaToken }, step)),
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      message.textContent = answer.detail || `Sign-in failed (${response.status}).`;
-      return;
-    }
-    signedIn(answer);
-  } catch {
-    message.textContent = "The server could not be reached.";
-  }
+  await signInWith("/auth/mfa", Object.assign({ mfa_token: mfaToken }, step));
 });
 
 // A provider sign-in's second step: the token leaves the address bar (and
