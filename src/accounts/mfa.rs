@@ -37,17 +37,9 @@ pub struct MfaRequired {
     /// Opaque and single use; never a bearer credential.
     #[schema(pattern = "^mfa_[A-Za-z0-9_-]{43}$")]
     pub mfa_token: String,
-    /// Seconds the challenge waits.
-    pub expires_in: i64,
-    /// What `POST /auth/mfa` accepts for this user: `totp`,
-    /// `recovery_code`, `passkey`.
-    pub methods: Vec<&'static str>,
-    /// With `passkey` among the methods: the options for
-    /// `navigator.credentials.get` (its `publicKey` member, JSON form),
-    /// naming the user's passkeys.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub passkey: Option<serde_json::Value>,
+    /// What the second step takes (as `POST /auth/mfa/options` answers).
+    #[serde(flatten)]
+    pub options: SecondStepOptions,
 }
 
 /// A new TOTP enrolment, shown once.
@@ -173,13 +165,8 @@ pub async fn challenge(
             StoreError::NotFound => AccountError::InvalidCredentials,
             other => other.into(),
         })?;
-    Ok(Some(MfaRequired {
-        mfa_required: true,
-        mfa_token: token,
-        expires_in: CHALLENGE_TTL.whole_seconds(),
-        methods,
-        passkey,
-    }))
+    let options = SecondStepOptions { methods, expires_in: CHALLENGE_TTL.whole_seconds(), passkey };
+    Ok(Some(MfaRequired { mfa_required: true, mfa_token: token, options }))
 }
 
 /// What the challenge named by `mfa_token` accepts, with a new passkey
@@ -202,16 +189,19 @@ pub async fn options(state: &AppState, mfa_token: &str) -> Result<SecondStepOpti
     Ok(SecondStepOptions { methods, expires_in, passkey })
 }
 
-/// What a challenge accepts (`POST /auth/mfa/options`).
+/// What a challenge accepts (`POST /auth/mfa/options`, and the
+/// `mfa_required` answer).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SecondStepOptions {
-    /// `totp`, `recovery_code`, `passkey`.
+    /// What `POST /auth/mfa` accepts for this user: `totp`,
+    /// `recovery_code`, `passkey`.
     pub methods: Vec<&'static str>,
     /// Seconds the challenge still waits.
     pub expires_in: i64,
-    /// With `passkey` among the methods: new options for
-    /// `navigator.credentials.get` (the challenge's earlier ones no longer
-    /// work).
+    /// With `passkey` among the methods: the options for
+    /// `navigator.credentials.get` (its `publicKey` member, JSON form),
+    /// naming the user's passkeys; each new set replaces the challenge's
+    /// earlier one.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub passkey: Option<serde_json::Value>,

@@ -22,6 +22,10 @@ pub const CEREMONY_TTL: time::Duration = time::Duration::minutes(5);
 #[error("passkey refused: {0}")]
 pub struct Refused(pub String);
 
+fn refused(error: impl std::fmt::Display) -> Refused {
+    Refused(error.to_string())
+}
+
 /// A passkey made by a registration: what the store keeps.
 pub struct NewPasskey {
     pub credential_id: Vec<u8>,
@@ -97,7 +101,7 @@ impl RelyingParty {
     /// Checks the authenticator's answer (`credential.toJSON()`) against
     /// the ceremony `state`.
     pub fn finish_registration(&self, credential: Value, state: &str) -> Result<NewPasskey, Refused> {
-        let state: PasskeyRegistration = serde_json::from_str(state).map_err(|error| Refused(error.to_string()))?;
+        let state: PasskeyRegistration = serde_json::from_str(state).map_err(refused)?;
         let credential: RegisterPublicKeyCredential =
             serde_json::from_value(credential).map_err(|error| Refused(format!("not a registration: {error}")))?;
         // An authenticator that says it made a server-side credential did
@@ -105,13 +109,10 @@ impl RelyingParty {
         if credential.extensions.cred_props.as_ref().is_some_and(|props| props.rk == Some(false)) {
             return Err(Refused("the authenticator made a non-discoverable credential".into()));
         }
-        let passkey = self
-            .webauthn
-            .finish_passkey_registration(&credential, &state)
-            .map_err(|error| Refused(error.to_string()))?;
+        let passkey = self.webauthn.finish_passkey_registration(&credential, &state).map_err(refused)?;
         Ok(NewPasskey {
             credential_id: passkey.cred_id().to_vec(),
-            passkey: serde_json::to_string(&passkey).map_err(|error| Refused(error.to_string()))?,
+            passkey: serde_json::to_string(&passkey).map_err(refused)?,
         })
     }
 
@@ -126,10 +127,8 @@ impl RelyingParty {
     pub fn identify(&self, credential: Value) -> Result<Presented, Refused> {
         let credential: PublicKeyCredential =
             serde_json::from_value(credential).map_err(|error| Refused(format!("not an assertion: {error}")))?;
-        let (user_id, credential_id) = self
-            .webauthn
-            .identify_discoverable_authentication(&credential)
-            .map_err(|error| Refused(error.to_string()))?;
+        let (user_id, credential_id) =
+            self.webauthn.identify_discoverable_authentication(&credential).map_err(refused)?;
         let credential_id = credential_id.to_vec();
         Ok(Presented { credential, user_id, credential_id })
     }
@@ -137,15 +136,14 @@ impl RelyingParty {
     /// Checks a sign-in answer against the ceremony `state` and the stored
     /// passkey it names; the passkey's new state (its counter) comes back.
     pub fn finish_sign_in(&self, presented: &Presented, state: &str, stored: &str) -> Result<String, Refused> {
-        let state: DiscoverableAuthentication =
-            serde_json::from_str(state).map_err(|error| Refused(error.to_string()))?;
-        let mut passkey: Passkey = serde_json::from_str(stored).map_err(|error| Refused(error.to_string()))?;
+        let state: DiscoverableAuthentication = serde_json::from_str(state).map_err(refused)?;
+        let mut passkey: Passkey = serde_json::from_str(stored).map_err(refused)?;
         let result = self
             .webauthn
             .finish_discoverable_authentication_v2(&presented.credential, state, &passkey)
-            .map_err(|error| Refused(error.to_string()))?;
+            .map_err(refused)?;
         passkey.update_credential(&result);
-        serde_json::to_string(&passkey).map_err(|error| Refused(error.to_string()))
+        serde_json::to_string(&passkey).map_err(refused)
     }
 
     /// Options naming the user's `passkeys` (stored JSON), for a second
@@ -160,13 +158,10 @@ impl RelyingParty {
     /// Checks a second step's answer against its ceremony `state` (which
     /// names the user's passkeys only).
     pub fn finish_second_step(&self, credential: Value, state: &str) -> Result<Used, Refused> {
-        let state: PasskeyAuthentication = serde_json::from_str(state).map_err(|error| Refused(error.to_string()))?;
+        let state: PasskeyAuthentication = serde_json::from_str(state).map_err(refused)?;
         let credential: PublicKeyCredential =
             serde_json::from_value(credential).map_err(|error| Refused(format!("not an assertion: {error}")))?;
-        let result = self
-            .webauthn
-            .finish_passkey_authentication(&credential, &state)
-            .map_err(|error| Refused(error.to_string()))?;
+        let result = self.webauthn.finish_passkey_authentication(&credential, &state).map_err(refused)?;
         Ok(Used { result })
     }
 }

@@ -230,6 +230,13 @@ fn loses_admin(role: Role, disabled: bool, changes: &UserChanges) -> bool {
         && (changes.role.is_some_and(|role| role != Role::Admin) || changes.disabled == Some(true))
 }
 
+/// The columns of `MfaChallenge`.
+macro_rules! mfa_challenge_columns {
+    () => {
+        "token_hash, user_id, login_kind, sign_in, attempts, expires_at, passkey_state"
+    };
+}
+
 /// The columns of `PasskeyRecord`.
 macro_rules! passkey_columns {
     () => {
@@ -1241,9 +1248,7 @@ macro_rules! sql_store {
 
             async fn insert_mfa_challenge(&self, challenge: &MfaChallenge) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO mfa_challenges \
-                     (token_hash, user_id, login_kind, sign_in, attempts, expires_at, passkey_state) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    concat!("INSERT INTO mfa_challenges (", mfa_challenge_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7)"),
                 )
                 .bind(&challenge.token_hash[..])
                 .bind(challenge.user_id)
@@ -1265,11 +1270,11 @@ macro_rules! sql_store {
                 max_attempts: i32,
             ) -> Result<Option<MfaChallenge>, StoreError> {
                 // One statement: two concurrent attempts cannot both be the fifth.
-                Ok(sqlx::query_as(
+                Ok(sqlx::query_as(concat!(
                     "UPDATE mfa_challenges SET attempts = attempts + 1 \
-                     WHERE token_hash = $1 AND expires_at > $2 AND attempts < $3 \
-                     RETURNING token_hash, user_id, login_kind, sign_in, attempts, expires_at, passkey_state",
-                )
+                     WHERE token_hash = $1 AND expires_at > $2 AND attempts < $3 RETURNING ",
+                    mfa_challenge_columns!()
+                ))
                 .bind(&token_hash[..])
                 .bind(now)
                 .bind(max_attempts)
@@ -1283,10 +1288,11 @@ macro_rules! sql_store {
                 now: OffsetDateTime,
                 max_attempts: i32,
             ) -> Result<Option<MfaChallenge>, StoreError> {
-                Ok(sqlx::query_as(
-                    "SELECT token_hash, user_id, login_kind, sign_in, attempts, expires_at, passkey_state \
-                     FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2 AND attempts < $3",
-                )
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ",
+                    mfa_challenge_columns!(),
+                    " FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2 AND attempts < $3"
+                ))
                 .bind(&token_hash[..])
                 .bind(now)
                 .bind(max_attempts)
